@@ -1,0 +1,56 @@
+# Developer and CI entry points. Each target bootstraps its own venv in .venv.
+#   make run  [ARGS="--port 8000"]     make test [PYTEST_ARGS="-m 'not e2e'"]
+
+PYTHON ?= python3
+VENV   := .venv
+VPY    := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+BENCH_SCRIPTS := $(sort $(wildcard bench/*.py))
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test bench clean FORCE
+
+help:
+	@echo "make run     start the broker in dev mode (.venv/bin/broker dev \$$ARGS)"
+	@echo "make test    run the test suite (installs PostgreSQL if missing; \$$PYTEST_ARGS)"
+	@echo "make bench   run every bench/*.py script in order"
+	@echo "make clean   remove .venv, var/, caches and tests/artifacts"
+	@echo "make venv    (re)build .venv when missing, broken or older than pyproject.toml"
+
+venv: $(STAMP)
+
+# The stamp is rebuilt when pyproject.toml changes, when it is missing, and
+# (checked here, on every run) when the venv's interpreter no longer starts.
+ifneq ($(shell $(VPY) -c 'print("ok")' 2>/dev/null),ok)
+$(STAMP): FORCE
+endif
+
+$(STAMP): pyproject.toml
+	@if ! $(VPY) -m pip --version >/dev/null 2>&1; then \
+		echo "creating $(VENV) with $(PYTHON)"; \
+		$(PYTHON) -m venv --clear $(VENV); \
+	fi
+	$(VPY) -m pip install -q --upgrade pip
+	$(VPY) -m pip install -q -e '.[test]'
+	@touch $@
+
+run: $(STAMP)
+	exec $(VENV)/bin/broker dev $(ARGS)
+
+test: $(STAMP)
+	bash tests/support/ensure-postgres.sh
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+ifeq ($(BENCH_SCRIPTS),)
+	@echo "make bench: no benchmark scripts found (bench/*.py)" >&2; exit 1
+else
+	@for script in $(BENCH_SCRIPTS); do \
+		echo "==> $$script"; \
+		$(VPY) "$$script" || exit $$?; \
+	done
+endif
+
+clean:
+	rm -rf $(VENV) var tests/artifacts .pytest_cache .mypy_cache .ruff_cache .coverage build dist *.egg-info
+	find . -path ./.git -prune -o -type d -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,73 @@
+"""Composition root: builds the broker's services from settings and wires them into the web app.
+
+This is the only module (with ``cli``) that chooses implementations.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from broker import config as config_mod
+from broker import logs
+from broker.config import Settings
+from broker.keys.crypto import DecryptionError, Encryptor
+from broker.keys.ring import BROKER, KeyRing
+from broker.storage.db import Database, EngineOptions
+from broker.storage.migrate import require_current
+from broker.testidp.provider import TESTIDP_KEY_PURPOSE, TestIdentityProvider
+from broker.web import create_app as create_web_app
+from broker.web.state import BrokerState
+
+
+class StartupError(Exception):
+    """The broker cannot serve with this configuration or database (one clear line)."""
+
+
+def build_state(settings: Settings) -> BrokerState:
+    database = Database(settings.database_url, EngineOptions(
+        pool_size=settings.database.pool_size, max_overflow=settings.database.max_overflow,
+        pool_timeout=settings.database.pool_timeout,
+        sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms, echo=settings.database.echo))
+    kek = settings.key_encryption_key()
+    if kek is None:
+        raise StartupError("keys.key_encryption_key: required (set BROKER_KEYS__KEY_ENCRYPTION_KEY or "
+                           "keys.key_encryption_key_file; `broker keys new-kek` prints a fresh one)")
+    encryptor = Encryptor(kek)
+    keyring = KeyRing(encryptor, BROKER, settings.keys.algorithm, settings.keys.rsa_key_size)
+    testidp = None
+    if settings.testidp.enabled:
+        testidp = TestIdentityProvider(settings.testidp, issuer=f"{settings.issuer}/testidp",
+                                       keyring=KeyRing(encryptor, TESTIDP_KEY_PURPOSE, "ES256"),
+                                       encryptor=encryptor)
+    return BrokerState(settings=settings, database=database, keyring=keyring, testidp=testidp)
+
+
+def prepare(state: BrokerState) -> None:
+    """Refuse to serve on a stale schema or a wrong key-encryption key; create missing signing keys."""
+    require_current(state.database)
+    with state.database.transaction() as session:
+        try:
+            state.keyring.verify_kek(session)
+        except DecryptionError as exc:
+            raise StartupError(f"keys.key_encryption_key: {exc} "
+                               "(is this the key-encryption key the database was created with?)") from None
+        state.keyring.ensure(session)
+        if state.testidp is not None:
+            state.testidp.keyring.ensure(session)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    state = build_state(settings)
+    prepare(state)
+    return create_web_app(state)
+
+
+def create_app_from_environment() -> FastAPI:
+    """Factory for ``uvicorn --factory`` worker processes: settings from BROKER_CONFIG and BROKER_*."""
+    path = os.environ.get("BROKER_CONFIG")
+    settings = config_mod.load(Path(path) if path else None)
+    logs.configure(settings.logging.level, settings.logging.format)
+    return create_app(settings)

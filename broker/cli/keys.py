@@ -1,0 +1,86 @@
+"""``broker keys``: signing keys and the key-encryption key."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+
+from broker import config
+from broker.cli.common import CliError, common_flags, json_flag, load_settings, open_database, print_json, print_table
+from broker.keys import schedule
+from broker.keys.crypto import DecryptionError, Encryptor
+from broker.keys.ring import BROKER, KeyRing
+from broker.storage import signing_keys
+from broker.storage.models import SigningKey, utcnow
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    keys = commands.add_parser("keys", help="signing keys", description="Manage JWT signing keys.")
+    sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    rotate_p = sub.add_parser(
+        "rotate", parents=[common_flags()], help="add a new signing key",
+        description="Add a signing key. It is published in the JWKS at once and signs after "
+                    "keys.activation_delay seconds; the current key stops signing then and leaves the JWKS "
+                    "once the longest token it signed has expired.")
+    rotate_p.add_argument("--now", action="store_true",
+                          help="start signing with the new key immediately (after a suspected key compromise)")
+    rotate_p.set_defaults(handler=rotate)
+    list_p = sub.add_parser("list", parents=[common_flags()], help="list signing keys and their state",
+                            description="List signing keys: pending, signing, retired (still published), expired.")
+    json_flag(list_p)
+    list_p.set_defaults(handler=list_keys)
+    new_p = sub.add_parser("new-kek", help="print a fresh key-encryption key",
+                           description="Print 32 random bytes, base64url-encoded, for keys.key_encryption_key. "
+                                       "Store it in your secret manager; losing it makes stored keys unusable.")
+    new_p.set_defaults(handler=lambda args: print(config.new_kek()))
+
+
+def _ring(args: argparse.Namespace) -> tuple[KeyRing, object, object]:
+    settings = load_settings(args)
+    kek = settings.key_encryption_key()
+    if kek is None:
+        raise CliError("keys.key_encryption_key: required (set BROKER_KEYS__KEY_ENCRYPTION_KEY)")
+    ring = KeyRing(Encryptor(kek), BROKER, settings.keys.algorithm, settings.keys.rsa_key_size)
+    return ring, settings, open_database(settings)
+
+
+def rotate(args: argparse.Namespace) -> int:
+    ring, settings, database = _ring(args)
+    delay = dt.timedelta(0 if args.now else settings.keys.activation_delay)
+    with database.transaction() as session:
+        try:
+            ring.verify_kek(session)
+        except DecryptionError as exc:
+            raise CliError(f"keys.key_encryption_key: {exc} (wrong key-encryption key?)") from None
+        row = ring.rotate(session, delay)
+    print(f"added key {row.kid} ({row.algorithm}); published now, signs from {row.activates_at.isoformat()}")
+    return 0
+
+
+def list_keys(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    database = open_database(settings)
+    grace = dt.timedelta(seconds=settings.longest_jwt_lifetime)
+    now = utcnow()
+    with database.sessions() as session:
+        rows = [_describe(k, now, grace) for k in signing_keys.all_keys(session)]
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["kid", "purpose", "algorithm", "state", "activates_at", "retired_at"])
+    return 0
+
+
+def _describe(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> dict[str, object]:
+    if schedule.is_signing(key, now):
+        state = "signing"
+    elif key.activates_at > now:
+        state = "pending"
+    elif schedule.is_published(key, now, grace):
+        state = "retired (published)"
+    else:
+        state = "expired"
+    return {"kid": key.kid, "purpose": key.purpose, "algorithm": key.algorithm, "state": state,
+            "created_at": key.created_at.isoformat(timespec="seconds"),
+            "activates_at": key.activates_at.isoformat(timespec="seconds"),
+            "retired_at": key.retired_at.isoformat(timespec="seconds") if key.retired_at else ""}

@@ -1,0 +1,77 @@
+"""``broker dev`` and ``broker serve``: run the HTTP server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import uvicorn
+
+from broker import dev
+from broker.app import StartupError, build_state, prepare
+from broker.cli.common import CliError, common_flags, database_errors, load_settings, open_database
+from broker.config import Settings
+from broker.storage import migrate
+from broker.storage.db import DatabaseError
+from broker.web import create_app
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    dev_p = commands.add_parser(
+        "dev", parents=[common_flags()], help="run with embedded defaults (SQLite, test IdP, demo data)",
+        description="Run the broker for development: SQLite under the data directory, the built-in test IdP "
+                    "with demo users alice, bob and carol, and the demo MCP server. Never for production.")
+    dev_p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    dev_p.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    dev_p.set_defaults(handler=run_dev)
+    serve_p = commands.add_parser(
+        "serve", parents=[common_flags()], help="run the production server (uvicorn)",
+        description="Serve the broker with uvicorn. The schema must be current (`broker db upgrade`).")
+    serve_p.add_argument("--host", help="interface to bind (default: server.host)")
+    serve_p.add_argument("--port", type=int, help="port to bind (default: server.port)")
+    serve_p.add_argument("--workers", type=int, help="worker processes (default: server.workers)")
+    serve_p.set_defaults(handler=run_serve)
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    if not 0 < args.port < 65536:
+        raise CliError(f"--port: {args.port} is not a valid port")
+    data_dir = args.data_dir or Path("var")
+    settings = load_settings(args, defaults=dev.defaults(args.host, args.port, data_dir))
+    database = open_database(settings, require_schema=False)
+    with database_errors():
+        migrate.upgrade(database)
+        with database.transaction() as session:
+            dev.seed(session, settings.issuer)
+    state = _prepared_state(settings)
+    print(dev.banner(settings), flush=True)
+    uvicorn.run(create_app(state), host=args.host, port=args.port, log_config=None, access_log=False,
+                proxy_headers=False, server_header=False)
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    _prepared_state(settings).database.dispose()  # fail here, once, before forking workers
+    if args.config:
+        os.environ["BROKER_CONFIG"] = str(args.config.resolve())
+    if args.data_dir:
+        os.environ["BROKER_DATA_DIR"] = str(args.data_dir)
+    workers = args.workers or settings.server.workers
+    if workers < 1:
+        raise CliError("--workers: must be at least 1")
+    uvicorn.run("broker.app:create_app_from_environment", factory=True, workers=workers,
+                host=args.host or settings.server.host, port=args.port or settings.server.port,
+                log_config=None, access_log=False, server_header=False,
+                forwarded_allow_ips=settings.server.forwarded_allow_ips)
+    return 0
+
+
+def _prepared_state(settings: Settings):
+    try:
+        state = build_state(settings)
+        prepare(state)
+    except (StartupError, DatabaseError) as exc:
+        raise CliError(str(exc)) from None
+    return state

@@ -1,0 +1,430 @@
+"""Typed settings: a TOML file, overridden by ``BROKER_*`` environment variables.
+
+Precedence, lowest first: built-in defaults, the defaults of ``broker dev`` (when run so),
+the TOML file (``--config`` or ``BROKER_CONFIG``), environment variables. A key's
+environment name is ``BROKER_`` + its dotted path upper-cased with ``__`` between parts:
+``database.url`` -> ``BROKER_DATABASE__URL``, ``idps[0].client_secret`` ->
+``BROKER_IDPS__0__CLIENT_SECRET``. Values that look like TOML arrays (``["a", "b"]``) are
+parsed as such; everything else is a string that the field's type converts.
+
+Every secret ``X`` can instead be read from a file named by ``X_file`` (containers mount
+secrets as files). ``load()`` reports every problem at once, each naming its key, by
+raising ``ConfigError``; nothing is read from or written to the database here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+ENV_PREFIX = "BROKER_"
+# Environment variables read by the command line, not settings keys.
+NON_SETTING_ENV = {"BROKER_CONFIG"}
+# Values from config.example.toml and the docs that must never run in production.
+PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "password", "CHANGE-ME"}
+
+
+class ConfigError(Exception):
+    """One or more configuration problems; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+class Mode(str, Enum):
+    DEV = "dev"
+    PRODUCTION = "production"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(_Section):
+    url: SecretStr | None = None
+    url_file: Path | None = None
+    pool_size: int = Field(10, ge=1, le=200)
+    max_overflow: int = Field(10, ge=0, le=200)
+    pool_timeout: float = Field(5.0, gt=0, le=120)
+    sqlite_busy_timeout_ms: int = Field(5000, ge=0, le=600_000)
+    echo: bool = False
+
+
+class KeysSettings(_Section):
+    algorithm: Literal["ES256", "RS256"] = "ES256"
+    key_encryption_key: SecretStr | None = None
+    key_encryption_key_file: Path | None = None
+    activation_delay: int = Field(3600, ge=0, le=30 * 86400)
+    rsa_key_size: Literal[2048, 3072, 4096] = 3072
+
+
+class TokenSettings(_Section):
+    access_token_lifetime: int = Field(300, ge=30, le=86400)
+    id_token_lifetime: int = Field(300, ge=30, le=86400)
+    authorization_code_lifetime: int = Field(60, ge=10, le=600)
+    refresh_token_idle_lifetime: int = Field(7 * 86400, ge=60)
+    refresh_token_absolute_lifetime: int = Field(30 * 86400, ge=60)
+    clock_skew: int = Field(60, ge=0, le=600)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    forwarded_allow_ips: str = "127.0.0.1"
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class TestIdpUser(_Section):
+    username: str = Field(min_length=1)
+    password: SecretStr
+    email: str
+    name: str = ""
+    groups: list[str] = []
+
+
+class TestIdpClient(_Section):
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr
+    redirect_uris: list[str] = Field(min_length=1)
+
+
+class TestIdpSettings(_Section):
+    enabled: bool = False
+    users: list[TestIdpUser] = []
+    clients: list[TestIdpClient] = []
+    code_lifetime: int = Field(60, ge=10, le=600)
+    refresh_token_lifetime: int = Field(86400, ge=60)
+
+
+class IdpSettings(_Section):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    type: Literal["oidc", "okta", "entra", "test"]
+    display_name: str = ""
+    issuer: str
+    client_id: str = Field(min_length=1)
+    client_secret: SecretStr | None = None
+    client_secret_file: Path | None = None
+    scopes: list[str] = ["openid", "email", "profile"]
+
+
+class Settings(_Section):
+    mode: Mode = Mode.PRODUCTION
+    issuer: str = ""
+    data_dir: Path = Path("var")
+    database: DatabaseSettings = DatabaseSettings()
+    keys: KeysSettings = KeysSettings()
+    tokens: TokenSettings = TokenSettings()
+    server: ServerSettings = ServerSettings()
+    logging: LoggingSettings = LoggingSettings()
+    testidp: TestIdpSettings = TestIdpSettings()
+    idps: list[IdpSettings] = []
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url is not None:
+            return self.database.url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'broker.db').as_posix()}"
+
+    @property
+    def longest_jwt_lifetime(self) -> int:
+        """The longest a JWT signed by the broker stays valid: retired keys stay published this long."""
+        return max(self.tokens.access_token_lifetime, self.tokens.id_token_lifetime) + self.tokens.clock_skew
+
+    def key_encryption_key(self) -> bytes | None:
+        """The 32-byte key-encryption key, decoded; None when not configured."""
+        if self.keys.key_encryption_key is None:
+            return None
+        return decode_kek(self.keys.key_encryption_key.get_secret_value())
+
+
+def decode_kek(text: str) -> bytes:
+    """Decode a key-encryption key given as base64 (standard or url-safe) or 64 hex digits."""
+    text = text.strip()
+    if len(text) == 64 and all(c in "0123456789abcdefABCDEF" for c in text):
+        return bytes.fromhex(text)
+    try:
+        raw = base64.urlsafe_b64decode(text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("must be 32 random bytes, base64- or hex-encoded") from exc
+    if len(raw) != 32:
+        raise ValueError(f"must decode to 32 bytes, not {len(raw)}")
+    return raw
+
+
+def new_kek() -> str:
+    """A fresh key-encryption key in the form ``decode_kek`` reads."""
+    return base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build validated settings; raise ``ConfigError`` listing every problem.
+
+    ``defaults`` sit under the file (``broker dev`` uses them), ``overrides`` over the
+    environment (command-line flags such as ``--data-dir``).
+    """
+    env = os.environ if env is None else env
+    origins: dict[str, str] = {}
+    raw = _deep_copy(defaults or {})
+    if path is not None:
+        _merge(raw, _read_toml(path), origins, f"{path}")
+    problems = _merge_env(raw, env, origins)
+    _merge(raw, _deep_copy(overrides or {}), origins, "command line")
+    try:
+        settings = Settings.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(problems + _describe(exc, origins)) from None
+    settings, file_problems = _read_secret_files(settings)
+    problems += file_problems + check(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"config file {path}: not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"config file {path}: cannot be read ({exc.strerror})"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config file {path}: not valid TOML: {exc}"]) from None
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def _merge(base: dict[str, Any], update: Mapping[str, Any], origins: dict[str, str], origin: str,
+           prefix: str = "") -> None:
+    for key, value in update.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value, origins, origin, dotted + ".")
+        else:
+            base[key] = _deep_copy(value)
+            origins[dotted] = origin
+
+
+def _merge_env(raw: dict[str, Any], env: Mapping[str, str], origins: dict[str, str]) -> list[str]:
+    problems = []
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in NON_SETTING_ENV:
+            continue
+        parts = name[len(ENV_PREFIX):].lower().split("__")
+        if not all(parts):
+            problems.append(f"{name}: malformed name (parts are separated by a double underscore)")
+            continue
+        try:
+            _set_path(raw, parts, _env_value(env[name]))
+        except (KeyError, IndexError, TypeError):
+            problems.append(f"{name}: {'.'.join(parts)} does not name a settings key")
+            continue
+        origins[_dotted(parts)] = f"environment variable {name}"
+    return problems
+
+
+def _env_value(text: str) -> Any:
+    if text.startswith("["):
+        try:
+            return tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            return text
+    return text
+
+
+def _set_path(raw: dict[str, Any], parts: list[str], value: Any) -> None:
+    node: Any = raw
+    for part in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(part)]
+        else:
+            node = node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+
+
+def _dotted(loc: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int) or (isinstance(part, str) and part.isdigit()):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _describe(exc: ValidationError, origins: Mapping[str, str]) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        key = _dotted(loc)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        origin = _origin_of(loc, origins)
+        lines.append(f"{key}: {msg}" + (f" (from {origin})" if origin else ""))
+    return lines
+
+
+def _origin_of(loc: tuple[Any, ...], origins: Mapping[str, str]) -> str | None:
+    path = ".".join(str(p) for p in loc)
+    below = [origin for key, origin in origins.items() if key.startswith(path + ".")]
+    if below and path not in origins:
+        return below[0]
+    while path:
+        if path in origins:
+            return origins[path]
+        path = path.rpartition(".")[0]
+    return None
+
+
+def _read_secret_files(settings: Settings) -> tuple[Settings, list[str]]:
+    """Replace each ``X`` by the contents of ``X_file`` where the latter is set."""
+    problems: list[str] = []
+
+    def resolve(section: BaseModel, key: str, field: str) -> BaseModel:
+        file = getattr(section, f"{field}_file")
+        if file is None:
+            return section
+        if getattr(section, field) is not None:
+            problems.append(f"{key}.{field}: set either {field} or {field}_file, not both")
+            return section
+        try:
+            text = Path(file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{key}.{field}_file: cannot read {file} ({getattr(exc, 'strerror', exc)})")
+            return section
+        return section.model_copy(update={field: SecretStr(text)})
+
+    updates: dict[str, Any] = {
+        "database": resolve(settings.database, "database", "url"),
+        "keys": resolve(settings.keys, "keys", "key_encryption_key"),
+        "idps": [resolve(idp, f"idps[{i}]", "client_secret") for i, idp in enumerate(settings.idps)],
+    }
+    return settings.model_copy(update=updates), problems
+
+
+# ---------------------------------------------------------------- policy checks
+
+
+def check(settings: Settings) -> list[str]:
+    """Cross-field and mode checks; one line per problem."""
+    problems = _check_issuer(settings)
+    problems += _check_kek(settings)
+    problems += _check_idps(settings)
+    problems += _check_lifetimes(settings)
+    if settings.mode is Mode.PRODUCTION:
+        problems += _check_production(settings)
+    return problems
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_issuer(settings: Settings) -> list[str]:
+    issuer = settings.issuer
+    if not issuer:
+        return ["issuer: required (the broker's public base URL, e.g. https://mcp-auth.example.com)"]
+    parts = urlsplit(issuer)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return [f"issuer: {issuer!r} is not an absolute http(s) URL"]
+    problems = []
+    if parts.query or parts.fragment or "?" in issuer or "#" in issuer:
+        problems.append("issuer: must not have a query or fragment (RFC 8414 §2)")
+    if issuer.endswith("/"):
+        problems.append("issuer: must not end with '/' (clients compare it byte for byte)")
+    if parts.username or parts.password:
+        problems.append("issuer: must not contain credentials")
+    return problems
+
+
+def _check_kek(settings: Settings) -> list[str]:
+    if settings.keys.key_encryption_key is None:
+        return []
+    if settings.keys.key_encryption_key.get_secret_value().strip() in PLACEHOLDER_SECRETS:
+        return ["keys.key_encryption_key: is a placeholder; generate one with `broker keys new-kek`"]
+    try:
+        decode_kek(settings.keys.key_encryption_key.get_secret_value())
+    except ValueError as exc:
+        return [f"keys.key_encryption_key: {exc}"]
+    return []
+
+
+def _check_idps(settings: Settings) -> list[str]:
+    problems = []
+    seen: set[str] = set()
+    for i, idp in enumerate(settings.idps):
+        if idp.id in seen:
+            problems.append(f"idps[{i}].id: {idp.id!r} is used by another IdP")
+        seen.add(idp.id)
+        if urlsplit(idp.issuer).scheme not in ("https", "http"):
+            problems.append(f"idps[{i}].issuer: {idp.issuer!r} is not an http(s) URL")
+        if idp.type == "test" and not settings.testidp.enabled:
+            problems.append(f"idps[{i}].type: 'test' needs testidp.enabled = true")
+    return problems
+
+
+def _check_lifetimes(settings: Settings) -> list[str]:
+    t = settings.tokens
+    if t.refresh_token_idle_lifetime > t.refresh_token_absolute_lifetime:
+        return ["tokens.refresh_token_idle_lifetime: must not exceed tokens.refresh_token_absolute_lifetime"]
+    return []
+
+
+def _check_production(settings: Settings) -> list[str]:
+    problems = []
+    parts = urlsplit(settings.issuer)
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        problems.append("issuer: production mode requires https (http is allowed only on loopback)")
+    if settings.keys.key_encryption_key is None:
+        problems.append("keys.key_encryption_key: required in production mode "
+                        "(set BROKER_KEYS__KEY_ENCRYPTION_KEY or keys.key_encryption_key_file; "
+                        "`broker keys new-kek` prints a fresh one)")
+    if settings.testidp.enabled:
+        problems.append("testidp.enabled: the built-in test IdP is refused in production mode")
+    for i, idp in enumerate(settings.idps):
+        if idp.type == "test":
+            problems.append(f"idps[{i}].type: the test IdP is refused in production mode")
+        secret = idp.client_secret.get_secret_value().strip() if idp.client_secret else ""
+        if secret in PLACEHOLDER_SECRETS:
+            problems.append(f"idps[{i}].client_secret: missing or a placeholder in production mode")
+    return problems

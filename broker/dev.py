@@ -1,0 +1,109 @@
+"""What ``broker dev`` adds: embedded defaults, demo users and the demo MCP server.
+
+Composition-root material (only ``cli`` imports it). Everything here is for a laptop;
+production mode refuses the test IdP these defaults turn on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from broker import config
+from broker.storage import mcp_servers
+from broker.storage.models import McpServer
+
+DEMO_PASSWORD = "demo"
+DEMO_USERS = [
+    ("alice", "Alice Anders", ["engineering"]),
+    ("bob", "Bob Brown", ["sales"]),
+    ("carol", "Carol Chen", ["it-admins", "security"]),
+]
+DEMO_SERVER_ID = "demo"
+DEMO_SCOPES = {"tools:read": "List the demo server's tools", "tools:call": "Call the demo server's tools"}
+TESTIDP_CLIENT_ID = "mcp-auth-broker"
+KEK_FILE = "dev-key-encryption-key"
+
+
+def issuer_for(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def ensure_kek_file(data_dir: Path) -> Path:
+    """The dev key-encryption key, created once (mode 0600) inside the data directory."""
+    path = data_dir / KEK_FILE
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(config.new_kek() + "\n")
+    return path
+
+
+def defaults(host: str, port: int, data_dir: Path) -> dict[str, Any]:
+    """Settings under the config file when running ``broker dev``."""
+    issuer = issuer_for(host, port)
+    kek_file = ensure_kek_file(data_dir)
+    client_secret = _derived_secret(kek_file, "testidp-client-secret")
+    return {
+        "mode": "dev",
+        "issuer": issuer,
+        "data_dir": str(data_dir),
+        "server": {"host": host, "port": port},
+        "logging": {"format": "text"},
+        "keys": {"key_encryption_key_file": str(kek_file)},
+        "testidp": {
+            "enabled": True,
+            "users": [{"username": u, "password": DEMO_PASSWORD, "email": f"{u}@example.com", "name": n,
+                       "groups": g} for u, n, g in DEMO_USERS],
+            "clients": [{"client_id": TESTIDP_CLIENT_ID, "client_secret": client_secret,
+                         "redirect_uris": [f"{issuer}/callback/test"]}],
+        },
+        "idps": [{"id": "test", "type": "test", "display_name": "Test IdP (development only)",
+                  "issuer": f"{issuer}/testidp", "client_id": TESTIDP_CLIENT_ID, "client_secret": client_secret}],
+    }
+
+
+def seed(session: Session, issuer: str) -> list[str]:
+    """Register the demo MCP server if absent (or move it to this issuer); return what changed."""
+    resource = f"{issuer}/demo/mcp"
+    existing = mcp_servers.get(session, DEMO_SERVER_ID)
+    if existing is not None:
+        if "demo" in existing.tags and existing.resource != resource:
+            existing.resource = resource  # `broker dev` ran before on another host or port
+            return [f"MCP server {DEMO_SERVER_ID} moved to {resource}"]
+        return []
+    mcp_servers.add(session, McpServer(
+        id=DEMO_SERVER_ID, name="Demo MCP server", description="The example MCP server that `broker dev` serves",
+        resource=resource, scopes=DEMO_SCOPES, default_scopes=list(DEMO_SCOPES), tags=["demo"]))
+    return [f"MCP server {DEMO_SERVER_ID}"]
+
+
+def _derived_secret(kek_file: Path, label: str) -> str:
+    key = kek_file.read_bytes().strip()
+    return hmac.new(key, label.encode(), hashlib.sha256).hexdigest()
+
+
+def banner(settings: config.Settings) -> str:
+    """What a newcomer needs on start: where things are and how to sign in."""
+    issuer = settings.issuer
+    users = ", ".join(f"{u} ({', '.join(g)})" for u, _, g in DEMO_USERS)
+    rows = [
+        ("issuer", issuer),
+        ("JWKS", f"{issuer}/jwks"),
+        ("test IdP", f"{issuer}/testidp/.well-known/openid-configuration"),
+        ("demo users", f"{users}; password: {DEMO_PASSWORD}"),
+        ("demo MCP server", f"{issuer}/demo/mcp (server id {DEMO_SERVER_ID})"),
+        ("health", f"{issuer}/readyz"),
+        ("data", f"{settings.data_dir} ({settings.database_url})"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"mcp-auth-broker dev mode: for development only, never for production"]
+    lines += [f"  {label.ljust(width)}  {value}" for label, value in rows]
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Signing keys: generation, encryption at rest, the rotation schedule, and the JWKS."""

@@ -1,0 +1,130 @@
+"""The key ring: create, rotate, load and publish signing keys of one purpose.
+
+Private keys leave this module only as ``ActiveKey`` objects for signing; in the database
+they are PKCS#8 DER encrypted with AES-GCM, the associated data naming purpose, kid and
+algorithm. Functions take the session and never commit.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from sqlalchemy.orm import Session
+
+from broker.keys import schedule
+from broker.keys.crypto import DecryptionError, Encryptor
+from broker.storage import signing_keys as repo
+from broker.storage.models import SigningKey, utcnow
+
+BROKER = "broker"  # the purpose of the broker's own token-signing keys
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+@dataclass(frozen=True)
+class ActiveKey:
+    """A decrypted private key, ready to sign."""
+
+    kid: str
+    algorithm: str
+    private_key: PrivateKey
+
+    def sign(self, claims: dict[str, Any], typ: str) -> str:
+        return jwt.encode(claims, self.private_key, algorithm=self.algorithm,
+                          headers={"kid": self.kid, "typ": typ})
+
+
+class KeyRing:
+    def __init__(self, encryptor: Encryptor, purpose: str = BROKER, algorithm: str = "ES256",
+                 rsa_key_size: int = 3072):
+        self.encryptor = encryptor
+        self.purpose = purpose
+        self.algorithm = algorithm
+        self.rsa_key_size = rsa_key_size
+
+    def ensure(self, session: Session, now: dt.datetime | None = None) -> SigningKey | None:
+        """Create an immediately active key when none signs now; return it, or None if one existed."""
+        now = now or utcnow()
+        if schedule.signing_key(repo.list_keys(session, self.purpose), now) is not None:
+            return None
+        return self._add(session, activates_at=now, now=now)
+
+    def rotate(self, session: Session, delay: dt.timedelta, now: dt.datetime | None = None) -> SigningKey:
+        """Publish a new key now that starts signing after ``delay``; older keys retire then."""
+        now = now or utcnow()
+        activates_at = now + delay
+        for old in schedule.retirements_for_rotation(repo.list_keys(session, self.purpose), activates_at):
+            old.retired_at = activates_at
+        return self._add(session, activates_at=activates_at, now=now)
+
+    def active(self, session: Session, now: dt.datetime | None = None) -> ActiveKey:
+        row = schedule.signing_key(repo.list_keys(session, self.purpose), now or utcnow())
+        if row is None:
+            raise LookupError(f"no active {self.purpose} signing key")
+        return self.decrypt(row)
+
+    def jwks(self, session: Session, grace: dt.timedelta, now: dt.datetime | None = None) -> dict[str, Any]:
+        keys = schedule.published(repo.list_keys(session, self.purpose), now or utcnow(), grace)
+        return {"keys": [k.public_jwk for k in keys]}
+
+    def verify_kek(self, session: Session) -> None:
+        """Raise ``DecryptionError`` naming the first stored key (of any purpose) this KEK cannot open."""
+        for row in repo.all_keys(session):
+            try:
+                self.decrypt(row)
+            except DecryptionError as exc:
+                raise DecryptionError(f"cannot decrypt stored signing key {row.kid}") from exc
+
+    def decrypt(self, row: SigningKey) -> ActiveKey:
+        der = self.encryptor.decrypt(row.private_key_encrypted, _aad(row.purpose, row.kid, row.algorithm))
+        private_key = serialization.load_der_private_key(der, password=None)
+        assert isinstance(private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey))
+        return ActiveKey(kid=row.kid, algorithm=row.algorithm, private_key=private_key)
+
+    def _add(self, session: Session, activates_at: dt.datetime, now: dt.datetime) -> SigningKey:
+        private_key = generate(self.algorithm, self.rsa_key_size)
+        jwk = public_jwk(private_key, self.algorithm)
+        der = private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption())
+        row = SigningKey(kid=jwk["kid"], purpose=self.purpose, algorithm=self.algorithm, public_jwk=jwk,
+                         private_key_encrypted=self.encryptor.encrypt(der, _aad(self.purpose, jwk["kid"],
+                                                                                self.algorithm)),
+                         created_at=now, activates_at=activates_at)
+        repo.add(session, row)
+        return row
+
+
+def generate(algorithm: str, rsa_key_size: int = 3072) -> PrivateKey:
+    if algorithm == "ES256":
+        return ec.generate_private_key(ec.SECP256R1())
+    if algorithm == "RS256":
+        return rsa.generate_private_key(public_exponent=65537, key_size=rsa_key_size)
+    raise ValueError(f"unsupported signing algorithm {algorithm!r}")
+
+
+def public_jwk(private_key: PrivateKey, algorithm: str) -> dict[str, Any]:
+    """The public JWK with ``kid`` = its RFC 7638 thumbprint, ``alg`` and ``use``."""
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private_key.public_key()))
+    else:
+        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private_key.public_key()))
+    jwk = {k: jwk[k] for k in ("kty", "crv", "x", "y", "n", "e") if k in jwk}
+    return {**jwk, "kid": thumbprint(jwk), "alg": algorithm, "use": "sig"}
+
+
+def thumbprint(jwk: dict[str, Any]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url)."""
+    members = ("crv", "kty", "x", "y") if jwk["kty"] == "EC" else ("e", "kty", "n")
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
+
+
+def _aad(purpose: str, kid: str, algorithm: str) -> str:
+    return f"signing-key:{purpose}:{kid}:{algorithm}"

@@ -1,0 +1,45 @@
+"""When a key is published and when it signs: pure functions of the key's times and the clock.
+
+A key is published in the JWKS from its creation (so verifiers learn it before it signs)
+until ``retired_at`` plus the longest lifetime of a JWT it may have signed. It signs from
+``activates_at`` until ``retired_at``; the newest active key wins.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Protocol, TypeVar
+
+
+class KeyTimes(Protocol):
+    kid: str
+    created_at: dt.datetime
+    activates_at: dt.datetime
+    retired_at: dt.datetime | None
+
+
+K = TypeVar("K", bound=KeyTimes)
+
+
+def is_signing(key: KeyTimes, now: dt.datetime) -> bool:
+    return key.activates_at <= now and (key.retired_at is None or now < key.retired_at)
+
+
+def is_published(key: KeyTimes, now: dt.datetime, grace: dt.timedelta) -> bool:
+    return key.retired_at is None or now < key.retired_at + grace
+
+
+def signing_key(keys: Iterable[K], now: dt.datetime) -> K | None:
+    """The newest key that is active now, or None."""
+    active = [k for k in keys if is_signing(k, now)]
+    return max(active, key=lambda k: (k.activates_at, k.created_at), default=None)
+
+
+def published(keys: Iterable[K], now: dt.datetime, grace: dt.timedelta) -> list[K]:
+    return sorted((k for k in keys if is_published(k, now, grace)), key=lambda k: k.activates_at)
+
+
+def retirements_for_rotation(keys: Iterable[K], new_activates_at: dt.datetime) -> list[K]:
+    """Keys that stop signing when a key activating at ``new_activates_at`` takes over."""
+    return [k for k in keys if k.retired_at is None and k.activates_at <= new_activates_at]

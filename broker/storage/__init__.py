@@ -1,0 +1,1 @@
+"""Tables, engines and repositories. Functions here take a Session and never commit."""

@@ -1,0 +1,268 @@
+"""The broker's tables (SQLAlchemy 2 declarative). Alembic migrations are the only way they change.
+
+Conventions:
+- timestamps are timezone-aware UTC in Python and naive UTC in the database (``UTCDateTime``);
+- secrets (codes, refresh tokens, client secrets) are stored only as SHA-256 hex digests;
+- encrypted columns hold AES-GCM output from ``broker.keys.crypto``;
+- rows that matter to an investigation are marked (``revoked_at``, ``status``), never deleted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Aware UTC datetimes in Python, naive UTC in the database (same on SQLite and PostgreSQL)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        return None if value is None else value.replace(tzinfo=dt.timezone.utc)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class User(Base):
+    """A person known to the broker, created just in time at first login or by SCIM."""
+
+    __tablename__ = "users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    email: Mapped[str | None] = mapped_column(String(320), index=True)
+    display_name: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | offboarded
+    # Tokens issued before this instant are dead (set by offboarding; survives restore).
+    not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    offboarded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    offboard_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class UpstreamIdentity(Base):
+    """A user's account at one upstream IdP; (idp_id, subject) is the identity key, never email."""
+
+    __tablename__ = "upstream_identities"
+    __table_args__ = (UniqueConstraint("idp_id", "subject"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    idp_id: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(255))
+    email: Mapped[str | None] = mapped_column(String(320))
+    claims: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    refresh_token_encrypted: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class Group(Base):
+    """A group as named by its source (an IdP's groups claim, SCIM, or the broker itself)."""
+
+    __tablename__ = "groups"
+    __table_args__ = (UniqueConstraint("source", "name"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    source: Mapped[str] = mapped_column(String(80))  # "idp:<id>", "scim:<id>" or "local"
+    name: Mapped[str] = mapped_column(String(255))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class GroupMembership(Base):
+    __tablename__ = "group_memberships"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id"), primary_key=True, index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Client(Base):
+    """An OAuth client: pre-registered, registered dynamically (DCR), or a CIMD URL."""
+
+    __tablename__ = "clients"
+    id: Mapped[str] = mapped_column(String(2048), primary_key=True)  # the client_id
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))  # preregistered | dcr | cimd
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | pending | disabled
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    token_endpoint_auth_method: Mapped[str] = mapped_column(String(32), default="none")
+    redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
+    grant_types: Mapped[list[str]] = mapped_column(JSON, default=list)
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    jwks_uri: Mapped[str | None] = mapped_column(String(2048))
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class McpServer(Base):
+    """A protected MCP server (an OAuth resource server) identified by its canonical resource URI."""
+
+    __tablename__ = "mcp_servers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    resource: Mapped[str] = mapped_column(String(2048), unique=True)
+    scopes: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)  # scope -> description
+    default_scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    access_token_lifetime: Mapped[int | None] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class AuthorizationCode(Base):
+    """A pending authorization code; ``used_at`` set on first redemption (replay detection)."""
+
+    __tablename__ = "authorization_codes"
+    code_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(2048))
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    redirect_uri: Mapped[str] = mapped_column(String(2048))
+    resource: Mapped[str] = mapped_column(String(2048))
+    scope: Mapped[str] = mapped_column(Text, default="")
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(8))
+    nonce: Mapped[str | None] = mapped_column(String(512))
+    auth_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    acr: Mapped[str | None] = mapped_column(String(255))
+    family_id: Mapped[str | None] = mapped_column(String(36))  # what the code produced, for replay revocation
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class RefreshTokenFamily(Base):
+    """One chain of rotated refresh tokens, bound to (client, user, resource, scope)."""
+
+    __tablename__ = "refresh_token_families"
+    __table_args__ = (Index("ix_refresh_token_families_user_active", "user_id", "revoked_at"),)
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    client_id: Mapped[str] = mapped_column(String(2048), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"))
+    resource: Mapped[str] = mapped_column(String(2048))
+    scope: Mapped[str] = mapped_column(Text, default="")
+    current_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    auth_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    acr: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # absolute lifetime
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(200))
+
+
+class RotatedRefreshToken(Base):
+    """Hashes of refresh tokens already rotated away; presenting one again revokes its family."""
+
+    __tablename__ = "rotated_refresh_tokens"
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    family_id: Mapped[str] = mapped_column(ForeignKey("refresh_token_families.id"), index=True)
+    rotated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Revocation(Base):
+    """A revocation fact, in commit order: a token id, a family, a client, or a user's not-before.
+
+    The auto-increment ``id`` is the cursor of the revocation feed for MCP servers.
+    """
+
+    __tablename__ = "revocations"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # token | family | user | client
+    subject: Mapped[str] = mapped_column(String(2048), index=True)  # jti, family id, user id or client id
+    not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(320), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class SigningKey(Base):
+    """A JWT signing key; the private half is AES-GCM encrypted under the key-encryption key.
+
+    ``purpose`` separates the broker's own keys from the built-in test IdP's.
+    Published from creation until ``retired_at`` + the longest token lifetime;
+    signs from ``activates_at`` until ``retired_at``.
+    """
+
+    __tablename__ = "signing_keys"
+    __table_args__ = (Index("ix_signing_keys_purpose_activates", "purpose", "activates_at"),)
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    algorithm: Mapped[str] = mapped_column(String(16))
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    private_key_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    activates_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    retired_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+class AuditEvent(Base):
+    """An append-only audit record. Values only as ids and hashes, never tokens or secrets.
+
+    ``prev_hash``/``hash`` chain the events (filled and verified by ``broker.audit``).
+    """
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_type_time", "event_type", "occurred_at"),)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    event_type: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(320), default="")
+    user_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    client_id: Mapped[str | None] = mapped_column(String(2048))
+    server_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16), default="success")
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))

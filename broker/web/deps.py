@@ -1,0 +1,25 @@
+"""FastAPI dependencies as ``Annotated`` aliases: routes declare what they need by type."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from broker.web.state import BrokerState
+
+
+def get_state(request: Request) -> BrokerState:
+    return request.app.state.broker
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed when the route returns, rolled back on error."""
+    with get_state(request).database.transaction() as session:
+        yield session
+
+
+State = Annotated[BrokerState, Depends(get_state)]
+DbSession = Annotated[Session, Depends(get_session)]

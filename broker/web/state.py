@@ -1,0 +1,21 @@
+"""What the web layer needs from the composition root (``broker.app`` builds it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from broker.config import Settings
+from broker.keys.ring import KeyRing
+from broker.storage.db import Database
+
+if TYPE_CHECKING:
+    from broker.testidp.provider import TestIdentityProvider
+
+
+@dataclass
+class BrokerState:
+    settings: Settings
+    database: Database
+    keyring: KeyRing
+    testidp: TestIdentityProvider | None = None

@@ -1,0 +1,52 @@
+"""The rotation schedule: when a key is published and when it signs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from broker.keys import schedule
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+HOUR = dt.timedelta(hours=1)
+GRACE = dt.timedelta(minutes=6)
+
+
+@dataclass
+class Key:
+    kid: str
+    created_at: dt.datetime
+    activates_at: dt.datetime
+    retired_at: dt.datetime | None = None
+
+
+def test_newest_active_key_signs() -> None:
+    old = Key("old", T0, T0, retired_at=T0 + HOUR)
+    new = Key("new", T0 + HOUR / 2, T0 + HOUR)
+    keys = [old, new]
+    assert schedule.signing_key(keys, T0 + HOUR / 2).kid == "old"  # new one is only published yet
+    assert schedule.signing_key(keys, T0 + HOUR).kid == "new"
+
+
+def test_pending_key_is_published_before_it_signs() -> None:
+    new = Key("new", T0, T0 + HOUR)
+    assert schedule.is_published(new, T0, GRACE)
+    assert not schedule.is_signing(new, T0)
+
+
+def test_retired_key_stays_published_for_the_longest_token_lifetime() -> None:
+    old = Key("old", T0, T0, retired_at=T0 + HOUR)
+    assert schedule.is_published(old, T0 + HOUR + GRACE - dt.timedelta(seconds=1), GRACE)
+    assert not schedule.is_published(old, T0 + HOUR + GRACE, GRACE)
+    assert [k.kid for k in schedule.published([old], T0 + 2 * HOUR, GRACE)] == []
+
+
+def test_no_key_signs_before_the_first_activation() -> None:
+    assert schedule.signing_key([Key("k", T0, T0 + HOUR)], T0) is None
+
+
+def test_rotation_retires_every_key_that_would_still_sign() -> None:
+    signing = Key("a", T0, T0)
+    pending = Key("b", T0, T0 + HOUR)
+    retired = Key("c", T0, T0, retired_at=T0)
+    assert [k.kid for k in schedule.retirements_for_rotation([signing, pending, retired], T0 + 2 * HOUR)] == ["a", "b"]

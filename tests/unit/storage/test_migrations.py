@@ -1,0 +1,83 @@
+"""Migrations from an empty database, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from broker.storage.db import Database, DatabaseError
+from broker.storage.migrate import alembic_config, head_revision, require_current, upgrade
+from broker.storage.models import Base
+
+REQUIRED_TABLES = {
+    "users", "upstream_identities", "groups", "group_memberships", "clients", "mcp_servers",
+    "authorization_codes", "refresh_token_families", "rotated_refresh_tokens", "revocations",
+    "signing_keys", "audit_events",
+}
+
+
+@pytest.fixture
+def empty(database_url: str):
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+def test_upgrade_from_empty_creates_every_table(empty: Database) -> None:
+    assert empty.schema_revision() is None
+    before, after = upgrade(empty)
+    assert (before, after) == (None, head_revision())
+    assert REQUIRED_TABLES <= set(inspect(empty.engine).get_table_names())
+    assert empty.schema_revision() == head_revision()
+
+
+def test_upgrade_twice_is_a_no_op(empty: Database) -> None:
+    upgrade(empty)
+    assert upgrade(empty) == (head_revision(), head_revision())
+
+
+def test_migrations_match_the_models(empty: Database) -> None:
+    upgrade(empty)
+    with empty.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    assert diff == []
+
+
+def test_downgrade_to_empty_and_back(empty: Database) -> None:
+    from alembic import command
+
+    upgrade(empty)
+    command.downgrade(alembic_config(empty), "base")
+    assert not REQUIRED_TABLES & set(inspect(empty.engine).get_table_names())
+    upgrade(empty)
+    assert REQUIRED_TABLES <= set(inspect(empty.engine).get_table_names())
+
+
+def test_empty_database_is_refused_naming_the_command(empty: Database) -> None:
+    with pytest.raises(DatabaseError, match=r"run `broker db upgrade`"):
+        require_current(empty)
+
+
+def test_out_of_date_schema_is_refused_naming_the_command(empty: Database) -> None:
+    upgrade(empty)
+    with empty.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+    with pytest.raises(DatabaseError, match=r"at revision 0000, this broker needs .*: run `broker db upgrade`"):
+        require_current(empty)
+
+
+def test_sqlite_uses_wal_and_a_busy_timeout(tmp_path) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'b.db'}")
+    with database.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 5000
+        assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
+
+def test_unreachable_database_is_one_clear_line() -> None:
+    database = Database("postgresql://broker@127.0.0.1:1/none")
+    with pytest.raises(DatabaseError) as info:
+        database.ping()
+    assert str(info.value).startswith("database unreachable:") and "\n" not in str(info.value)
