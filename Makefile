@@ -38,6 +38,7 @@ run: $(STAMP)
 	exec $(VENV)/bin/broker dev $(ARGS)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check --quiet .
 	bash tests/support/ensure-postgres.sh
 	$(VPY) -m pytest $(PYTEST_ARGS)
 

@@ -20,7 +20,7 @@ import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -42,7 +42,7 @@ class ConfigError(Exception):
         super().__init__("; ".join(problems))
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     DEV = "dev"
     PRODUCTION = "production"
 

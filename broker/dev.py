@@ -39,7 +39,7 @@ def ensure_kek_file(data_dir: Path) -> Path:
     """The dev key-encryption key, created once (mode 0600) inside the data directory."""
     path = data_dir / KEK_FILE
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(config.new_kek() + "\n")
@@ -104,6 +104,6 @@ def banner(settings: config.Settings) -> str:
         ("data", f"{settings.data_dir} ({settings.database_url})"),
     ]
     width = max(len(label) for label, _ in rows)
-    lines = [f"mcp-auth-broker dev mode: for development only, never for production"]
+    lines = ["mcp-auth-broker dev mode: for development only, never for production"]
     lines += [f"  {label.ljust(width)}  {value}" for label, value in rows]
     return "\n".join(lines)

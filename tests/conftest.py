@@ -7,7 +7,7 @@ SQLite in a temp dir, and a real PostgreSQL server that this suite starts itself
 
 from __future__ import annotations
 
-import inspect
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -34,10 +34,14 @@ TESTIDP_CLIENT = {"client_id": "mcp-auth-broker", "client_secret": "testidp-clie
                   "redirect_uris": [f"{ISSUER}/callback/test"]}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if inspect.iscoroutinefunction(getattr(item, "function", None)):
-            item.add_marker(pytest.mark.anyio)
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """``broker.logs.configure`` replaces the root handlers; give each test the ones it started with."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -74,12 +74,10 @@ def list_keys(args: argparse.Namespace) -> int:
 def _describe(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> dict[str, object]:
     if schedule.is_signing(key, now):
         state = "signing"
-    elif key.activates_at > now:
-        state = "pending"
-    elif schedule.is_published(key, now, grace):
-        state = "retired (published)"
+    elif key.retired_at is not None and key.retired_at <= now:
+        state = "retired (published)" if schedule.is_published(key, now, grace) else "expired"
     else:
-        state = "expired"
+        state = "pending"
     return {"kid": key.kid, "purpose": key.purpose, "algorithm": key.algorithm, "state": state,
             "created_at": key.created_at.isoformat(timespec="seconds"),
             "activates_at": key.activates_at.isoformat(timespec="seconds"),

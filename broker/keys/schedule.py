@@ -41,5 +41,8 @@ def published(keys: Iterable[K], now: dt.datetime, grace: dt.timedelta) -> list[
 
 
 def retirements_for_rotation(keys: Iterable[K], new_activates_at: dt.datetime) -> list[K]:
-    """Keys that stop signing when a key activating at ``new_activates_at`` takes over."""
-    return [k for k in keys if k.retired_at is None and k.activates_at <= new_activates_at]
+    """Keys that stop signing when a key activating at ``new_activates_at`` takes over.
+
+    That is every key not yet retired, a still-pending one included: the newest rotation wins.
+    """
+    return [k for k in keys if k.retired_at is None or k.retired_at > new_activates_at]

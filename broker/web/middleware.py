@@ -52,7 +52,7 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            log.info("%s %s %s", scope["method"], scope["path"], status,
+            log.info("%s %s", scope["method"], scope["path"],
                      extra={"status": status, "duration_ms": round((time.perf_counter() - started) * 1000, 2),
                             "client_ip": (scope.get("client") or ("", 0))[0]})
             request_id.reset(token)

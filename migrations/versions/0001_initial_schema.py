@@ -1,5 +1,7 @@
-"""Initial schema: users, identities, groups, clients, MCP servers, codes, refresh-token families,
-revocations, signing keys, audit events.
+"""Initial schema.
+
+Users, upstream identities, groups, clients, MCP servers, authorization codes, refresh-token
+families, revocations, signing keys, audit events.
 
 Revision ID: 0001
 Revises: (none)

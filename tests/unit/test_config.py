@@ -146,7 +146,8 @@ def test_unknown_environment_key_is_refused() -> None:
 
 def test_secret_from_file(tmp_path: Path) -> None:
     (tmp_path / "kek").write_text(KEK + "\n")
-    text = f'mode = "production"\nissuer = "https://a.example"\n[keys]\nkey_encryption_key_file = "{tmp_path / "kek"}"\n'
+    text = ('mode = "production"\nissuer = "https://a.example"\n'
+            f'[keys]\nkey_encryption_key_file = "{tmp_path / "kek"}"\n')
     assert load(text, tmp_path=tmp_path).key_encryption_key() == config.decode_kek(KEK)
 
 
@@ -154,7 +155,8 @@ def test_secret_file_missing_or_doubly_set(tmp_path: Path) -> None:
     text = production(tmp_path, "") + f'key_encryption_key_file = "{tmp_path / "absent"}"\n'
     assert problems(text, tmp_path=tmp_path) == [
         "keys.key_encryption_key: set either key_encryption_key or key_encryption_key_file, not both"]
-    text = f'mode = "production"\nissuer = "https://a.example"\n[keys]\nkey_encryption_key_file = "{tmp_path / "absent"}"\n'
+    text = ('mode = "production"\nissuer = "https://a.example"\n'
+            f'[keys]\nkey_encryption_key_file = "{tmp_path / "absent"}"\n')
     found = problems(text, tmp_path=tmp_path)
     assert found[0].startswith("keys.key_encryption_key_file: cannot read")
     assert "required in production mode" in found[1]

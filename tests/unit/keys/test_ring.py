@@ -14,7 +14,7 @@ from broker.keys.ring import KeyRing, thumbprint
 from broker.storage import signing_keys
 from broker.storage.db import Database
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 GRACE = dt.timedelta(seconds=360)
 HOUR = dt.timedelta(hours=1)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from broker.keys import schedule
 
-T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
 GRACE = dt.timedelta(minutes=6)
 
@@ -50,3 +50,11 @@ def test_rotation_retires_every_key_that_would_still_sign() -> None:
     pending = Key("b", T0, T0 + HOUR)
     retired = Key("c", T0, T0, retired_at=T0)
     assert [k.kid for k in schedule.retirements_for_rotation([signing, pending, retired], T0 + 2 * HOUR)] == ["a", "b"]
+
+
+def test_an_immediate_rotation_supersedes_a_pending_key() -> None:
+    pending = Key("pending", T0, T0 + HOUR)
+    for key in schedule.retirements_for_rotation([pending], T0):
+        key.retired_at = T0
+    urgent = Key("urgent", T0, T0)
+    assert schedule.signing_key([pending, urgent], T0 + 2 * HOUR).kid == "urgent"

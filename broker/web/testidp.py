@@ -1,0 +1,152 @@
+"""HTTP adapter for the built-in test OpenID provider, mounted at ``/testidp`` in dev mode only.
+
+Requests come in as raw bytes and are parsed strictly by ``broker.testidp.params``; the core's
+errors go out here and nowhere else: JSON with ``no-store`` at ``/token``, a Bearer challenge
+at ``/userinfo``, and at ``/authorize`` a page (before client and redirect URI are validated)
+or a redirect to the client carrying ``error``, ``state`` and ``iss``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from broker.testidp.authorize import AuthorizationRequest, LoginFailed
+from broker.testidp.bearer import bearer_token
+from broker.testidp.errors import InvalidRequest, MissingToken, OAuthError
+from broker.testidp.params import Params
+from broker.testidp.provider import TestIdentityProvider
+from broker.web.deps import DbSession, State
+from broker.web.templates import templates
+
+router = APIRouter(tags=["test identity provider"])
+
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 6749 §5.1
+PUBLIC = {"cache-control": "public, max-age=300", "access-control-allow-origin": "*"}
+REALM = "testidp"
+_CHALLENGE_UNSAFE = re.compile(r'[^\x20\x21\x23-\x5B\x5D-\x7E]')  # RFC 6750 §3: error_description chars
+
+
+def get_provider(state: State) -> TestIdentityProvider:
+    if state.testidp is None:
+        raise HTTPException(404, "the test identity provider is not enabled")
+    return state.testidp
+
+
+async def read_body(request: Request) -> bytes:
+    return await request.body()
+
+
+Provider = Annotated[TestIdentityProvider, Depends(get_provider)]
+Body = Annotated[bytes, Depends(read_body)]
+
+
+@router.get("/.well-known/openid-configuration", summary="OpenID Provider Metadata of the test IdP")
+def discovery(provider: Provider) -> JSONResponse:
+    return JSONResponse(provider.metadata(), headers=PUBLIC)
+
+
+@router.get("/jwks", summary="Public signing keys of the test IdP")
+def jwks(provider: Provider, session: DbSession) -> JSONResponse:
+    return JSONResponse(provider.jwks(session), media_type="application/jwk-set+json",
+                        headers={**PUBLIC, "cache-control": "public, max-age=60"})
+
+
+@router.get("/authorize", summary="Authorization endpoint: shows the login form")
+def authorize(request: Request, provider: Provider) -> Response:
+    return _authorization(request, provider, lambda: Params.from_query(request.scope["query_string"]))
+
+
+@router.post("/authorize", summary="Authorization endpoint: the posted login form (or a POSTed request)")
+def authorize_post(request: Request, provider: Provider, body: Body) -> Response:
+    # Only the form body counts; a query string on the POST is ignored, never merged.
+    return _authorization(request, provider, lambda: Params.from_form(body, request.headers.get("content-type")))
+
+
+@router.post("/token", summary="Token endpoint: authorization_code (PKCE S256) and refresh_token")
+def token(request: Request, provider: Provider, session: DbSession, body: Body) -> JSONResponse:
+    try:
+        params = Params.from_form(body, request.headers.get("content-type"))
+        result = provider.token(params, _single_header(request, "authorization"), session)
+    except OAuthError as error:
+        return _token_error(error)
+    return JSONResponse(result, headers=NO_STORE)
+
+
+@router.api_route("/userinfo", methods=["GET", "POST"], summary="UserInfo endpoint (Bearer access token)")
+def userinfo(request: Request, provider: Provider, session: DbSession, body: Body) -> JSONResponse:
+    try:
+        form = Params.from_form(body, request.headers.get("content-type")) if body else None
+        claims = provider.userinfo(bearer_token(_single_header(request, "authorization"), form), session)
+    except OAuthError as error:
+        return _bearer_error(error)
+    return JSONResponse(claims, headers=NO_STORE)
+
+
+# ---------------------------------------------------------------- authorization endpoint
+
+
+def _authorization(request: Request, provider: TestIdentityProvider, parse: Callable[[], Params]) -> Response:
+    """Show the login form, or (when the form was posted with ``username``) log in and redirect."""
+    try:
+        params = parse()
+        if params.has("username"):
+            return _redirect(provider.login(params).location())
+        auth_request = provider.begin_authorization(params)
+        return _login_page(request, provider, auth_request, auth_request.login_hint or "", None)
+    except LoginFailed as failed:
+        return _login_page(request, provider, failed.request, failed.username, failed.message)
+    except OAuthError as error:
+        return _authorization_error(request, provider, error)
+
+
+def _login_page(request: Request, provider: TestIdentityProvider, auth_request: AuthorizationRequest,
+                username: str, message: str | None) -> Response:
+    context = {"action": provider.authorization_endpoint, "fields": auth_request.form_fields(),
+               "client_id": auth_request.client_id, "redirect_host": urlsplit(auth_request.redirect_uri).netloc,
+               "username": username, "message": message, "users": provider.directory.users()}
+    return templates.TemplateResponse(request, "testidp/login.html", context, headers=NO_STORE)
+
+
+def _authorization_error(request: Request, provider: TestIdentityProvider, error: OAuthError) -> Response:
+    if error.redirectable:
+        return _redirect(provider.authorization_error(error).location())
+    # RFC 6749 §4.1.2.1: client or redirect URI not validated, so tell the user, never redirect
+    return templates.TemplateResponse(request, "testidp/error.html", {"error": error},
+                                      status_code=error.status_code, headers=NO_STORE)
+
+
+def _redirect(location: str) -> Response:
+    return RedirectResponse(location, status_code=302, headers=NO_STORE)
+
+
+# ---------------------------------------------------------------- token and userinfo errors
+
+
+def _token_error(error: OAuthError) -> JSONResponse:
+    headers = dict(NO_STORE)
+    if error.status_code == 401:
+        # RFC 6749 §5.2: a 401 for invalid_client names the scheme the client may use
+        headers["www-authenticate"] = f'Basic realm="{REALM}"'
+    return JSONResponse(error.body(), status_code=error.status_code, headers=headers)
+
+
+def _bearer_error(error: OAuthError) -> JSONResponse:
+    challenge = f'Bearer realm="{REALM}"'
+    if not isinstance(error, MissingToken):  # RFC 6750 §3.1: no error code when no credentials were sent
+        description = _CHALLENGE_UNSAFE.sub("'", error.description.replace('"', "'"))
+        challenge += f', error="{error.error}", error_description="{description}"'
+    headers = {**NO_STORE, "www-authenticate": challenge}
+    return JSONResponse(error.body(), status_code=error.status_code, headers=headers)
+
+
+def _single_header(request: Request, name: str) -> str | None:
+    values: list[Any] = request.headers.getlist(name)
+    if len(values) > 1:
+        raise InvalidRequest(f"the {name} header is repeated")
+    return values[0] if values else None

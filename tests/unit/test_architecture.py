@@ -1,0 +1,54 @@
+"""The dependency direction of docs/architecture.md, enforced on every import in broker/."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+BROKER = Path(__file__).resolve().parents[2] / "broker"
+WEB_FRAMEWORKS = ("fastapi", "starlette", "uvicorn")
+COMPOSITION_ROOTS = ("broker.cli", "broker.app", "broker.dev")
+# room -> rooms of ours it must not import (beyond the rule that nobody imports web or the roots)
+FORBIDDEN = {
+    "policy": ("storage", "oauth", "federation", "registry", "lifecycle", "audit", "keys", "testidp"),
+    "storage": ("oauth", "federation", "policy", "registry", "lifecycle", "audit", "keys", "testidp"),
+    "keys": ("oauth", "federation", "policy", "registry", "lifecycle", "audit", "testidp"),
+}
+
+
+def modules() -> list[tuple[str, Path]]:
+    found = []
+    for path in BROKER.rglob("*.py"):
+        parts = path.relative_to(BROKER.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found.append((name, path))
+    return sorted(found)
+
+
+def imports_of(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def room(module: str) -> str:
+    return module.split(".")[1] if module.count(".") else ""
+
+
+@pytest.mark.parametrize("module,path", modules(), ids=[m for m, _ in modules()])
+def test_dependency_direction(module: str, path: Path) -> None:
+    imported = imports_of(path)
+    own_room = room(module)
+    if own_room != "web" and not module.startswith(COMPOSITION_ROOTS):
+        assert not {i for i in imported if i.split(".")[0] in WEB_FRAMEWORKS}, "only broker.web imports FastAPI"
+        assert not {i for i in imported if i == "broker.web" or i.startswith("broker.web.")}, "nothing imports web"
+    if not module.startswith(COMPOSITION_ROOTS):
+        assert not {i for i in imported if i.startswith(COMPOSITION_ROOTS)}, "nothing imports the composition roots"
+    for forbidden in FORBIDDEN.get(own_room, ()):
+        assert not {i for i in imported if i.startswith(f"broker.{forbidden}")}, f"{own_room} must not use {forbidden}"

@@ -1,0 +1,149 @@
+"""The command line: exit codes, one-line errors, and nothing written on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from broker import config
+from broker.cli import build_parser, main
+from broker.storage import signing_keys
+from broker.storage.db import Database
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> dict[str, str]:
+    values = {"BROKER_MODE": "dev", "BROKER_ISSUER": "http://127.0.0.1:8000",
+              "BROKER_KEYS__KEY_ENCRYPTION_KEY": config.new_kek(), "BROKER_DATABASE__URL": database_url,
+              "BROKER_LOGGING__FORMAT": "text"}
+    for key, value in values.items():
+        monkeypatch.setenv(key, value)
+    return values
+
+
+def key_count(url: str) -> int:
+    database = Database(url)
+    try:
+        with database.sessions() as session:
+            return len(signing_keys.all_keys(session))
+    finally:
+        database.dispose()
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_db_upgrade_from_empty_then_unchanged(env, capsys) -> None:
+    assert run(capsys, "db", "upgrade")[:2] == (0, "schema at 0001 (was empty)\n")
+    assert run(capsys, "db", "upgrade")[:2] == (0, "schema at 0001 (unchanged)\n")
+    assert run(capsys, "db", "status")[0] == 0
+
+
+def test_keys_rotate_and_list(env, capsys) -> None:
+    run(capsys, "db", "upgrade")
+    code, out, _ = run(capsys, "keys", "rotate")
+    assert code == 0 and out.startswith("added key ")
+    code, out, _ = run(capsys, "keys", "list", "--json")
+    keys = json.loads(out)
+    assert code == 0 and [k["state"] for k in keys] == ["pending"]  # published now, signs after the delay
+    code, out, _ = run(capsys, "keys", "rotate", "--now")
+    states = sorted(k["state"] for k in json.loads(run(capsys, "keys", "list", "--json")[1]))
+    assert states == ["retired (published)", "signing"]
+
+
+def test_wrong_kek_is_refused_and_nothing_is_written(env, capsys, monkeypatch) -> None:
+    run(capsys, "db", "upgrade")
+    run(capsys, "keys", "rotate", "--now")
+    monkeypatch.setenv("BROKER_KEYS__KEY_ENCRYPTION_KEY", config.new_kek())
+    code, out, err = run(capsys, "keys", "rotate")
+    assert code == 2 and out == ""
+    assert err.startswith("broker: keys.key_encryption_key: cannot decrypt stored signing key ")
+    assert err.count("\n") == 1
+    assert key_count(env["BROKER_DATABASE__URL"]) == 1
+
+
+def test_serve_refuses_a_stale_schema_naming_the_command(env, capsys) -> None:
+    code, _, err = run(capsys, "serve")
+    assert code == 2
+    assert err == "broker: the database has no schema yet: run `broker db upgrade`\n"
+
+
+def test_serve_refuses_a_wrong_kek_before_writing(env, capsys, monkeypatch) -> None:
+    run(capsys, "db", "upgrade")
+    run(capsys, "keys", "rotate", "--now")
+    monkeypatch.setenv("BROKER_KEYS__KEY_ENCRYPTION_KEY", config.new_kek())
+    code, _, err = run(capsys, "serve")
+    assert code == 2 and "cannot decrypt stored signing key" in err and err.count("\n") == 1
+    assert key_count(env["BROKER_DATABASE__URL"]) == 1
+
+
+def test_configuration_errors_are_listed_one_per_line(env, capsys, monkeypatch, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('mode = "production"\nissuer = "http://auth.example.com"\n[server]\nport = "x"\nworkers = 0\n')
+    monkeypatch.delenv("BROKER_MODE")
+    code, _, err = run(capsys, "db", "upgrade", "--config", str(bad))
+    lines = err.splitlines()
+    assert code == 2 and len(lines) == 2
+    assert all(line.startswith("broker: configuration: ") for line in lines)
+    assert "server.port" in lines[0] and "server.workers" in lines[1]
+    # cross-field checks (such as production's https rule) run once the types are right
+
+
+def test_production_refusal_exits_2(env, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("BROKER_MODE", "production")
+    monkeypatch.setenv("BROKER_ISSUER", "http://auth.example.com")
+    code, _, err = run(capsys, "db", "upgrade")
+    assert code == 2
+    assert err == "broker: configuration: issuer: production mode requires https (http is allowed only on loopback)\n"
+
+
+def test_unreachable_database_is_one_line(env, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("BROKER_DATABASE__URL", "postgresql://nobody@127.0.0.1:1/none")
+    code, _, err = run(capsys, "db", "upgrade")
+    assert code == 2 and err.startswith("broker: database unreachable: ") and err.count("\n") == 1
+
+
+def test_unsupported_database_url(env, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("BROKER_DATABASE__URL", "oracle://x/y")
+    code, _, err = run(capsys, "db", "upgrade")
+    assert code == 2 and "unsupported database 'oracle'" in err
+
+
+def test_data_dir_moves_the_sqlite_database(env, capsys, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("BROKER_DATABASE__URL")
+    assert run(capsys, "db", "upgrade", "--data-dir", str(tmp_path / "state"))[0] == 0
+    assert (tmp_path / "state" / "broker.db").exists()
+
+
+def test_new_kek_prints_a_usable_key(capsys) -> None:
+    code, out, _ = run(capsys, "keys", "new-kek")
+    assert code == 0 and len(config.decode_kek(out.strip())) == 32
+
+
+def all_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += all_commands(sub, prefix + (name,))
+    return found
+
+
+@pytest.mark.parametrize("command", all_commands(build_parser()), ids=lambda c: " ".join(c) or "broker")
+def test_every_command_has_help(command: tuple[str, ...], capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    assert "usage: broker" in capsys.readouterr().out
+
+
+def test_usage_errors_exit_2(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["keys", "explode"])
+    assert info.value.code == 2
