@@ -7,11 +7,13 @@ composition root (``broker.app``) built; nothing here chooses implementations.
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from broker import __version__
 from broker.web import errors, health, jwks
 from broker.web.middleware import BodySizeLimit, RequestContext
 from broker.web.state import BrokerState
+from broker.web.templates import STATIC_DIR
 
 
 def create_app(state: BrokerState) -> FastAPI:
@@ -20,6 +22,7 @@ def create_app(state: BrokerState) -> FastAPI:
                   docs_url=None, redoc_url=None)
     app.state.broker = state
     errors.install(app)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(health.router)
     app.include_router(jwks.router)
     if state.testidp is not None:

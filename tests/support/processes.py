@@ -1,0 +1,77 @@
+"""Run the broker (or any server) as a real process on a free loopback port, and stop it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+
+from tests.support.postgres import free_port
+
+BROKER = [sys.executable, "-m", "broker.cli"]
+
+
+class ServerProcess:
+    """A child process serving HTTP on 127.0.0.1:``port``; output goes to ``log_path``."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log_path: Path, port: int | None = None,
+                 cwd: Path | None = None):
+        self.port = port or free_port()
+        self.args = [a.replace("{port}", str(self.port)) for a in args]
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.cwd = cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_path: str = "/readyz", timeout: float = 30.0) -> ServerProcess:
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.base_url + ready_path, timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server not ready after {timeout}s:\n{self.output()}")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM the process group, then SIGKILL; return the exit code."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+
+
+def run_broker(*args: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a one-shot ``broker`` command to completion (no stdin, bounded time)."""
+    return subprocess.run([*BROKER, *args], env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120, check=False)
