@@ -5,16 +5,22 @@ This is the only module (with ``cli``) that chooses implementations.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
+import httpx
 from fastapi import FastAPI
 
 from broker import config as config_mod
 from broker import logs
 from broker.config import Settings
+from broker.federation.base import ConnectorFactory, build_connectors
+from broker.federation.oidc import OidcConnector
 from broker.keys.crypto import DecryptionError, Encryptor
 from broker.keys.ring import BROKER, KeyRing
+from broker.oauth.core import OAuthCore
+from broker.policy.interim import DefaultScopesPolicy
 from broker.storage.db import Database, EngineOptions
 from broker.storage.migrate import require_current
 from broker.testidp.provider import TESTIDP_KEY_PURPOSE, TestIdentityProvider
@@ -26,7 +32,10 @@ class StartupError(Exception):
     """The broker cannot serve with this configuration or database (one clear line)."""
 
 
-def build_state(settings: Settings) -> BrokerState:
+CONNECTOR_TYPES: dict[str, ConnectorFactory] = {"oidc": OidcConnector, "test": OidcConnector}
+
+
+def build_state(settings: Settings, http: httpx.AsyncClient | None = None) -> BrokerState:
     database = Database(settings.database_url, EngineOptions(
         pool_size=settings.database.pool_size, max_overflow=settings.database.max_overflow,
         pool_timeout=settings.database.pool_timeout,
@@ -42,7 +51,12 @@ def build_state(settings: Settings) -> BrokerState:
         testidp = TestIdentityProvider(settings.testidp, issuer=f"{settings.issuer}/testidp",
                                        keyring=KeyRing(encryptor, TESTIDP_KEY_PURPOSE, "ES256"),
                                        encryptor=encryptor)
-    return BrokerState(settings=settings, database=database, keyring=keyring, testidp=testidp)
+    http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+    connectors = build_connectors(settings.idps, CONNECTOR_TYPES, http=http,
+                                  redirect_uri=lambda idp: f"{settings.issuer}/callback/{idp.id}")
+    oauth = OAuthCore(settings, keyring, encryptor, DefaultScopesPolicy(), connectors,
+                      csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest())
+    return BrokerState(settings=settings, database=database, keyring=keyring, oauth=oauth, testidp=testidp)
 
 
 def prepare(state: BrokerState) -> None:

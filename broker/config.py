@@ -78,6 +78,16 @@ class TokenSettings(_Section):
     clock_skew: int = Field(60, ge=0, le=600)
 
 
+class RegistrationSettings(_Section):
+    enabled: bool = False
+    require_approval: bool = False
+    max_per_hour_per_address: int = Field(20, ge=1, le=100_000)
+
+
+class AuthorizationSettings(_Section):
+    login_timeout: int = Field(600, ge=60, le=3600)
+
+
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -131,6 +141,8 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings()
     keys: KeysSettings = KeysSettings()
     tokens: TokenSettings = TokenSettings()
+    authorization: AuthorizationSettings = AuthorizationSettings()
+    registration: RegistrationSettings = RegistrationSettings()
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
     testidp: TestIdpSettings = TestIdpSettings()

@@ -57,6 +57,7 @@ def defaults(host: str, port: int, data_dir: Path) -> dict[str, Any]:
         "data_dir": str(data_dir),
         "server": {"host": host, "port": port},
         "logging": {"format": "text"},
+        "registration": {"enabled": True},
         "keys": {"key_encryption_key_file": str(kek_file)},
         "testidp": {
             "enabled": True,

@@ -82,6 +82,7 @@ def base_settings(**sections: Any) -> dict[str, Any]:
         "issuer": ISSUER,
         "keys": {"key_encryption_key": config.new_kek()},
         "logging": {"format": "text"},
+        "registration": {"enabled": True},
         "testidp": {"enabled": True, "users": TEST_USERS, "clients": [TESTIDP_CLIENT]},
         "idps": [{"id": "test", "type": "test", "issuer": f"{ISSUER}/testidp",
                   "client_id": TESTIDP_CLIENT["client_id"], "client_secret": TESTIDP_CLIENT["client_secret"]}],
@@ -115,20 +116,33 @@ def migrated(settings: Settings) -> Iterator[Database]:
 
 
 @pytest.fixture
-def state(settings: Settings, migrated: Database) -> Iterator[Any]:
+def loopback() -> Any:
+    from tests.support.loopback import LoopbackTransport
+
+    return LoopbackTransport()
+
+
+@pytest.fixture
+def state(settings: Settings, migrated: Database, loopback: Any) -> Iterator[Any]:
+    """The broker's services, with the demo MCP server registered; outgoing HTTP loops back into the app."""
+    from broker import dev
     from broker.app import build_state, prepare
 
-    broker_state = build_state(settings)
+    broker_state = build_state(settings, http=httpx.AsyncClient(transport=loopback))
     prepare(broker_state)
+    with broker_state.database.transaction() as session:
+        dev.seed(session, settings.issuer)
     yield broker_state
     broker_state.database.dispose()
 
 
 @pytest.fixture
-def app(state: Any) -> Any:
+def app(state: Any, loopback: Any) -> Any:
     from broker.web import create_app
 
-    return create_app(state)
+    application = create_app(state)
+    loopback.app = application
+    return application
 
 
 @pytest.fixture

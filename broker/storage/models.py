@@ -134,7 +134,11 @@ class Client(Base):
     grant_types: Mapped[list[str]] = mapped_column(JSON, default=list)
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     jwks_uri: Mapped[str | None] = mapped_column(String(2048))
-    trusted: Mapped[bool] = mapped_column(Boolean, default=False)
+    trusted: Mapped[bool] = mapped_column(Boolean, default=False)  # skips the consent page
+    # Scopes the client may hold through client_credentials (its own, machine-to-machine access).
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    may_introspect: Mapped[bool] = mapped_column(Boolean, default=False)  # a resource server's client
+    registered_from: Mapped[str | None] = mapped_column(String(64), index=True)  # DCR: source address
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -266,3 +270,58 @@ class AuditEvent(Base):
     data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     prev_hash: Mapped[str | None] = mapped_column(String(64))
     hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class PendingAuthorization(Base):
+    """An authorization request between ``/authorize`` and the code: upstream login, then consent.
+
+    Bound to the browser that started it (``browser_hash``: SHA-256 of a cookie value), found at
+    the upstream callback by ``upstream_state_hash``, and used at most once (``status``).
+    """
+
+    __tablename__ = "pending_authorizations"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="login")  # login | consent | done | failed
+    client_id: Mapped[str] = mapped_column(String(2048))
+    redirect_uri: Mapped[str] = mapped_column(String(2048))
+    resource: Mapped[str] = mapped_column(String(2048))
+    server_id: Mapped[str] = mapped_column(String(64))
+    requested_scope: Mapped[str] = mapped_column(Text, default="")
+    granted_scope: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str | None] = mapped_column(Text)  # the client's, echoed back as given
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(8))
+    nonce: Mapped[str | None] = mapped_column(String(512))
+    idp_id: Mapped[str] = mapped_column(String(64))
+    upstream_state_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    upstream_nonce: Mapped[str] = mapped_column(String(64))
+    upstream_verifier_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
+    auth_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    acr: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class Consent(Base):
+    """A user's approval of a client reaching an MCP server with some scopes."""
+
+    __tablename__ = "consents"
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    server_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    granted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SeenJti(Base):
+    """Single use of JWT ids (client assertions, later ID-JAGs), across every broker instance.
+
+    The primary key is SHA-256 of (purpose, issuer, jti); rows may be purged after ``expires_at``.
+    """
+
+    __tablename__ = "seen_jtis"
+    key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    purpose: Mapped[str] = mapped_column(String(32))
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)

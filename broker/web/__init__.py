@@ -6,11 +6,15 @@ composition root (``broker.app``) built; nothing here chooses implementations.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from broker import __version__
-from broker.web import errors, health, jwks
+from broker.oauth.metadata import paths_for
+from broker.web import authorize, errors, health, jwks, token
+from broker.web.cors import PublicCors
 from broker.web.middleware import BodySizeLimit, RequestContext
 from broker.web.state import BrokerState
 from broker.web.templates import STATIC_DIR
@@ -25,9 +29,15 @@ def create_app(state: BrokerState) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(health.router)
     app.include_router(jwks.router)
+    discovery_paths = paths_for(urlsplit(state.settings.issuer).path)
+    app.include_router(token.discovery_router(discovery_paths))
+    app.include_router(authorize.router)
+    app.include_router(token.router)
     if state.testidp is not None:
         from broker.web import testidp
         app.include_router(testidp.router, prefix="/testidp")
+    app.add_middleware(PublicCors, paths={*discovery_paths, "/jwks", "/token", "/revoke", "/register"},
+                       prefixes=("/.well-known/",))
     app.add_middleware(BodySizeLimit, max_bytes=state.settings.server.max_body_bytes)
     app.add_middleware(RequestContext)
     return app

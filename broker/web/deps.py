@@ -22,4 +22,4 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 State = Annotated[BrokerState, Depends(get_state)]
-DbSession = Annotated[Session, Depends(get_session)]
+DbSession = Annotated[Session, Depends(get_session, scope="function")]  # commits before the response

@@ -10,6 +10,7 @@ from broker.keys.ring import KeyRing
 from broker.storage.db import Database
 
 if TYPE_CHECKING:
+    from broker.oauth.core import OAuthCore
     from broker.testidp.provider import TestIdentityProvider
 
 
@@ -18,4 +19,5 @@ class BrokerState:
     settings: Settings
     database: Database
     keyring: KeyRing
+    oauth: OAuthCore
     testidp: TestIdentityProvider | None = None

@@ -14,7 +14,7 @@ from broker.storage.models import Base
 REQUIRED_TABLES = {
     "users", "upstream_identities", "groups", "group_memberships", "clients", "mcp_servers",
     "authorization_codes", "refresh_token_families", "rotated_refresh_tokens", "revocations",
-    "signing_keys", "audit_events",
+    "signing_keys", "audit_events", "pending_authorizations", "consents", "seen_jtis",
 }
 
 
@@ -81,3 +81,19 @@ def test_unreachable_database_is_one_clear_line() -> None:
     with pytest.raises(DatabaseError) as info:
         database.ping()
     assert str(info.value).startswith("database unreachable:") and "\n" not in str(info.value)
+
+
+def test_each_step_upgrades_a_database_holding_rows(empty: Database) -> None:
+    """Columns added later get defaults for rows written before them (PostgreSQL enforces NOT NULL)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(empty), "0001")
+    with empty.engine.begin() as conn:
+        conn.execute(text("INSERT INTO clients (id, name, kind, status, token_endpoint_auth_method, redirect_uris, "
+                          "grant_types, trusted, metadata, created_at, updated_at) VALUES ('c1', 'Old', "
+                          "'preregistered', 'active', 'none', '[]', '[]', false, '{}', "
+                          "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+    upgrade(empty)
+    with empty.engine.connect() as conn:
+        row = conn.execute(text("SELECT scopes, may_introspect FROM clients WHERE id = 'c1'")).one()
+    assert row.may_introspect in (False, 0)

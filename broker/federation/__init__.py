@@ -1,0 +1,38 @@
+"""Upstream identity providers as connectors: each turns an upstream login into one verified ``Identity``.
+
+Shared core: ``base`` (the ``Connector`` interface, ``build_connectors``), ``identity``, ``errors``,
+``login`` (the broker's own state, nonce and PKCE verifier), ``http`` (timeouts, size cap),
+``discovery`` (metadata, cached), ``jwks`` (keys, cached, kid-miss refresh), ``idtoken`` (every ID
+token check), ``claims`` (reading identity claims). Per-IdP modules: ``oidc`` (generic OpenID
+Connect, also used for the built-in test IdP); Okta and Entra ID subclass it.
+
+Connector types are mapped to classes at the composition root (``broker.app``), not here.
+"""
+
+from broker.federation.base import Connector, ConnectorFactory, build_connectors
+from broker.federation.errors import (
+    InvalidIdToken,
+    IssuerMismatch,
+    UpstreamError,
+    UpstreamRejected,
+    UpstreamUnavailable,
+    error_from_response,
+)
+from broker.federation.identity import Identity
+from broker.federation.login import LoginSecrets
+from broker.federation.oidc import OidcConnector
+
+__all__ = [
+    "Connector",
+    "ConnectorFactory",
+    "Identity",
+    "InvalidIdToken",
+    "IssuerMismatch",
+    "LoginSecrets",
+    "OidcConnector",
+    "UpstreamError",
+    "UpstreamRejected",
+    "UpstreamUnavailable",
+    "build_connectors",
+    "error_from_response",
+]

@@ -1,0 +1,99 @@
+"""HTTP to an upstream IdP: a total timeout, a size cap, no redirects, and every failure an UpstreamError.
+
+Log lines name the IdP, the endpoint and an exception class or status, never a URL with a query,
+a body or a header.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from broker.federation.errors import UpstreamUnavailable
+
+MAX_RESPONSE_BYTES = 1 << 20  # discovery documents, JWKS and token responses are a few KB
+ACCEPT_JSON = {"accept": "application/json"}
+
+log = logging.getLogger("broker.federation")
+
+
+@dataclass(frozen=True)
+class UpstreamResponse:
+    """Status and parsed JSON body (``None`` when the body is not JSON)."""
+
+    status_code: int
+    body: Any = None
+
+
+class UpstreamHttp:
+    """The requests one connector makes, on a shared ``httpx.AsyncClient``."""
+
+    def __init__(self, http: httpx.AsyncClient, idp_id: str):
+        self._http = http
+        self._idp_id = idp_id
+
+    async def get_json(self, url: str, *, what: str, timeout: float) -> Any:
+        """GET a JSON document; anything but 200 with JSON is ``UpstreamUnavailable``."""
+        response = await self.request("GET", url, what=what, timeout=timeout, headers=ACCEPT_JSON)
+        if response.status_code != 200:
+            self._warn(what, status=response.status_code)
+            raise UpstreamUnavailable(f"the identity provider's {what} answered HTTP {response.status_code}")
+        if response.body is None:
+            self._warn(what, status=response.status_code, problem="not JSON")
+            raise UpstreamUnavailable(f"the identity provider's {what} is not JSON")
+        return response.body
+
+    async def post_form(self, url: str, *, data: Mapping[str, str], headers: Mapping[str, str], what: str,
+                        timeout: float) -> UpstreamResponse:
+        """POST a form; the caller judges the status. Only transport failures raise here."""
+        return await self.request("POST", url, what=what, timeout=timeout, data=dict(data),
+                                  headers={**ACCEPT_JSON, **headers})
+
+    async def request(self, method: str, url: str, *, what: str, timeout: float, **kwargs: Any) -> UpstreamResponse:
+        try:
+            async with asyncio.timeout(timeout):  # httpx timeouts are per phase; this bounds the whole exchange
+                async with self._http.stream(method, url, timeout=timeout, follow_redirects=False,
+                                             **kwargs) as response:
+                    raw = await _read_capped(response)
+        except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
+            self._warn(what, problem=type(exc).__name__)
+            raise UpstreamUnavailable(f"the identity provider's {what} could not be reached") from None
+        except _TooLarge:
+            self._warn(what, problem="response too large")
+            raise UpstreamUnavailable(f"the identity provider's {what} sent too large a response") from None
+        return UpstreamResponse(response.status_code, parse_json(raw))
+
+    def _warn(self, what: str, **details: Any) -> None:
+        log.warning("upstream %s failed", what, extra={"idp": self._idp_id, **details})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    chunks, size = [], 0
+    async for chunk in response.aiter_bytes():  # decoded bytes, so a compressed bomb is capped too
+        size += len(chunk)
+        if size > MAX_RESPONSE_BYTES:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_json(raw: bytes) -> Any:
+    """The JSON value of ``raw``; ``None`` when it is not strict JSON (NaN and Infinity refused)."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        return None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")  # RFC 8259 §6: NaN and Infinity are not permitted

@@ -1,0 +1,242 @@
+"""The generic OpenID Connect connector: authorization code flow with PKCE S256.
+
+Login, step by step:
+
+1. ``authorization_url``: the IdP's ``authorization_endpoint`` (from discovery, whose ``issuer``
+   must equal the configured one) with the broker's own ``client_id``, ``redirect_uri``,
+   configured scopes, ``state``, ``nonce`` and S256 ``code_challenge``. Nothing the MCP client
+   sent travels upstream: there is no parameter through which ``resource`` could.
+2. ``check_response_issuer`` (RFC 9207) on the callback's ``iss``, then ``complete``: the code is
+   redeemed at the ``token_endpoint`` with the PKCE verifier, the client authenticating with
+   ``client_secret_basic`` (``client_secret_post`` when the IdP offers only that).
+3. The ID token is checked in full (``broker.federation.idtoken``) with a key from the IdP's JWKS
+   (``broker.federation.jwks``) and becomes an ``Identity``.
+
+Per-IdP connectors (Okta, Entra ID) subclass this and override the hooks at the bottom:
+``fetch_metadata``, ``expected_issuer``, ``check_provider_claims``, ``identity_from``, and the
+``subject_claim`` / ``groups_claim`` attributes.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from broker.config import IdpSettings
+from broker.federation import claims as read
+from broker.federation import idtoken
+from broker.federation.discovery import MetadataCache, ProviderMetadata, discovery_url, parse_metadata
+from broker.federation.errors import (
+    InvalidIdToken,
+    IssuerMismatch,
+    UpstreamUnavailable,
+    error_from_response,
+)
+from broker.federation.http import UpstreamHttp, UpstreamResponse
+from broker.federation.identity import Identity
+from broker.federation.idtoken import SignedClaims, VerifiedClaims
+from broker.federation.jwks import JwksCache
+
+S256 = "S256"
+OPENID = "openid"
+_CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # RFC 7636 §4.2: base64url of a SHA-256 digest
+
+log = logging.getLogger("broker.federation")
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    """The token endpoint's answer (RFC 6749 §5.1), reduced to what the broker keeps."""
+
+    unverified_id_token: str = field(repr=False)
+    refresh_token: str | None = field(repr=False)
+
+
+class OidcConnector:
+    """A ``Connector`` for any OpenID provider that publishes discovery metadata and a JWKS."""
+
+    discovery_ttl: float = 3600.0
+    jwks_ttl: float = 600.0
+    jwks_min_refresh_interval: float = 30.0
+    request_timeout: float = 10.0  # total, per request to the IdP
+    subject_claim = "sub"
+    groups_claim = "groups"
+
+    def __init__(self, settings: IdpSettings, *, redirect_uri: str, http: httpx.AsyncClient,
+                 clock_skew: int = 60, clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.idp_id = settings.id
+        self.display_name = settings.display_name or settings.id
+        self.redirect_uri = redirect_uri
+        self.clock_skew = clock_skew
+        self.clock = clock
+        self.http = UpstreamHttp(http, settings.id)
+        self._metadata = MetadataCache(self.fetch_metadata, ttl=self.discovery_ttl, clock=clock)
+        self._jwks = JwksCache(self._fetch_jwks, idp_id=settings.id, ttl=self.jwks_ttl,
+                               min_refresh_interval=self.jwks_min_refresh_interval, clock=clock)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.idp_id!r} issuer={self.settings.issuer!r}>"
+
+    @property
+    def scope(self) -> str:
+        """The configured scopes; ``openid`` first, added if missing (OIDC Core §3.1.2.1: REQUIRED)."""
+        return " ".join(dict.fromkeys([OPENID, *self.settings.scopes]))
+
+    async def metadata(self) -> ProviderMetadata:
+        return await self._metadata.get()
+
+    # ------------------------------------------------------------ the Connector interface
+
+    async def authorization_url(self, *, state: str, nonce: str, code_challenge: str,
+                                login_hint: str | None = None) -> str:
+        """Where to send the browser. ``ValueError`` for a malformed argument (a caller bug)."""
+        _require_value("state", state)
+        _require_value("nonce", nonce)
+        if not isinstance(code_challenge, str) or not _CODE_CHALLENGE.match(code_challenge):
+            raise ValueError("code_challenge must be an S256 challenge (43 base64url characters)")
+        metadata = await self.metadata()
+        params = {"response_type": "code", "client_id": self.settings.client_id,
+                  "redirect_uri": self.redirect_uri, "scope": self.scope, "state": state, "nonce": nonce,
+                  "code_challenge": code_challenge, "code_challenge_method": S256}
+        if login_hint:
+            params["login_hint"] = login_hint  # OIDC Core §3.1.2.1: a hint, the IdP still authenticates
+        return with_query(metadata.authorization_endpoint, params)
+
+    async def complete(self, *, code: str, code_verifier: str, nonce: str) -> Identity:
+        """Redeem ``code`` and turn the verified ID token into an ``Identity``."""
+        metadata = await self.metadata()
+        tokens = await self.redeem(metadata, code=code, code_verifier=code_verifier)
+        claims = await self.verify_id_token(tokens.unverified_id_token, metadata, nonce=nonce)
+        identity = await self.identity_from(claims, tokens)
+        log.info("upstream login verified", extra={"idp": self.idp_id})
+        return identity
+
+    async def check_response_issuer(self, iss: str | None) -> None:
+        """RFC 9207 §2.4: the callback's ``iss`` must name this IdP; required when it advertises it."""
+        metadata = await self.metadata()
+        if iss is None and not metadata.authorization_response_iss_parameter_supported:
+            return  # the IdP does not send iss; the per-IdP redirect URI is the mix-up defence
+        if iss != metadata.issuer:
+            log.warning("authorization response from an unexpected issuer", extra={"idp": self.idp_id})
+            raise IssuerMismatch("the authorization response did not come from this identity provider")
+
+    # ------------------------------------------------------------ token endpoint
+
+    async def redeem(self, metadata: ProviderMetadata, *, code: str, code_verifier: str) -> TokenResponse:
+        """RFC 6749 §4.1.3 with RFC 7636 §4.5: exchange the code, proving possession of the verifier."""
+        form, headers = self.client_authentication(metadata)
+        form |= {"grant_type": "authorization_code", "code": code, "redirect_uri": self.redirect_uri,
+                 "code_verifier": code_verifier}
+        response = await self.http.post_form(metadata.token_endpoint, data=form, headers=headers,
+                                             what="token endpoint", timeout=self.request_timeout)
+        return self._token_response(response)
+
+    def client_authentication(self, metadata: ProviderMetadata) -> tuple[dict[str, str], dict[str, str]]:
+        """Form fields and headers that authenticate the broker (RFC 6749 §2.3)."""
+        client_id = self.settings.client_id
+        if self.settings.client_secret is None:
+            return {"client_id": client_id}, {}  # RFC 6749 §4.1.3: a public client names itself
+        secret = self.settings.client_secret.get_secret_value()
+        methods = metadata.token_endpoint_auth_methods
+        if "client_secret_post" in methods and "client_secret_basic" not in methods:
+            return {"client_id": client_id, "client_secret": secret}, {}  # RFC 6749 §2.3.1, when it is all they take
+        return {}, {"authorization": basic_authorization(client_id, secret)}
+
+    def _token_response(self, response: UpstreamResponse) -> TokenResponse:
+        body, status = response.body, response.status_code
+        if 200 <= status < 300 and isinstance(body, dict):
+            return _read_tokens(body)
+        if status < 500 and isinstance(body, dict) and "error" in body:
+            error = error_from_response(body.get("error"), body.get("error_description"))  # RFC 6749 §5.2
+            log.warning("upstream token endpoint refused", extra={"idp": self.idp_id, "status": status,
+                                                                  "error": error.upstream_error})
+            raise error
+        log.warning("upstream token endpoint failed", extra={"idp": self.idp_id, "status": status})
+        raise UpstreamUnavailable(f"the identity provider's token endpoint answered HTTP {status}")
+
+    # ------------------------------------------------------------ ID token
+
+    async def verify_id_token(self, unverified_id_token: str, metadata: ProviderMetadata, *,
+                              nonce: str) -> VerifiedClaims:
+        """Every check of OIDC Core §3.1.3.7, then the IdP-specific ones; ``InvalidIdToken`` on failure."""
+        try:
+            header = idtoken.read_header(unverified_id_token, metadata.id_token_algorithms)
+            key = await self._jwks.key(header)
+            signed_claims = idtoken.verify_signature(unverified_id_token, key, header)
+            expected = idtoken.Expected(issuer=self.expected_issuer(signed_claims),
+                                        client_id=self.settings.client_id, nonce=nonce,
+                                        now=self.clock(), skew=self.clock_skew)
+            verified_claims = idtoken.check_claims(signed_claims, expected)
+            self.check_provider_claims(verified_claims)
+        except InvalidIdToken as rejected:
+            log.warning("upstream ID token rejected", extra={"idp": self.idp_id, "reason": rejected.description})
+            raise
+        return verified_claims
+
+    # ------------------------------------------------------------ hooks for per-IdP connectors
+
+    async def fetch_metadata(self) -> ProviderMetadata:
+        """Discovery (OIDC Discovery §4); Entra's multi-tenant endpoints override the issuer check."""
+        document = await self.http.get_json(discovery_url(self.settings.issuer), what="discovery document",
+                                            timeout=self.request_timeout)
+        metadata = parse_metadata(document, issuer=self.settings.issuer)
+        log.info("upstream metadata fetched", extra={"idp": self.idp_id})
+        return metadata
+
+    def expected_issuer(self, claims: SignedClaims) -> str:
+        """The ``iss`` the ID token must carry: the configured issuer, exactly (§3.1.3.7 item 2)."""
+        return self.settings.issuer
+
+    def check_provider_claims(self, claims: VerifiedClaims) -> None:
+        """Checks beyond OIDC Core (Entra: ``tid``); the generic provider has none."""
+
+    async def identity_from(self, claims: VerifiedClaims, tokens: TokenResponse) -> Identity:
+        """The ``Identity`` for verified claims; connectors change claim names or fetch more groups."""
+        subject = read.string(claims, self.subject_claim)
+        if subject is None:
+            raise InvalidIdToken(f"the ID token has no {self.subject_claim} claim")
+        return Identity(
+            idp_id=self.idp_id, subject=subject, email=read.string(claims, "email"),
+            email_verified=read.boolean(claims, "email_verified"), name=read.display_name(claims),
+            groups=read.groups(claims, self.groups_claim, idp_id=self.idp_id), claims=claims,
+            auth_time=read.timestamp(claims, "auth_time"), acr=read.string(claims, "acr"),
+            amr=read.strings(claims, "amr"), upstream_refresh_token=tokens.refresh_token)
+
+    async def _fetch_jwks(self) -> object:
+        metadata = await self.metadata()
+        return await self.http.get_json(metadata.jwks_uri, what="JWKS", timeout=self.request_timeout)
+
+
+def _read_tokens(body: dict[str, object]) -> TokenResponse:
+    unverified_id_token = body.get("id_token")
+    if not isinstance(unverified_id_token, str) or not unverified_id_token:
+        raise InvalidIdToken("the identity provider returned no ID token")  # OIDC Core §3.1.3.3: REQUIRED
+    refresh_token = body.get("refresh_token")
+    return TokenResponse(unverified_id_token=unverified_id_token,
+                         refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None)
+
+
+def basic_authorization(client_id: str, client_secret: str) -> str:
+    """RFC 6749 §2.3.1: id and secret are form-urlencoded first, then joined and base64-encoded."""
+    credentials = f"{quote_plus(client_id)}:{quote_plus(client_secret)}"
+    return "Basic " + base64.b64encode(credentials.encode("utf-8")).decode("ascii")
+
+
+def with_query(url: str, params: Mapping[str, str]) -> str:
+    """``url`` with ``params`` added; the endpoint's own query is kept (RFC 6749 §3.1), ours win."""
+    parts = urlsplit(url)
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
+    return urlunsplit(parts._replace(query=urlencode([*kept, *params.items()])))
+
+
+def _require_value(name: str, value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")

@@ -1,0 +1,104 @@
+"""OAuth clients as authlib sees them, and how operators register them.
+
+``ClientView`` adapts a stored ``Client`` to authlib's ``ClientMixin``; it is the only place
+that answers "may this client do that". Secrets are generated here and stored as digests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from authlib.oauth2.rfc6749 import ClientMixin
+from sqlalchemy.orm import Session
+
+from broker.oauth import redirects, secrets
+from broker.storage import clients as repo
+from broker.storage.models import Client
+
+PUBLIC_METHOD = "none"
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+AUTH_METHODS = (PUBLIC_METHOD, *SECRET_METHODS, "private_key_jwt")
+USER_GRANTS = ("authorization_code", "refresh_token")
+
+
+class ClientView(ClientMixin):
+    def __init__(self, row: Client):
+        self.row = row
+
+    @property
+    def client_id(self) -> str:
+        return self.row.id
+
+    @property
+    def is_public(self) -> bool:
+        return self.row.token_endpoint_auth_method == PUBLIC_METHOD
+
+    @property
+    def active(self) -> bool:
+        return self.row.status == "active"
+
+    def get_client_id(self) -> str:
+        return self.row.id
+
+    def get_default_redirect_uri(self) -> str | None:
+        return None  # OAuth 2.1: the broker always requires redirect_uri
+
+    def get_allowed_scope(self, scope: str) -> str:
+        return scope  # scopes are decided per MCP server by policy, not per client
+
+    def check_redirect_uri(self, redirect_uri: str) -> bool:
+        return redirects.matches(self.row.redirect_uris, redirect_uri)
+
+    def check_client_secret(self, client_secret: str) -> bool:
+        return secrets.matches(client_secret, self.row.secret_hash)
+
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        # One registered method, at every endpoint (RFC 7591 §2: token_endpoint_auth_method).
+        return method == self.row.token_endpoint_auth_method
+
+    def check_response_type(self, response_type: str) -> bool:
+        return response_type == "code"
+
+    def check_grant_type(self, grant_type: str) -> bool:
+        return grant_type in self.row.grant_types
+
+
+@dataclass(frozen=True)
+class NewClient:
+    row: Client
+    secret: str | None  # shown once, never stored
+
+
+def register(session: Session, *, client_id: str | None = None, name: str, kind: str,
+             redirect_uris: Sequence[str] = (), auth_method: str = PUBLIC_METHOD,
+             grant_types: Sequence[str] = USER_GRANTS, trusted: bool = False, scopes: Sequence[str] = (),
+             may_introspect: bool = False, status: str = "active", registered_from: str | None = None,
+             jwks: dict | None = None, metadata: dict | None = None) -> NewClient:
+    """Create a client; raise ``ValueError`` with a clear message for any invalid field."""
+    if auth_method not in AUTH_METHODS:
+        raise ValueError(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
+    for uri in redirect_uris:
+        try:
+            redirects.validate_for_registration(uri)
+        except redirects.InvalidRedirectUri as exc:
+            raise ValueError(f"redirect URI {uri!r}: {exc}") from None
+    if "authorization_code" in grant_types and not redirect_uris:
+        raise ValueError("the authorization_code grant needs at least one redirect URI")
+    if auth_method == "private_key_jwt" and not jwks:
+        raise ValueError("private_key_jwt needs the client's public keys (jwks)")
+    secret = secrets.new_token() if auth_method in SECRET_METHODS else None
+    client_id = client_id or _new_client_id()
+    if repo.get(session, client_id) is not None:
+        raise ValueError(f"client id {client_id!r} is taken")
+    row = Client(id=client_id, name=name, kind=kind, status=status, token_endpoint_auth_method=auth_method,
+                 secret_hash=secrets.digest(secret) if secret else None, redirect_uris=list(redirect_uris),
+                 grant_types=list(grant_types), trusted=trusted, scopes=list(scopes), may_introspect=may_introspect,
+                 registered_from=registered_from, jwks=jwks, metadata_=metadata or {})
+    repo.add(session, row)
+    return NewClient(row, secret)
+
+
+def _new_client_id() -> str:
+    # Never an https URL: those are Client ID Metadata Document URLs (SPEC-NOTES, CIMD).
+    return "mcp_" + secrets.new_token()[:24]

@@ -1,0 +1,44 @@
+"""Authorization codes: 256-bit random, stored as digests, redeemed once (RFC 6749 §4.1.2).
+
+Redemption is one conditional UPDATE, so of any number of concurrent redemptions on any
+number of instances exactly one wins. A code presented again revokes what it produced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy.orm import Session
+
+from broker.oauth import secrets
+from broker.oauth.errors import InvalidGrantError
+from broker.storage import grants
+from broker.storage.models import AuthorizationCode
+
+
+def issue(session: Session, *, client_id: str, user_id: str, redirect_uri: str, resource: str, scope: str,
+          code_challenge: str, nonce: str | None, auth_time: dt.datetime | None, acr: str | None,
+          now: dt.datetime, lifetime: int) -> str:
+    code = secrets.new_token()
+    grants.add(session, AuthorizationCode(
+        code_hash=secrets.digest(code), client_id=client_id, user_id=user_id, redirect_uri=redirect_uri,
+        resource=resource, scope=scope, code_challenge=code_challenge, code_challenge_method="S256", nonce=nonce,
+        auth_time=auth_time, acr=acr, created_at=now, expires_at=now + dt.timedelta(seconds=lifetime)))
+    return code
+
+
+def redeem(session: Session, code: str, now: dt.datetime) -> AuthorizationCode:
+    """Consume ``code``; on any failure raise ``InvalidGrantError`` (RFC 6749 §5.2)."""
+    code_hash = secrets.digest(code)
+    if grants.claim_code(session, code_hash, now):
+        row = grants.code(session, code_hash)
+        assert row is not None
+        return row
+    row = grants.code(session, code_hash)
+    if row is None:
+        raise InvalidGrantError("unknown authorization code")
+    if row.used_at is not None:
+        if row.family_id is not None:  # RFC 6749 §4.1.2: revoke what the code produced
+            grants.revoke_family(session, row.family_id, "authorization code replayed", now)
+        raise InvalidGrantError("authorization code already used")
+    raise InvalidGrantError("authorization code expired")

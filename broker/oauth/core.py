@@ -1,0 +1,91 @@
+"""The protocol core as one object the web layer holds: every OAuth endpoint's logic, no HTTP.
+
+Built by the composition root (``broker.app``) with the implementations it chose (policy,
+connectors); ``broker.web`` calls these methods with plain values and renders the results.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from authlib.oauth2.rfc6749.errors import OAuth2Error
+from sqlalchemy.orm import Session
+
+from broker.config import Settings
+from broker.federation.base import Connector
+from broker.federation.errors import UpstreamError
+from broker.keys.crypto import Encryptor
+from broker.keys.ring import KeyRing
+from broker.oauth import authorize, metadata
+from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, TemporarilyUnavailableError
+from broker.oauth.login import LoginFlow
+from broker.oauth.params import Params
+from broker.oauth.registration import BrokerRegistrationEndpoint
+from broker.oauth.request import HttpRequest
+from broker.oauth.server import BrokerAuthorizationServer
+from broker.policy import Policy
+from broker.registry import servers
+
+Response = tuple[int, Any, list[tuple[str, str]]]
+
+
+class OAuthCore:
+    def __init__(self, settings: Settings, keyring: KeyRing, encryptor: Encryptor, policy: Policy,
+                 connectors: Mapping[str, Connector], csrf_key: bytes):
+        self.settings = settings
+        self.issuer = settings.issuer
+        self.policy = policy
+        self.connectors = dict(connectors)
+        self.server = BrokerAuthorizationServer(settings, keyring, policy)
+        self.login = LoginFlow(settings, encryptor, policy, csrf_key)
+        self.registration = BrokerRegistrationEndpoint(self.server, settings.registration.require_approval,
+                                                       settings.registration.max_per_hour_per_address)
+
+    def metadata(self, session: Session) -> dict[str, Any]:
+        return metadata.authorization_server_metadata(self.settings, servers.all_scopes(session))
+
+    def validate_authorization(self, session: Session, params: Params) -> authorize.AuthorizationRequest:
+        return authorize.validate(session, params, self.issuer)
+
+    def connector_for(self, request: authorize.AuthorizationRequest) -> Connector:
+        """The IdP this user signs in with (one IdP for now; several arrive with issue 4)."""
+        if not self.connectors:
+            raise AuthorizationPageError("No identity provider", "No identity provider is configured.", 503)
+        return next(iter(self.connectors.values()))
+
+    def connector(self, idp_id: str) -> Connector:
+        connector = self.connectors.get(idp_id)
+        if connector is None:
+            raise AuthorizationPageError("Unknown identity provider", "This sign-in response names an identity "
+                                         "provider this broker does not use.", 404)
+        return connector
+
+    @staticmethod
+    def upstream_failure(exc: UpstreamError) -> OAuth2Error:
+        """What the client hears when the IdP fails: RFC 6749 §4.1.2.1 codes, our description."""
+        if exc.client_error == "temporarily_unavailable":
+            return TemporarilyUnavailableError("the identity provider is unavailable; try again later")
+        return AccessDeniedError("sign-in at the identity provider failed")
+
+    def token(self, http: HttpRequest) -> Response:
+        return self.server.create_token_response(http)
+
+    def revoke(self, http: HttpRequest) -> Response:
+        return self.server.create_endpoint_response("revocation", http)
+
+    def introspect(self, http: HttpRequest) -> Response:
+        return self.server.create_endpoint_response("introspection", http)
+
+    def register(self, http: HttpRequest) -> Response:
+        request = self.server.create_json_request(http)
+        try:
+            return self.registration.create_registration_response(request)
+        except OAuth2Error as error:
+            status, body, headers = error()
+            return status, body, [*headers, ("Cache-Control", "no-store")]
+
+    @staticmethod
+    def now() -> dt.datetime:
+        return dt.datetime.now(dt.UTC)

@@ -1,0 +1,68 @@
+"""Protocol errors: authlib's classes carrying their wire codes, plus the ones authlib lacks.
+
+Descriptions go on the wire, so they are forced into RFC 6749's character set (a parameter
+name typed by an attacker must not turn an error into a server error).
+"""
+
+from __future__ import annotations
+
+import re
+
+from authlib.oauth2.rfc6749.errors import (
+    AccessDeniedError,
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+    OAuth2Error,
+    UnauthorizedClientError,
+    UnsupportedGrantTypeError,
+    UnsupportedResponseTypeError,
+    UnsupportedTokenTypeError,
+)
+
+__all__ = [
+    "AccessDeniedError", "AuthorizationPageError", "InvalidClientError", "InvalidGrantError",
+    "InvalidRequest", "InvalidScopeError", "InvalidTargetError", "OAuth2Error", "TemporarilyUnavailableError",
+    "UnauthorizedClientError", "UnsupportedGrantTypeError", "UnsupportedResponseTypeError",
+    "UnsupportedTokenTypeError", "describe",
+]
+
+_FORBIDDEN = re.compile(r"[^\x20\x21\x23-\x5B\x5D-\x7E]")  # RFC 6749 §5.2 error_description
+
+
+def describe(text: str | None) -> str | None:
+    """``text`` with every character RFC 6749 forbids in ``error_description`` replaced."""
+    return None if text is None else _FORBIDDEN.sub("?", text)[:300]
+
+
+class InvalidRequest(InvalidRequestError):
+    def __init__(self, description: str | None = None, **kwargs: object) -> None:
+        super().__init__(describe(description), **kwargs)
+
+
+class InvalidTargetError(OAuth2Error):
+    """RFC 8707 §2: the resource is invalid, unknown, or not one this server issues tokens for."""
+
+    error = "invalid_target"
+
+
+class TemporarilyUnavailableError(OAuth2Error):
+    """RFC 6749 §4.1.2.1: the server (here: the upstream IdP) cannot handle the request now."""
+
+    error = "temporarily_unavailable"
+    status_code = 503
+
+
+class AuthorizationPageError(Exception):
+    """An authorization request that must be refused on a page, never by redirect.
+
+    RFC 6749 §4.1.2.1: while the client or the redirect URI is not validated, the user is
+    told, and the browser is not sent anywhere (no open redirector).
+    """
+
+    def __init__(self, title: str, detail: str, status_code: int = 400):
+        super().__init__(f"{title}: {detail}")
+        self.title = title
+        self.detail = detail
+        self.status_code = status_code

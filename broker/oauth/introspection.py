@@ -1,0 +1,185 @@
+"""Revocation (RFC 7009) and introspection (RFC 7662) on authlib's endpoints.
+
+Both read the database on every call, so every broker instance gives the same answer the
+moment a revocation commits: an access token is active only while its signature, issuer and
+expiry hold, its ``jti`` is not revoked, its refresh-token family is live, its user is active
+and not revoked since it was issued, and its MCP server is still enabled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from sqlalchemy.orm import Session
+
+from broker.oauth import secrets
+from broker.oauth.clients import AUTH_METHODS, SECRET_METHODS
+from broker.oauth.tokens import ACCESS_TOKEN_TYP
+from broker.registry import servers
+from broker.storage import clients, grants, users
+from broker.storage.models import RefreshTokenFamily
+
+ALGORITHMS = ["ES256", "RS256"]
+
+
+class _Record:
+    """authlib asks these; ``is_active`` answers the real question from the database."""
+
+    def is_expired(self) -> bool:
+        return False
+
+    def is_revoked(self) -> bool:
+        return False
+
+
+@dataclass
+class AccessTokenRecord(_Record):
+    claims: dict[str, Any]
+
+    def check_client(self, client: Any) -> bool:
+        return self.claims.get("client_id") == client.client_id
+
+
+@dataclass
+class RefreshTokenRecord(_Record):
+    family: RefreshTokenFamily
+    current: bool
+
+    def check_client(self, client: Any) -> bool:
+        return self.family.client_id == client.client_id
+
+
+def verify_own_access_token(session: Session, server: Any, unverified_token: str,
+                            now: dt.datetime) -> dict[str, Any] | None:
+    """Claims of an access token this broker signed and that has not expired; None otherwise."""
+    try:
+        header = jwt.get_unverified_header(unverified_token)
+    except jwt.PyJWTError:
+        return None
+    if str(header.get("typ", "")).lower() != ACCESS_TOKEN_TYP:  # RFC 9068 §4: typ must be at+jwt
+        return None
+    keys = {k["kid"]: k for k in server.keyring.jwks(session, server.jwks_grace, now)["keys"]}
+    jwk = keys.get(header.get("kid"))
+    if jwk is None or header.get("alg") != jwk["alg"]:  # only our published keys, only their algorithm
+        return None
+    try:
+        return jwt.decode(unverified_token, jwt.PyJWK(jwk).key, algorithms=[jwk["alg"]], issuer=server.issuer,
+                          options={"verify_aud": False, "require": ["exp", "iat", "jti", "sub"]},
+                          leeway=0)
+    except jwt.PyJWTError:
+        return None
+
+
+def find_token(request: Any, token: str, hint: str | None) -> AccessTokenRecord | RefreshTokenRecord | None:
+    db, server = request.db, request.server_ref
+    if hint != "refresh_token" and token.count(".") == 2:
+        claims = verify_own_access_token(db, server, token, request.now)
+        if claims is not None:
+            return AccessTokenRecord(claims)
+    digest = secrets.digest(token)
+    family = grants.family_by_current(db, digest)
+    if family is not None:
+        return RefreshTokenRecord(family, current=True)
+    family = grants.family_by_rotated(db, digest)
+    return RefreshTokenRecord(family, current=False) if family is not None else None
+
+
+def is_active(request: Any, record: AccessTokenRecord | RefreshTokenRecord) -> bool:
+    db, now = request.db, request.now
+    if isinstance(record, RefreshTokenRecord):
+        family = record.family
+        live = record.current and family.revoked_at is None and now < family.expires_at
+        return live and _user_active(db, family.user_id, family.created_at)
+    claims = record.claims
+    if grants.is_token_id_revoked(db, claims["jti"]):
+        return False
+    client = clients.get(db, claims.get("client_id", ""))
+    if client is None or client.status != "active":
+        return False
+    family_id = claims.get("sid")
+    if family_id is not None:
+        family = grants.family(db, family_id)
+        if family is None or family.revoked_at is not None:
+            return False
+        issued_at = dt.datetime.fromtimestamp(claims["iat"], dt.UTC)
+        if not _user_active(db, claims["sub"], issued_at):
+            return False
+    return _audience_enabled(request, claims.get("aud"))
+
+
+def _user_active(db: Session, user_id: str, issued_at: dt.datetime) -> bool:
+    user = users.get(db, user_id)
+    if user is None or user.status != "active":
+        return False
+    return user.not_before is None or issued_at >= user.not_before
+
+
+def _audience_enabled(request: Any, audience: Any) -> bool:
+    if not isinstance(audience, str):
+        return False
+    try:
+        servers.resolve(request.db, audience, request.server_ref.issuer, include_admin_api=True)
+    except servers.UnknownResource:
+        return False
+    return True
+
+
+class BrokerRevocationEndpoint(RevocationEndpoint):
+    """RFC 7009. Public clients revoke with their client_id; unknown tokens still get 200 (§2.2)."""
+
+    CLIENT_AUTH_METHODS = list(AUTH_METHODS)
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return find_token(self._request, token_string, token_type_hint)
+
+    def authenticate_token(self, request: Any, client: Any) -> Any:
+        self._request = request
+        return super().authenticate_token(request, client)
+
+    def revoke_token(self, token: Any, request: Any) -> None:
+        now = request.now
+        if isinstance(token, RefreshTokenRecord):  # revoking a refresh token revokes its family (§2.1)
+            grants.revoke_family(request.db, token.family.id, "revoked by the client", now)
+            return
+        claims = token.claims
+        grants.revoke_token_id(request.db, claims["jti"], dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
+                               "revoked by the client", claims["client_id"])
+        if claims.get("sid"):  # and an access token its refresh token (§2.1: SHOULD)
+            grants.revoke_family(request.db, claims["sid"], "access token revoked by the client", now)
+
+
+class BrokerIntrospectionEndpoint(IntrospectionEndpoint):
+    """RFC 7662. Only clients registered as resource servers (``may_introspect``) may ask."""
+
+    CLIENT_AUTH_METHODS = [*SECRET_METHODS, "private_key_jwt"]
+
+    def authenticate_token(self, request: Any, client: Any) -> Any:
+        self._request = request
+        return super().authenticate_token(request, client)
+
+    def check_permission(self, token: Any, client: Any, request: Any) -> bool:
+        return bool(client.row.may_introspect)
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
+        return find_token(self._request, token_string, token_type_hint)
+
+    def introspect_token(self, token: Any) -> dict[str, Any]:
+        request = self._request
+        if not is_active(request, token):
+            return {"active": False}
+        if isinstance(token, RefreshTokenRecord):
+            family = token.family
+            return {"active": True, "token_type": "refresh_token", "client_id": family.client_id,
+                    "scope": family.scope, "sub": family.user_id, "aud": family.resource,
+                    "exp": int(family.expires_at.timestamp()), "iss": request.server_ref.issuer}
+        claims = token.claims
+        body = {"active": True, "token_type": "Bearer", **{k: claims[k] for k in (
+            "scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti") if k in claims}}
+        if "email" in claims:
+            body["username"] = claims["email"]
+        return body

@@ -1,0 +1,240 @@
+"""From a validated authorization request to a code: upstream sign-in, policy, consent.
+
+A ``PendingAuthorization`` row carries the request across the browser's trip to the IdP.
+It is bound to the browser that started it (a cookie whose SHA-256 is stored), found at the
+callback by the upstream ``state`` (stored as a digest), and advanced once per step by a
+conditional update, so a replayed callback or consent does nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session
+
+from broker.config import Settings
+from broker.federation.identity import Identity
+from broker.keys.crypto import Encryptor
+from broker.oauth import codes, provisioning, redirects, secrets, subjects
+from broker.oauth.authorize import AuthorizationRequest, redirect_location
+from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, OAuth2Error
+from broker.oauth.tokens import scope_string
+from broker.policy import Policy
+from broker.registry import servers
+from broker.storage import clients, grants
+from broker.storage.models import Consent, PendingAuthorization, User
+
+NOT_ALLOWED = "access to this MCP server is not allowed"  # the user sees why on the broker's page, not the client
+
+
+@dataclass(frozen=True)
+class UpstreamStart:
+    pending_id: str
+    state: str
+    nonce: str
+    code_challenge: str
+
+
+@dataclass(frozen=True)
+class Redirect:
+    location: str
+
+
+@dataclass(frozen=True)
+class ConsentNeeded:
+    pending_id: str
+
+
+@dataclass(frozen=True)
+class ConsentView:
+    """What the consent page shows (SPEC-NOTES: the redirect host, and a warning for loopback-only clients)."""
+
+    pending_id: str
+    client_name: str
+    client_id: str
+    client_kind: str
+    redirect_host: str
+    loopback_only: bool
+    server_name: str
+    server_resource: str
+    scopes: tuple[tuple[str, str], ...]  # (scope, description)
+
+
+class LoginFlow:
+    def __init__(self, settings: Settings, encryptor: Encryptor, policy: Policy, csrf_key: bytes):
+        self.issuer = settings.issuer
+        self.login_timeout = dt.timedelta(seconds=settings.authorization.login_timeout)
+        self.code_lifetime = settings.tokens.authorization_code_lifetime
+        self.encryptor = encryptor
+        self.policy = policy
+        self.csrf_key = csrf_key
+
+    # ---------------------------------------------------------------- to the IdP and back
+
+    def begin(self, session: Session, request: AuthorizationRequest, idp_id: str, browser: str,
+              now: dt.datetime) -> UpstreamStart:
+        """Record the request and the upstream state, nonce and PKCE verifier (own ones, never the client's)."""
+        state, nonce, verifier = secrets.new_token(), secrets.new_token(), secrets.new_token()
+        pending = PendingAuthorization(
+            id=secrets.new_token()[:36], browser_hash=secrets.digest(browser), status="login",
+            client_id=request.client.client_id, redirect_uri=request.redirect_uri, resource=request.server.resource,
+            server_id=request.server.id, requested_scope=" ".join(sorted(request.requested_scopes or ())),
+            state=request.state, code_challenge=request.code_challenge, code_challenge_method="S256",
+            nonce=request.nonce, idp_id=idp_id, upstream_state_hash=secrets.digest(state), upstream_nonce=nonce,
+            upstream_verifier_encrypted=b"", created_at=now, expires_at=now + self.login_timeout)
+        pending.upstream_verifier_encrypted = self.encryptor.encrypt(verifier.encode(), _aad(pending.id))
+        grants.add(session, pending)
+        return UpstreamStart(pending.id, state, nonce, _s256(verifier))
+
+    def claim_callback(self, session: Session, idp_id: str, state: str | None, browser: str | None,
+                       now: dt.datetime) -> tuple[PendingAuthorization, str]:
+        """The pending authorization this callback answers, and its upstream PKCE verifier; once only."""
+        pending = grants.pending_by_upstream_state(session, secrets.digest(state)) if state else None
+        if pending is None or pending.idp_id != idp_id:  # also: a response from IdP A at IdP B's callback
+            raise AuthorizationPageError("Sign-in not recognised", "This sign-in response does not belong to a "
+                                         "sign-in started here. Start again from your application.")
+        self._check_browser(pending, browser)
+        if now >= pending.expires_at:
+            raise AuthorizationPageError("Sign-in expired", "The sign-in took too long. Start again from your "
+                                         "application.")
+        if not grants.advance_pending(session, pending.id, "login", "callback"):
+            raise AuthorizationPageError("Sign-in already used", "This sign-in response was already used. Start "
+                                         "again from your application.")
+        verifier = self.encryptor.decrypt(pending.upstream_verifier_encrypted, _aad(pending.id)).decode()
+        return pending, verifier
+
+    def fail_by_id(self, session: Session, pending_id: str, error: OAuth2Error) -> Redirect:
+        return self.fail(session, self._pending(session, pending_id), error)
+
+    def complete_by_id(self, session: Session, pending_id: str, identity: Identity,
+                       now: dt.datetime) -> Redirect | ConsentNeeded:
+        return self.complete(session, self._pending(session, pending_id), identity, now)
+
+    def fail(self, session: Session, pending: PendingAuthorization, error: OAuth2Error) -> Redirect:
+        pending.status = "failed"
+        return Redirect(redirect_location(pending.redirect_uri, self.issuer, pending.state, error=error.error,
+                                          error_description=error.description or None))
+
+    def complete(self, session: Session, pending: PendingAuthorization, identity: Identity,
+                 now: dt.datetime) -> Redirect | ConsentNeeded:
+        """A verified upstream login: provision the user, ask policy, then consent or a code."""
+        user = provisioning.upsert_user(session, identity, self.encryptor, now)
+        if user.status != "active":
+            return self.fail(session, pending, AccessDeniedError("the user may not sign in"))
+        server = servers.get(session, pending.server_id, self.issuer)
+        if server is None or not server.enabled:
+            return self.fail(session, pending, AccessDeniedError("the MCP server is no longer available"))
+        requested = frozenset(pending.requested_scope.split()) or None
+        decision = self.policy.decide(subjects.access_request(subjects.user_subject(session, user),
+                                                              pending.client_id, server, requested, now))
+        if not decision.allowed:
+            return self.fail(session, pending, AccessDeniedError(NOT_ALLOWED))
+        pending.user_id, pending.granted_scope = user.id, scope_string(decision.scopes)
+        pending.auth_time = dt.datetime.fromtimestamp(identity.auth_time, dt.UTC) if identity.auth_time else now
+        pending.acr = identity.acr
+        if self._consented(session, pending, decision.scopes):
+            return self._issue_code(session, pending, user, now)
+        pending.status = "consent"
+        return ConsentNeeded(pending.id)
+
+    # ---------------------------------------------------------------- consent
+
+    def csrf_token(self, pending_id: str, browser: str) -> str:
+        mac = hmac.new(self.csrf_key, f"consent\0{pending_id}\0{browser}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    def awaiting_consent(self, session: Session, pending_id: str | None, browser: str | None,
+                         now: dt.datetime) -> PendingAuthorization:
+        pending = grants.pending(session, pending_id) if pending_id else None
+        if pending is None or pending.status != "consent":
+            raise AuthorizationPageError("Nothing to approve", "There is no request waiting for your approval. "
+                                         "Start again from your application.", status_code=404)
+        self._check_browser(pending, browser)
+        if now >= pending.expires_at:
+            raise AuthorizationPageError("Request expired", "The request took too long. Start again from your "
+                                         "application.")
+        return pending
+
+    def consent_view(self, session: Session, pending_id: str | None, browser: str | None,
+                     now: dt.datetime) -> ConsentView:
+        pending = self.awaiting_consent(session, pending_id, browser, now)
+        client = clients.get(session, pending.client_id)
+        server = servers.get(session, pending.server_id, self.issuer)
+        if client is None or server is None:
+            raise AuthorizationPageError("Request expired", "The application or MCP server no longer exists.")
+        uris = client.redirect_uris or []
+        return ConsentView(
+            pending_id=pending.id, client_name=client.name, client_id=client.id, client_kind=client.kind,
+            redirect_host=urlsplit(pending.redirect_uri).netloc or pending.redirect_uri,
+            loopback_only=bool(uris) and all(redirects.is_loopback(u) for u in uris),
+            server_name=server.name, server_resource=server.resource,
+            scopes=tuple((s, server.scopes.get(s, "")) for s in sorted((pending.granted_scope or "").split())))
+
+    def decide(self, session: Session, pending_id: str | None, browser: str | None, csrf: str | None,
+               approve: bool, now: dt.datetime) -> Redirect:
+        pending = self.awaiting_consent(session, pending_id, browser, now)
+        assert browser is not None
+        if not csrf or not hmac.compare_digest(csrf, self.csrf_token(pending.id, browser)):
+            raise AuthorizationPageError("Form expired", "The approval form was not valid (missing or stale "
+                                         "security token). Start again from your application.", status_code=403)
+        if not grants.advance_pending(session, pending.id, "consent", "deciding"):
+            raise AuthorizationPageError("Already decided", "This request was already answered.")
+        if not approve:
+            return self.fail(session, pending, AccessDeniedError("the user denied the request"))
+        self._remember_consent(session, pending, now)
+        user = session.get(User, pending.user_id)
+        assert user is not None
+        return self._issue_code(session, pending, user, now)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _pending(self, session: Session, pending_id: str) -> PendingAuthorization:
+        pending = grants.pending(session, pending_id)
+        if pending is None:
+            raise AuthorizationPageError("Sign-in not recognised", "Start again from your application.")
+        return pending
+
+    def _check_browser(self, pending: PendingAuthorization, browser: str | None) -> None:
+        # RFC 9700 §4.7: the response must reach the browser that made the request (login CSRF).
+        if not browser or not hmac.compare_digest(secrets.digest(browser), pending.browser_hash):
+            raise AuthorizationPageError("Sign-in not recognised", "This sign-in was started in another browser "
+                                         "or its cookie was lost. Start again from your application.", 403)
+
+    def _consented(self, session: Session, pending: PendingAuthorization, granted: frozenset[str]) -> bool:
+        client = clients.get(session, pending.client_id)
+        if client is not None and client.trusted:
+            return True
+        assert pending.user_id is not None
+        consent = grants.consent(session, pending.user_id, pending.client_id, pending.server_id)
+        return consent is not None and granted <= set(consent.scopes)
+
+    def _remember_consent(self, session: Session, pending: PendingAuthorization, now: dt.datetime) -> None:
+        assert pending.user_id is not None
+        granted = set((pending.granted_scope or "").split())
+        consent = grants.consent(session, pending.user_id, pending.client_id, pending.server_id)
+        if consent is None:
+            grants.add(session, Consent(user_id=pending.user_id, client_id=pending.client_id,
+                                        server_id=pending.server_id, scopes=sorted(granted), granted_at=now))
+        else:
+            consent.scopes, consent.granted_at = sorted(granted | set(consent.scopes)), now
+
+    def _issue_code(self, session: Session, pending: PendingAuthorization, user: User, now: dt.datetime) -> Redirect:
+        code = codes.issue(session, client_id=pending.client_id, user_id=user.id, redirect_uri=pending.redirect_uri,
+                           resource=pending.resource, scope=pending.granted_scope or "",
+                           code_challenge=pending.code_challenge, nonce=pending.nonce, auth_time=pending.auth_time,
+                           acr=pending.acr, now=now, lifetime=self.code_lifetime)
+        pending.status = "done"
+        return Redirect(redirect_location(pending.redirect_uri, self.issuer, pending.state, code=code))
+
+
+def _aad(pending_id: str) -> str:
+    return f"pending-authorization:{pending_id}"
+
+
+def _s256(verifier: str) -> str:
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()

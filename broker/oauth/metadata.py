@@ -1,0 +1,50 @@
+"""Authorization server metadata (RFC 8414), the document MCP clients discover the broker by."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from broker.config import Settings
+from broker.oauth.clients import AUTH_METHODS, SECRET_METHODS
+from broker.oauth.scopes import META_SCOPES
+
+GRANT_TYPES = ["authorization_code", "refresh_token", "client_credentials"]
+SIGNING_ALGORITHMS = ["ES256", "RS256"]
+
+
+def authorization_server_metadata(settings: Settings, scopes: list[str]) -> dict[str, Any]:
+    """Every field SPEC-NOTES lists; ``issuer`` is the configured issuer byte for byte."""
+    issuer = settings.issuer
+    document: dict[str, Any] = {
+        "issuer": issuer,
+        "authorization_endpoint": f"{issuer}/authorize",
+        "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}/jwks",
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": GRANT_TYPES,
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "token_endpoint_auth_signing_alg_values_supported": SIGNING_ALGORITHMS,
+        "scopes_supported": sorted(set(scopes) | {"offline_access"}),
+        "revocation_endpoint": f"{issuer}/revoke",
+        "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "introspection_endpoint": f"{issuer}/introspect",
+        "introspection_endpoint_auth_methods_supported": [*SECRET_METHODS, "private_key_jwt"],
+        "authorization_response_iss_parameter_supported": True,  # RFC 9207 §3
+        "resource_indicators_supported": True,
+    }
+    if settings.registration.enabled:
+        document["registration_endpoint"] = f"{issuer}/register"
+    return document
+
+
+def paths_for(issuer_path: str) -> list[str]:
+    """Where clients look for the document (RFC 8414 §3.1 and OIDC Discovery §4), for an issuer path."""
+    if not issuer_path or issuer_path == "/":
+        return ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"]
+    return [f"/.well-known/oauth-authorization-server{issuer_path}", f"/.well-known/openid-configuration{issuer_path}",
+            f"{issuer_path}/.well-known/openid-configuration"]
+
+
+__all__ = ["META_SCOPES", "authorization_server_metadata", "paths_for"]

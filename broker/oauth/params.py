@@ -1,0 +1,10 @@
+"""Request parameters for the OAuth endpoints: ``broker.params`` raising ``invalid_request``."""
+
+from __future__ import annotations
+
+from broker import params
+from broker.oauth.errors import InvalidRequest
+
+
+class Params(params.Params):
+    error = InvalidRequest

@@ -1,0 +1,49 @@
+"""Just-in-time users: a verified upstream login becomes (or updates) a broker user.
+
+Users are keyed by (IdP, subject), never by email, so two IdPs cannot merge accounts.
+Group memberships from an IdP are replaced at every login, so leaving a group upstream
+shows at the next login (and, through policy, at the next refresh).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from broker.federation.identity import Identity
+from broker.keys.crypto import Encryptor
+from broker.storage import users
+from broker.storage.models import UpstreamIdentity, User
+
+MAX_CLAIMS_BYTES = 16_384
+
+
+def upsert_user(session: Session, identity: Identity, encryptor: Encryptor, now: dt.datetime) -> User:
+    record = users.identity(session, identity.idp_id, identity.subject)
+    if record is None:
+        user = User(email=identity.email, display_name=identity.name or identity.email or identity.subject,
+                    status="active", created_at=now, updated_at=now)
+        users.add(session, user)
+        record = UpstreamIdentity(user_id=user.id, idp_id=identity.idp_id, subject=identity.subject, created_at=now)
+        users.add(session, record)
+    else:
+        user = users.get(session, record.user_id)
+        assert user is not None
+        user.email = identity.email or user.email
+        user.display_name = identity.name or user.display_name
+    record.email = identity.email
+    record.claims = _storable(identity.claims)
+    record.last_login_at = user.last_login_at = now
+    if identity.upstream_refresh_token:
+        record.refresh_token_encrypted = encryptor.encrypt(identity.upstream_refresh_token.encode(),
+                                                           f"upstream-refresh-token:{record.id}")
+    users.set_groups(session, user.id, f"idp:{identity.idp_id}", identity.groups)
+    return user
+
+
+def _storable(claims: Any) -> dict[str, Any]:
+    """The ID token's claims minus what is large or secret-adjacent (``nonce``, hashes)."""
+    kept = {k: v for k, v in dict(claims).items() if k not in ("nonce", "at_hash", "c_hash")}
+    return kept if len(str(kept)) <= MAX_CLAIMS_BYTES else {k: kept[k] for k in ("sub", "iss", "email") if k in kept}

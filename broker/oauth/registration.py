@@ -1,0 +1,79 @@
+"""Dynamic Client Registration (RFC 7591) on authlib's endpoint.
+
+Deprecated by the MCP specification 2026-07-28 (Client ID Metadata Documents replace it), so
+off unless configured; rate limited per source address; optionally held for an administrator.
+Registered clients get a generated id that never starts with ``https://`` (those are CIMD URLs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
+from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
+
+from broker.oauth import clients
+from broker.oauth.errors import OAuth2Error, describe
+from broker.storage import clients as client_repo
+
+DCR_GRANTS = {"authorization_code", "refresh_token"}
+DCR_AUTH_METHODS = ["none", *clients.SECRET_METHODS]
+
+
+class TooManyRegistrations(OAuth2Error):
+    error = "too_many_requests"
+    status_code = 429
+
+
+class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
+    def __init__(self, server: Any, require_approval: bool, max_per_hour: int):
+        super().__init__(server)
+        self.require_approval = require_approval
+        self.max_per_hour = max_per_hour
+
+    def authenticate_token(self, request: Any) -> bool:
+        """Open registration, limited per source address (RFC 7591 §3 allows it)."""
+        since = request.now - dt.timedelta(hours=1)
+        address = request.http.client_ip or "unknown"
+        if client_repo.count_registered_from(request.db, address, since) >= self.max_per_hour:
+            raise TooManyRegistrations("too many registrations from this address; try again later")
+        return True
+
+    def get_server_metadata(self) -> dict[str, Any]:
+        return {"grant_types_supported": sorted(DCR_GRANTS), "response_types_supported": ["code"],
+                "token_endpoint_auth_methods_supported": DCR_AUTH_METHODS}
+
+    def generate_client_id(self, request: Any) -> str:
+        return clients._new_client_id()
+
+    def generate_client_secret(self, request: Any) -> str | None:
+        return None  # clients.register makes one when the method needs it
+
+    def save_client(self, client_info: dict[str, Any], metadata: dict[str, Any], request: Any) -> Any:
+        grant_types = metadata.get("grant_types") or ["authorization_code"]
+        if not set(grant_types) <= DCR_GRANTS:
+            raise InvalidClientMetadataError("only authorization_code and refresh_token may be registered")
+        try:
+            new = clients.register(
+                request.db, client_id=client_info["client_id"], name=str(metadata.get("client_name") or "Unnamed"),
+                kind="dcr", redirect_uris=metadata.get("redirect_uris") or [],
+                auth_method=metadata.get("token_endpoint_auth_method", "client_secret_basic"),
+                grant_types=grant_types, status="pending" if self.require_approval else "active",
+                registered_from=request.http.client_ip or "unknown",
+                metadata={k: v for k, v in metadata.items() if k in ("client_uri", "logo_uri", "software_id",
+                                                                     "software_version", "contacts")})
+        except ValueError as exc:
+            error = InvalidRedirectURIError if "redirect" in str(exc) else InvalidClientMetadataError
+            raise error(describe(str(exc))) from None
+        client_info["client_secret"] = new.secret
+        return new
+
+    def create_registration_response(self, request: Any) -> tuple[int, dict[str, Any], list]:
+        status, body, headers = super().create_registration_response(request)
+        body = {k: v for k, v in body.items() if v is not None}
+        if body.get("client_secret") is None:
+            body.pop("client_secret_expires_at", None)
+        body.setdefault("grant_types", ["authorization_code"])
+        body.setdefault("token_endpoint_auth_method", "client_secret_basic")
+        return status, body, [*headers, ("Cache-Control", "no-store")]

@@ -1,0 +1,98 @@
+"""The token-side authorization server: authlib's dispatcher with the broker's grants and endpoints.
+
+``BrokerAuthorizationServer`` knows no web framework: ``broker.web`` builds an ``HttpRequest``,
+calls ``create_token_response`` / ``create_endpoint_response``, and renders the returned
+(status, body, headers).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from typing import Any
+
+from authlib.oauth2.rfc6749 import AuthorizationServer
+from authlib.oauth2.rfc6749.authenticate_client import ClientAuthentication
+from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+
+from broker.config import Settings
+from broker.keys.ring import KeyRing
+from broker.oauth.clients import ClientView
+from broker.oauth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
+from broker.oauth.introspection import BrokerIntrospectionEndpoint, BrokerRevocationEndpoint
+from broker.oauth.request import BrokerJsonRequest, BrokerRequest, HttpRequest
+from broker.oauth.tokens import AccessTokens, RefreshTokens
+from broker.policy import Policy
+from broker.storage import clients as client_repo
+from broker.storage import grants as grant_repo
+
+ASSERTION_LIFETIME_CAP = dt.timedelta(minutes=10)
+
+
+class PrivateKeyJwt(JWTBearerClientAssertion):
+    """RFC 7523 §2.2 client authentication; ``jti`` single use across instances (database)."""
+
+    CLIENT_AUTH_METHOD = "private_key_jwt"
+
+    def __init__(self, server: BrokerAuthorizationServer, request: Any):
+        super().__init__(validate_jti=True, leeway=server.settings.tokens.clock_skew)
+        self.server = server
+        self.request = request
+
+    def get_audiences(self) -> list[str]:
+        return [self.server.issuer, f"{self.server.issuer}/token"]  # RFC 7523 §3 item 3
+
+    def validate_jti(self, claims: Any, jti: str) -> bool:
+        key = hashlib.sha256(f"client-assertion\0{claims['iss']}\0{jti}".encode()).hexdigest()
+        expires = dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC) + ASSERTION_LIFETIME_CAP
+        return grant_repo.first_use_of_jti(self.request.db, key, "client-assertion", expires)
+
+    def resolve_client_public_key(self, client: ClientView) -> Any:
+        return client.row.jwks or {"keys": []}
+
+
+class BrokerAuthorizationServer(AuthorizationServer):
+    def __init__(self, settings: Settings, keyring: KeyRing, policy: Policy):
+        super().__init__(scopes_supported=None)
+        self.settings = settings
+        self.issuer = settings.issuer
+        self.keyring = keyring
+        self.policy = policy
+        self.jwks_grace = dt.timedelta(seconds=settings.longest_jwt_lifetime)
+        self.access_tokens = AccessTokens(settings, keyring)
+        self.refresh_tokens = RefreshTokens(settings)
+        for grant in (AuthorizationCodeGrant, RefreshTokenGrant, ClientCredentialsGrant):
+            self.register_grant(grant)
+        self.register_endpoint(BrokerRevocationEndpoint)
+        self.register_endpoint(BrokerIntrospectionEndpoint)
+
+    # -- authlib's framework hooks, implemented without a framework
+
+    def create_oauth2_request(self, request: HttpRequest | BrokerRequest) -> BrokerRequest:
+        if isinstance(request, BrokerRequest):
+            return request
+        oauth_request = BrokerRequest(request)
+        oauth_request.server_ref = self
+        return oauth_request
+
+    def create_json_request(self, request: HttpRequest) -> BrokerJsonRequest:
+        return BrokerJsonRequest(request)
+
+    def handle_response(self, status: int, body: Any, headers: Any) -> tuple[int, Any, list[tuple[str, str]]]:
+        return status, body, list(headers)
+
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def query_client(self, client_id: str) -> ClientView | None:
+        raise RuntimeError("clients are looked up through the request's session")  # see authenticate_client
+
+    def authenticate_client(self, request: BrokerRequest, methods: list[str], endpoint: str = "token") -> Any:
+        """Client authentication (RFC 6749 §2.3) with the request's own database session."""
+        def query(client_id: str) -> ClientView | None:
+            row = client_repo.get(request.db, client_id) if isinstance(client_id, str) else None
+            return ClientView(row) if row is not None else None
+
+        auth = ClientAuthentication(query)
+        auth.register(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt(self, request))
+        return auth(request, methods, endpoint)

@@ -1,0 +1,51 @@
+"""Who a grant is for, as the policy engine sees it, and whether that user may still get tokens."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker.oauth.clients import ClientView
+from broker.oauth.errors import InvalidGrantError
+from broker.policy import AccessRequest, Subject, Target
+from broker.registry.servers import Server
+from broker.storage import users
+from broker.storage.models import UpstreamIdentity, User
+
+
+def user_subject(session: Session, user: User) -> Subject:
+    latest = session.scalar(select(UpstreamIdentity).where(UpstreamIdentity.user_id == user.id)
+                            .order_by(UpstreamIdentity.last_login_at.desc().nulls_last()).limit(1))
+    claims = dict(latest.claims) if latest else {}
+    amr = claims.get("amr")
+    return Subject(kind="user", id=user.id, email=user.email, idp_id=latest.idp_id if latest else None,
+                   groups=frozenset(users.group_names(session, user.id)), claims=claims,
+                   acr=claims.get("acr") if isinstance(claims.get("acr"), str) else None,
+                   amr=tuple(a for a in amr if isinstance(a, str)) if isinstance(amr, list) else ())
+
+
+def client_subject(client: ClientView) -> Subject:
+    return Subject(kind="client", id=client.client_id, client_scopes=frozenset(client.row.scopes))
+
+
+def target(server: Server) -> Target:
+    return Target(id=server.id, scopes=frozenset(server.scopes), default_scopes=frozenset(server.default_scopes),
+                  tags=frozenset(server.tags), builtin=server.builtin)
+
+
+def access_request(subject: Subject, client_id: str, server: Server, requested: frozenset[str] | None,
+                   now: dt.datetime) -> AccessRequest:
+    return AccessRequest(subject=subject, client_id=client_id, target=target(server), requested_scopes=requested,
+                         now=now)
+
+
+def active_user(session: Session, user_id: str, issued_at: dt.datetime | None = None) -> User:
+    """The user, if they may still receive tokens; else ``InvalidGrantError``."""
+    user = users.get(session, user_id)
+    if user is None or user.status != "active":
+        raise InvalidGrantError("the user may no longer sign in")
+    if issued_at is not None and user.not_before is not None and issued_at < user.not_before:
+        raise InvalidGrantError("the grant predates the user's revocation")
+    return user

@@ -1,0 +1,102 @@
+"""Request parameters, parsed strictly: UTF-8 only, no duplicates, empty means absent.
+
+Shared by the protocol cores (``broker.oauth``, ``broker.testidp``); each subclasses ``Params``
+to raise its own ``invalid_request`` error class.
+
+RFC 6749 §3.1 and §3.2: parameters sent without a value are treated as omitted, and request
+parameters MUST NOT be included more than once. Duplicates are recorded at parse time and
+refused when read, so the authorization endpoint can first validate ``client_id`` and
+``redirect_uri`` (an error page) and only then refuse the rest (a redirect to the client).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Self
+from urllib.parse import parse_qsl
+
+MAX_FIELDS = 64
+MAX_VALUE_LENGTH = 4096
+FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+class ParameterError(ValueError):
+    """A malformed or repeated parameter (the default ``Params.error``)."""
+
+
+class Params:
+    """Named request parameters; reading a duplicated one raises ``self.error``."""
+
+    error: type[Exception] = ParameterError
+
+    def __init__(self, pairs: Iterable[tuple[str, str]]):
+        self._values: dict[str, list[str]] = {}
+        for name, value in pairs:
+            if len(value) > MAX_VALUE_LENGTH:
+                raise self.error(f"parameter {name!r} is too long")
+            self._values.setdefault(name, []).append(value)
+
+    @classmethod
+    def from_query(cls, raw: bytes) -> Self:
+        """Parse a raw URL query string (the bytes after ``?``)."""
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise cls.error("the query string is not valid UTF-8") from None
+        return cls(_parse(text, cls.error))
+
+    @classmethod
+    def from_form(cls, body: bytes, content_type: str | None) -> Self:
+        """Parse an ``application/x-www-form-urlencoded`` body (RFC 6749 §4.1.3, Appendix B)."""
+        if _media_type(content_type) != FORM_CONTENT_TYPE:
+            raise cls.error(f"the request body must be {FORM_CONTENT_TYPE}")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise cls.error("the request body is not valid UTF-8") from None
+        return cls(_parse(text, cls.error))
+
+    def get(self, name: str) -> str | None:
+        """The parameter's value, None when absent or empty (RFC 6749 §3.1)."""
+        values = self._values.get(name, [])
+        if len(values) > 1:
+            raise self.error(f"parameter {name!r} is repeated")  # RFC 6749 §3.1
+        return values[0] if values and values[0] else None
+
+    def require(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise self.error(f"parameter {name!r} is required")
+        return value
+
+    def get_all(self, name: str) -> list[str]:
+        """Every non-empty value of a parameter that may legitimately repeat."""
+        return [v for v in self._values.get(name, []) if v]
+
+    def as_dict(self) -> dict[str, str]:
+        """Every non-empty parameter with its value; raises if any parameter is repeated."""
+        self.reject_duplicates()
+        return {name: values[0] for name, values in self._values.items() if values[0]}
+
+    def has(self, name: str) -> bool:
+        return name in self._values
+
+    def reject_duplicates(self) -> None:
+        """RFC 6749 §3.1: request parameters MUST NOT be included more than once."""
+        repeated = sorted(name for name, values in self._values.items() if len(values) > 1)
+        if repeated:
+            raise self.error(f"parameter {repeated[0]!r} is repeated")
+
+
+def _parse(text: str, error: type[Exception]) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict",
+                         max_num_fields=MAX_FIELDS)
+    except UnicodeDecodeError:
+        raise error("a parameter is not valid percent-encoded UTF-8") from None
+    except ValueError:
+        raise error(f"more than {MAX_FIELDS} parameters") from None
+
+
+def _media_type(content_type: str | None) -> str:
+    return (content_type or "").split(";", 1)[0].strip().lower()

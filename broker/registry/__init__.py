@@ -1,0 +1,1 @@
+"""MCP servers and their scopes; resource URI canonicalisation."""

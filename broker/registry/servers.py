@@ -1,0 +1,79 @@
+"""Looking up MCP servers by id or resource URI, as the protocol core sees them.
+
+The broker's own admin API is a built-in resource (``<issuer>/admin/api``) with admin scopes;
+only clients explicitly granted those scopes can get tokens for it (client credentials).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy.orm import Session
+
+from broker.registry.resources import InvalidResource, canonical_resource
+from broker.storage import mcp_servers
+from broker.storage.models import McpServer
+
+ADMIN_API_ID = "broker-admin-api"
+ADMIN_SCOPES = {
+    "admin:read": "Read the broker's configuration, users, clients and audit log",
+    "admin:write": "Change MCP servers, clients and policy",
+    "security:revoke": "Offboard users and revoke their tokens",
+}
+
+
+class UnknownResource(LookupError):
+    """The resource names no registered, enabled MCP server."""
+
+
+@dataclass(frozen=True)
+class Server:
+    """An MCP server (or the admin API) as a token audience."""
+
+    id: str
+    name: str
+    resource: str
+    scopes: dict[str, str]
+    default_scopes: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    access_token_lifetime: int | None = None
+    enabled: bool = True
+    builtin: bool = field(default=False, compare=False)
+
+
+def from_row(row: McpServer) -> Server:
+    return Server(id=row.id, name=row.name, resource=row.resource, scopes=dict(row.scopes),
+                  default_scopes=tuple(row.default_scopes), tags=tuple(row.tags),
+                  access_token_lifetime=row.access_token_lifetime, enabled=row.enabled)
+
+
+def admin_api(issuer: str) -> Server:
+    return Server(id=ADMIN_API_ID, name="mcp-auth-broker admin API", resource=f"{issuer}/admin/api",
+                  scopes=dict(ADMIN_SCOPES), default_scopes=(), builtin=True)
+
+
+def resolve(session: Session, resource: str, issuer: str, *, include_admin_api: bool = False) -> Server:
+    """The enabled server a ``resource`` parameter names after canonicalisation, or ``UnknownResource``."""
+    try:
+        canonical = canonical_resource(resource)
+    except InvalidResource as exc:
+        raise UnknownResource(str(exc)) from None
+    if include_admin_api and canonical == admin_api(issuer).resource:
+        return admin_api(issuer)
+    row = mcp_servers.by_resource(session, canonical)
+    if row is None or not row.enabled:
+        raise UnknownResource("the resource is not a registered MCP server")
+    return from_row(row)
+
+
+def get(session: Session, server_id: str, issuer: str) -> Server | None:
+    if server_id == ADMIN_API_ID:
+        return admin_api(issuer)
+    row = mcp_servers.get(session, server_id)
+    return None if row is None else from_row(row)
+
+
+def all_scopes(session: Session) -> list[str]:
+    """Every scope of every enabled server (for ``scopes_supported``)."""
+    names = {scope for row in mcp_servers.list_all(session) if row.enabled for scope in row.scopes}
+    return sorted(names)

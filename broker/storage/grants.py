@@ -1,0 +1,134 @@
+"""Repository for what authorizations produce: codes, refresh-token families, consents,
+pending authorizations, revocations and single-use JWT ids.
+
+Every state change that must happen once (a code redeemed, a refresh token rotated) is one
+conditional UPDATE whose row count says whether this request won.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from broker.storage.models import (
+    AuthorizationCode,
+    Consent,
+    PendingAuthorization,
+    RefreshTokenFamily,
+    Revocation,
+    RotatedRefreshToken,
+    SeenJti,
+)
+
+# ---------------------------------------------------------------- authorization codes
+
+
+def add(session: Session, *rows: object) -> None:
+    session.add_all(rows)
+    session.flush()
+
+
+def claim_code(session: Session, code_hash: str, now: dt.datetime) -> bool:
+    """Mark an unexpired, unused code used; True only for the one request that did."""
+    result = session.execute(update(AuthorizationCode)
+                             .where(AuthorizationCode.code_hash == code_hash, AuthorizationCode.used_at.is_(None),
+                                    AuthorizationCode.expires_at > now)
+                             .values(used_at=now).execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def code(session: Session, code_hash: str) -> AuthorizationCode | None:
+    return session.get(AuthorizationCode, code_hash, populate_existing=True)
+
+
+# ---------------------------------------------------------------- refresh-token families
+
+
+def family(session: Session, family_id: str) -> RefreshTokenFamily | None:
+    return session.get(RefreshTokenFamily, family_id)
+
+
+def family_by_current(session: Session, token_hash: str) -> RefreshTokenFamily | None:
+    return session.scalar(select(RefreshTokenFamily).where(RefreshTokenFamily.current_hash == token_hash))
+
+
+def family_by_rotated(session: Session, token_hash: str) -> RefreshTokenFamily | None:
+    query = (select(RefreshTokenFamily)
+             .join(RotatedRefreshToken, RotatedRefreshToken.family_id == RefreshTokenFamily.id)
+             .where(RotatedRefreshToken.token_hash == token_hash))
+    return session.scalar(query)
+
+
+def rotate_family(session: Session, family_id: str, old_hash: str, new_hash: str, now: dt.datetime) -> bool:
+    """Swap the current refresh token; True only if ``old_hash`` was still current and the family live."""
+    result = session.execute(update(RefreshTokenFamily)
+                             .where(RefreshTokenFamily.id == family_id, RefreshTokenFamily.current_hash == old_hash,
+                                    RefreshTokenFamily.revoked_at.is_(None))
+                             .values(current_hash=new_hash, generation=RefreshTokenFamily.generation + 1,
+                                     last_used_at=now)
+                             .execution_options(synchronize_session=False))
+    if result.rowcount != 1:
+        return False
+    session.execute(insert(RotatedRefreshToken).values(token_hash=old_hash, family_id=family_id, rotated_at=now))
+    return True
+
+
+def revoke_family(session: Session, family_id: str, reason: str, now: dt.datetime) -> bool:
+    result = session.execute(update(RefreshTokenFamily)
+                             .where(RefreshTokenFamily.id == family_id, RefreshTokenFamily.revoked_at.is_(None))
+                             .values(revoked_at=now, revoked_reason=reason[:200])
+                             .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+# ---------------------------------------------------------------- revocations
+
+
+def revoke_token_id(session: Session, jti: str, expires_at: dt.datetime, reason: str, actor: str) -> None:
+    session.add(Revocation(kind="token", subject=jti, expires_at=expires_at, reason=reason, actor=actor))
+    session.flush()
+
+
+def is_token_id_revoked(session: Session, jti: str) -> bool:
+    query = select(Revocation.id).where(Revocation.kind == "token", Revocation.subject == jti).limit(1)
+    return session.scalar(query) is not None
+
+
+# ---------------------------------------------------------------- single-use JWT ids
+
+
+def first_use_of_jti(session: Session, key_hash: str, purpose: str, expires_at: dt.datetime) -> bool:
+    """Record a JWT id; False if it was recorded before (by any instance)."""
+    dialect = session.get_bind().dialect.name
+    insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (insert_fn(SeenJti).values(key_hash=key_hash, purpose=purpose, expires_at=expires_at)
+                 .on_conflict_do_nothing(index_elements=["key_hash"]))
+    return session.execute(statement).rowcount == 1
+
+
+# ---------------------------------------------------------------- pending authorizations and consent
+
+
+def pending(session: Session, pending_id: str) -> PendingAuthorization | None:
+    return session.get(PendingAuthorization, pending_id, populate_existing=True)
+
+
+def pending_by_upstream_state(session: Session, state_hash: str) -> PendingAuthorization | None:
+    return session.scalar(select(PendingAuthorization)
+                          .where(PendingAuthorization.upstream_state_hash == state_hash))
+
+
+def advance_pending(session: Session, pending_id: str, from_status: str, to_status: str) -> bool:
+    """Move a pending authorization on, once: True only for the request that did."""
+    result = session.execute(update(PendingAuthorization)
+                             .where(PendingAuthorization.id == pending_id, PendingAuthorization.status == from_status)
+                             .values(status=to_status).execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def consent(session: Session, user_id: str, client_id: str, server_id: str) -> Consent | None:
+    return session.get(Consent, (user_id, client_id, server_id))

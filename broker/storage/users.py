@@ -1,0 +1,51 @@
+"""Repository for users, their upstream identities, groups and memberships."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from broker.storage.models import Group, GroupMembership, UpstreamIdentity, User
+
+
+def get(session: Session, user_id: str) -> User | None:
+    return session.get(User, user_id)
+
+
+def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | None:
+    return session.scalar(select(UpstreamIdentity).where(UpstreamIdentity.idp_id == idp_id,
+                                                         UpstreamIdentity.subject == subject))
+
+
+def add(session: Session, *rows: object) -> None:
+    session.add_all(rows)
+    session.flush()
+
+
+def group_names(session: Session, user_id: str) -> list[str]:
+    query = (select(Group.name).join(GroupMembership, GroupMembership.group_id == Group.id)
+             .where(GroupMembership.user_id == user_id).order_by(Group.name))
+    return list(session.scalars(query))
+
+
+def set_groups(session: Session, user_id: str, source: str, names: Iterable[str]) -> None:
+    """Make the user's memberships from ``source`` exactly ``names`` (other sources untouched)."""
+    wanted = set(names)
+    groups = {g.name: g for g in session.scalars(select(Group).where(Group.source == source,
+                                                                     Group.name.in_(wanted)))}
+    for name in sorted(wanted - set(groups)):
+        groups[name] = Group(source=source, name=name)
+        session.add(groups[name])
+    session.flush()
+    current = set(session.scalars(
+        select(GroupMembership.group_id).join(Group, Group.id == GroupMembership.group_id)
+        .where(GroupMembership.user_id == user_id, Group.source == source)))
+    keep = {g.id for g in groups.values()}
+    stale = current - keep
+    if stale:
+        session.execute(delete(GroupMembership).where(GroupMembership.user_id == user_id,
+                                                      GroupMembership.group_id.in_(stale)))
+    session.add_all(GroupMembership(user_id=user_id, group_id=gid) for gid in sorted(keep - current))
+    session.flush()

@@ -1,0 +1,128 @@
+"""The browser side of an authorization: ``/authorize``, the upstream callback, and consent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from broker.federation.errors import UpstreamError, UpstreamRejected
+from broker.oauth import authorize as core_authorize
+from broker.oauth.errors import AuthorizationPageError, InvalidRequest
+from broker.oauth.login import ConsentNeeded
+from broker.web.deps import State
+from broker.web.oauth_http import (
+    browser_id,
+    ensure_browser_id,
+    error_page,
+    form_params,
+    in_transaction,
+    page,
+    query_params,
+    redirect,
+    set_browser_cookie,
+)
+
+router = APIRouter(tags=["authorization"])
+
+PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    302: {"description": "Redirect to the identity provider, or to the client with `code` or `error`, "
+                         "always with `state` and `iss`"},
+    400: {"description": "An HTML error page: the client or redirect URI could not be validated"},
+    403: {"description": "An HTML error page: client disabled or awaiting approval, or wrong browser"},
+}
+
+
+@router.get("/authorize", summary="Authorization endpoint (OAuth 2.1 §4.1.1, PKCE S256, RFC 8707 resource)",
+            responses=PAGE_RESPONSES, response_class=Response)
+async def authorize(request: Request, state: State) -> Response:
+    try:
+        params = query_params(request)
+        auth = await in_transaction(state, state.oauth.validate_authorization, params)
+        connector = state.oauth.connector_for(auth)
+        browser, new_cookie = ensure_browser_id(request, state)
+        start = await in_transaction(state, state.oauth.login.begin, auth, connector.idp_id, browser,
+                                     state.oauth.now())
+        location = await connector.authorization_url(state=start.state, nonce=start.nonce,
+                                                     code_challenge=start.code_challenge, login_hint=auth.login_hint)
+    except AuthorizationPageError as error:
+        return error_page(request, error)
+    except InvalidRequest as error:
+        return error_page(request, AuthorizationPageError("Invalid request", error.description or "malformed"))
+    except core_authorize.AuthorizationError as failure:
+        return redirect(core_authorize.error_location(failure, state.settings.issuer))
+    except UpstreamError as exc:
+        failure = core_authorize.AuthorizationError(state.oauth.upstream_failure(exc), auth.redirect_uri, auth.state)
+        return redirect(core_authorize.error_location(failure, state.settings.issuer))
+    response = redirect(location)
+    if new_cookie:
+        set_browser_cookie(response, state, browser)
+    return response
+
+
+@router.get("/callback/{idp_id}", summary="Where the upstream identity provider returns the user",
+            responses=PAGE_RESPONSES, response_class=Response)
+async def callback(idp_id: str, request: Request, state: State) -> Response:
+    try:
+        params = query_params(request)
+        connector = state.oauth.connector(idp_id)
+        pending, verifier = await in_transaction(state, state.oauth.login.claim_callback, idp_id,
+                                                 params.get("state"), browser_id(request, state),
+                                                 state.oauth.now())
+    except AuthorizationPageError as error:
+        return error_page(request, error)
+    except InvalidRequest as error:
+        return error_page(request, AuthorizationPageError("Invalid response", error.description or "malformed"))
+    try:
+        await connector.check_response_issuer(params.get("iss"))  # RFC 9207: mix-up at the upstream side
+        upstream_error, code = params.get("error"), params.get("code")
+        if upstream_error or not code:
+            raise _rejected(upstream_error)
+        identity = await connector.complete(code=code, code_verifier=verifier, nonce=pending.upstream_nonce)
+    except (UpstreamError, InvalidRequest) as exc:
+        failure = state.oauth.upstream_failure(exc) if isinstance(exc, UpstreamError) else exc
+        outcome = await in_transaction(state, state.oauth.login.fail_by_id, pending.id, failure)
+        return redirect(outcome.location)
+    outcome = await in_transaction(state, state.oauth.login.complete_by_id, pending.id, identity,
+                                   state.oauth.now())
+    if isinstance(outcome, ConsentNeeded):
+        return redirect(f"/consent?pending={outcome.pending_id}")
+    return redirect(outcome.location)
+
+
+@router.get("/consent", summary="The consent page", responses={404: {"description": "Nothing awaits consent"}},
+            response_class=Response)
+async def consent_page(request: Request, state: State) -> Response:
+    browser = browser_id(request, state)
+    try:
+        pending_id = query_params(request).get("pending")
+        view = await in_transaction(state, state.oauth.login.consent_view, pending_id, browser, state.oauth.now())
+    except AuthorizationPageError as error:
+        return error_page(request, error)
+    except InvalidRequest as error:
+        return error_page(request, AuthorizationPageError("Invalid request", error.description or "malformed"))
+    csrf = state.oauth.login.csrf_token(view.pending_id, browser or "")
+    return page(request, "pages/consent.html", {"view": view, "csrf_token": csrf})
+
+
+@router.post("/consent", summary="Approve or deny a consent request (CSRF-protected form)",
+             responses=PAGE_RESPONSES, response_class=Response)
+async def consent_decision(request: Request, state: State) -> Response:
+    try:
+        form = await form_params(request)
+        decision = form.get("decision")
+        if decision not in ("approve", "deny"):
+            raise AuthorizationPageError("Invalid request", "The form must say approve or deny.")
+        outcome = await in_transaction(state, state.oauth.login.decide, form.get("pending"),
+                                       browser_id(request, state), form.get("csrf_token"), decision == "approve",
+                                       state.oauth.now())
+    except AuthorizationPageError as error:
+        return error_page(request, error)
+    except InvalidRequest as error:
+        return error_page(request, AuthorizationPageError("Invalid request", error.description or "malformed"))
+    return redirect(outcome.location)
+
+
+def _rejected(upstream_error: str | None) -> UpstreamError:
+    return UpstreamRejected("the identity provider did not sign the user in", upstream_error=upstream_error)

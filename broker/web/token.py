@@ -1,0 +1,89 @@
+"""Token-side endpoints: token, revocation, introspection, dynamic registration, and discovery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from broker.oauth.errors import InvalidRequest
+from broker.oauth.params import Params
+from broker.web.deps import DbSession, State
+from broker.web.oauth_http import form_params, http_request, invalid_request, json_body, render
+
+router = APIRouter(tags=["oauth"])
+
+OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "RFC 6749 §5.2 error: invalid_request, invalid_grant, unauthorized_client, "
+                         "unsupported_grant_type, invalid_scope, invalid_target"},
+    401: {"description": "invalid_client (with WWW-Authenticate)"},
+    413: {"description": "Request body too large"},
+}
+FORM_BODY = {"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}}
+
+
+async def _form_call(request: Request, state: Any, method: Any) -> Response:
+    try:
+        params = await form_params(request)
+    except InvalidRequest as error:
+        return invalid_request(error.description or "malformed request")
+
+    def run() -> Response:
+        with state.database.transaction() as session:
+            return render(method(http_request(request, state, params, session)))
+
+    return await run_in_threadpool(run)
+
+
+@router.post("/token", summary="Token endpoint: authorization_code, refresh_token, client_credentials",
+             responses=OAUTH_ERRORS, openapi_extra=FORM_BODY, response_class=JSONResponse)
+async def token(request: Request, state: State) -> Response:
+    return await _form_call(request, state, state.oauth.token)
+
+
+@router.post("/revoke", summary="Token revocation (RFC 7009)", responses=OAUTH_ERRORS, openapi_extra=FORM_BODY,
+             response_class=JSONResponse)
+async def revoke(request: Request, state: State) -> Response:
+    return await _form_call(request, state, state.oauth.revoke)
+
+
+@router.post("/introspect", summary="Token introspection (RFC 7662), for registered resource servers",
+             responses=OAUTH_ERRORS, openapi_extra=FORM_BODY, response_class=JSONResponse)
+async def introspect(request: Request, state: State) -> Response:
+    return await _form_call(request, state, state.oauth.introspect)
+
+
+@router.post("/register", summary="Dynamic Client Registration (RFC 7591), when enabled",
+             responses={**OAUTH_ERRORS, 201: {"description": "The registered client"},
+                        404: {"description": "Registration is disabled"}, 429: {"description": "Rate limited"}},
+             openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}},
+             response_class=JSONResponse, status_code=201)
+async def register(request: Request, state: State) -> Response:
+    if not state.settings.registration.enabled:
+        return JSONResponse({"error": "not_found", "error_description": "registration is disabled"}, 404)
+    if (request.headers.get("content-type") or "").split(";")[0].strip().lower() != "application/json":
+        return invalid_request("the body must be application/json")
+    payload = json_body(await request.body())
+    if not isinstance(payload, dict):
+        return render((400, {"error": "invalid_client_metadata", "error_description": "the body must be a JSON "
+                                                                                      "object"}, []))
+
+    def run() -> Response:
+        with state.database.transaction() as session:
+            return render(state.oauth.register(http_request(request, state, Params([]), session, payload)))
+
+    return await run_in_threadpool(run)
+
+
+def metadata_route(state: State, session: DbSession) -> JSONResponse:
+    return JSONResponse(state.oauth.metadata(session), headers={"cache-control": "public, max-age=300"})
+
+
+def discovery_router(paths: list[str]) -> APIRouter:
+    discovery = APIRouter(tags=["discovery"])
+    for path in paths:
+        discovery.add_api_route(path, metadata_route, methods=["GET"], summary="Authorization server metadata "
+                                "(RFC 8414)", response_class=JSONResponse)
+    return discovery
