@@ -27,10 +27,11 @@ class Connector(Protocol):
       broker's ``client_id`` and ``redirect_uri``, configured scopes, and the ``state``, ``nonce``
       and S256 ``code_challenge`` the broker made for this login. It never forwards the MCP
       client's ``resource``, ``audience`` or any other parameter the client sent.
+    - ``check_response_issuer`` runs on the callback's ``iss`` before ``complete`` (mix-up defence).
     - ``complete`` redeems the code and returns an ``Identity`` only after the ID token's
       signature (keys from the IdP's JWKS), ``iss``, ``aud``/``azp``, ``exp``, ``iat``, ``nonce``
       and algorithm have been checked (OIDC Core §3.1.3.7).
-    - Both raise nothing but ``broker.federation.errors.UpstreamError`` subclasses for anything
+    - All three raise nothing but ``broker.federation.errors.UpstreamError`` subclasses for anything
       the IdP does (timeouts, 5xx, bad JSON, wrong keys, OAuth errors, bad tokens).
     - No token, code, secret or verifier is ever logged.
     """
@@ -42,6 +43,11 @@ class Connector(Protocol):
                                 login_hint: str | None = None) -> str: ...
 
     async def complete(self, *, code: str, code_verifier: str, nonce: str) -> Identity: ...
+
+    async def check_response_issuer(self, iss: str | None) -> None:
+        """RFC 9207 §2.4: raise ``IssuerMismatch`` unless the callback's ``iss`` names this IdP
+        (absent is accepted only from an IdP that does not advertise sending it)."""
+        ...
 
 
 class ConnectorFactory(Protocol):

@@ -47,12 +47,14 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamRejected(UpstreamError):
     """The IdP answered with an OAuth error (e.g. ``access_denied``, ``invalid_grant``).
 
-    ``upstream_error`` is its error code (RFC 6749 charset, at most 64 characters);
+    ``upstream_error`` is its error code (RFC 6749 charset, at most 64 characters; build the error with
+    ``error_from_response`` so that holds);
     ``upstream_description`` its ``error_description``, cut to safe characters and 200 of them.
     Both come from the IdP: show them to an administrator, never put the description in a log.
     """
 
-    def __init__(self, description: str, *, upstream_error: str, upstream_description: str | None = None):
+    def __init__(self, description: str, *, upstream_error: str | None = None,
+                 upstream_description: str | None = None):
         super().__init__(description, upstream_error=upstream_error)
         self.upstream_description = upstream_description
 

@@ -67,7 +67,7 @@ class JwksCache:
     async def _refresh_for_unknown_kid(self, header: UnverifiedHeader, seen: list[Jwk]) -> list[Jwk]:
         async with self._lock:
             assert self._keys is not None
-            if False:
+            if self._keys is not seen:
                 return self._keys  # refetched while this login waited for the lock
             now = self._clock()
             if self._last_forced_refresh is not None and now < self._last_forced_refresh + self._min_refresh_interval:

@@ -1,0 +1,293 @@
+"""Attacks on the authorization flow: each gets the exact error, and nothing is issued."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from broker.storage.models import AuthorizationCode, RefreshTokenFamily
+from tests.conftest import ISSUER
+from tests.support.oauth_flow import (
+    CLIENT_REDIRECT,
+    authorize,
+    authorize_params,
+    exchange,
+    pkce,
+    query,
+    refresh,
+    register_client,
+    tokens_for,
+)
+
+
+def count(state, model) -> int:
+    with state.database.sessions() as session:
+        return session.scalar(select(func.count()).select_from(model))
+
+
+async def start(http: httpx.AsyncClient, client_id: str, challenge: str = "x" * 43, **overrides) -> httpx.Response:
+    return await http.get("/authorize?" + urlencode(authorize_params(client_id, challenge, **overrides)))
+
+
+def redirected_error(response: httpx.Response) -> dict[str, str]:
+    assert response.status_code == 302, response.text
+    location = response.headers["location"]
+    assert location.startswith(CLIENT_REDIRECT + "?")
+    params = query(location)
+    assert params["iss"] == ISSUER  # RFC 9207: iss on error responses too
+    return params
+
+
+# ---------------------------------------------------------------- PKCE
+
+
+async def test_missing_pkce_is_refused(client, state) -> None:
+    new = register_client(state)
+    params = redirected_error(await start(client, new.row.id, code_challenge=None, code_challenge_method=None))
+    assert (params["error"], params["state"]) == ("invalid_request", "client-state-1")
+    assert "code_challenge is required" in params["error_description"]
+
+
+async def test_plain_pkce_is_refused(client, state) -> None:
+    new = register_client(state)
+    params = redirected_error(await start(client, new.row.id, code_challenge_method="plain"))
+    assert params["error"] == "invalid_request" and "S256" in params["error_description"]
+
+
+async def test_pkce_without_method_is_refused_as_plain(client, state) -> None:
+    new = register_client(state)
+    params = redirected_error(await start(client, new.row.id, code_challenge_method=None))
+    assert params["error"] == "invalid_request"
+
+
+async def test_verifier_without_challenge_downgrade_is_refused(client, state) -> None:
+    """An attacker strips code_challenge; the AS refuses at once, so no code exists to redeem."""
+    new = register_client(state)
+    params = redirected_error(await start(client, new.row.id, code_challenge=None, code_challenge_method=None))
+    assert params["error"] == "invalid_request" and count(state, AuthorizationCode) == 0
+
+
+async def test_wrong_verifier_is_invalid_grant_and_burns_the_code(client, state) -> None:
+    new = register_client(state)
+    verifier, challenge = pkce()
+    code = (await authorize(client, new.row.id, challenge))["code"]
+    wrong = await exchange(client, new.row.id, code, pkce()[0])
+    assert wrong.status_code == 400 and wrong.json()["error"] == "invalid_grant"
+    again = await exchange(client, new.row.id, code, verifier)
+    assert again.json()["error"] == "invalid_grant"
+    assert count(state, RefreshTokenFamily) == 0
+
+
+async def test_missing_verifier_is_invalid_request(client, state) -> None:
+    new = register_client(state)
+    _, challenge = pkce()
+    code = (await authorize(client, new.row.id, challenge))["code"]
+    response = await exchange(client, new.row.id, code, None)
+    assert response.json()["error"] == "invalid_request" and count(state, RefreshTokenFamily) == 0
+
+
+# ---------------------------------------------------------------- redirect URIs
+
+
+@pytest.mark.parametrize("redirect_uri", [
+    "https://evil.example/callback",                 # another host
+    "http://127.0.0.1:9999/callback/../evil",        # path games
+    "http://127.0.0.1:9999/callbackx",               # prefix match
+    "http://127.0.0.1:9999/callback?next=https://evil.example",
+    "http://localhost:9999/callback",                # another loopback spelling
+    "http://127.0.0.1:9999/Callback",
+])
+async def test_unregistered_redirect_uri_is_a_page_never_a_redirect(client, state, redirect_uri: str) -> None:
+    new = register_client(state)
+    response = await start(client, new.row.id, redirect_uri=redirect_uri)
+    assert response.status_code == 400 and "location" not in response.headers
+    assert "Invalid redirect" in response.text and "evil" not in response.headers.get("location", "")
+
+
+async def test_loopback_redirect_may_change_only_its_port(client, state) -> None:
+    new = register_client(state)
+    _, challenge = pkce()
+    ok = await authorize(client, new.row.id, challenge, redirect_uri="http://127.0.0.1:51234/callback")
+    assert ok["location"].startswith("http://127.0.0.1:51234/callback?") and "code" in ok
+
+
+async def test_unknown_client_is_a_page(client, state) -> None:
+    response = await start(client, "mcp_nobody")
+    assert response.status_code == 400 and "Unknown application" in response.text and "location" not in response.headers
+
+
+async def test_errors_before_redirect_validation_are_pages(client, state) -> None:
+    new = register_client(state)
+    response = await client.get("/authorize?" + urlencode([("client_id", new.row.id), ("redirect_uri", CLIENT_REDIRECT),
+                                                           ("redirect_uri", "https://evil.example/cb")]))
+    assert response.status_code == 400 and "location" not in response.headers
+
+
+# ---------------------------------------------------------------- codes
+
+
+async def test_code_replay_revokes_what_it_produced(client, state) -> None:
+    new = register_client(state)
+    verifier, challenge = pkce()
+    code = (await authorize(client, new.row.id, challenge))["code"]
+    first = await exchange(client, new.row.id, code, verifier)
+    assert first.status_code == 200
+    replay = await exchange(client, new.row.id, code, verifier)
+    assert replay.status_code == 400 and replay.json()["error"] == "invalid_grant"
+    after = await refresh(client, new.row.id, first.json()["refresh_token"])
+    assert after.json()["error"] == "invalid_grant"  # the family the code produced is revoked
+
+
+async def test_code_of_client_a_redeemed_by_client_b(client, state) -> None:
+    a, b = register_client(state, name="A"), register_client(state, name="B")
+    verifier, challenge = pkce()
+    code = (await authorize(client, a.row.id, challenge))["code"]
+    stolen = await exchange(client, b.row.id, code, verifier)
+    assert stolen.status_code == 400 and stolen.json()["error"] == "invalid_grant"
+    assert count(state, RefreshTokenFamily) == 0
+
+
+async def test_redirect_uri_must_match_at_the_token_endpoint(client, state) -> None:
+    new = register_client(state)
+    verifier, challenge = pkce()
+    code = (await authorize(client, new.row.id, challenge))["code"]
+    response = await exchange(client, new.row.id, code, verifier, redirect_uri="http://127.0.0.1:9999/other")
+    assert response.json()["error"] == "invalid_grant" and count(state, RefreshTokenFamily) == 0
+
+
+# ---------------------------------------------------------------- resource
+
+
+async def test_resource_mismatch_between_authorize_and_token(client, state) -> None:
+    new = register_client(state)
+    verifier, challenge = pkce()
+    code = (await authorize(client, new.row.id, challenge))["code"]
+    response = await exchange(client, new.row.id, code, verifier, resource="https://other.example/mcp")
+    assert response.json()["error"] == "invalid_target" and count(state, RefreshTokenFamily) == 0
+
+
+async def test_resource_is_required_at_the_token_endpoint(client, state) -> None:
+    new = register_client(state)
+    verifier, challenge = pkce()
+    code = (await authorize(client, new.row.id, challenge))["code"]
+    response = await exchange(client, new.row.id, code, verifier, resource=None)
+    assert response.json()["error"] == "invalid_target"
+
+
+@pytest.mark.parametrize("resource", [None, "https://unknown.example/mcp", "not a uri", f"{ISSUER}/demo/mcp#frag"])
+async def test_unknown_or_missing_resource_at_authorize(client, state, resource) -> None:
+    new = register_client(state)
+    params = redirected_error(await start(client, new.row.id, resource=resource))
+    assert params["error"] == "invalid_target"
+
+
+@pytest.mark.parametrize("spelling", [f"{ISSUER}/demo/mcp/", "HTTP://127.0.0.1:8000/demo/mcp",
+                                      "http://127.0.0.1:8000/demo/mcp"])
+async def test_resource_is_canonicalised(client, state, spelling) -> None:
+    new = register_client(state)
+    verifier, challenge = pkce()
+    redirect = await authorize(client, new.row.id, challenge, resource=spelling)
+    response = await exchange(client, new.row.id, redirect["code"], verifier, resource=spelling)
+    assert response.status_code == 200, response.text
+
+
+async def test_two_resources_are_refused(client, state) -> None:
+    new = register_client(state)
+    params = authorize_params(new.row.id, "x" * 43)
+    pairs = [*params.items(), ("resource", "https://other.example/mcp")]
+    params = redirected_error(await client.get("/authorize?" + urlencode(pairs)))
+    assert params["error"] == "invalid_target"
+
+
+async def test_unknown_scope_is_invalid_scope(client, state) -> None:
+    new = register_client(state)
+    params = redirected_error(await start(client, new.row.id, scope="tools:read admin:everything"))
+    assert params["error"] == "invalid_scope"
+
+
+async def test_response_type_token_is_refused(client, state) -> None:
+    new = register_client(state)
+    params = redirected_error(await start(client, new.row.id, response_type="token"))
+    assert params["error"] == "unsupported_response_type"
+
+
+async def test_duplicated_parameter_is_invalid_request(client, state) -> None:
+    new = register_client(state)
+    pairs = [*authorize_params(new.row.id, "x" * 43).items(), ("scope", "tools:read"), ("scope", "tools:call")]
+    params = redirected_error(await client.get("/authorize?" + urlencode(pairs)))
+    assert params["error"] == "invalid_request"
+
+
+# ---------------------------------------------------------------- refresh tokens
+
+
+async def test_refresh_reuse_revokes_the_family(client, state) -> None:
+    new = register_client(state)
+    body = await tokens_for(client, new.row.id)
+    first = await refresh(client, new.row.id, body["refresh_token"])
+    assert first.status_code == 200
+    reuse = await refresh(client, new.row.id, body["refresh_token"])
+    assert reuse.json()["error"] == "invalid_grant"
+    current = await refresh(client, new.row.id, first.json()["refresh_token"])
+    assert current.json()["error"] == "invalid_grant"  # the legitimate holder is cut off too
+
+
+async def test_refresh_token_is_bound_to_its_client(client, state) -> None:
+    a, b = register_client(state, name="A"), register_client(state, name="B")
+    body = await tokens_for(client, a.row.id)
+    response = await refresh(client, b.row.id, body["refresh_token"])
+    assert response.json()["error"] == "invalid_grant"
+
+
+async def test_refresh_cannot_widen_scope_or_change_resource(client, state) -> None:
+    new = register_client(state)
+    body = await tokens_for(client, new.row.id)
+    narrowed = await refresh(client, new.row.id, body["refresh_token"], scope="tools:read")
+    assert narrowed.json()["scope"] == "tools:read"
+    wider = await refresh(client, new.row.id, narrowed.json()["refresh_token"], scope="tools:read tools:call")
+    assert wider.json()["error"] == "invalid_scope"
+    other = await refresh(client, new.row.id, narrowed.json()["refresh_token"], resource="https://other.example")
+    assert other.json()["error"] == "invalid_grant"  # rotated above: reuse
+
+
+async def test_offboarded_user_cannot_refresh(client, state) -> None:
+    from broker.storage.models import User
+
+    new = register_client(state)
+    body = await tokens_for(client, new.row.id)
+    with state.database.transaction() as session:
+        for user in session.scalars(select(User)):
+            user.status = "offboarded"
+    response = await refresh(client, new.row.id, body["refresh_token"])
+    assert response.json()["error"] == "invalid_grant"
+
+
+async def test_disabled_server_stops_refresh(client, state) -> None:
+    from broker.storage.models import McpServer
+
+    new = register_client(state)
+    body = await tokens_for(client, new.row.id)
+    with state.database.transaction() as session:
+        session.get(McpServer, "demo").enabled = False
+    response = await refresh(client, new.row.id, body["refresh_token"])
+    assert response.json()["error"] == "invalid_grant"
+
+
+# ---------------------------------------------------------------- browser binding
+
+
+async def test_callback_in_another_browser_is_refused(app, state) -> None:
+    """Login CSRF: a callback URL replayed in a browser without the binding cookie does nothing."""
+    new = register_client(state)
+    _, challenge = pkce()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as victim, \
+            httpx.AsyncClient(transport=transport, base_url=ISSUER) as attacker:
+        from tests.support.oauth_flow import local, sign_in_upstream
+        started = await attacker.get("/authorize?" + urlencode(authorize_params(new.row.id, challenge)))
+        callback = await sign_in_upstream(attacker, started.headers["location"], "bob")
+        response = await victim.get(local(callback.headers["location"]))
+    assert response.status_code == 403 and "location" not in response.headers
