@@ -5,6 +5,7 @@ This is the only module (with ``cli``) that chooses implementations.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -32,7 +33,13 @@ class StartupError(Exception):
     """The broker cannot serve with this configuration or database (one clear line)."""
 
 
-CONNECTOR_TYPES: dict[str, ConnectorFactory] = {"oidc": OidcConnector, "test": OidcConnector}
+CONNECTOR_TYPES: dict[str, type[OidcConnector]] = {"oidc": OidcConnector, "test": OidcConnector}
+
+
+def connector_factories(settings: Settings) -> dict[str, ConnectorFactory]:
+    """The registered connector types, sharing the broker's one clock-skew setting."""
+    return {name: functools.partial(cls, clock_skew=settings.tokens.clock_skew)
+            for name, cls in CONNECTOR_TYPES.items()}
 
 
 def build_state(settings: Settings, http: httpx.AsyncClient | None = None) -> BrokerState:
@@ -52,7 +59,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None) -> Br
                                        keyring=KeyRing(encryptor, TESTIDP_KEY_PURPOSE, "ES256"),
                                        encryptor=encryptor)
     http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-    connectors = build_connectors(settings.idps, CONNECTOR_TYPES, http=http,
+    connectors = build_connectors(settings.idps, connector_factories(settings), http=http,
                                   redirect_uri=lambda idp: f"{settings.issuer}/callback/{idp.id}")
     oauth = OAuthCore(settings, keyring, encryptor, DefaultScopesPolicy(), connectors,
                       csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest())

@@ -11,7 +11,8 @@ Scopes: ``tools:read`` for any request (connect, list tools), ``tools:call`` to 
 Run it on its own, next to a running ``broker dev`` (which listens on 127.0.0.1:8000)::
 
     python examples/protected_server.py --issuer http://127.0.0.1:8000 --port 9000
-    # resource URI (default): http://127.0.0.1:9000/demo/mcp -- register it at the broker first:
+    # resource URI (default): http://127.0.0.1:9000/demo/mcp -- register it at the broker first
+    # (and allow it in policy, as the dev policy allows `demo` to group engineering):
     broker servers add --id demo9000 --name "Demo on 9000" --resource http://127.0.0.1:9000/demo/mcp \\
         --scopes "tools:read tools:call"
 
@@ -26,9 +27,12 @@ How ``broker dev`` uses it: the broker serves the demo in its own process, on it
 
 The demo app answers exactly two paths, ``/demo/mcp`` and
 ``/.well-known/oauth-protected-resource/demo/mcp``, and 404 for everything else, so mounting it at
-``/`` after the broker's routes shadows nothing. Its verifier fetches ``<issuer>/jwks`` over HTTP,
-i.e. from the broker itself; pass ``verifier=BrokerTokenVerifier(issuer, resource, http=...)``
-to route that fetch elsewhere (tests give it an ``httpx.MockTransport``).
+``/`` after the broker's routes shadows nothing (they are also in ``demo.state.paths``, for a host
+that would rather dispatch those two paths to it). The lifespan can run once per ``create_app``
+call (the SDK's session manager is single-use): build a new demo for each broker app. Its
+verifier fetches ``<issuer>/jwks`` over HTTP, i.e. from the broker itself; pass
+``verifier=BrokerTokenVerifier(issuer, resource, http=...)`` to route that fetch elsewhere (an
+``httpx.ASGITransport`` to the broker app, or in tests an ``httpx.MockTransport``).
 
 What the SDK does and what this file adds (see docs/mcp-servers.md):
 
@@ -151,7 +155,9 @@ def create_app(issuer: str, resource: str, path: str = DEFAULT_PATH, *, verifier
     challenges = Middleware(BrokerChallenges, path=path, resource_metadata_url=metadata_url(resource),
                             scopes=SCOPES, required_scopes=REQUIRED_SCOPES, tool_scopes=TOOL_SCOPES)
     # The SDK's middleware (bearer authentication, auth context) first, so ours sees scope["user"].
-    return Starlette(routes=routes, middleware=[*sdk_app.user_middleware, challenges], lifespan=lifespan)
+    app = Starlette(routes=routes, middleware=[*sdk_app.user_middleware, challenges], lifespan=lifespan)
+    app.state.paths = (path, prm_path)  # all it serves, for a host that routes by path instead of mounting
+    return app
 
 
 def transport_security(resource: str) -> TransportSecuritySettings | None:

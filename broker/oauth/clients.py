@@ -74,7 +74,7 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
              redirect_uris: Sequence[str] = (), auth_method: str = PUBLIC_METHOD,
              grant_types: Sequence[str] = USER_GRANTS, trusted: bool = False, scopes: Sequence[str] = (),
              may_introspect: bool = False, status: str = "active", registered_from: str | None = None,
-             jwks: dict | None = None, metadata: dict | None = None) -> NewClient:
+             jwks: dict | None = None, metadata: dict | None = None, secret: str | None = None) -> NewClient:
     """Create a client; raise ``ValueError`` with a clear message for any invalid field."""
     if auth_method not in AUTH_METHODS:
         raise ValueError(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
@@ -87,7 +87,7 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
         raise ValueError("the authorization_code grant needs at least one redirect URI")
     if auth_method == "private_key_jwt" and not jwks:
         raise ValueError("private_key_jwt needs the client's public keys (jwks)")
-    secret = secrets.new_token() if auth_method in SECRET_METHODS else None
+    secret = (secret or secrets.new_token()) if auth_method in SECRET_METHODS else None
     client_id = client_id or _new_client_id()
     if repo.get(session, client_id) is not None:
         raise ValueError(f"client id {client_id!r} is taken")

@@ -13,7 +13,7 @@ from typing import Any
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
 from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
 
-from broker.oauth import clients
+from broker.oauth import clients, secrets
 from broker.oauth.errors import OAuth2Error, describe
 from broker.storage import clients as client_repo
 
@@ -48,7 +48,8 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
         return clients._new_client_id()
 
     def generate_client_secret(self, request: Any) -> str | None:
-        return None  # clients.register makes one when the method needs it
+        method = request.payload.data.get("token_endpoint_auth_method", "client_secret_basic")
+        return secrets.new_token() if method in clients.SECRET_METHODS else None
 
     def save_client(self, client_info: dict[str, Any], metadata: dict[str, Any], request: Any) -> Any:
         grant_types = metadata.get("grant_types") or ["authorization_code"]
@@ -60,13 +61,12 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
                 kind="dcr", redirect_uris=metadata.get("redirect_uris") or [],
                 auth_method=metadata.get("token_endpoint_auth_method", "client_secret_basic"),
                 grant_types=grant_types, status="pending" if self.require_approval else "active",
-                registered_from=request.http.client_ip or "unknown",
+                registered_from=request.http.client_ip or "unknown", secret=client_info.get("client_secret"),
                 metadata={k: v for k, v in metadata.items() if k in ("client_uri", "logo_uri", "software_id",
                                                                      "software_version", "contacts")})
         except ValueError as exc:
             error = InvalidRedirectURIError if "redirect" in str(exc) else InvalidClientMetadataError
             raise error(describe(str(exc))) from None
-        client_info["client_secret"] = new.secret
         return new
 
     def create_registration_response(self, request: Any) -> tuple[int, dict[str, Any], list]:

@@ -14,6 +14,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import AuthorizationServer
 from authlib.oauth2.rfc6749.authenticate_client import ClientAuthentication
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from joserfc.jwk import KeySet
 
 from broker.config import Settings
 from broker.keys.ring import KeyRing
@@ -48,7 +49,7 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
         return grant_repo.first_use_of_jti(self.request.db, key, "client-assertion", expires)
 
     def resolve_client_public_key(self, client: ClientView) -> Any:
-        return client.row.jwks or {"keys": []}
+        return KeySet.import_key_set(client.row.jwks or {"keys": []})
 
 
 class BrokerAuthorizationServer(AuthorizationServer):

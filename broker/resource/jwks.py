@@ -92,7 +92,7 @@ class JwksCache:
             if len(response.content) > MAX_JWKS_BYTES:
                 raise ValueError("JWK set too large")
             keys = parse_jwks(response.json())
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:
             logger.warning("fetching JWKS from %s failed: %s; keeping %d known keys",
                            self.jwks_uri, exc, len(self._keys))
             return

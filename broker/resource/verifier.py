@@ -138,7 +138,7 @@ def _unverified_header(token: str) -> dict[str, Any]:
         raise TokenRejected("token too long")
     try:
         return jwt.get_unverified_header(token)
-    except jwt.InvalidTokenError:
+    except jwt.PyJWTError:
         raise TokenRejected("malformed JWS") from None
 
 
@@ -148,8 +148,8 @@ def _verified_signature(token: str, key: jwt.PyJWK, alg: str) -> dict[str, Any]:
         return jwt.decode(token, key=key.key, algorithms=[alg], options=_SIGNATURE_ONLY)
     except jwt.InvalidSignatureError:
         raise TokenRejected("bad signature") from None
-    except jwt.InvalidTokenError:
-        raise TokenRejected("payload is not a JSON object") from None
+    except jwt.PyJWTError:
+        raise TokenRejected("malformed payload") from None
 
 
 def _access_token(token: str, claims: VerifiedClaims) -> BrokerAccessToken:

@@ -106,8 +106,8 @@ def first_use_of_jti(session: Session, key_hash: str, purpose: str, expires_at: 
     dialect = session.get_bind().dialect.name
     insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
     statement = (insert_fn(SeenJti).values(key_hash=key_hash, purpose=purpose, expires_at=expires_at)
-                 .on_conflict_do_nothing(index_elements=["key_hash"]))
-    return session.execute(statement).rowcount == 1
+                 .on_conflict_do_nothing(index_elements=["key_hash"]).returning(SeenJti.key_hash))
+    return session.execute(statement).scalar() is not None
 
 
 # ---------------------------------------------------------------- pending authorizations and consent

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from broker.federation.errors import UpstreamError, UpstreamRejected
+from broker.federation.errors import UpstreamError, error_from_response
 from broker.oauth import authorize as core_authorize
 from broker.oauth.errors import AuthorizationPageError, InvalidRequest
 from broker.oauth.login import ConsentNeeded
@@ -76,9 +76,9 @@ async def callback(idp_id: str, request: Request, state: State) -> Response:
         return error_page(request, AuthorizationPageError("Invalid response", error.description or "malformed"))
     try:
         await connector.check_response_issuer(params.get("iss"))  # RFC 9207: mix-up at the upstream side
-        upstream_error, code = params.get("error"), params.get("code")
-        if upstream_error or not code:
-            raise _rejected(upstream_error)
+        code = params.get("code")
+        if params.get("error") or not code:  # RFC 6749 §4.1.2.1: the IdP refused or failed
+            raise error_from_response(params.get("error") or "invalid_request", params.get("error_description"))
         identity = await connector.complete(code=code, code_verifier=verifier, nonce=pending.upstream_nonce)
     except (UpstreamError, InvalidRequest) as exc:
         failure = state.oauth.upstream_failure(exc) if isinstance(exc, UpstreamError) else exc
@@ -122,7 +122,3 @@ async def consent_decision(request: Request, state: State) -> Response:
     except InvalidRequest as error:
         return error_page(request, AuthorizationPageError("Invalid request", error.description or "malformed"))
     return redirect(outcome.location)
-
-
-def _rejected(upstream_error: str | None) -> UpstreamError:
-    return UpstreamRejected("the identity provider did not sign the user in", upstream_error=upstream_error)

@@ -27,6 +27,7 @@ FORM_BODY = {"requestBody": {"content": {"application/x-www-form-urlencoded": {"
 async def _form_call(request: Request, state: Any, method: Any) -> Response:
     try:
         params = await form_params(request)
+        params.reject_duplicates()  # RFC 6749 §3.2: no parameter may repeat at the token endpoint
     except InvalidRequest as error:
         return invalid_request(error.description or "malformed request")
 

@@ -291,3 +291,106 @@ async def test_callback_in_another_browser_is_refused(app, state) -> None:
         callback = await sign_in_upstream(attacker, started.headers["location"], "bob")
         response = await victim.get(local(callback.headers["location"]))
     assert response.status_code == 403 and "location" not in response.headers
+
+
+# ---------------------------------------------------------------- the upstream IdP misbehaves
+
+
+async def test_upstream_error_reaches_the_client_as_access_denied(client, state) -> None:
+    new = register_client(state)
+    _, challenge = pkce()
+    started = await client.get("/authorize?" + urlencode(authorize_params(new.row.id, challenge)))
+    upstream_state = query(started.headers["location"])["state"]
+    response = await client.get("/callback/test?" + urlencode({"error": "access_denied", "state": upstream_state,
+                                                               "iss": f"{ISSUER}/testidp"}))
+    params = redirected_error(response)
+    assert params["error"] == "access_denied" and params["state"] == "client-state-1"
+    assert count(state, AuthorizationCode) == 0
+
+
+async def test_upstream_outage_is_temporarily_unavailable(client, state) -> None:
+    from broker.federation.errors import UpstreamUnavailable
+
+    class UnreachableIdp:
+        idp_id, display_name = "test", "Down"
+
+        async def authorization_url(self, **kwargs):
+            raise UpstreamUnavailable("connection refused")
+
+    state.oauth.connectors = {"test": UnreachableIdp()}
+    new = register_client(state)
+    params = redirected_error(await start(client, new.row.id))
+    assert params["error"] == "temporarily_unavailable" and params["state"] == "client-state-1"
+
+
+async def test_callback_replay_is_refused(client, state) -> None:
+    from tests.support.oauth_flow import local, sign_in_upstream
+
+    new = register_client(state)
+    _, challenge = pkce()
+    started = await client.get("/authorize?" + urlencode(authorize_params(new.row.id, challenge)))
+    callback = await sign_in_upstream(client, started.headers["location"], "alice")
+    first = await client.get(local(callback.headers["location"]))
+    assert first.status_code == 302
+    again = await client.get(local(callback.headers["location"]))
+    assert again.status_code == 400 and "already used" in again.text
+
+
+async def test_callback_with_unknown_state_is_a_page(client) -> None:
+    response = await client.get("/callback/test?code=abc&state=forged")
+    assert response.status_code == 400 and "location" not in response.headers
+
+
+async def test_consent_post_without_csrf_token_is_refused(client, state) -> None:
+    from tests.support.oauth_flow import hidden_fields, local, sign_in_upstream
+
+    new = register_client(state)
+    _, challenge = pkce()
+    started = await client.get("/authorize?" + urlencode(authorize_params(new.row.id, challenge)))
+    callback = await sign_in_upstream(client, started.headers["location"], "alice")
+    consent_url = (await client.get(local(callback.headers["location"]))).headers["location"]
+    page = await client.get(consent_url)
+    assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    fields = hidden_fields(page.text)
+    forged = await client.post("/consent", data={"pending": fields["pending"], "decision": "approve",
+                                                 "csrf_token": "forged"})
+    assert forged.status_code == 403 and count(state, AuthorizationCode) == 0
+    real = await client.post("/consent", data={**fields, "decision": "approve"})
+    assert real.status_code == 302 and "code=" in real.headers["location"]
+
+
+async def test_browser_cookie_attributes(client, state) -> None:
+    new = register_client(state)
+    response = await start(client, new.row.id, code_challenge=pkce()[1])
+    cookie = response.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and "path=/" in cookie
+    # loopback dev runs on http, where __Host-/Secure cookies cannot be set; https issuers get both
+
+
+async def test_cors_preflight_on_token_and_discovery(client) -> None:
+    for path in ("/token", "/.well-known/oauth-authorization-server", "/register", "/revoke", "/jwks"):
+        response = await client.options(path, headers={"origin": "https://app.example",
+                                                        "access-control-request-method": "POST"})
+        assert response.status_code == 204 and response.headers["access-control-allow-origin"] == "*"
+    assert "access-control-allow-origin" not in (await client.get("/consent")).headers
+
+
+@pytest.mark.parametrize("body,content_type", [
+    (b"grant_type=authorization_code&grant_type=refresh_token", "application/x-www-form-urlencoded"),
+    (b"\xff\xfe\x00", "application/x-www-form-urlencoded"),
+    (b"grant_type=%ff", "application/x-www-form-urlencoded"),
+    (b'{"grant_type": "client_credentials"}', "application/json"),
+    (b"", "application/x-www-form-urlencoded"),
+    (b"grant_type=password&username=a&password=b", "application/x-www-form-urlencoded"),
+])
+async def test_malformed_token_requests_are_oauth_errors(client, state, body, content_type) -> None:
+    response = await client.post("/token", content=body, headers={"content-type": content_type})
+    assert 400 <= response.status_code < 500
+    assert response.json()["error"] in ("invalid_request", "unsupported_grant_type")
+    assert response.headers["cache-control"] == "no-store"
+    assert count(state, RefreshTokenFamily) == 0
+
+
+async def test_non_utf8_authorization_request_is_a_page(client, state) -> None:
+    response = await client.get("/authorize?client_id=%ff%fe")
+    assert response.status_code == 400 and "location" not in response.headers

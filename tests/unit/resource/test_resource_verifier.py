@@ -9,6 +9,9 @@ import json
 import logging
 from typing import Any
 
+import anyio
+import httpx
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from mcp.server.auth.provider import AccessToken
@@ -151,8 +154,6 @@ async def test_tampered_payload_is_refused(broker: Any) -> None:
 
 async def test_missing_kid_is_refused(broker: Any) -> None:
     private_key, _ = broker.private[broker.kid]
-    import jwt
-
     token = jwt.encode(broker.claims(), private_key, algorithm="ES256", headers={"typ": "at+jwt"})
     assert await broker.verifier().verify_token(token) is None
 
@@ -168,8 +169,6 @@ async def test_malformed_tokens_are_refused(broker: Any, token: str) -> None:
 
 async def test_payload_that_is_not_an_object_is_refused(broker: Any) -> None:
     private_key, _ = broker.private[broker.kid]
-    import jwt
-
     token = jwt.api_jws.encode(b"[1, 2]", private_key, algorithm="ES256",
                                headers={"typ": "at+jwt", "kid": broker.kid})
     assert await broker.verifier().verify_token(token) is None
@@ -310,3 +309,25 @@ async def test_verifier_closes_only_the_http_client_it_created(broker: Any) -> N
     await http.aclose()
     own = BrokerTokenVerifier(ISSUER, RESOURCE)
     await own.aclose()  # nothing created yet: nothing to close
+
+
+async def test_unreachable_jwks_host_refuses_tokens_without_raising(broker: Any) -> None:
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(down))
+    assert await broker.verifier(http=http).verify_token(broker.sign()) is None
+
+
+async def test_concurrent_first_verifications_fetch_the_jwks_once(broker: Any) -> None:
+    verifier = broker.verifier()
+    results: list[Any] = []
+
+    async def verify() -> None:
+        results.append(await verifier.verify_token(broker.sign()))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(10):
+            tg.start_soon(verify)
+    assert len(results) == 10 and all(r is not None for r in results)
+    assert broker.jwks_fetches == 1

@@ -97,3 +97,17 @@ def test_each_step_upgrades_a_database_holding_rows(empty: Database) -> None:
     with empty.engine.connect() as conn:
         row = conn.execute(text("SELECT scopes, may_introspect FROM clients WHERE id = 'c1'")).one()
     assert row.may_introspect in (False, 0)
+
+
+def test_a_jwt_id_is_accepted_once_per_database(empty: Database) -> None:
+    import datetime as dt
+
+    from broker.storage import grants
+
+    upgrade(empty)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5)
+    with empty.transaction() as session:
+        assert grants.first_use_of_jti(session, "a" * 64, "test", later) is True
+        assert grants.first_use_of_jti(session, "a" * 64, "test", later) is False
+    with empty.transaction() as session:
+        assert grants.first_use_of_jti(session, "a" * 64, "test", later) is False

@@ -1,0 +1,125 @@
+"""``broker clients``: pre-registered OAuth clients, and approval of dynamically registered ones."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from broker.cli.common import CliError, common_flags, json_flag, load_settings, open_database, print_json, print_table
+from broker.oauth import clients
+from broker.storage import clients as repo
+from broker.storage.models import Client
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    group = commands.add_parser("clients", help="OAuth clients", description="Register and manage OAuth clients.")
+    sub = group.add_subparsers(dest="clients_command", metavar="ACTION", required=True)
+    add = sub.add_parser("add", parents=[common_flags()], help="register a client",
+                         description="Register a client. A confidential client's secret is printed once; only its "
+                                     "SHA-256 digest is stored.")
+    add.add_argument("--name", required=True, help="shown to users on the consent page")
+    add.add_argument("--redirect-uri", action="append", default=[], metavar="URI",
+                     help="an exact redirect URI (repeat for several); loopback URIs may vary their port")
+    kind = add.add_mutually_exclusive_group()
+    kind.add_argument("--public", dest="confidential", action="store_false",
+                      help="no secret; PKCE only (default: native and browser MCP clients)")
+    kind.add_argument("--confidential", dest="confidential", action="store_true",
+                      help="authenticates with a client secret (client_secret_basic)")
+    add.set_defaults(confidential=False)
+    add.add_argument("--trusted", action="store_true", help="skip the consent page (first-party clients)")
+    add.add_argument("--client-credentials", action="store_true",
+                     help="may use the client_credentials grant (machine-to-machine; confidential only)")
+    add.add_argument("--scope", action="append", default=[], metavar="SCOPE",
+                     help="a scope the client may hold for itself via client_credentials (repeat), "
+                          "e.g. admin:read for the admin API")
+    add.add_argument("--introspect", action="store_true",
+                     help="may call the introspection endpoint (an MCP server's own client; confidential only)")
+    add.add_argument("--id", dest="client_id", help="the client id (default: generated)")
+    json_flag(add)
+    add.set_defaults(handler=add_client)
+    for name, handler, text in (("list", list_clients, "list clients"), ("show", show_client, "show one client")):
+        p = sub.add_parser(name, parents=[common_flags()], help=text, description=text.capitalize() + ".")
+        if name == "show":
+            p.add_argument("client_id", metavar="ID")
+        json_flag(p)
+        p.set_defaults(handler=handler)
+    for name, status, text in (("disable", "disabled", "stop a client: no new tokens, its tokens introspect "
+                                                         "inactive"),
+                               ("approve", "active", "approve a dynamically registered client held for approval")):
+        p = sub.add_parser(name, parents=[common_flags()], help=text, description=text.capitalize() + ".")
+        p.add_argument("client_id", metavar="ID")
+        p.set_defaults(handler=lambda args, status=status: set_status(args, status))
+
+
+def add_client(args: argparse.Namespace) -> int:
+    grants = [] if not args.redirect_uri else ["authorization_code", "refresh_token"]
+    if args.client_credentials:
+        grants.append("client_credentials")
+    if not grants and not args.introspect:
+        raise CliError("give --redirect-uri (users sign in) or --client-credentials or --introspect")
+    if (args.client_credentials or args.introspect) and not args.confidential:
+        raise CliError("--client-credentials and --introspect need --confidential")
+    database = open_database(load_settings(args))
+    with database.transaction() as session:
+        try:
+            new = clients.register(session, client_id=args.client_id, name=args.name, kind="preregistered",
+                                   redirect_uris=args.redirect_uri, grant_types=grants, trusted=args.trusted,
+                                   auth_method="client_secret_basic" if args.confidential else "none",
+                                   scopes=args.scope, may_introspect=args.introspect)
+        except ValueError as exc:
+            raise CliError(str(exc)) from None
+    record = {**describe(new.row), "client_secret": new.secret}
+    if args.json:
+        print_json(record)
+    else:
+        print(f"client_id:     {new.row.id}")
+        if new.secret:
+            print(f"client_secret: {new.secret}\n(shown once: store it now)")
+    return 0
+
+
+def list_clients(args: argparse.Namespace) -> int:
+    database = open_database(load_settings(args))
+    with database.sessions() as session:
+        rows = [describe(c) for c in repo.list_all(session)]
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["client_id", "name", "kind", "status", "auth_method", "trusted"])
+    return 0
+
+
+def show_client(args: argparse.Namespace) -> int:
+    database = open_database(load_settings(args))
+    with database.sessions() as session:
+        row = repo.get(session, args.client_id)
+        if row is None:
+            raise CliError(f"no client {args.client_id!r}")
+        record = describe(row)
+    if args.json:
+        print_json(record)
+    else:
+        width = max(map(len, record))
+        for key, value in record.items():
+            print(f"{key.ljust(width)}  {', '.join(value) if isinstance(value, list) else value}")
+    return 0
+
+
+def set_status(args: argparse.Namespace, status: str) -> int:
+    database = open_database(load_settings(args))
+    with database.transaction() as session:
+        row = repo.get(session, args.client_id)
+        if row is None:
+            raise CliError(f"no client {args.client_id!r}")
+        if status == "active" and row.status != "pending":
+            raise CliError(f"client {args.client_id!r} is {row.status}, not awaiting approval")
+        row.status = status
+    print(f"client {args.client_id} is now {status}")
+    return 0
+
+
+def describe(row: Client) -> dict[str, Any]:
+    return {"client_id": row.id, "name": row.name, "kind": row.kind, "status": row.status,
+            "auth_method": row.token_endpoint_auth_method, "redirect_uris": list(row.redirect_uris),
+            "grant_types": list(row.grant_types), "trusted": row.trusted, "scopes": list(row.scopes),
+            "may_introspect": row.may_introspect, "created_at": row.created_at.isoformat(timespec="seconds")}
