@@ -350,7 +350,8 @@ async def test_consent_post_without_csrf_token_is_refused(client, state) -> None
     callback = await sign_in_upstream(client, started.headers["location"], "alice")
     consent_url = (await client.get(local(callback.headers["location"]))).headers["location"]
     page = await client.get(consent_url)
-    assert page.headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     fields = hidden_fields(page.text)
     forged = await client.post("/consent", data={"pending": fields["pending"], "decision": "approve",
                                                  "csrf_token": "forged"})

@@ -73,8 +73,9 @@ async def test_dcr_refuses_bad_metadata(client: httpx.AsyncClient, state, metada
         assert repo.list_all(session) == []
 
 
-@pytest.mark.parametrize("body,content_type", [(b"not json", "application/json"), (b"[]", "application/json"),
-                                               (b'{"client_name": "x"}', "text/plain"), (b"\xff\xfe", "application/json")])
+@pytest.mark.parametrize("body,content_type", [
+    (b"not json", "application/json"), (b"[]", "application/json"), (b'{"client_name": "x"}', "text/plain"),
+    (b"\xff\xfe", "application/json")])
 async def test_dcr_refuses_malformed_bodies(client: httpx.AsyncClient, body: bytes, content_type: str) -> None:
     response = await client.post("/register", content=body, headers={"content-type": content_type})
     assert response.status_code == 400 and response.json()["error"] in ("invalid_request", "invalid_client_metadata")
