@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
 from broker import config
 from broker.storage import mcp_servers
 from broker.storage.models import McpServer
+
+log = logging.getLogger("broker.dev")
 
 DEMO_PASSWORD = "demo"
 DEMO_USERS = [
@@ -28,6 +33,7 @@ DEMO_SERVER_ID = "demo"
 DEMO_SCOPES = {"tools:read": "List the demo server's tools", "tools:call": "Call the demo server's tools"}
 TESTIDP_CLIENT_ID = "mcp-auth-broker"
 KEK_FILE = "dev-key-encryption-key"
+ISSUER_FILE = "dev-issuer"  # written by `broker dev`, so other commands on this data dir act on the same broker
 
 
 def issuer_for(host: str, port: int) -> str:
@@ -46,10 +52,20 @@ def ensure_kek_file(data_dir: Path) -> Path:
     return path
 
 
+def defaults_for_data_dir(data_dir: Path) -> dict[str, Any] | None:
+    """The dev defaults of a data directory ``broker dev`` created, for other commands run on it; else None."""
+    issuer_file = data_dir / ISSUER_FILE
+    if not (data_dir / KEK_FILE).exists() or not issuer_file.exists():
+        return None
+    parts = urlsplit(issuer_file.read_text().strip())
+    return defaults(parts.hostname or "127.0.0.1", parts.port or 80, data_dir)
+
+
 def defaults(host: str, port: int, data_dir: Path) -> dict[str, Any]:
     """Settings under the config file when running ``broker dev``."""
     issuer = issuer_for(host, port)
     kek_file = ensure_kek_file(data_dir)
+    (data_dir / ISSUER_FILE).write_text(issuer + "\n")
     client_secret = _derived_secret(kek_file, "testidp-client-secret")
     return {
         "mode": "dev",
@@ -86,6 +102,19 @@ def seed(session: Session, issuer: str) -> list[str]:
     return [f"MCP server {DEMO_SERVER_ID}"]
 
 
+def demo_app(issuer: str) -> Any | None:
+    """The example MCP server (examples/protected_server.py) as an ASGI app, when running from a checkout."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "protected_server.py"
+    if not path.exists():
+        log.warning("examples/protected_server.py not found: the demo MCP server is not served")
+        return None
+    spec = importlib.util.spec_from_file_location("mcp_auth_broker_demo", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.create_app(issuer, f"{issuer}/demo/mcp")
+
+
 def _derived_secret(kek_file: Path, label: str) -> str:
     key = kek_file.read_bytes().strip()
     return hmac.new(key, label.encode(), hashlib.sha256).hexdigest()
@@ -97,6 +126,7 @@ def banner(settings: config.Settings) -> str:
     users = ", ".join(f"{u} ({', '.join(g)})" for u, _, g in DEMO_USERS)
     rows = [
         ("issuer", issuer),
+        ("discovery", f"{issuer}/.well-known/oauth-authorization-server"),
         ("JWKS", f"{issuer}/jwks"),
         ("test IdP", f"{issuer}/testidp/.well-known/openid-configuration"),
         ("demo users", f"{users}; password: {DEMO_PASSWORD}"),

@@ -25,7 +25,7 @@ _PATTERNS = [
     (re.compile(rf"(?i)\b({_SENSITIVE_NAMES})=([^&\s\"',;]+)"), r"\1=[redacted]"),
     (re.compile(rf"(?i)([\"']({_SENSITIVE_NAMES})[\"']\s*:\s*)[\"'][^\"']*[\"']"), r"\1\"[redacted]\""),
 ]
-_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName", "color_message"}
 
 
 def redact(text: str) -> str:

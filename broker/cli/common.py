@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from broker import config, logs
+from broker import config, dev, logs
 from broker.config import Settings
 from broker.storage.db import Database, DatabaseError, EngineOptions
 from broker.storage.migrate import require_current
@@ -37,6 +37,8 @@ def json_flag(parser: argparse.ArgumentParser) -> None:
 def load_settings(args: argparse.Namespace, defaults: Mapping[str, Any] | None = None) -> Settings:
     path = args.config or (Path(os.environ["BROKER_CONFIG"]) if os.environ.get("BROKER_CONFIG") else None)
     overrides = {"data_dir": str(args.data_dir)} if args.data_dir else {}
+    if defaults is None and path is None:  # a data dir made by `broker dev` keeps its dev settings
+        defaults = dev.defaults_for_data_dir(args.data_dir or Path(os.environ.get("BROKER_DATA_DIR", "var")))
     settings = config.load(path, defaults=defaults, overrides=overrides)
     logs.configure(settings.logging.level, settings.logging.format)
     return settings

@@ -46,7 +46,8 @@ def run_dev(args: argparse.Namespace) -> int:
             dev.seed(session, settings.issuer)
     state = _prepared_state(settings)
     print(dev.banner(settings), flush=True)
-    uvicorn.run(create_app(state), host=args.host, port=args.port, log_config=None, access_log=False,
+    app = create_app(state, fallback=dev.demo_app(settings.issuer))
+    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
                 proxy_headers=False, server_header=False)
     return 0
 

@@ -6,10 +6,14 @@ composition root (``broker.app``) built; nothing here chooses implementations.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from broker import __version__
 from broker.oauth.metadata import paths_for
@@ -20,10 +24,12 @@ from broker.web.state import BrokerState
 from broker.web.templates import STATIC_DIR
 
 
-def create_app(state: BrokerState) -> FastAPI:
+def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
+    """The broker's ASGI app. ``fallback`` (dev mode's demo MCP server) answers the paths no broker
+    route matches; its lifespan runs inside the broker's."""
     app = FastAPI(title="mcp-auth-broker", version=__version__,
                   description="OAuth 2.1 authorization broker for the Model Context Protocol",
-                  docs_url=None, redoc_url=None)
+                  docs_url=None, redoc_url=None, lifespan=_lifespan_of(fallback))
     app.state.broker = state
     errors.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -36,8 +42,23 @@ def create_app(state: BrokerState) -> FastAPI:
     if state.testidp is not None:
         from broker.web import testidp
         app.include_router(testidp.router, prefix="/testidp")
+    if fallback is not None:
+        app.mount("/", fallback)
     app.add_middleware(PublicCors, paths={*discovery_paths, "/jwks", "/token", "/revoke", "/register"},
                        prefixes=("/.well-known/",))
     app.add_middleware(BodySizeLimit, max_bytes=state.settings.server.max_body_bytes)
     app.add_middleware(RequestContext)
     return app
+
+
+def _lifespan_of(fallback: ASGIApp | None) -> Any:
+    router = getattr(fallback, "router", None)
+    if router is None:
+        return None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with router.lifespan_context(fallback):
+            yield
+
+    return lifespan

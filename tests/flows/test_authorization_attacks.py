@@ -395,3 +395,27 @@ async def test_malformed_token_requests_are_oauth_errors(client, state, body, co
 async def test_non_utf8_authorization_request_is_a_page(client, state) -> None:
     response = await client.get("/authorize?client_id=%ff%fe")
     assert response.status_code == 400 and "location" not in response.headers
+
+
+async def test_an_id_token_failing_any_check_issues_nothing(client, state) -> None:
+    """Each ID-token check (aud, nonce, alg, exp, kid, iss) is unit-tested in tests/unit/federation;
+    here: whichever fails, the client gets access_denied with iss, and no user, code or token exists."""
+    from broker.federation.errors import InvalidIdToken
+    from broker.storage.models import User
+
+    real = state.oauth.connectors["test"]
+
+    class ForgedTokens:
+        idp_id, display_name = real.idp_id, real.display_name
+        authorization_url = real.authorization_url
+        check_response_issuer = real.check_response_issuer
+
+        async def complete(self, **kwargs):
+            raise InvalidIdToken("the ID token's aud is not this client")
+
+    state.oauth.connectors = {"test": ForgedTokens()}
+    new = register_client(state)
+    _, challenge = pkce()
+    redirect = await authorize(client, new.row.id, challenge)
+    assert (redirect["error"], redirect["iss"]) == ("access_denied", ISSUER)
+    assert count(state, User) == 0 and count(state, AuthorizationCode) == 0

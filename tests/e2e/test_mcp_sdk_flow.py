@@ -1,0 +1,114 @@
+"""The MCP Python SDK's own OAuth client against a real `broker dev` process and its demo MCP server.
+
+The client discovers the broker from the server's Protected Resource Metadata, registers (DCR)
+or uses a pre-registered confidential client, logs in at the test IdP, consents, calls the
+`whoami` tool, and refreshes; a headless browser (tests/support/mcp_browser.py) plays the user.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+from mcp.client.auth.oauth2 import OAuthClientProvider
+from mcp.client.session import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+from tests.support.mcp_browser import McpBrowser
+from tests.support.processes import BROKER, ServerProcess, run_broker
+
+pytestmark = pytest.mark.e2e
+REDIRECT_URI = "http://127.0.0.1:33418/callback"
+
+
+class InMemoryTokenStorage:
+    def __init__(self, client_info: OAuthClientInformationFull | None = None):
+        self.tokens: OAuthToken | None = None
+        self.client_info = client_info
+        self.history: list[OAuthToken] = []
+
+    async def get_tokens(self) -> OAuthToken | None:
+        return self.tokens
+
+    async def set_tokens(self, tokens: OAuthToken) -> None:
+        self.tokens = tokens
+        self.history.append(tokens)
+
+    async def get_client_info(self) -> OAuthClientInformationFull | None:
+        return self.client_info
+
+    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
+        self.client_info = client_info
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    base = tmp_path_factory.mktemp("broker")
+    server = ServerProcess([*BROKER, "dev", "--port", "{port}", "--data-dir", str(base / "var")], env={},
+                           log_path=base / "dev.log", cwd=base)
+    with server:
+        yield server
+
+
+def metadata(auth_method: str) -> OAuthClientMetadata:
+    return OAuthClientMetadata(client_name="SDK e2e client", redirect_uris=[REDIRECT_URI],
+                               grant_types=["authorization_code", "refresh_token"], response_types=["code"],
+                               token_endpoint_auth_method=auth_method)
+
+
+async def call_whoami(url: str, provider: OAuthClientProvider) -> dict:
+    async with httpx2.AsyncClient(auth=provider, timeout=30, follow_redirects=False) as http:
+        async with streamable_http_client(url, http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                tools = await session.list_tools()
+                assert [t.name for t in tools.tools] == ["whoami"]
+                result = await session.call_tool("whoami", {})
+    assert not result.is_error, result
+    return json.loads(result.content[0].text)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[McpBrowser]:
+    async with McpBrowser("alice", "demo") as headless:
+        yield headless
+
+
+async def test_sdk_client_registers_logs_in_calls_and_refreshes(broker: ServerProcess, browser: McpBrowser) -> None:
+    url = f"{broker.base_url}/demo/mcp"
+    storage = InMemoryTokenStorage()
+    provider = OAuthClientProvider(url, metadata("none"), storage, browser.redirect_handler, browser.callback_handler)
+    me = await call_whoami(url, provider)
+    assert me["email"] == "alice@example.com" and set(me["scopes"]) == {"tools:read", "tools:call"}
+    assert storage.client_info is not None and storage.client_info.client_id.startswith("mcp_")  # DCR
+    assert browser.logins == 1 and browser.consent_pages == 1
+    first = storage.tokens
+    provider.context.token_expiry_time = time.time() - 1  # the access token "expired": the SDK refreshes
+    again = await call_whoami(url, provider)
+    assert again["sub"] == me["sub"] and browser.logins == 1  # no second login
+    assert storage.tokens.refresh_token != first.refresh_token  # rotated
+
+
+async def test_pre_registered_confidential_client(broker: ServerProcess, browser: McpBrowser, tmp_path: Path) -> None:
+    data_dir = Path(broker.args[broker.args.index("--data-dir") + 1])
+    created = run_broker("clients", "add", "--name", "Pre-registered agent", "--confidential", "--redirect-uri",
+                         REDIRECT_URI, "--json", "--data-dir", str(data_dir), env={})
+    assert created.returncode == 0, created.stderr
+    record = json.loads(created.stdout)
+    info = OAuthClientInformationFull(client_id=record["client_id"], client_secret=record["client_secret"],
+                                      redirect_uris=[REDIRECT_URI], token_endpoint_auth_method="client_secret_basic",
+                                      grant_types=["authorization_code", "refresh_token"])
+    storage = InMemoryTokenStorage(info)
+    url = f"{broker.base_url}/demo/mcp"
+    provider = OAuthClientProvider(url, metadata("client_secret_basic"), storage, browser.redirect_handler,
+                                   browser.callback_handler)
+    me = await call_whoami(url, provider)
+    assert me["client_id"] == record["client_id"] and me["email"] == "alice@example.com"
+    provider.context.token_expiry_time = time.time() - 1
+    assert (await call_whoami(url, provider))["client_id"] == record["client_id"]
+    assert len(storage.history) == 2
