@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from broker import config
+from broker.registry import admin as registry
 from broker.storage import mcp_servers
-from broker.storage.models import McpServer
 
 log = logging.getLogger("broker.dev")
 
@@ -96,7 +96,7 @@ def seed(session: Session, issuer: str) -> list[str]:
             existing.resource = resource  # `broker dev` ran before on another host or port
             return [f"MCP server {DEMO_SERVER_ID} moved to {resource}"]
         return []
-    mcp_servers.add(session, McpServer(
+    registry.add(session, registry.ServerSpec(
         id=DEMO_SERVER_ID, name="Demo MCP server", description="The example MCP server that `broker dev` serves",
         resource=resource, scopes=DEMO_SCOPES, default_scopes=list(DEMO_SCOPES), tags=["demo"]))
     return [f"MCP server {DEMO_SERVER_ID}"]

@@ -78,7 +78,8 @@ def token(request: Request, provider: Provider, session: DbSession, body: Body) 
     return JSONResponse(result, headers=NO_STORE)
 
 
-@router.api_route("/userinfo", methods=["GET", "POST"], summary="UserInfo endpoint (Bearer access token)")
+@router.get("/userinfo", summary="UserInfo endpoint (Bearer access token)", operation_id="testidp_userinfo_get")
+@router.post("/userinfo", summary="UserInfo endpoint (Bearer access token)", operation_id="testidp_userinfo_post")
 def userinfo(request: Request, provider: Provider, session: DbSession, body: Body) -> JSONResponse:
     try:
         form = Params.from_form(body, request.headers.get("content-type")) if body else None

@@ -1,0 +1,88 @@
+"""Registering and changing MCP servers (the operations the CLI, admin API and console share).
+
+Every input is validated here, with one clear message per problem; nothing is written unless
+all of it is valid.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from broker.registry.resources import InvalidResource, canonical_resource
+from broker.registry.servers import ADMIN_API_ID
+from broker.storage import mcp_servers
+from broker.storage.models import McpServer, utcnow
+
+SERVER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SCOPE = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,128}$")  # RFC 6749 §3.3 scope-token
+
+
+class InvalidServer(ValueError):
+    """One or more problems with a server definition; ``problems`` lists each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    id: str
+    name: str
+    resource: str
+    scopes: Mapping[str, str]
+    default_scopes: Sequence[str] = ()
+    description: str = ""
+    tags: Sequence[str] = ()
+    access_token_lifetime: int | None = None
+
+
+def add(session: Session, spec: ServerSpec) -> McpServer:
+    resource = _validate(spec)
+    if mcp_servers.get(session, spec.id) is not None:
+        raise InvalidServer([f"id: a server {spec.id!r} exists already"])
+    if mcp_servers.by_resource(session, resource) is not None:
+        raise InvalidServer([f"resource: {resource} belongs to another server"])
+    row = McpServer(id=spec.id, name=spec.name, description=spec.description, resource=resource,
+                    scopes=dict(spec.scopes), default_scopes=list(spec.default_scopes), tags=sorted(set(spec.tags)),
+                    access_token_lifetime=spec.access_token_lifetime, enabled=True)
+    mcp_servers.add(session, row)
+    return row
+
+
+def update(session: Session, row: McpServer, spec: ServerSpec) -> McpServer:
+    resource = _validate(spec)
+    other = mcp_servers.by_resource(session, resource)
+    if other is not None and other.id != row.id:
+        raise InvalidServer([f"resource: {resource} belongs to server {other.id!r}"])
+    row.name, row.description, row.resource = spec.name, spec.description, resource
+    row.scopes, row.default_scopes = dict(spec.scopes), list(spec.default_scopes)
+    row.tags, row.access_token_lifetime, row.updated_at = sorted(set(spec.tags)), spec.access_token_lifetime, utcnow()
+    return row
+
+
+def _validate(spec: ServerSpec) -> str:
+    problems = []
+    if not SERVER_ID.match(spec.id) or spec.id == ADMIN_API_ID:
+        problems.append("id: use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit")
+    if not spec.name.strip():
+        problems.append("name: required")
+    resource = ""
+    try:
+        resource = canonical_resource(spec.resource)
+    except InvalidResource as exc:
+        problems.append(f"resource: {exc}")
+    if not spec.scopes:
+        problems.append("scopes: at least one scope")
+    problems += [f"scopes: {s!r} is not a valid scope name" for s in spec.scopes if not SCOPE.match(s)]
+    problems += [f"default-scopes: {s!r} is not one of the server's scopes" for s in spec.default_scopes
+                 if s not in spec.scopes]
+    if spec.access_token_lifetime is not None and not 30 <= spec.access_token_lifetime <= 86400:
+        problems.append("access-token-lifetime: between 30 and 86400 seconds")
+    if problems:
+        raise InvalidServer(problems)
+    return resource
