@@ -123,6 +123,23 @@ class TestIdpSettings(_Section):
     refresh_token_lifetime: int = Field(86400, ge=60)
 
 
+class IdpClaimsSettings(_Section):
+    """Which ID-token claim carries what (generic OIDC; Okta and Entra have their own defaults)."""
+
+    subject: str = "sub"
+    email: str = "email"
+    name: str = "name"
+    groups: str = "groups"
+
+
+class EntraSettings(_Section):
+    # Multi-tenant apps: the tenants (tid) whose users may sign in; empty means only `tenant_id`.
+    allowed_tenants: list[str] = []
+    # Group object ids -> the names policy uses; ids not listed are passed through as ids.
+    group_names: dict[str, str] = {}
+    graph_endpoint: str = "https://graph.microsoft.com"
+
+
 class IdpSettings(_Section):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     type: Literal["oidc", "okta", "entra", "test"]
@@ -132,6 +149,36 @@ class IdpSettings(_Section):
     client_secret: SecretStr | None = None
     client_secret_file: Path | None = None
     scopes: list[str] = ["openid", "email", "profile"]
+    # Users whose login_hint or email is in one of these domains are sent to this IdP.
+    email_domains: list[str] = []
+    claims: IdpClaimsSettings = IdpClaimsSettings()
+    entra: EntraSettings = EntraSettings()
+    # Keep the IdP's refresh token (encrypted) to re-check the user upstream at refresh (issue 6).
+    store_refresh_token: bool = True
+
+
+class FederationSettings(_Section):
+    # IdP ids whose *verified* emails identify the same person: a user signing in through any of
+    # them with the same verified email is one broker user. Empty: accounts never merge by email.
+    link_by_verified_email: list[str] = []
+
+
+class CimdSettings(_Section):
+    """Client ID Metadata Documents: https URLs as client ids, fetched by the broker (an SSRF surface)."""
+
+    enabled: bool = True
+    # Only these hosts may serve client metadata documents (empty: any public host).
+    allowed_hosts: list[str] = []
+    # These hosts never may (checked first).
+    denied_hosts: list[str] = []
+    max_document_bytes: int = Field(5120, ge=512, le=65536)
+    fetch_timeout: float = Field(5.0, gt=0, le=30)
+    # Longest a fetched document is reused, whatever its cache headers say (seconds).
+    max_cache_seconds: int = Field(3600, ge=0, le=86400)
+    # Extra CA certificates (PEM) trusted when fetching documents, e.g. an internal CA.
+    ca_file: Path | None = None
+    # DEV/TEST ONLY (production refuses it): allow documents on loopback addresses.
+    allow_loopback: bool = False
 
 
 class Settings(_Section):
@@ -147,6 +194,8 @@ class Settings(_Section):
     logging: LoggingSettings = LoggingSettings()
     testidp: TestIdpSettings = TestIdpSettings()
     idps: list[IdpSettings] = []
+    federation: FederationSettings = FederationSettings()
+    cimd: CimdSettings = CimdSettings()
 
     @property
     def database_url(self) -> str:
@@ -412,6 +461,10 @@ def _check_idps(settings: Settings) -> list[str]:
             problems.append(f"idps[{i}].issuer: {idp.issuer!r} is not an http(s) URL")
         if idp.type == "test" and not settings.testidp.enabled:
             problems.append(f"idps[{i}].type: 'test' needs testidp.enabled = true")
+    known = {idp.id for idp in settings.idps}
+    for name in settings.federation.link_by_verified_email:
+        if name not in known:
+            problems.append(f"federation.link_by_verified_email: {name!r} is not a configured IdP id")
     return problems
 
 
@@ -433,6 +486,8 @@ def _check_production(settings: Settings) -> list[str]:
                         "`broker keys new-kek` prints a fresh one)")
     if settings.testidp.enabled:
         problems.append("testidp.enabled: the built-in test IdP is refused in production mode")
+    if settings.cimd.allow_loopback:
+        problems.append("cimd.allow_loopback: fetching client metadata from loopback is refused in production mode")
     for i, idp in enumerate(settings.idps):
         if idp.type == "test":
             problems.append(f"idps[{i}].type: the test IdP is refused in production mode")

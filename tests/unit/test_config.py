@@ -204,3 +204,14 @@ def test_refresh_lifetimes_must_be_ordered(tmp_path: Path) -> None:
 def test_secrets_are_masked_in_repr(tmp_path: Path) -> None:
     settings = load(production(tmp_path), tmp_path=tmp_path)
     assert KEK not in repr(settings) and KEK not in str(settings.model_dump())
+
+
+def test_production_refuses_cimd_loopback(tmp_path: Path) -> None:
+    assert problems(production(tmp_path, "[cimd]\nallow_loopback = true\n"), tmp_path=tmp_path) == [
+        "cimd.allow_loopback: fetching client metadata from loopback is refused in production mode"]
+
+
+def test_account_linking_names_configured_idps(tmp_path: Path) -> None:
+    text = production(tmp_path, '[federation]\nlink_by_verified_email = ["okta"]\n')
+    assert problems(text, tmp_path=tmp_path) == [
+        "federation.link_by_verified_email: 'okta' is not a configured IdP id"]
