@@ -18,7 +18,7 @@ from broker.federation.base import Connector
 from broker.federation.errors import UpstreamError
 from broker.keys.crypto import Encryptor
 from broker.keys.ring import KeyRing
-from broker.oauth import authorize, metadata
+from broker.oauth import authorize, metadata, selection
 from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, TemporarilyUnavailableError
 from broker.oauth.login import LoginFlow
 from broker.oauth.params import Params
@@ -49,11 +49,20 @@ class OAuthCore:
     def validate_authorization(self, session: Session, params: Params) -> authorize.AuthorizationRequest:
         return authorize.validate(session, params, self.issuer)
 
-    def connector_for(self, request: authorize.AuthorizationRequest) -> Connector:
-        """The IdP this user signs in with (one IdP for now; several arrive with issue 4)."""
+    def automatic_idp(self, request: authorize.AuthorizationRequest) -> str | None:
+        """The IdP this user signs in with when it needs no asking (one IdP, or ``login_hint``'s domain)."""
         if not self.connectors:
             raise AuthorizationPageError("No identity provider", "No identity provider is configured.", 503)
-        return next(iter(self.connectors.values()))
+        return selection.automatic(self._idps(), request.login_hint)
+
+    def idp_choices(self) -> list[selection.Choice]:
+        return selection.choices(self._idps())
+
+    def idp_for_email(self, email: str | None) -> str | None:
+        return selection.by_email(self._idps(), email)
+
+    def _idps(self) -> list[Any]:
+        return [idp for idp in self.settings.idps if idp.id in self.connectors]
 
     def connector(self, idp_id: str) -> Connector:
         connector = self.connectors.get(idp_id)

@@ -9,6 +9,7 @@ conditional update, so a replayed callback or consent does nothing.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -73,22 +74,41 @@ class LoginFlow:
         self.encryptor = encryptor
         self.policy = policy
         self.csrf_key = csrf_key
+        self.linked_idps = frozenset(settings.federation.link_by_verified_email)
+        self.keeps_refresh_tokens = {idp.id for idp in settings.idps if idp.store_refresh_token}
 
     # ---------------------------------------------------------------- to the IdP and back
 
     def begin(self, session: Session, request: AuthorizationRequest, idp_id: str, browser: str,
               now: dt.datetime) -> UpstreamStart:
-        """Record the request and the upstream state, nonce and PKCE verifier (own ones, never the client's)."""
-        state, nonce, verifier = secrets.new_token(), secrets.new_token(), secrets.new_token()
+        """Record the request and go straight to ``idp_id``."""
+        pending_id = self.hold(session, request, browser, now)
+        return self.start_upstream(session, pending_id, idp_id, browser, now)
+
+    def hold(self, session: Session, request: AuthorizationRequest, browser: str, now: dt.datetime) -> str:
+        """Record a validated request while the user picks an identity provider; returns its id."""
         pending = PendingAuthorization(
-            id=secrets.new_token()[:36], browser_hash=secrets.digest(browser), status="login",
+            id=secrets.new_token()[:36], browser_hash=secrets.digest(browser), status="choose",
             client_id=request.client.client_id, redirect_uri=request.redirect_uri, resource=request.server.resource,
             server_id=request.server.id, requested_scope=" ".join(sorted(request.requested_scopes or ())),
             state=request.state, code_challenge=request.code_challenge, code_challenge_method="S256",
-            nonce=request.nonce, idp_id=idp_id, upstream_state_hash=secrets.digest(state), upstream_nonce=nonce,
-            upstream_verifier_encrypted=b"", created_at=now, expires_at=now + self.login_timeout)
-        pending.upstream_verifier_encrypted = self.encryptor.encrypt(verifier.encode(), _aad(pending.id))
+            nonce=request.nonce, idp_id="", upstream_state_hash=secrets.digest(secrets.new_token()),
+            upstream_nonce="", upstream_verifier_encrypted=b"", created_at=now, expires_at=now + self.login_timeout)
         grants.add(session, pending)
+        return pending.id
+
+    def start_upstream(self, session: Session, pending_id: str | None, idp_id: str, browser: str | None,
+                       now: dt.datetime) -> UpstreamStart:
+        """Send a held request to ``idp_id`` with the broker's own state, nonce and PKCE (never the client's)."""
+        pending = grants.pending(session, pending_id) if pending_id else None
+        if pending is None or pending.status != "choose" or now >= pending.expires_at:
+            raise AuthorizationPageError("Sign-in expired", "Start again from your application.")
+        self._check_browser(pending, browser)
+        if not grants.advance_pending(session, pending.id, "choose", "login"):
+            raise AuthorizationPageError("Sign-in already started", "Start again from your application.")
+        state, nonce, verifier = secrets.new_token(), secrets.new_token(), secrets.new_token()
+        pending.idp_id, pending.upstream_state_hash, pending.upstream_nonce = idp_id, secrets.digest(state), nonce
+        pending.upstream_verifier_encrypted = self.encryptor.encrypt(verifier.encode(), _aad(pending.id))
         return UpstreamStart(pending.id, state, nonce, _s256(verifier))
 
     def claim_callback(self, session: Session, idp_id: str, state: str | None, browser: str | None,
@@ -123,7 +143,9 @@ class LoginFlow:
     def complete(self, session: Session, pending: PendingAuthorization, identity: Identity,
                  now: dt.datetime) -> Redirect | ConsentNeeded:
         """A verified upstream login: provision the user, ask policy, then consent or a code."""
-        user = provisioning.upsert_user(session, identity, self.encryptor, now)
+        if identity.idp_id not in self.keeps_refresh_tokens:
+            identity = dataclasses.replace(identity, upstream_refresh_token=None)
+        user = provisioning.upsert_user(session, identity, self.encryptor, now, self.linked_idps)
         if user.status != "active":
             return self.fail(session, pending, AccessDeniedError("the user may not sign in"))
         server = servers.get(session, pending.server_id, self.issuer)

@@ -20,12 +20,20 @@ from broker.storage.models import UpstreamIdentity, User
 MAX_CLAIMS_BYTES = 16_384
 
 
-def upsert_user(session: Session, identity: Identity, encryptor: Encryptor, now: dt.datetime) -> User:
+def upsert_user(session: Session, identity: Identity, encryptor: Encryptor, now: dt.datetime,
+                linked_idps: frozenset[str] = frozenset()) -> User:
+    """The broker user for this upstream login, created on first sight.
+
+    ``linked_idps`` (``federation.link_by_verified_email``): when this IdP and another in the set both
+    vouch for the same email as verified, the login joins that user instead of creating one.
+    """
     record = users.identity(session, identity.idp_id, identity.subject)
     if record is None:
-        user = User(email=identity.email, display_name=identity.name or identity.email or identity.subject,
-                    status="active", created_at=now, updated_at=now)
-        users.add(session, user)
+        user = _linked_user(session, identity, linked_idps)
+        if user is None:
+            user = User(email=identity.email, display_name=identity.name or identity.email or identity.subject,
+                        status="active", created_at=now, updated_at=now)
+            users.add(session, user)
         record = UpstreamIdentity(user_id=user.id, idp_id=identity.idp_id, subject=identity.subject, created_at=now)
         users.add(session, record)
     else:
@@ -41,6 +49,16 @@ def upsert_user(session: Session, identity: Identity, encryptor: Encryptor, now:
                                                            f"upstream-refresh-token:{record.id}")
     users.set_groups(session, user.id, f"idp:{identity.idp_id}", identity.groups)
     return user
+
+
+def _linked_user(session: Session, identity: Identity, linked_idps: frozenset[str]) -> User | None:
+    if identity.idp_id not in linked_idps or not identity.email or identity.email_verified is not True:
+        return None  # never merge on an unverified email, nor for an IdP not listed
+    for candidate in users.identities_by_email(session, identity.email):
+        verified = candidate.claims.get("email_verified") is True
+        if candidate.idp_id in linked_idps and candidate.idp_id != identity.idp_id and verified:
+            return users.get(session, candidate.user_id)
+    return None
 
 
 def _storable(claims: Any) -> dict[str, Any]:

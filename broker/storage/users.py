@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from broker.storage.models import Group, GroupMembership, UpstreamIdentity, User
@@ -17,6 +17,11 @@ def get(session: Session, user_id: str) -> User | None:
 def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | None:
     return session.scalar(select(UpstreamIdentity).where(UpstreamIdentity.idp_id == idp_id,
                                                          UpstreamIdentity.subject == subject))
+
+
+def identities_by_email(session: Session, email: str) -> list[UpstreamIdentity]:
+    return list(session.scalars(select(UpstreamIdentity).where(func.lower(UpstreamIdentity.email) == email.lower())
+                                .order_by(UpstreamIdentity.created_at)))
 
 
 def add(session: Session, *rows: object) -> None:

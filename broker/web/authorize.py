@@ -37,15 +37,17 @@ PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
 @router.get("/authorize", summary="Authorization endpoint (OAuth 2.1 §4.1.1, PKCE S256, RFC 8707 resource)",
             responses=PAGE_RESPONSES, response_class=Response)
 async def authorize(request: Request, state: State) -> Response:
+    auth = None
     try:
         params = query_params(request)
         auth = await in_transaction(state, state.oauth.validate_authorization, params)
-        connector = state.oauth.connector_for(auth)
         browser, new_cookie = ensure_browser_id(request, state)
-        start = await in_transaction(state, state.oauth.login.begin, auth, connector.idp_id, browser,
-                                     state.oauth.now())
-        location = await connector.authorization_url(state=start.state, nonce=start.nonce,
-                                                     code_challenge=start.code_challenge, login_hint=auth.login_hint)
+        idp_id = state.oauth.automatic_idp(auth)
+        pending_id = await in_transaction(state, state.oauth.login.hold, auth, browser, state.oauth.now())
+        if idp_id is None:
+            response = redirect(f"/authorize/choose?pending={pending_id}")
+        else:
+            response = await _to_upstream(state, pending_id, idp_id, browser, auth.login_hint)
     except AuthorizationPageError as error:
         return error_page(request, error)
     except InvalidRequest as error:
@@ -53,12 +55,46 @@ async def authorize(request: Request, state: State) -> Response:
     except core_authorize.AuthorizationError as failure:
         return redirect(core_authorize.error_location(failure, state.settings.issuer))
     except UpstreamError as exc:
+        assert auth is not None
         failure = core_authorize.AuthorizationError(state.oauth.upstream_failure(exc), auth.redirect_uri, auth.state)
         return redirect(core_authorize.error_location(failure, state.settings.issuer))
-    response = redirect(location)
     if new_cookie:
         set_browser_cookie(response, state, browser)
     return response
+
+
+@router.get("/authorize/choose", summary="Identity provider picker (when several are configured)",
+            responses=PAGE_RESPONSES, response_class=Response)
+async def choose(request: Request, state: State) -> Response:
+    """The picker: a link per IdP, and a work-email field that finds the IdP by domain."""
+    browser = browser_id(request, state)
+    try:
+        params = query_params(request)
+        pending_id, email = params.get("pending"), params.get("email")
+        idp_id = params.get("idp") or state.oauth.idp_for_email(email)
+        if idp_id is None or idp_id not in state.oauth.connectors:
+            message = "No identity provider serves that email domain; pick one below." if email else None
+            return page(request, "pages/choose.html", {"pending": pending_id, "choices": state.oauth.idp_choices(),
+                                                       "message": message, "email": email or ""})
+        return await _to_upstream(state, pending_id, idp_id, browser, email)
+    except AuthorizationPageError as error:
+        return error_page(request, error)
+    except InvalidRequest as error:
+        return error_page(request, AuthorizationPageError("Invalid request", error.description or "malformed"))
+    except UpstreamError as exc:
+        location = await in_transaction(state, state.oauth.login.fail_by_id, pending_id,
+                                        state.oauth.upstream_failure(exc))
+        return redirect(location.location)
+
+
+async def _to_upstream(state: Any, pending_id: str | None, idp_id: str, browser: str | None,
+                       login_hint: str | None) -> Response:
+    connector = state.oauth.connector(idp_id)
+    start = await in_transaction(state, state.oauth.login.start_upstream, pending_id, idp_id, browser,
+                                 state.oauth.now())
+    location = await connector.authorization_url(state=start.state, nonce=start.nonce,
+                                                 code_challenge=start.code_challenge, login_hint=login_hint)
+    return redirect(location)
 
 
 @router.get("/callback/{idp_id}", summary="Where the upstream identity provider returns the user",
