@@ -1,0 +1,140 @@
+"""Sealing and verifying the audit chain.
+
+Link of the event at position ``n``: ``HMAC-SHA256(key, n || prev_hash || canonical(event))``,
+the key derived from the key-encryption key, so someone who can write to the database but does
+not hold that key cannot forge or recompute links. The head row carries a MAC of the last link,
+so deleting events from the end is detected as well. Sealers serialise on the head row only;
+writers never wait for them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from broker.storage.models import AuditChainHead, AuditEvent, utcnow
+
+log = logging.getLogger("broker.audit")
+HEAD_ID = 1
+
+
+class AuditKey:
+    """The MAC key of the chain, derived from the key-encryption key (never stored)."""
+
+    def __init__(self, kek: bytes):
+        self._key = hashlib.sha256(b"mcp-auth-broker audit chain\0" + kek).digest()
+
+    def link(self, seq: int, prev_hash: str, event: AuditEvent) -> str:
+        message = f"{seq}\n{prev_hash}\n".encode() + canonical(event)
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def head_mac(self, seq: int, link: str) -> str:
+        return hmac.new(self._key, f"head\n{seq}\n{link}".encode(), hashlib.sha256).hexdigest()
+
+
+def canonical(event: AuditEvent) -> bytes:
+    """The event's content as hashed: every column but the chain's own, in a fixed JSON form."""
+    occurred = event.occurred_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+    body = {"id": event.id, "occurred_at": occurred, "event_type": event.event_type, "actor": event.actor,
+            "user_id": event.user_id, "client_id": event.client_id, "server_id": event.server_id,
+            "outcome": event.outcome, "data": event.data}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+
+
+def seal(session: Session, key: AuditKey, limit: int = 5000) -> int:
+    """Chain up to ``limit`` unsealed events in id order; returns how many. Caller commits."""
+    head = _lock_head(session, key)
+    rows = list(session.scalars(select(AuditEvent).where(AuditEvent.chain_seq.is_(None))
+                                .order_by(AuditEvent.id).limit(limit)))
+    seq, link = head.seq, head.hash
+    for row in rows:
+        seq += 1
+        row.chain_seq, row.prev_hash = seq, link
+        row.hash = link = key.link(seq, link, row)
+    if rows:
+        head.seq, head.hash, head.mac, head.updated_at = seq, link, key.head_mac(seq, link), utcnow()
+        session.flush()
+        log.info("audit chain sealed", extra={"sealed": len(rows), "head_seq": seq, "head_hash": link})
+    return len(rows)
+
+
+def _lock_head(session: Session, key: AuditKey) -> AuditChainHead:
+    # The UPDATE takes the head row's lock (PostgreSQL) or the write lock (SQLite) first, so two
+    # sealers never read the same head; writers of events are never involved.
+    insert_fn = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(insert_fn(AuditChainHead).values(id=HEAD_ID, seq=0, hash="", mac=key.head_mac(0, ""),
+                                                     updated_at=utcnow()).on_conflict_do_nothing())
+    session.execute(update(AuditChainHead).where(AuditChainHead.id == HEAD_ID)
+                    .values(seq=AuditChainHead.seq).execution_options(synchronize_session=False))
+    head = session.get(AuditChainHead, HEAD_ID, populate_existing=True, with_for_update=True)
+    assert head is not None
+    return head
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    unsealed: int
+    head_seq: int
+    head_hash: str
+    broken_seq: int | None = None
+    broken_id: int | None = None
+    reason: str = ""
+
+
+def verify(session: Session, key: AuditKey, batch: int = 2000) -> VerifyResult:
+    """Walk the chain from the start; the first event that does not fit is reported."""
+    expected_seq, prev = 1, ""
+    query = select(AuditEvent).where(AuditEvent.chain_seq.is_not(None)).order_by(AuditEvent.chain_seq)
+    for row in session.scalars(query.execution_options(yield_per=batch)):
+        problem = _check(key, row, expected_seq, prev)
+        if problem:
+            return _broken(session, expected_seq - 1, row, problem)
+        expected_seq, prev = expected_seq + 1, row.hash or ""
+    return _check_head(session, key, expected_seq - 1, prev)
+
+
+def _check(key: AuditKey, row: AuditEvent, expected_seq: int, prev: str) -> str:
+    if row.chain_seq != expected_seq:
+        return f"chain position {row.chain_seq} where {expected_seq} was expected (an event was removed)"
+    if row.prev_hash != prev:
+        return "does not link to the event before it (events were removed, inserted or reordered)"
+    if not hmac.compare_digest(row.hash or "", key.link(expected_seq, prev, row)):
+        return "its content does not match its seal (the event was altered)"
+    return ""
+
+
+def _check_head(session: Session, key: AuditKey, last_seq: int, last_hash: str) -> VerifyResult:
+    head = session.get(AuditChainHead, HEAD_ID)
+    unsealed = _unsealed(session)
+    head_seq, head_hash = (head.seq, head.hash) if head else (0, "")
+    if head is None and last_seq == 0:
+        return VerifyResult(True, 0, unsealed, 0, "")
+    if head is None or not hmac.compare_digest(head.mac, key.head_mac(head.seq, head.hash)):
+        return VerifyResult(False, last_seq, unsealed, head_seq, head_hash, reason="the chain head was altered")
+    if (head.seq, head.hash) != (last_seq, last_hash):
+        return VerifyResult(False, last_seq, unsealed, head.seq, head.hash, broken_seq=last_seq + 1,
+                            reason=f"the chain ends at {last_seq} but was sealed up to {head.seq} "
+                                   "(events at the end were removed)")
+    return VerifyResult(True, last_seq, unsealed, head.seq, head.hash)
+
+
+def _broken(session: Session, checked: int, row: AuditEvent, reason: str) -> VerifyResult:
+    head = session.get(AuditChainHead, HEAD_ID)
+    return VerifyResult(False, checked, _unsealed(session), head.seq if head else 0, head.hash if head else "",
+                        broken_seq=row.chain_seq, broken_id=row.id, reason=reason)
+
+
+def _unsealed(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(AuditEvent)
+                              .where(AuditEvent.chain_seq.is_(None))) or 0)
