@@ -13,14 +13,19 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
+from broker import audit, logs
 from broker import config as config_mod
-from broker import logs
+from broker.audit import AuditKey
 from broker.config import Settings
 from broker.federation.base import ConnectorFactory, build_connectors
+from broker.federation.entra import EntraConnector
 from broker.federation.oidc import OidcConnector
+from broker.federation.okta import OktaConnector
 from broker.keys.crypto import DecryptionError, Encryptor
 from broker.keys.ring import BROKER, KeyRing
+from broker.oauth.cimd import MetadataFetcher
 from broker.oauth.core import OAuthCore
+from broker.oauth.ssrf import HttpsMetadataFetcher
 from broker.policy.interim import DefaultScopesPolicy
 from broker.storage.db import Database, EngineOptions
 from broker.storage.migrate import require_current
@@ -33,7 +38,10 @@ class StartupError(Exception):
     """The broker cannot serve with this configuration or database (one clear line)."""
 
 
-CONNECTOR_TYPES: dict[str, type[OidcConnector]] = {"oidc": OidcConnector, "test": OidcConnector}
+AUDIT_SEAL_INTERVAL = 1.0  # seconds: how long an event may wait for its place in the chain
+
+CONNECTOR_TYPES: dict[str, type[OidcConnector]] = {"oidc": OidcConnector, "test": OidcConnector,
+                                                   "okta": OktaConnector, "entra": EntraConnector}
 
 
 def connector_factories(settings: Settings) -> dict[str, ConnectorFactory]:
@@ -42,7 +50,18 @@ def connector_factories(settings: Settings) -> dict[str, ConnectorFactory]:
             for name, cls in CONNECTOR_TYPES.items()}
 
 
-def build_state(settings: Settings, http: httpx.AsyncClient | None = None) -> BrokerState:
+def metadata_fetcher(settings: Settings) -> HttpsMetadataFetcher:
+    """The SSRF-guarded fetcher of Client ID Metadata Documents, as configured in ``[cimd]``."""
+    cimd = settings.cimd
+    try:
+        return HttpsMetadataFetcher(max_bytes=cimd.max_document_bytes, timeout=cimd.fetch_timeout,
+                                    ca_file=cimd.ca_file, allow_loopback=cimd.allow_loopback)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+
+
+def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
+                client_metadata: MetadataFetcher | None = None) -> BrokerState:
     database = Database(settings.database_url, EngineOptions(
         pool_size=settings.database.pool_size, max_overflow=settings.database.max_overflow,
         pool_timeout=settings.database.pool_timeout,
@@ -62,8 +81,16 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None) -> Br
     connectors = build_connectors(settings.idps, connector_factories(settings), http=http,
                                   redirect_uri=lambda idp: f"{settings.issuer}/callback/{idp.id}")
     oauth = OAuthCore(settings, keyring, encryptor, DefaultScopesPolicy(), connectors,
-                      csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest())
-    return BrokerState(settings=settings, database=database, keyring=keyring, oauth=oauth, testidp=testidp)
+                      csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest(),
+                      client_metadata=client_metadata or metadata_fetcher(settings))
+    audit_key = AuditKey(kek)
+
+    def seal_audit_chain() -> None:
+        with database.transaction() as session:
+            audit.seal(session, audit_key)
+
+    return BrokerState(settings=settings, database=database, keyring=keyring, oauth=oauth, testidp=testidp,
+                       periodic=[(AUDIT_SEAL_INTERVAL, seal_audit_chain)])
 
 
 def prepare(state: BrokerState) -> None:

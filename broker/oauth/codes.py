@@ -10,6 +10,7 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
+from broker import audit
 from broker.oauth import secrets
 from broker.oauth.errors import InvalidGrantError
 from broker.storage import grants
@@ -40,5 +41,7 @@ def redeem(session: Session, code: str, now: dt.datetime) -> AuthorizationCode:
     if row.used_at is not None:
         if row.family_id is not None:  # RFC 6749 §4.1.2: revoke what the code produced
             grants.revoke_family(session, row.family_id, "authorization code replayed", now)
+        audit.record(session, "authorization_code.replayed", actor=row.client_id, user_id=row.user_id,
+                     client_id=row.client_id, outcome="revoked", data={"family_id": row.family_id})
         raise InvalidGrantError("authorization code already used")
     raise InvalidGrantError("authorization code expired")

@@ -15,6 +15,7 @@ from typing import Any
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
 
+from broker import audit
 from broker.oauth import codes, scopes, subjects
 from broker.oauth.clients import AUTH_METHODS, SECRET_METHODS
 from broker.oauth.errors import (
@@ -69,6 +70,10 @@ class _Grant:
                                                                      self.request.now))
         self.request.decision = decision
         if not decision.allowed:
+            audit.record(self.request.db, "authorization.denied", actor=client_id, client_id=client_id,
+                         user_id=subject.id if subject.kind == "user" else None, server_id=server.id,
+                         outcome="denied", data={"grant": self.GRANT_TYPE, "rule_ids": list(decision.rule_ids),
+                                                 "reason": decision.reason})  # type: ignore[attr-defined]
             raise InvalidGrantError(NOT_ALLOWED)
         return decision.scopes
 
@@ -106,6 +111,9 @@ class AuthorizationCodeGrant(_Grant, grants.AuthorizationCodeGrant):
             subject=user.id, client_id=client.client_id, server=server, scopes=granted, auth_time=row.auth_time,
             acr=row.acr, family_id=refresh.family.id, email=user.email), now)
         self.request.issued = (user.id, server.id, issued.jti, refresh.family.id)
+        audit.record(db, "token.issued", actor=client.client_id, user_id=user.id, client_id=client.client_id,
+                     server_id=server.id, data={"grant": "authorization_code", "jti": issued.jti,
+                                                "family_id": refresh.family.id, "scopes": sorted(granted)})
         keep_refresh = client.check_grant_type("refresh_token")
         return self._response(issued, granted, refresh.token if keep_refresh else None)
 
@@ -142,6 +150,10 @@ class RefreshTokenGrant(_Grant, grants.RefreshTokenGrant):
             subject=user.id, client_id=client.client_id, server=server, scopes=granted, auth_time=family.auth_time,
             acr=family.acr, family_id=family.id, email=user.email), now)
         self.request.issued = (user.id, server.id, issued.jti, family.id)
+        audit.record(db, "token.refreshed", actor=client.client_id, user_id=user.id, client_id=client.client_id,
+                     server_id=server.id, data={"jti": issued.jti, "family_id": family.id,
+                                                "generation": family.generation, "scopes": sorted(granted),
+                                                "rule_ids": list(self.request.decision.rule_ids)})
         return self._response(issued, granted, rotated.token)
 
 
@@ -170,6 +182,9 @@ class ClientCredentialsGrant(_Grant, grants.ClientCredentialsGrant):
         issued = self.server.access_tokens.issue(db, AccessTokenFacts(
             subject=client.client_id, client_id=client.client_id, server=server, scopes=granted), self.request.now)
         self.request.issued = (None, server.id, issued.jti, None)
+        audit.record(db, "token.issued", actor=client.client_id, client_id=client.client_id, server_id=server.id,
+                     data={"grant": "client_credentials", "jti": issued.jti, "scopes": sorted(granted),
+                           "rule_ids": list(self.request.decision.rule_ids)})
         return self._response(issued, granted, None)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from broker import audit
 from broker.config import Settings
 from broker.keys.ring import KeyRing
 from broker.oauth import secrets
@@ -112,6 +113,7 @@ class RefreshTokens:
         if not grants.rotate_family(session, family.id, presented_hash, secrets.digest(token), now):
             # Another request rotated it first: two holders of one token (RFC 9700 §4.14.2).
             grants.revoke_family(session, family.id, "refresh token used twice", now)
+            _audit_reuse(session, family, "concurrent use")
             raise InvalidGrantError("refresh token was already used")
         session.refresh(family)
         return RefreshGrant(family, token)
@@ -123,6 +125,7 @@ class RefreshTokens:
         family = grants.family_by_rotated(session, presented_hash)
         if family is not None:
             grants.revoke_family(session, family.id, "rotated refresh token reused", now)  # RFC 9700 §4.14.2
+            _audit_reuse(session, family, "a rotated token was presented")
             raise InvalidGrantError("refresh token was already used")
         raise InvalidGrantError("unknown refresh token")
 
@@ -135,3 +138,8 @@ class RefreshTokens:
             raise InvalidGrantError("refresh token expired")
         if now >= family.last_used_at + self.idle:
             raise InvalidGrantError("refresh token expired after inactivity")
+
+
+def _audit_reuse(session: Session, family: RefreshTokenFamily, how: str) -> None:
+    audit.record(session, "refresh_token.reuse_detected", actor=family.client_id, user_id=family.user_id,
+                 client_id=family.client_id, outcome="revoked", data={"family_id": family.id, "how": how})

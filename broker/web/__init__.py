@@ -6,13 +6,16 @@ composition root (``broker.app``) built; nothing here chooses implementations.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+import anyio
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
 from broker import __version__
@@ -23,13 +26,15 @@ from broker.web.middleware import BodySizeLimit, RequestContext
 from broker.web.state import BrokerState
 from broker.web.templates import STATIC_DIR
 
+log = logging.getLogger("broker.web")
+
 
 def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
     """The broker's ASGI app. ``fallback`` (dev mode's demo MCP server) answers the paths no broker
     route matches; its lifespan runs inside the broker's."""
     app = FastAPI(title="mcp-auth-broker", version=__version__,
                   description="OAuth 2.1 authorization broker for the Model Context Protocol",
-                  docs_url=None, redoc_url=None, lifespan=_lifespan_of(fallback))
+                  docs_url=None, redoc_url=None, lifespan=_lifespan(state, fallback))
     app.state.broker = state
     errors.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -51,14 +56,28 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
     return app
 
 
-def _lifespan_of(fallback: ASGIApp | None) -> Any:
+def _lifespan(state: BrokerState, fallback: ASGIApp | None) -> Any:
     router = getattr(fallback, "router", None)
-    if router is None:
-        return None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with router.lifespan_context(fallback):
-            yield
+        async with anyio.create_task_group() as tasks:
+            for interval, job in state.periodic:
+                tasks.start_soon(_every, interval, job)
+            if router is not None:
+                async with router.lifespan_context(fallback):
+                    yield
+            else:
+                yield
+            tasks.cancel_scope.cancel()
 
     return lifespan
+
+
+async def _every(interval: float, job: Any) -> None:
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await run_in_threadpool(job)
+        except Exception:  # noqa: BLE001 - a failed round is logged and retried next time
+            log.exception("periodic job %s failed", getattr(job, "__name__", job))

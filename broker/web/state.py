@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from broker.config import Settings
@@ -21,3 +22,5 @@ class BrokerState:
     keyring: KeyRing
     oauth: OAuthCore
     testidp: TestIdentityProvider | None = None
+    # (interval in seconds, job): run on a worker thread while the app serves, e.g. sealing the audit chain
+    periodic: list[tuple[float, Callable[[], object]]] = field(default_factory=list)

@@ -1,0 +1,41 @@
+"""What the token endpoint writes to the audit log: ids and hashes, never a credential."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+from sqlalchemy import select
+
+from broker import audit
+from broker.storage.models import AuditEvent
+from tests.support.oauth_flow import refresh, register_client, tokens_for
+
+
+def events(state) -> list[AuditEvent]:
+    with state.database.sessions() as session:
+        return list(session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+
+
+async def test_token_lifecycle_is_audited_without_credentials(client: httpx.AsyncClient, state) -> None:
+    new = register_client(state)
+    body = await tokens_for(client, new.row.id)
+    second = (await refresh(client, new.row.id, body["refresh_token"])).json()
+    await refresh(client, new.row.id, body["refresh_token"])  # reuse
+    types = [e.event_type for e in events(state)]
+    assert types[-3:] == ["token.issued", "token.refreshed", "refresh_token.reuse_detected"]
+    everything = json.dumps([[e.actor, e.user_id, e.client_id, e.data] for e in events(state)])
+    for secret in (body["access_token"], body["refresh_token"], second["access_token"], second["refresh_token"]):
+        assert secret not in everything and secret.split(".")[-1] not in everything
+    issued = [e for e in events(state) if e.event_type == "token.issued"][-1]
+    assert issued.server_id == "demo" and issued.data["scopes"] == ["tools:call", "tools:read"]
+
+
+async def test_the_chain_seals_what_the_endpoints_wrote(client: httpx.AsyncClient, state) -> None:
+    new = register_client(state)
+    await tokens_for(client, new.row.id)
+    key = audit.AuditKey(state.settings.key_encryption_key())
+    with state.database.transaction() as session:
+        assert audit.seal(session, key) >= 1
+    with state.database.sessions() as session:
+        assert audit.verify(session, key).ok
