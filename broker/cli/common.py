@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 from collections.abc import Iterator, Mapping
@@ -64,6 +65,15 @@ def database_errors() -> Iterator[None]:
         yield
     except DatabaseError as exc:
         raise CliError(str(exc)) from None
+
+
+def actor() -> str:
+    """Who is running this command, for the audit log: ``cli:<os user>``."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"cli:{user}"
 
 
 def print_json(value: Any) -> None:

@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from broker.cli.common import CliError, common_flags, json_flag, load_settings, open_database, print_json, print_table
+from broker.cli.common import (
+    CliError,
+    actor,
+    common_flags,
+    json_flag,
+    load_settings,
+    open_database,
+    print_json,
+    print_table,
+)
 from broker.registry import admin
 from broker.storage import mcp_servers
 from broker.storage.models import McpServer
@@ -57,7 +66,7 @@ def add_server(args: argparse.Namespace) -> int:
     spec = _spec(args, None)
     database = open_database(load_settings(args))
     with database.transaction() as session:
-        row = _apply(lambda: admin.add(session, spec))
+        row = _apply(lambda: admin.add(session, spec, actor=actor()))
         record = describe(row)
     _print(args, record, f"registered {record['id']}: {record['resource']}")
     return 0
@@ -68,7 +77,7 @@ def update_server(args: argparse.Namespace) -> int:
     with database.transaction() as session:
         row = _get(session, args.server_id)
         spec = _spec(args, row)
-        record = describe(_apply(lambda: admin.update(session, row, spec)))
+        record = describe(_apply(lambda: admin.update(session, row, spec, actor=actor())))
     _print(args, record, f"updated {record['id']}")
     return 0
 
@@ -102,7 +111,7 @@ def show_server(args: argparse.Namespace) -> int:
 def set_enabled(args: argparse.Namespace, enabled: bool) -> int:
     database = open_database(load_settings(args))
     with database.transaction() as session:
-        _get(session, args.server_id).enabled = enabled
+        admin.set_enabled(session, _get(session, args.server_id), enabled, actor=actor())
     print(f"server {args.server_id} {'enabled' if enabled else 'disabled'}")
     return 0
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
+from broker import audit
 from broker.registry.resources import InvalidResource, canonical_resource
 from broker.registry.servers import ADMIN_API_ID
 from broker.storage import mcp_servers
@@ -41,7 +42,7 @@ class ServerSpec:
     access_token_lifetime: int | None = None
 
 
-def add(session: Session, spec: ServerSpec) -> McpServer:
+def add(session: Session, spec: ServerSpec, actor: str = "system") -> McpServer:
     resource = _validate(spec)
     if mcp_servers.get(session, spec.id) is not None:
         raise InvalidServer([f"id: a server {spec.id!r} exists already"])
@@ -51,18 +52,37 @@ def add(session: Session, spec: ServerSpec) -> McpServer:
                     scopes=dict(spec.scopes), default_scopes=list(spec.default_scopes), tags=sorted(set(spec.tags)),
                     access_token_lifetime=spec.access_token_lifetime, enabled=True)
     mcp_servers.add(session, row)
+    audit.record(session, "server.added", actor=actor, server_id=row.id, data={"after": snapshot(row)})
     return row
 
 
-def update(session: Session, row: McpServer, spec: ServerSpec) -> McpServer:
+def update(session: Session, row: McpServer, spec: ServerSpec, actor: str = "system") -> McpServer:
     resource = _validate(spec)
     other = mcp_servers.by_resource(session, resource)
     if other is not None and other.id != row.id:
         raise InvalidServer([f"resource: {resource} belongs to server {other.id!r}"])
+    before = snapshot(row)
     row.name, row.description, row.resource = spec.name, spec.description, resource
     row.scopes, row.default_scopes = dict(spec.scopes), list(spec.default_scopes)
     row.tags, row.access_token_lifetime, row.updated_at = sorted(set(spec.tags)), spec.access_token_lifetime, utcnow()
+    audit.record(session, "server.updated", actor=actor, server_id=row.id,
+                 data={"before": before, "after": snapshot(row)})
     return row
+
+
+def set_enabled(session: Session, row: McpServer, enabled: bool, actor: str = "system") -> McpServer:
+    """Disabling stops new tokens, refresh, and introspection of existing tokens for the server."""
+    before = snapshot(row)
+    row.enabled, row.updated_at = enabled, utcnow()
+    audit.record(session, "server.enabled" if enabled else "server.disabled", actor=actor, server_id=row.id,
+                 data={"before": before, "after": snapshot(row)})
+    return row
+
+
+def snapshot(row: McpServer) -> dict[str, object]:
+    return {"name": row.name, "resource": row.resource, "enabled": row.enabled, "scopes": dict(row.scopes),
+            "default_scopes": list(row.default_scopes), "tags": list(row.tags), "description": row.description,
+            "access_token_lifetime": row.access_token_lifetime}
 
 
 def _validate(spec: ServerSpec) -> str:

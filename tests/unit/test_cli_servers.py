@@ -69,3 +69,23 @@ def test_duplicate_resource_or_id_is_refused(env, capsys) -> None:
 
 def test_unknown_server(env, capsys) -> None:
     assert run(capsys, "servers", "show", "nope")[:1] == (2,)
+
+
+def test_every_change_is_audited_with_before_and_after(env, capsys, database_url) -> None:
+    from sqlalchemy import select
+
+    from broker.storage.db import Database
+    from broker.storage.models import AuditEvent
+
+    run(capsys, "servers", "add", "--id", "wiki", "--name", "Wiki", "--resource", "https://wiki.example/mcp",
+        "--scopes", "read write")
+    run(capsys, "servers", "update", "wiki", "--default-scopes", "read")
+    run(capsys, "servers", "disable", "wiki")
+    database = Database(database_url)
+    with database.sessions() as session:
+        rows = list(session.scalars(select(AuditEvent).order_by(AuditEvent.id)))
+    database.dispose()
+    assert [r.event_type for r in rows] == ["server.added", "server.updated", "server.disabled"]
+    assert rows[1].data["before"]["default_scopes"] == ["read", "write"]
+    assert rows[1].data["after"]["default_scopes"] == ["read"]
+    assert rows[2].actor.startswith("cli:") and rows[2].data["after"]["enabled"] is False
