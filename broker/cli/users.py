@@ -1,0 +1,124 @@
+"""``broker users``: who is known, and offboarding."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from sqlalchemy import func, select
+
+from broker.cli.common import (
+    CliError,
+    actor,
+    common_flags,
+    json_flag,
+    load_settings,
+    open_database,
+    print_json,
+    print_table,
+)
+from broker.lifecycle import offboarding
+from broker.storage import users as user_repo
+from broker.storage.models import RefreshTokenFamily, UpstreamIdentity, User, utcnow
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    group = commands.add_parser("users", help="users and offboarding",
+                                description="List users, look one up, offboard or restore.")
+    sub = group.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    list_p = sub.add_parser("list", parents=[common_flags()], help="list users", description="List users.")
+    list_p.add_argument("--status", choices=["active", "offboarded"], help="only users in this state")
+    json_flag(list_p)
+    list_p.set_defaults(handler=list_users)
+    show_p = sub.add_parser("show", parents=[common_flags()], help="show one user",
+                            description="Show a user: groups, identities, live refresh-token families.")
+    show_p.add_argument("user", metavar="USER", help="user id, email, or IDP:SUBJECT")
+    json_flag(show_p)
+    show_p.set_defaults(handler=show_user)
+    revoke_p = sub.add_parser(
+        "revoke", parents=[common_flags()], help="offboard a user everywhere",
+        description="Offboard a user: revoke every refresh token, make every earlier access token inactive, "
+                    "refuse every grant from now on, and record who did it and why. Idempotent.")
+    revoke_p.add_argument("user", metavar="USER", help="user id, email, or IDP:SUBJECT")
+    revoke_p.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    json_flag(revoke_p)
+    revoke_p.set_defaults(handler=revoke_user)
+    restore_p = sub.add_parser("restore", parents=[common_flags()], help="let an offboarded user sign in again",
+                               description="Lift an offboarding. Tokens from before it stay dead.")
+    restore_p.add_argument("user", metavar="USER", help="user id, email, or IDP:SUBJECT")
+    restore_p.add_argument("--reason", default="restored from the command line", help="why (audit log)")
+    restore_p.set_defaults(handler=restore_user)
+
+
+def _find(session: Any, reference: str) -> User:
+    try:
+        return offboarding.find_user(session, reference)
+    except offboarding.UnknownUser as exc:
+        raise CliError(str(exc)) from None
+
+
+def list_users(args: argparse.Namespace) -> int:
+    database = open_database(load_settings(args))
+    query = select(User).order_by(User.email, User.id)
+    if args.status:
+        query = query.where(User.status == args.status)
+    with database.sessions() as session:
+        rows = [summary(u) for u in session.scalars(query)]
+    if args.json:
+        print_json(rows)
+    else:
+        print_table(rows, ["id", "email", "display_name", "status", "last_login_at"])
+    return 0
+
+
+def show_user(args: argparse.Namespace) -> int:
+    database = open_database(load_settings(args))
+    with database.sessions() as session:
+        user = _find(session, args.user)
+        record = {**summary(user), "groups": user_repo.group_names(session, user.id),
+                  "identities": [{"idp": i.idp_id, "subject": i.subject, "email": i.email}
+                                 for i in session.scalars(select(UpstreamIdentity)
+                                                          .where(UpstreamIdentity.user_id == user.id))],
+                  "live_refresh_families": session.scalar(
+                      select(func.count()).select_from(RefreshTokenFamily)
+                      .where(RefreshTokenFamily.user_id == user.id, RefreshTokenFamily.revoked_at.is_(None))),
+                  "offboarded_at": _iso(user.offboarded_at), "offboard_reason": user.offboard_reason}
+    if args.json:
+        print_json(record)
+    else:
+        for key, value in record.items():
+            print(f"{key.ljust(22)}  {', '.join(map(str, value)) if isinstance(value, list) else value}")
+    return 0
+
+
+def revoke_user(args: argparse.Namespace) -> int:
+    database = open_database(load_settings(args))
+    with database.transaction() as session:
+        user = _find(session, args.user)
+        result = offboarding.revoke_user(session, user, reason=args.reason, actor=actor(), now=utcnow())
+    if args.json:
+        print_json({"user_id": result.user_id, "families_revoked": result.families_revoked,
+                    "already_offboarded": result.already_offboarded, "not_before": _iso(result.not_before)})
+    else:
+        print(f"user {result.user_id} offboarded at {_iso(result.not_before)}: {result.families_revoked} "
+              "refresh-token families revoked" + (" (was already offboarded)" if result.already_offboarded else ""))
+    return 0
+
+
+def restore_user(args: argparse.Namespace) -> int:
+    database = open_database(load_settings(args))
+    with database.transaction() as session:
+        user = _find(session, args.user)
+        if not offboarding.restore_user(session, user, reason=args.reason, actor=actor(), now=utcnow()):
+            raise CliError(f"user {user.id} is not offboarded")
+    print(f"user {user.id} restored; tokens issued before the offboarding stay revoked")
+    return 0
+
+
+def summary(user: User) -> dict[str, Any]:
+    return {"id": user.id, "email": user.email, "display_name": user.display_name, "status": user.status,
+            "last_login_at": _iso(user.last_login_at)}
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat(timespec="seconds") if value else None

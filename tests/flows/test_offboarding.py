@@ -1,0 +1,73 @@
+"""Offboarding: after `broker users revoke` returns, nothing the user held works, and nothing new is issued."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from broker.cli import main
+from broker.storage.models import AuditEvent
+from tests.support.oauth_flow import authorize, pkce, refresh, register_client, tokens_for
+
+
+@pytest.fixture
+def cli(state, monkeypatch):
+    monkeypatch.setenv("BROKER_MODE", "dev")
+    monkeypatch.setenv("BROKER_ISSUER", state.settings.issuer)
+    monkeypatch.setenv("BROKER_DATABASE__URL", state.settings.database_url)
+    monkeypatch.setenv("BROKER_KEYS__KEY_ENCRYPTION_KEY", state.settings.keys.key_encryption_key.get_secret_value())
+    return main
+
+
+async def introspect(client: httpx.AsyncClient, rs, token: str) -> dict:
+    return (await client.post("/introspect", data={"token": token}, auth=(rs.row.id, rs.secret))).json()
+
+
+async def test_revoke_ends_everything_at_once(client: httpx.AsyncClient, state, cli, capsys) -> None:
+    app_client = register_client(state)
+    rs = register_client(state, name="RS", auth_method="client_secret_basic", redirect_uris=[],
+                         grant_types=("client_credentials",), may_introspect=True)
+    body = await tokens_for(client, app_client.row.id)
+    assert (await introspect(client, rs, body["access_token"]))["active"] is True
+    assert cli(["users", "revoke", "alice@example.com", "--reason", "left the company"]) == 0
+    assert "1 refresh-token families revoked" in capsys.readouterr().out
+    assert await introspect(client, rs, body["access_token"]) == {"active": False}
+    assert await introspect(client, rs, body["refresh_token"]) == {"active": False}
+    assert (await refresh(client, app_client.row.id, body["refresh_token"])).json()["error"] == "invalid_grant"
+    _, challenge = pkce()
+    again = await authorize(client, app_client.row.id, challenge, approve=None)
+    assert again["error"] == "access_denied"
+    with state.database.sessions() as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.event_type == "user.offboarded")).one()
+    assert event.data["reason"] == "left the company" and event.actor.startswith("cli:")
+
+
+async def test_revoke_is_idempotent_and_restore_keeps_old_tokens_dead(client, state, cli, capsys) -> None:
+    app_client = register_client(state, trusted=True)
+    body = await tokens_for(client, app_client.row.id)
+    assert cli(["users", "revoke", "alice@example.com", "--reason", "incident"]) == 0
+    assert cli(["users", "revoke", "alice@example.com", "--reason", "incident"]) == 0
+    assert "already offboarded" in capsys.readouterr().out
+    assert cli(["users", "restore", "alice@example.com"]) == 0
+    assert (await refresh(client, app_client.row.id, body["refresh_token"])).json()["error"] == "invalid_grant"
+    fresh = await tokens_for(client, app_client.row.id)  # signing in again works
+    assert fresh["access_token"]
+    assert cli(["users", "restore", "alice@example.com"]) == 2  # not offboarded any more
+
+
+async def test_unknown_user_is_a_clear_error(state, cli, capsys) -> None:
+    assert cli(["users", "revoke", "nobody@example.com", "--reason", "x"]) == 2
+    assert "no user 'nobody@example.com'" in capsys.readouterr().err
+
+
+async def test_users_list_and_show(client, state, cli, capsys) -> None:
+    import json
+
+    await tokens_for(client, register_client(state, trusted=True).row.id)
+    assert cli(["users", "list", "--json"]) == 0
+    [alice] = json.loads(capsys.readouterr().out)
+    assert alice["email"] == "alice@example.com" and alice["status"] == "active"
+    assert cli(["users", "show", "test:alice", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["groups"] == ["engineering"] and shown["live_refresh_families"] == 1
