@@ -71,3 +71,59 @@ async def test_users_list_and_show(client, state, cli, capsys) -> None:
     assert cli(["users", "show", "test:alice", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["groups"] == ["engineering"] and shown["live_refresh_families"] == 1
+
+
+ADMIN_API = "http://127.0.0.1:8000/admin/api"
+
+
+async def admin_token(client: httpx.AsyncClient, state, scopes: tuple[str, ...], resource: str = ADMIN_API) -> str:
+    robot = register_client(state, name="SOAR", auth_method="client_secret_basic", redirect_uris=[],
+                            grant_types=("client_credentials",), scopes=scopes)
+    response = await client.post("/token", data={"grant_type": "client_credentials", "resource": resource},
+                                 auth=(robot.row.id, robot.secret))
+    assert response.status_code == 200, response.text
+    return response.json()["access_token"]
+
+
+async def test_admin_api_revoke(client: httpx.AsyncClient, state) -> None:
+    app_client = register_client(state, trusted=True)
+    body = await tokens_for(client, app_client.row.id)
+    token = await admin_token(client, state, ("security:revoke",))
+    response = await client.post("/admin/api/v1/users/alice@example.com/revoke", json={"reason": "SOAR playbook"},
+                                 headers={"authorization": f"Bearer {token}"})
+    assert response.status_code == 200, response.text
+    assert response.json()["families_revoked"] == 1
+    assert (await refresh(client, app_client.row.id, body["refresh_token"])).json()["error"] == "invalid_grant"
+    with state.database.sessions() as session:
+        event = session.scalars(select(AuditEvent).where(AuditEvent.event_type == "user.offboarded")).one()
+    assert event.actor.startswith("client:") and event.data["source"] == "admin-api"
+
+
+@pytest.mark.parametrize("case", ["missing", "wrong-scope", "wrong-audience", "garbage"])
+async def test_admin_api_refuses_bad_credentials_and_changes_nothing(client, state, case) -> None:
+    from broker.storage.models import User
+
+    await tokens_for(client, register_client(state, trusted=True).row.id)
+    headers = {}
+    if case == "wrong-scope":
+        headers["authorization"] = "Bearer " + await admin_token(client, state, ("admin:read",))
+    elif case == "wrong-audience":
+        headers["authorization"] = "Bearer " + await admin_token(client, state, ("tools:read",),
+                                                                 resource="http://127.0.0.1:8000/demo/mcp")
+    elif case == "garbage":
+        headers["authorization"] = "Bearer not-a-token"
+    response = await client.post("/admin/api/v1/users/alice@example.com/revoke", json={"reason": "x"},
+                                 headers=headers)
+    assert response.status_code == (403 if case == "wrong-scope" else 401)
+    assert response.headers["www-authenticate"].startswith("Bearer ")
+    with state.database.sessions() as session:
+        assert session.scalars(select(User)).one().status == "active"
+
+
+async def test_admin_api_unknown_user_and_bad_body(client, state) -> None:
+    token = await admin_token(client, state, ("security:revoke",))
+    auth = {"authorization": f"Bearer {token}"}
+    missing = await client.post("/admin/api/v1/users/ghost@example.com/revoke", json={"reason": "x"}, headers=auth)
+    assert missing.status_code == 404
+    bad = await client.post("/admin/api/v1/users/ghost@example.com/revoke", json={"reason": ""}, headers=auth)
+    assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
