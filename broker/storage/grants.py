@@ -24,6 +24,9 @@ from broker.storage.models import (
     SeenJti,
 )
 
+# Access tokens of a revoked family die within their lifetime; the feed keeps the entry a day.
+FAMILY_TOKEN_HORIZON = dt.timedelta(days=1)
+
 # ---------------------------------------------------------------- authorization codes
 
 
@@ -78,11 +81,25 @@ def rotate_family(session: Session, family_id: str, old_hash: str, new_hash: str
 
 
 def revoke_family(session: Session, family_id: str, reason: str, now: dt.datetime) -> bool:
+    """Revoke a family once; its access tokens (``sid``) go into the revocation feed."""
     result = session.execute(update(RefreshTokenFamily)
                              .where(RefreshTokenFamily.id == family_id, RefreshTokenFamily.revoked_at.is_(None))
                              .values(revoked_at=now, revoked_reason=reason[:200])
                              .execution_options(synchronize_session=False))
-    return result.rowcount == 1
+    if result.rowcount != 1:
+        return False
+    session.add(Revocation(kind="family", subject=family_id, reason=reason[:200], created_at=now,
+                           expires_at=now + FAMILY_TOKEN_HORIZON))
+    session.flush()
+    return True
+
+
+def revocations_since(session: Session, cursor: int, now: dt.datetime, limit: int) -> list[Revocation]:
+    """Revocations after ``cursor`` (the feed for MCP servers), skipping those that no longer matter."""
+    query = (select(Revocation).where(Revocation.id > cursor)
+             .where((Revocation.expires_at.is_(None)) | (Revocation.expires_at > now))
+             .order_by(Revocation.id).limit(limit))
+    return list(session.scalars(query))
 
 
 # ---------------------------------------------------------------- revocations

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from broker.oauth.errors import InvalidRequest
+from broker.oauth.errors import InvalidRequest, OAuth2Error
+from broker.oauth.feed import revocation_feed
 from broker.oauth.params import Params
 from broker.web.deps import DbSession, State
-from broker.web.oauth_http import form_params, http_request, invalid_request, json_body, render
+from broker.web.oauth_http import form_params, http_request, invalid_request, json_body, query_params, render
 
 router = APIRouter(tags=["oauth"])
 
@@ -88,3 +89,27 @@ def discovery_router(paths: list[str]) -> APIRouter:
         discovery.add_api_route(path, metadata_route, methods=["GET"], summary="Authorization server metadata "
                                 "(RFC 8414)", response_class=JSONResponse)
     return discovery
+
+
+@router.get("/revocations", summary="Revocation feed for MCP servers that verify tokens locally",
+            responses={**OAUTH_ERRORS, 403: {"description": "The client may not read the feed (access_denied)"}},
+            response_class=JSONResponse)
+async def revocations(request: Request, state: State) -> Response:
+    try:
+        params = query_params(request)
+        cursor, limit = int(params.get("since") or 0), int(params.get("limit") or 500)
+    except (InvalidRequest, ValueError):
+        return invalid_request("since and limit must be integers")
+    if cursor < 0 or limit < 1:
+        return invalid_request("since and limit must be positive")
+
+    def run() -> Response:
+        with state.database.transaction() as session:
+            try:
+                body = revocation_feed(state.oauth.server, http_request(request, state, Params([]), session),
+                                       cursor, limit)
+            except OAuth2Error as error:
+                return render(error())
+            return JSONResponse(body, headers={"cache-control": "no-store"})
+
+    return await run_in_threadpool(run)

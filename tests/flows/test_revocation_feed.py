@@ -1,0 +1,41 @@
+"""The revocation feed MCP servers poll: families, token ids and users' not-before, in order."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.support.oauth_flow import refresh, register_client, tokens_for
+
+
+def resource_server(state):
+    return register_client(state, name="RS", auth_method="client_secret_basic", redirect_uris=[],
+                           grant_types=("client_credentials",), may_introspect=True)
+
+
+async def test_feed_lists_revocations_after_the_cursor(client: httpx.AsyncClient, state) -> None:
+    rs = resource_server(state)
+    app_client = register_client(state, trusted=True)
+    first = await tokens_for(client, app_client.row.id)
+    second = await tokens_for(client, app_client.row.id)
+    empty = (await client.get("/revocations", auth=(rs.row.id, rs.secret))).json()
+    assert empty == {"cursor": 0, "revocations": [], "has_more": False}
+    await client.post("/revoke", data={"token": first["refresh_token"], "client_id": app_client.row.id})
+    page = (await client.get("/revocations?since=0", auth=(rs.row.id, rs.secret))).json()
+    [entry] = page["revocations"]
+    assert entry["kind"] == "family" and entry["sid"]
+    await client.post("/revoke", data={"token": second["access_token"], "client_id": app_client.row.id})
+    later = (await client.get(f"/revocations?since={page['cursor']}", auth=(rs.row.id, rs.secret))).json()
+    kinds = sorted(e["kind"] for e in later["revocations"])
+    assert kinds == ["family", "token"] and later["cursor"] > page["cursor"]
+    reuse = await refresh(client, app_client.row.id, first["refresh_token"])
+    assert reuse.json()["error"] == "invalid_grant"
+
+
+async def test_feed_requires_a_resource_server_client(client: httpx.AsyncClient, state) -> None:
+    other = register_client(state, auth_method="client_secret_basic")
+    assert (await client.get("/revocations")).status_code == 401
+    denied = await client.get("/revocations", auth=(other.row.id, other.secret))
+    assert denied.status_code == 403 and denied.json()["error"] == "access_denied"
+    rs = resource_server(state)
+    bad = await client.get("/revocations?since=abc", auth=(rs.row.id, rs.secret))
+    assert bad.status_code == 400
