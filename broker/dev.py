@@ -18,7 +18,9 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from broker import config
+from broker.oauth import clients
 from broker.registry import admin as registry
+from broker.storage import clients as clients_repo
 from broker.storage import mcp_servers
 
 log = logging.getLogger("broker.dev")
@@ -87,6 +89,14 @@ def defaults(host: str, port: int, data_dir: Path) -> dict[str, Any]:
     }
 
 
+def seed_feed_client(session: Session, secret: str) -> None:
+    """The demo MCP server's own client, allowed to read the revocation feed."""
+    if clients_repo.get(session, DEMO_FEED_CLIENT_ID) is None:
+        clients.register(session, client_id=DEMO_FEED_CLIENT_ID, name="Demo MCP server (revocation feed)",
+                         kind="preregistered", auth_method="client_secret_basic", grant_types=[],
+                         may_introspect=True, secret=secret)
+
+
 def seed(session: Session, issuer: str) -> list[str]:
     """Register the demo MCP server if absent (or move it to this issuer); return what changed."""
     resource = f"{issuer}/demo/mcp"
@@ -102,8 +112,20 @@ def seed(session: Session, issuer: str) -> list[str]:
     return [f"MCP server {DEMO_SERVER_ID}"]
 
 
-def demo_app(issuer: str) -> Any | None:
-    """The example MCP server (examples/protected_server.py) as an ASGI app, when running from a checkout."""
+DEMO_FEED_CLIENT_ID = "demo-mcp-server"
+
+
+def demo_feed_secret(settings: config.Settings) -> str:
+    kek = settings.key_encryption_key()
+    assert kek is not None
+    return hmac.new(kek, b"demo-mcp-server feed client", hashlib.sha256).hexdigest()
+
+
+def demo_app(issuer: str, feed_secret: str | None = None) -> Any | None:
+    """The example MCP server (examples/protected_server.py) as an ASGI app, when running from a checkout.
+
+    With ``feed_secret`` it follows the broker's revocation feed as client ``demo-mcp-server``.
+    """
     path = Path(__file__).resolve().parents[1] / "examples" / "protected_server.py"
     if not path.exists():
         log.warning("examples/protected_server.py not found: the demo MCP server is not served")
@@ -112,7 +134,8 @@ def demo_app(issuer: str) -> Any | None:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.create_app(issuer, f"{issuer}/demo/mcp")
+    feed = module.RevocationFeed(issuer, DEMO_FEED_CLIENT_ID, feed_secret) if feed_secret else None
+    return module.create_app(issuer, f"{issuer}/demo/mcp", revocations=feed)
 
 
 def _derived_secret(kek_file: Path, label: str) -> str:

@@ -50,10 +50,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
+import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import TokenVerifier
 from mcp.server.auth.routes import cors_middleware
@@ -71,6 +73,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.resource import (
     BrokerTokenVerifier,
+    RevocationFeed,
     current_access_token,
     metadata_path,
     metadata_url,
@@ -120,16 +123,19 @@ def build_server(verifier: TokenVerifier, issuer: str, resource: str) -> MCPServ
 
 
 def create_app(issuer: str, resource: str, path: str = DEFAULT_PATH, *, verifier: TokenVerifier | None = None,
-               resource_name: str = "Broker demo MCP server") -> Starlette:
+               resource_name: str = "Broker demo MCP server", revocations: RevocationFeed | None = None) -> Starlette:
     """The demo as a Starlette app (MCP endpoint at ``path`` + its metadata) with its own lifespan.
 
     ``resource`` is the canonical resource URI the broker puts in ``aud``; its path must be ``path``.
+    With ``revocations``, the lifespan follows the broker's revocation feed and the verifier refuses
+    what it lists (a revoked user's calls fail within seconds instead of at token expiry).
     """
     if (urlsplit(resource).path or "/") != path:
         raise ValueError(f"the resource URI's path must be the endpoint path {path!r}: {resource!r}")
     own_verifier = None
     if verifier is None:
-        verifier = own_verifier = BrokerTokenVerifier(issuer, resource)
+        verifier = own_verifier = BrokerTokenVerifier(
+            issuer, resource, is_revoked=revocations.is_revoked if revocations else None)
     server = build_server(verifier, issuer, resource)
     sdk_app = server.streamable_http_app(streamable_http_path=path, transport_security=transport_security(resource))
     document = protected_resource_metadata(resource, issuer, SCOPES, resource_name=resource_name)
@@ -139,12 +145,17 @@ def create_app(issuer: str, resource: str, path: str = DEFAULT_PATH, *, verifier
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with server.session_manager.run():
+        async with server.session_manager.run(), anyio.create_task_group() as feed:
+            if revocations is not None:
+                feed.start_soon(revocations.run)
             try:
                 yield
             finally:
+                feed.cancel_scope.cancel()
                 if own_verifier is not None:
                     await own_verifier.aclose()
+                if revocations is not None:
+                    await revocations.aclose()
 
     prm_path = metadata_path(resource)
     routes: list[BaseRoute] = [
@@ -283,13 +294,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--issuer", required=True, help="the broker's issuer, e.g. http://127.0.0.1:8000")
     parser.add_argument("--port", type=int, default=9000, help="port on 127.0.0.1 (default 9000)")
     parser.add_argument("--resource", help="resource URI (default http://127.0.0.1:PORT/demo/mcp)")
+    parser.add_argument("--feed-client-id", default=os.environ.get("BROKER_FEED_CLIENT_ID"),
+                        help="this server's broker client (registered with --introspect), to follow the revocation "
+                             "feed (or BROKER_FEED_CLIENT_ID); its secret comes from BROKER_FEED_CLIENT_SECRET")
     args = parser.parse_args(argv)
     resource = args.resource or f"http://127.0.0.1:{args.port}{DEFAULT_PATH}"
     path = urlsplit(resource).path or "/"
+    feed = None
+    if args.feed_client_id:
+        feed = RevocationFeed(args.issuer, args.feed_client_id, os.environ.get("BROKER_FEED_CLIENT_SECRET", ""))
 
     import uvicorn
 
-    uvicorn.run(create_app(args.issuer, resource, path), host="127.0.0.1", port=args.port)
+    uvicorn.run(create_app(args.issuer, resource, path, revocations=feed), host="127.0.0.1", port=args.port)
 
 
 if __name__ == "__main__":

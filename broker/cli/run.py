@@ -44,9 +44,10 @@ def run_dev(args: argparse.Namespace) -> int:
         migrate.upgrade(database)
         with database.transaction() as session:
             dev.seed(session, settings.issuer)
+            dev.seed_feed_client(session, dev.demo_feed_secret(settings))
     state = _prepared_state(settings)
     print(dev.banner(settings), flush=True)
-    app = create_app(state, fallback=dev.demo_app(settings.issuer))
+    app = create_app(state, fallback=dev.demo_app(settings.issuer, dev.demo_feed_secret(settings)))
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
                 proxy_headers=False, server_header=False)
     return 0
