@@ -18,7 +18,8 @@ from tests.support.processes import BROKER, ServerProcess, run_broker
 
 pytestmark = pytest.mark.e2e
 INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
-              "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+              "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                         "clientInfo": {"name": "t", "version": "0"}}}
 
 
 def status_with(url: str, token: str) -> int:

@@ -9,7 +9,6 @@ from sqlalchemy import text
 
 from broker import audit
 from broker.storage.db import Database
-from broker.storage.models import AuditEvent
 
 KEY = audit.AuditKey(os.urandom(32))
 
