@@ -181,6 +181,40 @@ class CimdSettings(_Section):
     allow_loopback: bool = False
 
 
+class ScimToken(_Section):
+    """A bearer token one IdP's SCIM client uses; users and groups it provisions belong to that IdP."""
+
+    idp: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    token: SecretStr | None = None
+    token_file: Path | None = None
+
+
+class ScimSettings(_Section):
+    enabled: bool = False
+    tokens: list[ScimToken] = []
+    max_page_size: int = Field(200, ge=1, le=1000)
+
+
+class SignalIssuer(_Section):
+    """A trusted sender of signed security events (SSF transmitter, or Universal Logout caller)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    issuer: str
+    jwks_uri: str
+    # The IdP whose subjects (iss_sub) these events name; emails are matched across all users.
+    idp: str | None = None
+    algorithms: list[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]] = ["RS256", "ES256"]
+
+
+class SignalsSettings(_Section):
+    # Shared Signals (RFC 8935 push) receiver at /ssf/events.
+    ssf_transmitters: list[SignalIssuer] = []
+    # Global Token Revocation (Okta Universal Logout) receiver at /global-logout.
+    logout_issuers: list[SignalIssuer] = []
+    # The `aud` the events must carry (default: the broker's issuer).
+    audience: str = ""
+
+
 class Settings(_Section):
     mode: Mode = Mode.PRODUCTION
     issuer: str = ""
@@ -196,6 +230,8 @@ class Settings(_Section):
     idps: list[IdpSettings] = []
     federation: FederationSettings = FederationSettings()
     cimd: CimdSettings = CimdSettings()
+    scim: ScimSettings = ScimSettings()
+    signals: SignalsSettings = SignalsSettings()
 
     @property
     def database_url(self) -> str:
@@ -392,6 +428,8 @@ def _read_secret_files(settings: Settings) -> tuple[Settings, list[str]]:
         "database": resolve(settings.database, "database", "url"),
         "keys": resolve(settings.keys, "keys", "key_encryption_key"),
         "idps": [resolve(idp, f"idps[{i}]", "client_secret") for i, idp in enumerate(settings.idps)],
+        "scim": settings.scim.model_copy(update={"tokens": [
+            resolve(t, f"scim.tokens[{i}]", "token") for i, t in enumerate(settings.scim.tokens)]}),
     }
     return settings.model_copy(update=updates), problems
 
@@ -462,6 +500,14 @@ def _check_idps(settings: Settings) -> list[str]:
         if idp.type == "test" and not settings.testidp.enabled:
             problems.append(f"idps[{i}].type: 'test' needs testidp.enabled = true")
     known = {idp.id for idp in settings.idps}
+    for i, token in enumerate(settings.scim.tokens):
+        if token.idp not in known:
+            problems.append(f"scim.tokens[{i}].idp: {token.idp!r} is not a configured IdP id")
+        secret = token.token.get_secret_value().strip() if token.token else ""
+        if secret in PLACEHOLDER_SECRETS:
+            problems.append(f"scim.tokens[{i}].token: missing or a placeholder (`broker keys new-kek` makes one)")
+        elif len(secret) < 32:
+            problems.append(f"scim.tokens[{i}].token: at least 32 random characters (`broker keys new-kek`)")
     for name in settings.federation.link_by_verified_email:
         if name not in known:
             problems.append(f"federation.link_by_verified_email: {name!r} is not a configured IdP id")

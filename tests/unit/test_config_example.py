@@ -52,4 +52,5 @@ def test_example_is_refused_only_for_its_placeholders() -> None:
     assert sorted(info.value.problems) == [
         "idps[0].client_secret: missing or a placeholder in production mode",
         "keys.key_encryption_key: is a placeholder; generate one with `broker keys new-kek`",
+        "scim.tokens[0].token: missing or a placeholder (`broker keys new-kek` makes one)",
     ]
