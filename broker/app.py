@@ -23,6 +23,7 @@ from broker.federation.oidc import OidcConnector
 from broker.federation.okta import OktaConnector
 from broker.keys.crypto import DecryptionError, Encryptor
 from broker.keys.ring import BROKER, KeyRing
+from broker.lifecycle.signals import SignedEventVerifier
 from broker.oauth.cimd import MetadataFetcher
 from broker.oauth.core import OAuthCore
 from broker.oauth.ssrf import HttpsMetadataFetcher
@@ -89,8 +90,14 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
         with database.transaction() as session:
             audit.seal(session, audit_key)
 
+    audience = settings.signals.audience or settings.issuer
+    signals = settings.signals
+    ssf = SignedEventVerifier(signals.ssf_transmitters, audience, http, skew=settings.tokens.clock_skew) \
+        if signals.ssf_transmitters else None
+    logout = SignedEventVerifier(signals.logout_issuers, audience, http, skew=settings.tokens.clock_skew) \
+        if signals.logout_issuers else None
     return BrokerState(settings=settings, database=database, keyring=keyring, oauth=oauth, testidp=testidp,
-                       periodic=[(AUDIT_SEAL_INTERVAL, seal_audit_chain)])
+                       ssf=ssf, logout=logout, periodic=[(AUDIT_SEAL_INTERVAL, seal_audit_chain)])
 
 
 def prepare(state: BrokerState) -> None:

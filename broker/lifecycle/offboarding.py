@@ -56,6 +56,25 @@ def revoke_user(session: Session, user: User, *, reason: str, actor: str, now: d
     return Offboarded(user.id, families, already, now)
 
 
+def revoke_sessions(session: Session, user: User, *, reason: str, actor: str, now: dt.datetime,
+                    source: str) -> int:
+    """End every session and token of a user who stays allowed to sign in again (CAEP, Universal Logout).
+
+    Refresh-token families are revoked and ``not_before`` moves to now, so access tokens die too and
+    the user must authenticate at the IdP again before new tokens are issued. Returns families revoked.
+    """
+    user.not_before, user.updated_at = now, now
+    families = session.execute(update(RefreshTokenFamily)
+                               .where(RefreshTokenFamily.user_id == user.id, RefreshTokenFamily.revoked_at.is_(None))
+                               .values(revoked_at=now, revoked_reason=f"sessions revoked: {reason}"[:200])
+                               .execution_options(synchronize_session=False)).rowcount
+    session.add(Revocation(kind="user", subject=user.id, not_before=now, reason=reason, actor=actor, created_at=now))
+    audit.record(session, "user.sessions_revoked", actor=actor, user_id=user.id, outcome="revoked",
+                 data={"reason": reason, "source": source, "families_revoked": families})
+    session.flush()
+    return families
+
+
 def restore_user(session: Session, user: User, *, reason: str, actor: str, now: dt.datetime) -> bool:
     """Let an offboarded user sign in again; False if they were not offboarded."""
     if user.status != "offboarded":

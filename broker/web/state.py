@@ -11,6 +11,7 @@ from broker.keys.ring import KeyRing
 from broker.storage.db import Database
 
 if TYPE_CHECKING:
+    from broker.lifecycle.signals import SignedEventVerifier
     from broker.oauth.core import OAuthCore
     from broker.testidp.provider import TestIdentityProvider
 
@@ -22,5 +23,7 @@ class BrokerState:
     keyring: KeyRing
     oauth: OAuthCore
     testidp: TestIdentityProvider | None = None
+    ssf: SignedEventVerifier | None = None  # Shared Signals transmitters, when configured
+    logout: SignedEventVerifier | None = None  # Global Token Revocation callers, when configured
     # (interval in seconds, job): run on a worker thread while the app serves, e.g. sealing the audit chain
     periodic: list[tuple[float, Callable[[], object]]] = field(default_factory=list)
