@@ -338,3 +338,17 @@ class SeenJti(Base):
     key_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     purpose: Mapped[str] = mapped_column(String(32))
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class PolicyVersion(Base):
+    """One version of the access policy (the TOML document); the highest number is in force.
+
+    Versions are never edited: a change or a rollback adds a new version.
+    """
+
+    __tablename__ = "policy_versions"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    document: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(320))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

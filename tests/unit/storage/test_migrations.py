@@ -15,7 +15,7 @@ REQUIRED_TABLES = {
     "users", "upstream_identities", "groups", "group_memberships", "clients", "mcp_servers",
     "authorization_codes", "refresh_token_families", "rotated_refresh_tokens", "revocations",
     "signing_keys", "audit_events", "pending_authorizations", "consents", "seen_jtis",
-    "audit_chain_head",
+    "audit_chain_head", "policy_versions",
 }
 
 
