@@ -4,7 +4,9 @@ Shared core: ``base`` (the ``Connector`` interface, ``build_connectors``), ``ide
 ``login`` (the broker's own state, nonce and PKCE verifier), ``http`` (timeouts, size cap),
 ``discovery`` (metadata, cached), ``jwks`` (keys, cached, kid-miss refresh), ``idtoken`` (every ID
 token check), ``claims`` (reading identity claims). Per-IdP modules: ``oidc`` (generic OpenID
-Connect, also used for the built-in test IdP); Okta and Entra ID subclass it.
+Connect with claim names from config, also used for the built-in test IdP); ``okta`` (org and custom
+authorization servers, Okta's error shapes) and ``entra`` (tenants, ``oid``, group ids, group overage
+through a ``GroupDirectory`` on Microsoft Graph) subclass it.
 
 Connector types are mapped to classes at the composition root (``broker.app``), not here.
 """

@@ -42,9 +42,9 @@ def strings(claims: VerifiedClaims, name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(v for v in value if isinstance(v, str) and v))
 
 
-def display_name(claims: VerifiedClaims) -> str | None:
-    """``name``, or ``preferred_username`` when the IdP sends no name (OIDC Core §5.1)."""
-    return string(claims, "name") or string(claims, "preferred_username")
+def display_name(claims: VerifiedClaims, name: str = "name") -> str | None:
+    """Claim ``name``, or ``preferred_username`` when the IdP sends no name (OIDC Core §5.1)."""
+    return string(claims, name) or string(claims, "preferred_username")
 
 
 def groups(claims: VerifiedClaims, name: str, *, idp_id: str) -> tuple[str, ...]:

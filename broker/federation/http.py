@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,18 +32,26 @@ class UpstreamResponse:
 
 
 class UpstreamHttp:
-    """The requests one connector makes, on a shared ``httpx.AsyncClient``."""
+    """The requests one connector makes, on a shared ``httpx.AsyncClient``.
 
-    def __init__(self, http: httpx.AsyncClient, idp_id: str):
+    ``explain`` (optional) reads an IdP's own error body (Okta's ``errorCode``) into a short phrase
+    of ours that failure descriptions add; it must never return the IdP's text.
+    """
+
+    def __init__(self, http: httpx.AsyncClient, idp_id: str,
+                 explain: Callable[[UpstreamResponse], str | None] | None = None):
         self._http = http
         self._idp_id = idp_id
+        self._explain = explain
 
     async def get_json(self, url: str, *, what: str, timeout: float) -> Any:
         """GET a JSON document; anything but 200 with JSON is ``UpstreamUnavailable``."""
         response = await self.request("GET", url, what=what, timeout=timeout, headers=ACCEPT_JSON)
         if response.status_code != 200:
-            self._warn(what, status=response.status_code)
-            raise UpstreamUnavailable(f"the identity provider's {what} answered HTTP {response.status_code}")
+            detail = self._explain(response) if self._explain else None
+            self._warn(what, status=response.status_code, detail=detail)
+            raise UpstreamUnavailable(f"the identity provider's {what} answered HTTP {response.status_code}"
+                                      + (f" ({detail})" if detail else ""))
         if response.body is None:
             self._warn(what, status=response.status_code, problem="not JSON")
             raise UpstreamUnavailable(f"the identity provider's {what} is not JSON")

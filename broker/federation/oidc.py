@@ -12,9 +12,14 @@ Login, step by step:
 3. The ID token is checked in full (``broker.federation.idtoken``) with a key from the IdP's JWKS
    (``broker.federation.jwks``) and becomes an ``Identity``.
 
+Which claims carry the stable subject, email, display name and groups comes from
+``settings.claims`` (``[idps.claims]``); a name the operator left unset takes the connector's
+default, ``subject_claim`` / ``groups_claim`` (``sub`` / ``groups`` here, ``oid`` for Entra ID).
+
 Per-IdP connectors (Okta, Entra ID) subclass this and override the hooks at the bottom:
-``fetch_metadata``, ``expected_issuer``, ``check_provider_claims``, ``identity_from``, and the
-``subject_claim`` / ``groups_claim`` attributes.
+``fetch_metadata`` / ``metadata_issuer``, ``expected_issuer``, ``check_provider_claims``,
+``identity_from``, ``token_endpoint_error``, ``explain_error``, and the ``subject_claim`` /
+``groups_claim`` attributes.
 """
 
 from __future__ import annotations
@@ -25,17 +30,19 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from broker.config import IdpSettings
+from broker.config import IdpClaimsSettings, IdpSettings
 from broker.federation import claims as read
 from broker.federation import idtoken
 from broker.federation.discovery import MetadataCache, ProviderMetadata, discovery_url, parse_metadata
 from broker.federation.errors import (
     InvalidIdToken,
     IssuerMismatch,
+    UpstreamError,
     UpstreamUnavailable,
     error_from_response,
 )
@@ -59,6 +66,13 @@ class TokenResponse:
     refresh_token: str | None = field(repr=False)
 
 
+class UpstreamEmail(NamedTuple):
+    """An email claim and the IdP's word on it (``None``: the IdP said nothing, so not verified)."""
+
+    address: str | None
+    verified: bool | None
+
+
 class OidcConnector:
     """A ``Connector`` for any OpenID provider that publishes discovery metadata and a JWKS."""
 
@@ -66,8 +80,8 @@ class OidcConnector:
     jwks_ttl: float = 600.0
     jwks_min_refresh_interval: float = 30.0
     request_timeout: float = 10.0  # total, per request to the IdP
-    subject_claim = "sub"
-    groups_claim = "groups"
+    subject_claim = "sub"  # the default when [idps.claims] leaves ``subject`` unset
+    groups_claim = "groups"  # likewise for ``groups``
 
     def __init__(self, settings: IdpSettings, *, redirect_uri: str, http: httpx.AsyncClient,
                  clock_skew: int = 60, clock: Callable[[], float] = time.time):
@@ -77,7 +91,8 @@ class OidcConnector:
         self.redirect_uri = redirect_uri
         self.clock_skew = clock_skew
         self.clock = clock
-        self.http = UpstreamHttp(http, settings.id)
+        self.claim_names = claim_names(settings.claims, subject=self.subject_claim, groups=self.groups_claim)
+        self.http = UpstreamHttp(http, settings.id, explain=self.explain_error)
         self._metadata = MetadataCache(self.fetch_metadata, ttl=self.discovery_ttl, clock=clock)
         self._jwks = JwksCache(self._fetch_jwks, idp_id=settings.id, ttl=self.jwks_ttl,
                                min_refresh_interval=self.jwks_min_refresh_interval, clock=clock)
@@ -151,16 +166,12 @@ class OidcConnector:
         return {}, {"authorization": basic_authorization(client_id, secret)}
 
     def _token_response(self, response: UpstreamResponse) -> TokenResponse:
-        body, status = response.body, response.status_code
-        if 200 <= status < 300 and isinstance(body, dict):
-            return _read_tokens(body)
-        if status < 500 and isinstance(body, dict) and "error" in body:
-            error = error_from_response(body.get("error"), body.get("error_description"))  # RFC 6749 §5.2
-            log.warning("upstream token endpoint refused", extra={"idp": self.idp_id, "status": status,
-                                                                  "error": error.upstream_error})
-            raise error
-        log.warning("upstream token endpoint failed", extra={"idp": self.idp_id, "status": status})
-        raise UpstreamUnavailable(f"the identity provider's token endpoint answered HTTP {status}")
+        if 200 <= response.status_code < 300 and isinstance(response.body, dict):
+            return _read_tokens(response.body)
+        error = self.token_endpoint_error(response)
+        log.warning("upstream token endpoint refused", extra={"idp": self.idp_id, "status": response.status_code,
+                                                              "error": error.upstream_error})
+        raise error
 
     # ------------------------------------------------------------ ID token
 
@@ -184,12 +195,21 @@ class OidcConnector:
     # ------------------------------------------------------------ hooks for per-IdP connectors
 
     async def fetch_metadata(self) -> ProviderMetadata:
-        """Discovery (OIDC Discovery §4); Entra's multi-tenant endpoints override the issuer check."""
+        """Discovery (OIDC Discovery §4) from the configured issuer; the document must name ``metadata_issuer``."""
         document = await self.http.get_json(discovery_url(self.settings.issuer), what="discovery document",
                                             timeout=self.request_timeout)
-        metadata = parse_metadata(document, issuer=self.settings.issuer)
+        try:
+            metadata = parse_metadata(document, issuer=self.metadata_issuer)
+        except UpstreamUnavailable as rejected:
+            log.warning("upstream metadata rejected", extra={"idp": self.idp_id, "reason": rejected.description})
+            raise
         log.info("upstream metadata fetched", extra={"idp": self.idp_id})
         return metadata
+
+    @property
+    def metadata_issuer(self) -> str:
+        """The ``issuer`` the discovery document must carry: the configured one (Entra multi-tenant: a template)."""
+        return self.settings.issuer
 
     def expected_issuer(self, claims: SignedClaims) -> str:
         """The ``iss`` the ID token must carry: the configured issuer, exactly (§3.1.3.7 item 2)."""
@@ -200,19 +220,56 @@ class OidcConnector:
 
     async def identity_from(self, claims: VerifiedClaims, tokens: TokenResponse) -> Identity:
         """The ``Identity`` for verified claims; connectors change claim names or fetch more groups."""
-        subject = read.string(claims, self.subject_claim)
+        return self.make_identity(claims, tokens, subject=self.subject_of(claims), email=self.email_of(claims),
+                                  groups=read.groups(claims, self.claim_names.groups, idp_id=self.idp_id))
+
+    def token_endpoint_error(self, response: UpstreamResponse) -> UpstreamError:
+        """The error for a token endpoint answer other than 2xx JSON (Okta adds its own error shape)."""
+        body, status = response.body, response.status_code
+        if status < 500 and isinstance(body, dict) and "error" in body:
+            return error_from_response(body.get("error"), body.get("error_description"))  # RFC 6749 §5.2
+        return UpstreamUnavailable(f"the identity provider's token endpoint answered HTTP {status}")
+
+    def explain_error(self, response: UpstreamResponse) -> str | None:
+        """A short phrase of ours for an IdP's own error body, added to failure descriptions (Okta)."""
+        return None
+
+    # ------------------------------------------------------------ building the Identity
+
+    def subject_of(self, claims: VerifiedClaims) -> str:
+        """The stable subject: claim ``claim_names.subject`` (``sub`` unless configured)."""
+        subject = read.string(claims, self.claim_names.subject)
         if subject is None:
-            raise InvalidIdToken(f"the ID token has no {self.subject_claim} claim")
+            raise InvalidIdToken(f"the ID token has no {self.claim_names.subject} claim")
+        if len(subject) > idtoken.MAX_SUBJECT_LENGTH:
+            raise InvalidIdToken(f"the ID token {self.claim_names.subject} claim is too long")  # fits the user key
+        return subject
+
+    def email_of(self, claims: VerifiedClaims) -> UpstreamEmail:
+        """The email and whether the IdP verified it; ``email_verified`` speaks only for ``email``."""
+        address = read.string(claims, self.claim_names.email)
+        if self.claim_names.email != "email":
+            return UpstreamEmail(address, None)  # OIDC Core §5.1: email_verified is about the email claim
+        return UpstreamEmail(address, read.boolean(claims, "email_verified"))
+
+    def make_identity(self, claims: VerifiedClaims, tokens: TokenResponse, *, subject: str, email: UpstreamEmail,
+                      groups: tuple[str, ...]) -> Identity:
+        name = read.display_name(claims, self.claim_names.name)
+        refresh_token = tokens.refresh_token if self.settings.store_refresh_token else None
         return Identity(
-            idp_id=self.idp_id, subject=subject, email=read.string(claims, "email"),
-            email_verified=read.boolean(claims, "email_verified"), name=read.display_name(claims),
-            groups=read.groups(claims, self.groups_claim, idp_id=self.idp_id), claims=claims,
-            auth_time=read.timestamp(claims, "auth_time"), acr=read.string(claims, "acr"),
-            amr=read.strings(claims, "amr"), upstream_refresh_token=tokens.refresh_token)
+            idp_id=self.idp_id, subject=subject, email=email.address, email_verified=email.verified, name=name,
+            groups=groups, claims=claims, auth_time=read.timestamp(claims, "auth_time"),
+            acr=read.string(claims, "acr"), amr=read.strings(claims, "amr"), upstream_refresh_token=refresh_token)
 
     async def _fetch_jwks(self) -> object:
         metadata = await self.metadata()
         return await self.http.get_json(metadata.jwks_uri, what="JWKS", timeout=self.request_timeout)
+
+
+def claim_names(configured: IdpClaimsSettings, *, subject: str, groups: str) -> IdpClaimsSettings:
+    """The configured claim names; ``subject`` and ``groups`` the operator left unset take these defaults."""
+    defaults = {"subject": subject, "groups": groups}
+    return configured.model_copy(update={k: v for k, v in defaults.items() if k not in configured.model_fields_set})
 
 
 def _read_tokens(body: dict[str, object]) -> TokenResponse:

@@ -12,6 +12,7 @@ import pytest
 from broker.config import IdpSettings
 from broker.federation import (
     Identity,
+    InvalidIdToken,
     LoginSecrets,
     OidcConnector,
     UpstreamRejected,
@@ -168,3 +169,40 @@ async def test_build_connectors_uses_the_types_given_by_the_composition_root() -
         with pytest.raises(ValueError, match="okta"):
             build_connectors([IdpSettings(id="o", type="okta", issuer="https://o.example.com", client_id="c")],
                              {"oidc": OidcConnector}, http=http, redirect_uri=lambda idp: "https://b/cb")
+
+
+# ---------------------------------------------------------------- claims mapping from config
+
+
+async def test_claim_names_come_from_config(idp: FakeIdp) -> None:
+    idp.claim_changes |= {"employee_id": "E-1001", "mail": "alice@corp.example", "displayName": "Alice A.",
+                          "roles": ["mcp-users"]}
+    async with idp.client() as http:
+        connector = idp.connector(http, claims={"subject": "employee_id", "email": "mail", "name": "displayName",
+                                                "groups": "roles"})
+        identity = await log_in(connector)
+    assert (identity.subject, identity.email, identity.name, identity.groups) == (
+        "E-1001", "alice@corp.example", "Alice A.", ("mcp-users",))
+    assert identity.email_verified is None  # email_verified speaks for `email`, not for `mail`
+
+
+async def test_unset_claim_names_keep_the_defaults(idp: FakeIdp) -> None:
+    async with idp.client() as http:
+        identity = await log_in(idp.connector(http, claims={"groups": "roles"}))
+    assert (identity.subject, identity.email, identity.email_verified, identity.name) == (
+        "00u-alice", "alice@example.com", True, "Alice Anders")
+    assert identity.groups == ()  # no `roles` claim
+
+
+@pytest.mark.parametrize("value", [None, "", 42, "x" * 256])
+async def test_a_configured_subject_claim_must_be_usable(idp: FakeIdp, value: Any) -> None:
+    idp.claim_changes["employee_id"] = DROP if value is None else value
+    async with idp.client() as http:
+        with pytest.raises(InvalidIdToken, match="employee_id"):
+            await log_in(idp.connector(http, claims={"subject": "employee_id"}))
+
+
+async def test_refresh_token_is_dropped_when_config_says_not_to_store_it(idp: FakeIdp) -> None:
+    async with idp.client() as http:
+        identity = await log_in(idp.connector(http, store_refresh_token=False))
+    assert identity.upstream_refresh_token is None
