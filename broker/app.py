@@ -79,8 +79,11 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
                                        keyring=KeyRing(encryptor, TESTIDP_KEY_PURPOSE, "ES256"),
                                        encryptor=encryptor)
     http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
-    connectors = build_connectors(settings.idps, connector_factories(settings), http=http,
-                                  redirect_uri=lambda idp: f"{settings.issuer}/callback/{idp.id}")
+    try:
+        connectors = build_connectors(settings.idps, connector_factories(settings), http=http,
+                                      redirect_uri=lambda idp: f"{settings.issuer}/callback/{idp.id}")
+    except ValueError as exc:
+        raise StartupError(f"idps: {exc}") from None
     oauth = OAuthCore(settings, keyring, encryptor, DefaultScopesPolicy(), connectors,
                       csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest(),
                       client_metadata=client_metadata or metadata_fetcher(settings))

@@ -18,6 +18,7 @@ import base64
 import binascii
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from enum import StrEnum
@@ -488,6 +489,11 @@ def _check_kek(settings: Settings) -> list[str]:
     return []
 
 
+_GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_ENTRA_PATH = re.compile(r"^/([0-9a-f-]{36}|organizations|common)/v2\.0$")
+_OKTA_PATH = re.compile(r"^(/oauth2/(?!v1$)[A-Za-z0-9_-]+)?$")
+
+
 def _check_idps(settings: Settings) -> list[str]:
     problems = []
     seen: set[str] = set()
@@ -495,8 +501,16 @@ def _check_idps(settings: Settings) -> list[str]:
         if idp.id in seen:
             problems.append(f"idps[{i}].id: {idp.id!r} is used by another IdP")
         seen.add(idp.id)
-        if urlsplit(idp.issuer).scheme not in ("https", "http"):
+        parts = urlsplit(idp.issuer)
+        if parts.scheme not in ("https", "http") or not parts.hostname:
             problems.append(f"idps[{i}].issuer: {idp.issuer!r} is not an http(s) URL")
+        elif parts.scheme == "http" and not is_loopback_host(parts.hostname) and idp.type in ("okta", "entra"):
+            problems.append(f"idps[{i}].issuer: {idp.type} issuers are https")
+        elif idp.type == "okta" and not _OKTA_PATH.match(parts.path):
+            problems.append(f"idps[{i}].issuer: an Okta issuer is https://ORG.okta.com or "
+                            "https://ORG.okta.com/oauth2/AUTH_SERVER_ID (no trailing slash)")
+        elif idp.type == "entra":
+            problems += _check_entra(i, idp, parts.path)
         if idp.type == "test" and not settings.testidp.enabled:
             problems.append(f"idps[{i}].type: 'test' needs testidp.enabled = true")
     known = {idp.id for idp in settings.idps}
@@ -511,6 +525,21 @@ def _check_idps(settings: Settings) -> list[str]:
     for name in settings.federation.link_by_verified_email:
         if name not in known:
             problems.append(f"federation.link_by_verified_email: {name!r} is not a configured IdP id")
+    return problems
+
+
+def _check_entra(i: int, idp: IdpSettings, path: str) -> list[str]:
+    match = _ENTRA_PATH.match(path)
+    if match is None:
+        return [f"idps[{i}].issuer: an Entra ID issuer is https://login.microsoftonline.com/TENANT_ID/v2.0 "
+                "(or /organizations/v2.0 with entra.allowed_tenants)"]
+    tenant, allowed = match.group(1), idp.entra.allowed_tenants
+    problems = [f"idps[{i}].entra.allowed_tenants: {t!r} is not a tenant id (a lower-case GUID)"
+                for t in allowed if not _GUID.match(t)]
+    if tenant in ("organizations", "common") and not allowed:
+        problems.append(f"idps[{i}].entra.allowed_tenants: a multi-tenant issuer needs the tenants allowed in")
+    elif _GUID.match(tenant) and set(allowed) - {tenant}:
+        problems.append(f"idps[{i}].entra.allowed_tenants: a single-tenant issuer admits only its own tenant")
     return problems
 
 

@@ -42,7 +42,7 @@ def upsert_user(session: Session, identity: Identity, encryptor: Encryptor, now:
         user.email = identity.email or user.email
         user.display_name = identity.name or user.display_name
     record.email = identity.email
-    record.claims = _storable(identity.claims)
+    record.claims = _storable(identity.claims, identity.email_verified)
     record.last_login_at = user.last_login_at = now
     if identity.upstream_refresh_token:
         record.refresh_token_encrypted = encryptor.encrypt(identity.upstream_refresh_token.encode(),
@@ -61,7 +61,12 @@ def _linked_user(session: Session, identity: Identity, linked_idps: frozenset[st
     return None
 
 
-def _storable(claims: Any) -> dict[str, Any]:
-    """The ID token's claims minus what is large or secret-adjacent (``nonce``, hashes)."""
+def _storable(claims: Any, email_verified: bool | None) -> dict[str, Any]:
+    """The ID token's claims minus what is large or secret-adjacent (``nonce``, hashes).
+
+    ``email_verified`` is the connector's verdict, not the raw claim (Entra's email is never
+    verified, whatever the token says), because account linking relies on it.
+    """
     kept = {k: v for k, v in dict(claims).items() if k not in ("nonce", "at_hash", "c_hash")}
+    kept["email_verified"] = email_verified is True
     return kept if len(str(kept)) <= MAX_CLAIMS_BYTES else {k: kept[k] for k in ("sub", "iss", "email") if k in kept}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -24,6 +25,7 @@ from broker.web.oauth_http import (
     set_browser_cookie,
 )
 
+log = logging.getLogger("broker.web")
 router = APIRouter(tags=["authorization"])
 
 PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -117,6 +119,11 @@ async def callback(idp_id: str, request: Request, state: State) -> Response:
             raise error_from_response(params.get("error") or "invalid_request", params.get("error_description"))
         identity = await connector.complete(code=code, code_verifier=verifier, nonce=pending.upstream_nonce)
     except (UpstreamError, InvalidRequest) as exc:
+        if isinstance(exc, UpstreamError):  # operators need the IdP's reason (e.g. "user not assigned")
+            log.warning("upstream sign-in failed", extra={"idp": idp_id, "error": exc.upstream_error,
+                                                          "description": exc.description,
+                                                          "upstream_description": getattr(exc, "upstream_description",
+                                                                                          None)})
         failure = state.oauth.upstream_failure(exc) if isinstance(exc, UpstreamError) else exc
         outcome = await in_transaction(state, state.oauth.login.fail_by_id, pending.id, failure)
         return redirect(outcome.location)

@@ -215,3 +215,31 @@ def test_account_linking_names_configured_idps(tmp_path: Path) -> None:
     text = production(tmp_path, '[federation]\nlink_by_verified_email = ["okta"]\n')
     assert problems(text, tmp_path=tmp_path) == [
         "federation.link_by_verified_email: 'okta' is not a configured IdP id"]
+
+
+@pytest.mark.parametrize("type_,issuer,extra,message", [
+    ("okta", "https://acme.okta.com/oauth2/v1", "", "an Okta issuer is"),
+    ("okta", "https://acme.okta.com/", "", "an Okta issuer is"),
+    ("okta", "http://acme.okta.com", "", "okta issuers are https"),
+    ("entra", "https://login.microsoftonline.com/acme/v2.0", "", "an Entra ID issuer is"),
+    ("entra", "https://login.microsoftonline.com/organizations/v2.0", "", "needs the tenants allowed in"),
+    ("entra", "https://login.microsoftonline.com/11111111-1111-1111-1111-111111111111/v2.0",
+     '[idps.entra]\nallowed_tenants = ["22222222-2222-2222-2222-222222222222"]\n', "only its own tenant"),
+    ("entra", "https://login.microsoftonline.com/common/v2.0", '[idps.entra]\nallowed_tenants = ["acme"]\n',
+     "is not a tenant id"),
+])
+def test_okta_and_entra_issuer_forms(tmp_path: Path, type_, issuer, extra, message) -> None:
+    idp = (f'[[idps]]\nid = "x"\ntype = "{type_}"\nissuer = "{issuer}"\nclient_id = "c"\n'
+           f'client_secret = "s3cr3t-value"\n{extra}')
+    found = problems(production(tmp_path, idp), tmp_path=tmp_path)
+    assert len(found) == 1 and message in found[0]
+
+
+@pytest.mark.parametrize("type_,issuer", [
+    ("okta", "https://acme.okta.com"), ("okta", "https://acme.okta.com/oauth2/default"),
+    ("okta", "http://127.0.0.1:9000/oauth2/default"),
+    ("entra", "https://login.microsoftonline.com/11111111-1111-1111-1111-111111111111/v2.0"),
+])
+def test_valid_okta_and_entra_issuers(tmp_path: Path, type_, issuer) -> None:
+    idp = f'[[idps]]\nid = "x"\ntype = "{type_}"\nissuer = "{issuer}"\nclient_id = "c"\nclient_secret = "s3cr3t-value"\n'
+    assert load(production(tmp_path, idp), tmp_path=tmp_path).idps[0].issuer == issuer
