@@ -27,6 +27,7 @@ from broker.lifecycle.signals import SignedEventVerifier
 from broker.oauth.cimd import MetadataFetcher
 from broker.oauth.core import OAuthCore
 from broker.oauth.ssrf import HttpsMetadataFetcher
+from broker.oauth.upstream_check import UpstreamCheck
 from broker.policy.interim import DefaultScopesPolicy
 from broker.storage.db import Database, EngineOptions
 from broker.storage.migrate import require_current
@@ -100,7 +101,8 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
     logout = SignedEventVerifier(signals.logout_issuers, audience, http, skew=settings.tokens.clock_skew) \
         if signals.logout_issuers else None
     return BrokerState(settings=settings, database=database, keyring=keyring, oauth=oauth, testidp=testidp,
-                       ssf=ssf, logout=logout, periodic=[(AUDIT_SEAL_INTERVAL, seal_audit_chain)])
+                       ssf=ssf, logout=logout, upstream_check=UpstreamCheck(settings, encryptor),
+                       periodic=[(AUDIT_SEAL_INTERVAL, seal_audit_chain)])
 
 
 def prepare(state: BrokerState) -> None:

@@ -154,8 +154,10 @@ class IdpSettings(_Section):
     email_domains: list[str] = []
     claims: IdpClaimsSettings = IdpClaimsSettings()
     entra: EntraSettings = EntraSettings()
-    # Keep the IdP's refresh token (encrypted) to re-check the user upstream at refresh (issue 6).
+    # Keep the IdP's refresh token (encrypted) to re-check the user upstream at refresh.
     store_refresh_token: bool = True
+    # At every refresh at the broker, first refresh upstream; a refusal there ends the user's sessions.
+    check_upstream_on_refresh: bool = False
 
 
 class FederationSettings(_Section):

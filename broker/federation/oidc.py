@@ -154,6 +154,25 @@ class OidcConnector:
                                              what="token endpoint", timeout=self.request_timeout)
         return self._token_response(response)
 
+    async def refresh(self, refresh_token: str) -> str | None:
+        """Use the IdP refresh token (RFC 6749 §6) to learn whether the IdP still accepts the user.
+
+        Returns the new refresh token when the IdP rotated it (else None). ``UpstreamRejected`` when
+        the IdP refuses (the user was disabled, logged out, or the grant revoked there).
+        """
+        metadata = await self.metadata()
+        form, headers = self.client_authentication(metadata)
+        form |= {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        response = await self.http.post_form(metadata.token_endpoint, data=form, headers=headers,
+                                             what="token endpoint (refresh)", timeout=self.request_timeout)
+        if 200 <= response.status_code < 300 and isinstance(response.body, dict):
+            rotated = response.body.get("refresh_token")
+            return rotated if isinstance(rotated, str) and rotated else None
+        error = self.token_endpoint_error(response)
+        log.warning("upstream refresh refused", extra={"idp": self.idp_id, "status": response.status_code,
+                                                       "error": error.upstream_error})
+        raise error
+
     def client_authentication(self, metadata: ProviderMetadata) -> tuple[dict[str, str], dict[str, str]]:
         """Form fields and headers that authenticate the broker (RFC 6749 §2.3)."""
         client_id = self.settings.client_id

@@ -13,6 +13,7 @@ from broker.storage.db import Database
 if TYPE_CHECKING:
     from broker.lifecycle.signals import SignedEventVerifier
     from broker.oauth.core import OAuthCore
+    from broker.oauth.upstream_check import UpstreamCheck
     from broker.testidp.provider import TestIdentityProvider
 
 
@@ -23,6 +24,7 @@ class BrokerState:
     keyring: KeyRing
     oauth: OAuthCore
     testidp: TestIdentityProvider | None = None
+    upstream_check: UpstreamCheck | None = None  # check_upstream_on_refresh
     ssf: SignedEventVerifier | None = None  # Shared Signals transmitters, when configured
     logout: SignedEventVerifier | None = None  # Global Token Revocation callers, when configured
     # (interval in seconds, job): run on a worker thread while the app serves, e.g. sealing the audit chain

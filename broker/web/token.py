@@ -8,11 +8,21 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from broker.federation.errors import InvalidIdToken, UpstreamError, UpstreamRejected
 from broker.oauth.errors import InvalidRequest, OAuth2Error
 from broker.oauth.feed import revocation_feed
 from broker.oauth.params import Params
+from broker.storage.models import utcnow
 from broker.web.deps import DbSession, State
-from broker.web.oauth_http import form_params, http_request, invalid_request, json_body, query_params, render
+from broker.web.oauth_http import (
+    form_params,
+    http_request,
+    in_transaction,
+    invalid_request,
+    json_body,
+    query_params,
+    render,
+)
 
 router = APIRouter(tags=["oauth"])
 
@@ -31,7 +41,34 @@ async def _form_call(request: Request, state: Any, method: Any) -> Response:
         params.reject_duplicates()  # RFC 6749 §3.2: no parameter may repeat at the token endpoint
     except InvalidRequest as error:
         return invalid_request(error.description or "malformed request")
+    if method == state.oauth.token and params.get("grant_type") == "refresh_token" and state.upstream_check.enabled:
+        refused = await _check_upstream(state, params.get("refresh_token"))
+        if refused is not None:
+            return refused
+    return await _call(request, state, method, params)
 
+
+async def _check_upstream(state: Any, refresh_token: str | None) -> Response | None:
+    """Ask the user's IdP first (``check_upstream_on_refresh``); a response when the refresh must fail."""
+    check = await in_transaction(state, state.upstream_check.find, refresh_token) if refresh_token else None
+    connector = state.oauth.connectors.get(check.idp_id) if check else None
+    if check is None or connector is None:
+        return None
+    try:
+        rotated = await connector.refresh(check.refresh_token)
+    except (UpstreamRejected, InvalidIdToken) as exc:
+        await in_transaction(state, state.upstream_check.refused, check, exc.upstream_error, utcnow())
+        return render((400, {"error": "invalid_grant", "error_description": "the identity provider no longer "
+                                                                            "accepts this sign-in"}, []))
+    except UpstreamError:
+        return render((503, {"error": "temporarily_unavailable", "error_description": "the identity provider is "
+                                                                                      "unavailable"},
+                       [("Retry-After", "5")]))
+    await in_transaction(state, state.upstream_check.accepted, check, rotated)
+    return None
+
+
+async def _call(request: Request, state: Any, method: Any, params: Params) -> Response:
     def run() -> Response:
         with state.database.transaction() as session:
             return render(method(http_request(request, state, params, session)))
