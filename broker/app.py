@@ -24,10 +24,10 @@ from broker.federation.okta import OktaConnector
 from broker.keys.crypto import DecryptionError, Encryptor
 from broker.keys.ring import BROKER, KeyRing
 from broker.lifecycle.signals import SignedEventVerifier
+from broker.lifecycle.upstream_check import UpstreamCheck
 from broker.oauth.cimd import MetadataFetcher
 from broker.oauth.core import OAuthCore
 from broker.oauth.ssrf import HttpsMetadataFetcher
-from broker.oauth.upstream_check import UpstreamCheck
 from broker.policy.interim import DefaultScopesPolicy
 from broker.storage.db import Database, EngineOptions
 from broker.storage.migrate import require_current

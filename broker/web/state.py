@@ -12,8 +12,8 @@ from broker.storage.db import Database
 
 if TYPE_CHECKING:
     from broker.lifecycle.signals import SignedEventVerifier
+    from broker.lifecycle.upstream_check import UpstreamCheck
     from broker.oauth.core import OAuthCore
-    from broker.oauth.upstream_check import UpstreamCheck
     from broker.testidp.provider import TestIdentityProvider
 
 
