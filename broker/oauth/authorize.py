@@ -15,7 +15,8 @@ from urllib.parse import urlencode
 from sqlalchemy.orm import Session
 
 from broker.oauth import scopes
-from broker.oauth.clients import ClientView
+from broker.oauth.cimd import CimdError
+from broker.oauth.clients import ClientDirectory, ClientView
 from broker.oauth.errors import (
     AuthorizationPageError,
     InvalidRequest,
@@ -26,7 +27,6 @@ from broker.oauth.errors import (
 )
 from broker.oauth.params import Params
 from broker.registry import servers
-from broker.storage import clients as client_repo
 
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 §4.2
 
@@ -70,8 +70,9 @@ def error_location(failure: AuthorizationError, issuer: str) -> str:
                              error_description=error.description or None)
 
 
-def validate(session: Session, params: Params, issuer: str) -> AuthorizationRequest:
-    client, redirect_uri = _client_and_redirect(session, params)
+def validate(session: Session, params: Params, issuer: str,
+             clients: ClientDirectory | None = None) -> AuthorizationRequest:
+    client, redirect_uri = _client_and_redirect(session, params, clients or ClientDirectory())
     state = _state(params, redirect_uri)
     try:
         return _validate_rest(session, params, issuer, client, redirect_uri, state)
@@ -79,14 +80,18 @@ def validate(session: Session, params: Params, issuer: str) -> AuthorizationRequ
         raise AuthorizationError(error, redirect_uri, state) from None
 
 
-def _client_and_redirect(session: Session, params: Params) -> tuple[ClientView, str]:
+def _client_and_redirect(session: Session, params: Params, clients: ClientDirectory) -> tuple[ClientView, str]:
     try:
         client_id, redirect_uri = params.get("client_id"), params.get("redirect_uri")
     except InvalidRequest as exc:
         raise AuthorizationPageError("Invalid request", exc.description or "a parameter is repeated") from None
     if not client_id:
         raise AuthorizationPageError("Invalid request", "The request names no client (client_id is missing).")
-    row = client_repo.get(session, client_id)
+    try:
+        row = clients.find(session, client_id)
+    except CimdError as exc:  # CIMD: the document decides the redirect URIs, so no redirect without it
+        raise AuthorizationPageError("Application could not be verified", f"The application says it is described "
+                                     f"at {client_id[:200]}, but {exc.detail}.") from None
     if row is None:
         raise AuthorizationPageError("Unknown application", "The application that sent you here is not registered "
                                      "with this authorization server.")

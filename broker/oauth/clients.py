@@ -1,7 +1,9 @@
-"""OAuth clients as authlib sees them, and how operators register them.
+"""OAuth clients as authlib sees them, how operators register them, and who a client_id names.
 
 ``ClientView`` adapts a stored ``Client`` to authlib's ``ClientMixin``; it is the only place
 that answers "may this client do that". Secrets are generated here and stored as digests.
+``ClientDirectory`` is the one lookup every endpoint uses: stored clients, and https URL
+client ids through their Client ID Metadata Documents (``broker.oauth.cimd``).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy.orm import Session
 
-from broker.oauth import redirects, secrets
+from broker.oauth import cimd, redirects, secrets
 from broker.storage import clients as repo
 from broker.storage.models import Client
 
@@ -62,6 +64,24 @@ class ClientView(ClientMixin):
 
     def check_grant_type(self, grant_type: str) -> bool:
         return grant_type in self.row.grant_types
+
+
+class ClientDirectory:
+    """Who a client_id names, in MCP's order: a stored (pre-registered or DCR) client, then a CIMD URL."""
+
+    def __init__(self, cimd_clients: cimd.CimdClients | None = None):
+        self.cimd = cimd_clients
+
+    def find(self, session: Session, client_id: str) -> Client | None:
+        """The client's row, or None if unknown; ``cimd.CimdError`` when a client_id URL cannot be used."""
+        row = repo.get(session, client_id)
+        if row is not None and row.kind != "cimd":
+            return row
+        if not cimd.is_client_id_url(client_id):
+            return None
+        if self.cimd is None:
+            raise cimd.CimdError("this server does not accept client metadata documents (URL client ids)")
+        return self.cimd.resolve(session, client_id, row)  # active only with a document verified within its cache life
 
 
 @dataclass(frozen=True)

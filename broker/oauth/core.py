@@ -19,6 +19,8 @@ from broker.federation.errors import UpstreamError
 from broker.keys.crypto import Encryptor
 from broker.keys.ring import KeyRing
 from broker.oauth import authorize, metadata, selection
+from broker.oauth.cimd import CimdClients, MetadataFetcher
+from broker.oauth.clients import ClientDirectory
 from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, TemporarilyUnavailableError
 from broker.oauth.login import LoginFlow
 from broker.oauth.params import Params
@@ -33,12 +35,13 @@ Response = tuple[int, Any, list[tuple[str, str]]]
 
 class OAuthCore:
     def __init__(self, settings: Settings, keyring: KeyRing, encryptor: Encryptor, policy: Policy,
-                 connectors: Mapping[str, Connector], csrf_key: bytes):
+                 connectors: Mapping[str, Connector], csrf_key: bytes, client_metadata: MetadataFetcher | None = None):
         self.settings = settings
         self.issuer = settings.issuer
         self.policy = policy
         self.connectors = dict(connectors)
-        self.server = BrokerAuthorizationServer(settings, keyring, policy)
+        self.clients = ClientDirectory(CimdClients(settings.cimd, client_metadata))  # CIMD needs a fetcher
+        self.server = BrokerAuthorizationServer(settings, keyring, policy, self.clients)
         self.login = LoginFlow(settings, encryptor, policy, csrf_key)
         self.registration = BrokerRegistrationEndpoint(self.server, settings.registration.require_approval,
                                                        settings.registration.max_per_hour_per_address)
@@ -47,7 +50,7 @@ class OAuthCore:
         return metadata.authorization_server_metadata(self.settings, servers.all_scopes(session))
 
     def validate_authorization(self, session: Session, params: Params) -> authorize.AuthorizationRequest:
-        return authorize.validate(session, params, self.issuer)
+        return authorize.validate(session, params, self.issuer, self.clients)
 
     def automatic_idp(self, request: authorize.AuthorizationRequest) -> str | None:
         """The IdP this user signs in with when it needs no asking (one IdP, or ``login_hint``'s domain)."""

@@ -53,12 +53,17 @@ class ConsentNeeded:
 
 @dataclass(frozen=True)
 class ConsentView:
-    """What the consent page shows (SPEC-NOTES: the redirect host, and a warning for loopback-only clients)."""
+    """What the consent page shows (SPEC-NOTES: the redirect host, and a warning for loopback-only clients).
+
+    ``client_host`` is set for CIMD clients: the host serving their document is the only verified part of
+    who they are (their ``client_name`` is whatever the document says).
+    """
 
     pending_id: str
     client_name: str
     client_id: str
     client_kind: str
+    client_host: str | None
     redirect_host: str
     loopback_only: bool
     server_name: str
@@ -192,6 +197,7 @@ class LoginFlow:
         uris = client.redirect_uris or []
         return ConsentView(
             pending_id=pending.id, client_name=client.name, client_id=client.id, client_kind=client.kind,
+            client_host=urlsplit(client.id).netloc if client.kind == "cimd" else None,
             redirect_host=urlsplit(pending.redirect_uri).netloc or pending.redirect_uri,
             loopback_only=bool(uris) and all(redirects.is_loopback(u) for u in uris),
             server_name=server.name, server_resource=server.resource,

@@ -36,6 +36,8 @@ def authorization_server_metadata(settings: Settings, scopes: list[str]) -> dict
     }
     if settings.registration.enabled:
         document["registration_endpoint"] = f"{issuer}/register"
+    if settings.cimd.enabled:
+        document["client_id_metadata_document_supported"] = True  # MCP 2026-07-28: https URLs as client ids
     return document
 
 

@@ -18,13 +18,14 @@ from joserfc.jwk import KeySet
 
 from broker.config import Settings
 from broker.keys.ring import KeyRing
-from broker.oauth.clients import ClientView
+from broker.oauth.cimd import CimdError
+from broker.oauth.clients import ClientDirectory, ClientView
+from broker.oauth.errors import InvalidClientError, describe
 from broker.oauth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
 from broker.oauth.introspection import BrokerIntrospectionEndpoint, BrokerRevocationEndpoint
 from broker.oauth.request import BrokerJsonRequest, BrokerRequest, HttpRequest
 from broker.oauth.tokens import AccessTokens, RefreshTokens
 from broker.policy import Policy
-from broker.storage import clients as client_repo
 from broker.storage import grants as grant_repo
 
 ASSERTION_LIFETIME_CAP = dt.timedelta(minutes=10)
@@ -53,9 +54,10 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
 
 
 class BrokerAuthorizationServer(AuthorizationServer):
-    def __init__(self, settings: Settings, keyring: KeyRing, policy: Policy):
+    def __init__(self, settings: Settings, keyring: KeyRing, policy: Policy, clients: ClientDirectory | None = None):
         super().__init__(scopes_supported=None)
         self.settings = settings
+        self.clients = clients or ClientDirectory()
         self.issuer = settings.issuer
         self.keyring = keyring
         self.policy = policy
@@ -89,11 +91,26 @@ class BrokerAuthorizationServer(AuthorizationServer):
         raise RuntimeError("clients are looked up through the request's session")  # see authenticate_client
 
     def authenticate_client(self, request: BrokerRequest, methods: list[str], endpoint: str = "token") -> Any:
-        """Client authentication (RFC 6749 §2.3) with the request's own database session."""
+        """Client authentication (RFC 6749 §2.3) with the request's own database session.
+
+        authlib may ask for the same client once per method it tries: one lookup (one CIMD fetch) per request.
+        """
+        found: dict[str, ClientView | None] = {}
+
         def query(client_id: str) -> ClientView | None:
-            row = client_repo.get(request.db, client_id) if isinstance(client_id, str) else None
-            return ClientView(row) if row is not None else None
+            if not isinstance(client_id, str):
+                return None
+            if client_id not in found:
+                found[client_id] = self._find_client(request, client_id)
+            return found[client_id]
 
         auth = ClientAuthentication(query)
         auth.register(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt(self, request))
         return auth(request, methods, endpoint)
+
+    def _find_client(self, request: BrokerRequest, client_id: str) -> ClientView | None:
+        try:
+            row = self.clients.find(request.db, client_id)
+        except CimdError as exc:  # CIMD: a document that cannot be fetched or verified is invalid_client
+            raise InvalidClientError(description=describe(f"client metadata document: {exc.detail}")) from None
+        return ClientView(row) if row is not None else None

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.storage.models import Client
@@ -17,6 +20,14 @@ def get(session: Session, client_id: str) -> Client | None:
 def add(session: Session, client: Client) -> None:
     session.add(client)
     session.flush()
+
+
+def insert_if_absent(session: Session, values: dict[str, Any]) -> bool:
+    """Insert a client unless its id exists (another instance may store the same CIMD client at once)."""
+    insert_fn = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    statement = (insert_fn(Client).values(**values).on_conflict_do_nothing(index_elements=["id"])
+                 .returning(Client.id))
+    return session.execute(statement).scalar() is not None
 
 
 def list_all(session: Session) -> list[Client]:

@@ -106,4 +106,4 @@ async def test_discovery_document(client: httpx.AsyncClient) -> None:
         assert doc["authorization_response_iss_parameter_supported"] is True
         assert doc["registration_endpoint"] == f"{ISSUER}/register"
         assert {"tools:read", "tools:call"} <= set(doc["scopes_supported"])
-        assert "client_id_metadata_document_supported" not in doc  # arrives with CIMD (issue 4)
+        assert doc["client_id_metadata_document_supported"] is True  # CIMD (issue 4)

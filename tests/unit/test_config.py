@@ -241,5 +241,6 @@ def test_okta_and_entra_issuer_forms(tmp_path: Path, type_, issuer, extra, messa
     ("entra", "https://login.microsoftonline.com/11111111-1111-1111-1111-111111111111/v2.0"),
 ])
 def test_valid_okta_and_entra_issuers(tmp_path: Path, type_, issuer) -> None:
-    idp = f'[[idps]]\nid = "x"\ntype = "{type_}"\nissuer = "{issuer}"\nclient_id = "c"\nclient_secret = "s3cr3t-value"\n'
+    idp = (f'[[idps]]\nid = "x"\ntype = "{type_}"\nissuer = "{issuer}"\nclient_id = "c"\n'
+           'client_secret = "s3cr3t-value"\n')
     assert load(production(tmp_path, idp), tmp_path=tmp_path).idps[0].issuer == issuer
