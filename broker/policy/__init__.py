@@ -1,9 +1,33 @@
 """Access decisions: who may reach which MCP server with which scopes. Pure: no I/O, no storage.
 
-``Policy.decide(AccessRequest) -> Decision`` is the whole interface. Until the rule engine
-lands (issue 5), ``DefaultScopesPolicy`` grants every subject an enabled server's default scopes.
+``Policy.decide(AccessRequest) -> Decision`` is the whole interface the protocol core uses.
+The rule engine: a ``PolicyDocument`` of allow and deny rules (``parse_policy`` reads the TOML policy
+file, ``dump_policy`` writes it), ``compile(document)`` builds the indexed ``CompiledPolicy`` that
+decides and explains. ``broker.policy.simulate`` answers who-can and what-changes questions.
+``DefaultScopesPolicy`` (``broker.policy.interim``) is the stand-in until the composition root switches.
+Semantics and file format: docs/policy.md.
 """
 
+from broker.policy.checks import PolicyError, Problem, ServerInfo, check_document
+from broker.policy.document import ALL, ClaimMatch, Conditions, PolicyDocument, Rule, Subjects, Targets
+from broker.policy.engine import CompiledPolicy, compile
+from broker.policy.explain import Check, Explanation, RuleTrace
 from broker.policy.model import AccessRequest, Decision, Policy, Subject, Target
+from broker.policy.policyfile import dump_policy, parse_policy
+from broker.policy.simulate import (
+                                    Change,
+                                    RuleChange,
+                                    UserFacts,
+                                    WhoCan,
+                                    diff_access,
+                                    diff_documents,
+                                    render_document_diff,
+                                    who_can,
+)
 
-__all__ = ["AccessRequest", "Decision", "Policy", "Subject", "Target"]
+__all__ = [
+    "ALL", "AccessRequest", "Change", "Check", "ClaimMatch", "CompiledPolicy", "Conditions", "Decision",
+    "Explanation", "Policy", "PolicyDocument", "PolicyError", "Problem", "Rule", "RuleChange", "RuleTrace",
+    "ServerInfo", "Subject", "Subjects", "Target", "Targets", "UserFacts", "WhoCan", "check_document", "compile",
+    "diff_access", "diff_documents", "dump_policy", "parse_policy", "render_document_diff", "who_can",
+]
