@@ -28,7 +28,7 @@ from broker.lifecycle.upstream_check import UpstreamCheck
 from broker.oauth.cimd import MetadataFetcher
 from broker.oauth.core import OAuthCore
 from broker.oauth.ssrf import HttpsMetadataFetcher
-from broker.policy.interim import DefaultScopesPolicy
+from broker.registry.policies import StoredPolicy
 from broker.storage.db import Database, EngineOptions
 from broker.storage.migrate import require_current
 from broker.testidp.provider import TESTIDP_KEY_PURPOSE, TestIdentityProvider
@@ -85,7 +85,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
                                       redirect_uri=lambda idp: f"{settings.issuer}/callback/{idp.id}")
     except ValueError as exc:
         raise StartupError(f"idps: {exc}") from None
-    oauth = OAuthCore(settings, keyring, encryptor, DefaultScopesPolicy(), connectors,
+    oauth = OAuthCore(settings, keyring, encryptor, StoredPolicy(), connectors,
                       csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest(),
                       client_metadata=client_metadata or metadata_fetcher(settings))
     audit_key = AuditKey(kek)

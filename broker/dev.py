@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from broker import config
 from broker.oauth import clients
 from broker.registry import admin as registry
+from broker.registry import policies
 from broker.storage import clients as clients_repo
 from broker.storage import mcp_servers
 
@@ -34,6 +35,19 @@ DEMO_USERS = [
 DEMO_SERVER_ID = "demo"
 DEMO_SCOPES = {"tools:read": "List the demo server's tools", "tools:call": "Call the demo server's tools"}
 TESTIDP_CLIENT_ID = "mcp-auth-broker"
+DEV_POLICY = """# The dev policy: engineering reaches the demo MCP server; sales (bob) gets nothing.
+[[rules]]
+id = "engineering-demo"
+description = "Engineering may use the demo MCP server"
+effect = "allow"
+scopes = "*"
+
+[rules.subjects]
+groups = ["engineering"]
+
+[rules.targets]
+servers = ["demo"]
+"""
 KEK_FILE = "dev-key-encryption-key"
 ISSUER_FILE = "dev-issuer"  # written by `broker dev`, so other commands on this data dir act on the same broker
 
@@ -95,6 +109,11 @@ def seed_feed_client(session: Session, secret: str) -> None:
         clients.register(session, client_id=DEMO_FEED_CLIENT_ID, name="Demo MCP server (revocation feed)",
                          kind="preregistered", auth_method="client_secret_basic", grant_types=[],
                          may_introspect=True, secret=secret)
+
+
+def seed_policy(session: Session) -> None:
+    """Version 1 of the policy, unless a policy was ever loaded."""
+    policies.ensure_initial(session, DEV_POLICY, author="broker dev")
 
 
 def seed(session: Session, issuer: str) -> list[str]:

@@ -132,6 +132,7 @@ def state(settings: Settings, migrated: Database, loopback: Any) -> Iterator[Any
     prepare(broker_state)
     with broker_state.database.transaction() as session:
         dev.seed(session, settings.issuer)
+        dev.seed_policy(session)
     yield broker_state
     broker_state.database.dispose()
 

@@ -11,11 +11,11 @@ import sys
 from collections.abc import Sequence
 
 from broker import __version__
-from broker.cli import audit, clients, db, keys, run, servers, users
+from broker.cli import audit, clients, db, keys, policy, run, servers, users
 from broker.cli.common import CliError
 from broker.config import ConfigError
 
-GROUPS = (run, db, keys, clients, servers, users, audit)
+GROUPS = (run, db, keys, clients, servers, policy, users, audit)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,6 +44,7 @@ def run_dev(args: argparse.Namespace) -> int:
         migrate.upgrade(database)
         with database.transaction() as session:
             dev.seed(session, settings.issuer)
+            dev.seed_policy(session)
             dev.seed_feed_client(session, dev.demo_feed_secret(settings))
     state = _prepared_state(settings)
     print(dev.banner(settings), flush=True)

@@ -27,14 +27,14 @@ from broker.oauth.params import Params
 from broker.oauth.registration import BrokerRegistrationEndpoint
 from broker.oauth.request import HttpRequest
 from broker.oauth.server import BrokerAuthorizationServer
-from broker.policy import Policy
+from broker.policy import PolicySource
 from broker.registry import servers
 
 Response = tuple[int, Any, list[tuple[str, str]]]
 
 
 class OAuthCore:
-    def __init__(self, settings: Settings, keyring: KeyRing, encryptor: Encryptor, policy: Policy,
+    def __init__(self, settings: Settings, keyring: KeyRing, encryptor: Encryptor, policy: PolicySource,
                  connectors: Mapping[str, Connector], csrf_key: bytes, client_metadata: MetadataFetcher | None = None):
         self.settings = settings
         self.issuer = settings.issuer

@@ -66,8 +66,8 @@ class _Grant:
         return 200, body, self.TOKEN_RESPONSE_HEADER  # type: ignore[attr-defined]
 
     def _decide(self, subject: Any, client_id: str, server: Any, requested: frozenset[str] | None) -> frozenset[str]:
-        decision = self.server.policy.decide(subjects.access_request(subject, client_id, server, requested,
-                                                                     self.request.now))
+        decision = self.server.policy.current(self.request.db).decide(
+            subjects.access_request(subject, client_id, server, requested, self.request.now))
         self.request.decision = decision
         if not decision.allowed:
             audit.record(self.request.db, "authorization.denied", actor=client_id, client_id=client_id,

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
+from broker import audit
 from broker.config import Settings
 from broker.federation.identity import Identity
 from broker.keys.crypto import Encryptor
@@ -25,7 +26,7 @@ from broker.oauth import codes, provisioning, redirects, secrets, subjects
 from broker.oauth.authorize import AuthorizationRequest, redirect_location
 from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, OAuth2Error
 from broker.oauth.tokens import scope_string
-from broker.policy import Policy
+from broker.policy import PolicySource
 from broker.registry import servers
 from broker.storage import clients, grants
 from broker.storage.models import Consent, PendingAuthorization, User
@@ -72,7 +73,7 @@ class ConsentView:
 
 
 class LoginFlow:
-    def __init__(self, settings: Settings, encryptor: Encryptor, policy: Policy, csrf_key: bytes):
+    def __init__(self, settings: Settings, encryptor: Encryptor, policy: PolicySource, csrf_key: bytes):
         self.issuer = settings.issuer
         self.login_timeout = dt.timedelta(seconds=settings.authorization.login_timeout)
         self.code_lifetime = settings.tokens.authorization_code_lifetime
@@ -142,6 +143,9 @@ class LoginFlow:
 
     def fail(self, session: Session, pending: PendingAuthorization, error: OAuth2Error) -> Redirect:
         pending.status = "failed"
+        audit.record(session, "authorization.failed", actor=pending.client_id, user_id=pending.user_id,
+                     client_id=pending.client_id, server_id=pending.server_id, outcome="denied",
+                     data={"error": error.error, "description": error.description, "idp": pending.idp_id or None})
         return Redirect(redirect_location(pending.redirect_uri, self.issuer, pending.state, error=error.error,
                                           error_description=error.description or None))
 
@@ -151,14 +155,24 @@ class LoginFlow:
         if identity.idp_id not in self.keeps_refresh_tokens:
             identity = dataclasses.replace(identity, upstream_refresh_token=None)
         user = provisioning.upsert_user(session, identity, self.encryptor, now, self.linked_idps)
+        pending.user_id = user.id
+        audit.record(session, "login.success", actor=f"idp:{identity.idp_id}", user_id=user.id,
+                     client_id=pending.client_id, server_id=pending.server_id,
+                     data={"idp": identity.idp_id, "acr": identity.acr, "amr": list(identity.amr),
+                           "groups": sorted(identity.groups)})
         if user.status != "active":
             return self.fail(session, pending, AccessDeniedError("the user may not sign in"))
         server = servers.get(session, pending.server_id, self.issuer)
         if server is None or not server.enabled:
             return self.fail(session, pending, AccessDeniedError("the MCP server is no longer available"))
         requested = frozenset(pending.requested_scope.split()) or None
-        decision = self.policy.decide(subjects.access_request(subjects.user_subject(session, user),
-                                                              pending.client_id, server, requested, now))
+        decision = self.policy.current(session).decide(
+            subjects.access_request(subjects.user_subject(session, user), pending.client_id, server, requested, now))
+        audit.record(session, "authorization.decision", actor=pending.client_id, user_id=user.id,
+                     client_id=pending.client_id, server_id=server.id,
+                     outcome="allowed" if decision.allowed else "denied",
+                     data={"rule_ids": list(decision.rule_ids), "reason": decision.reason,
+                           "scopes": sorted(decision.scopes), "requested": sorted(requested or ())})
         if not decision.allowed:
             return self.fail(session, pending, AccessDeniedError(NOT_ALLOWED))
         pending.user_id, pending.granted_scope = user.id, scope_string(decision.scopes)

@@ -25,7 +25,7 @@ from broker.oauth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, 
 from broker.oauth.introspection import BrokerIntrospectionEndpoint, BrokerRevocationEndpoint
 from broker.oauth.request import BrokerJsonRequest, BrokerRequest, HttpRequest
 from broker.oauth.tokens import AccessTokens, RefreshTokens
-from broker.policy import Policy
+from broker.policy import PolicySource
 from broker.storage import grants as grant_repo
 
 ASSERTION_LIFETIME_CAP = dt.timedelta(minutes=10)
@@ -54,7 +54,8 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
 
 
 class BrokerAuthorizationServer(AuthorizationServer):
-    def __init__(self, settings: Settings, keyring: KeyRing, policy: Policy, clients: ClientDirectory | None = None):
+    def __init__(self, settings: Settings, keyring: KeyRing, policy: PolicySource,
+                 clients: ClientDirectory | None = None):
         super().__init__(scopes_supported=None)
         self.settings = settings
         self.clients = clients or ClientDirectory()

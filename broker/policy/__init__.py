@@ -12,8 +12,8 @@ from broker.policy.checks import PolicyError, Problem, ServerInfo, check_documen
 from broker.policy.document import ALL, ClaimMatch, Conditions, PolicyDocument, Rule, Subjects, Targets
 from broker.policy.engine import CompiledPolicy, compile
 from broker.policy.explain import Check, Explanation, RuleTrace
-from broker.policy.model import AccessRequest, Decision, Policy, Subject, Target
-from broker.policy.policyfile import dump_policy, parse_policy
+from broker.policy.model import AccessRequest, Decision, Policy, PolicySource, Subject, Target
+from broker.policy.policyfile import dump_policy, parse_policy, read_policy
 from broker.policy.simulate import (
                                     Change,
                                     RuleChange,
@@ -27,7 +27,8 @@ from broker.policy.simulate import (
 
 __all__ = [
     "ALL", "AccessRequest", "Change", "Check", "ClaimMatch", "CompiledPolicy", "Conditions", "Decision",
-    "Explanation", "Policy", "PolicyDocument", "PolicyError", "Problem", "Rule", "RuleChange", "RuleTrace",
+    "Explanation", "Policy", "PolicyDocument", "PolicySource", "PolicyError", "Problem", "Rule", "RuleChange",
+    "RuleTrace",
     "ServerInfo", "Subject", "Subjects", "Target", "Targets", "UserFacts", "WhoCan", "check_document", "compile",
-    "diff_access", "diff_documents", "dump_policy", "parse_policy", "render_document_diff", "who_can",
+    "diff_access", "diff_documents", "dump_policy", "parse_policy", "read_policy", "render_document_diff", "who_can",
 ]

@@ -62,3 +62,10 @@ class Policy(Protocol):
     def decide(self, request: AccessRequest) -> Decision:
         """Decide one request. Must not do I/O; must deny when nothing allows."""
         ...
+
+
+class PolicySource(Protocol):
+    """Where the protocol core gets the policy in force for this request (it may have changed)."""
+
+    def current(self, session: Any) -> Policy:
+        ...

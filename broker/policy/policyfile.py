@@ -44,13 +44,26 @@ BAD = _Bad()
 
 def parse_policy(text: str, known_servers: Mapping[str, KnownServer]) -> PolicyDocument:
     """The document in ``text``, checked against the registered servers; ``PolicyError`` lists every problem."""
+    return _parse(text, known_servers)
+
+
+def read_policy(text: str) -> PolicyDocument:
+    """A stored, once-validated document: its structure is checked, not today's servers and scopes.
+
+    (A server removed since the import must not make the policy in force unreadable.)
+    """
+    return _parse(text, None)
+
+
+def _parse(text: str, known_servers: Mapping[str, KnownServer] | None) -> PolicyDocument:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PolicyError([_syntax_problem(str(exc), text)]) from None
     reader = _Reader(_LineMap(text))
     rules = reader.document(data)
-    reader.semantics(rules, known_servers)
+    if known_servers is not None:
+        reader.semantics(rules, known_servers)
     if reader.problems:
         raise PolicyError(sorted(reader.problems, key=lambda p: (p.line is None, p.line or 0)))
     return PolicyDocument(tuple(rule for _, rule in rules))

@@ -95,6 +95,7 @@ def state(settings: Any, migrated: Any, loopback: Any, documents: FakeMetadataFe
     prepare(broker_state)
     with broker_state.database.transaction() as session:
         dev.seed(session, settings.issuer)
+        dev.seed_policy(session)
     yield broker_state
     broker_state.database.dispose()
 

@@ -16,6 +16,7 @@ from tests.conftest import ISSUER
 from tests.support.oauth_flow import (
     CLIENT_REDIRECT,
     DEMO_RESOURCE,
+    allow_clients,
     authorize,
     exchange,
     pkce,
@@ -112,6 +113,7 @@ async def test_client_credentials_for_the_admin_api_needs_registered_scopes(clie
 async def test_client_credentials_need_a_confidential_client_and_a_resource(client: httpx.AsyncClient, state) -> None:
     robot = register_client(state, auth_method="client_secret_basic", redirect_uris=[],
                             grant_types=("client_credentials",), scopes=("tools:read",))
+    allow_clients(state, robot.row.id)
     missing = await client.post("/token", data={"grant_type": "client_credentials"}, auth=(robot.row.id, robot.secret))
     assert missing.json()["error"] == "invalid_target"
     public = register_client(state, grant_types=("authorization_code", "client_credentials"))
@@ -148,6 +150,7 @@ def key_client(state):
     jwk = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key())), "kid": "k1", "alg": "ES256"}
     new = register_client(state, auth_method="private_key_jwt", redirect_uris=[], grant_types=("client_credentials",),
                           scopes=("tools:read",), jwks={"keys": [jwk]})
+    allow_clients(state, new.row.id)
     return key, new.row.id
 
 

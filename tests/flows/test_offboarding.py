@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from broker.cli import main
 from broker.storage.models import AuditEvent
-from tests.support.oauth_flow import authorize, pkce, refresh, register_client, tokens_for
+from tests.support.oauth_flow import allow_clients, authorize, pkce, refresh, register_client, tokens_for
 
 
 @pytest.fixture
@@ -79,6 +79,7 @@ ADMIN_API = "http://127.0.0.1:8000/admin/api"
 async def admin_token(client: httpx.AsyncClient, state, scopes: tuple[str, ...], resource: str = ADMIN_API) -> str:
     robot = register_client(state, name="SOAR", auth_method="client_secret_basic", redirect_uris=[],
                             grant_types=("client_credentials",), scopes=scopes)
+    allow_clients(state, robot.row.id)
     response = await client.post("/token", data={"grant_type": "client_credentials", "resource": resource},
                                  auth=(robot.row.id, robot.secret))
     assert response.status_code == 200, response.text

@@ -118,3 +118,14 @@ async def tokens_for(http: httpx.AsyncClient, client_id: str, *, username: str =
     response = await exchange(http, client_id, redirect["code"], verifier, secret=secret)
     assert response.status_code == 200, response.text
     return response.json()
+
+
+def allow_clients(state: Any, *client_ids: str, server: str = "demo") -> None:
+    """Add a policy rule letting these clients reach ``server`` for themselves (client credentials)."""
+    from broker.dev import DEV_POLICY
+    from broker.registry import policies
+
+    rule = (f'\n[[rules]]\nid = "machines-{server}"\neffect = "allow"\nscopes = "*"\n\n[rules.subjects]\n'
+            f'clients = {list(client_ids)!r}\n\n[rules.targets]\nservers = ["{server}"]\n').replace("'", '"')
+    with state.database.transaction() as session:
+        policies.import_policy(session, DEV_POLICY + rule, issuer=state.settings.issuer, author="test")
