@@ -5,10 +5,20 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from broker.cli.common import CliError, common_flags, json_flag, load_settings, open_database, print_json, print_table
+from broker import audit
+from broker.cli.common import (
+    CliError,
+    actor,
+    common_flags,
+    json_flag,
+    load_settings,
+    open_database,
+    print_json,
+    print_table,
+)
 from broker.oauth import clients
 from broker.storage import clients as repo
-from broker.storage.models import Client
+from broker.storage.models import Client, Revocation
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -65,7 +75,7 @@ def add_client(args: argparse.Namespace) -> int:
             new = clients.register(session, client_id=args.client_id, name=args.name, kind="preregistered",
                                    redirect_uris=args.redirect_uri, grant_types=grants, trusted=args.trusted,
                                    auth_method="client_secret_basic" if args.confidential else "none",
-                                   scopes=args.scope, may_introspect=args.introspect)
+                                   scopes=args.scope, may_introspect=args.introspect, actor=actor())
         except ValueError as exc:
             raise CliError(str(exc)) from None
     record = {**describe(new.row), "client_secret": new.secret}
@@ -113,7 +123,11 @@ def set_status(args: argparse.Namespace, status: str) -> int:
             raise CliError(f"no client {args.client_id!r}")
         if status == "active" and row.status != "pending":
             raise CliError(f"client {args.client_id!r} is {row.status}, not awaiting approval")
-        row.status = status
+        before, row.status = row.status, status
+        audit.record(session, "client.approved" if status == "active" else "client.disabled", actor=actor(),
+                     client_id=row.id, data={"before": {"status": before}, "after": {"status": status}})
+        if status == "disabled":  # MCP servers following the revocation feed drop its tokens too
+            session.add(Revocation(kind="client", subject=row.id, reason="client disabled", actor=actor()))
     print(f"client {args.client_id} is now {status}")
     return 0
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from authlib.oauth2.rfc6749 import ClientMixin
 from sqlalchemy.orm import Session
 
+from broker import audit
 from broker.oauth import cimd, redirects, secrets
 from broker.storage import clients as repo
 from broker.storage.models import Client
@@ -94,7 +95,8 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
              redirect_uris: Sequence[str] = (), auth_method: str = PUBLIC_METHOD,
              grant_types: Sequence[str] = USER_GRANTS, trusted: bool = False, scopes: Sequence[str] = (),
              may_introspect: bool = False, status: str = "active", registered_from: str | None = None,
-             jwks: dict | None = None, metadata: dict | None = None, secret: str | None = None) -> NewClient:
+             jwks: dict | None = None, metadata: dict | None = None, secret: str | None = None,
+             actor: str = "system") -> NewClient:
     """Create a client; raise ``ValueError`` with a clear message for any invalid field."""
     if auth_method not in AUTH_METHODS:
         raise ValueError(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
@@ -116,6 +118,10 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
                  grant_types=list(grant_types), trusted=trusted, scopes=list(scopes), may_introspect=may_introspect,
                  registered_from=registered_from, jwks=jwks, metadata_=metadata or {})
     repo.add(session, row)
+    audit.record(session, "client.registered", actor=actor, client_id=row.id,
+                 data={"kind": kind, "name": name, "status": status, "auth_method": auth_method,
+                       "redirect_uris": list(redirect_uris), "grant_types": list(grant_types), "trusted": trusted,
+                       "scopes": list(scopes), "may_introspect": may_introspect, "registered_from": registered_from})
     return NewClient(row, secret)
 
 

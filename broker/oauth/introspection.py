@@ -17,6 +17,7 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy.orm import Session
 
+from broker import audit
 from broker.oauth import secrets
 from broker.oauth.clients import AUTH_METHODS, SECRET_METHODS
 from broker.oauth.tokens import ACCESS_TOKEN_TYP
@@ -144,9 +145,16 @@ class BrokerRevocationEndpoint(RevocationEndpoint):
     def revoke_token(self, token: Any, request: Any) -> None:
         now = request.now
         if isinstance(token, RefreshTokenRecord):  # revoking a refresh token revokes its family (§2.1)
-            grants.revoke_family(request.db, token.family.id, "revoked by the client", now)
+            family = token.family
+            grants.revoke_family(request.db, family.id, "revoked by the client", now)
+            audit.record(request.db, "token.revoked", actor=family.client_id, user_id=family.user_id,
+                         client_id=family.client_id, outcome="revoked",
+                         data={"token_type": "refresh_token", "family_id": family.id})
             return
         claims = token.claims
+        audit.record(request.db, "token.revoked", actor=claims["client_id"], client_id=claims["client_id"],
+                     user_id=claims["sub"] if claims.get("sid") else None, outcome="revoked",
+                     data={"token_type": "access_token", "jti": claims["jti"], "family_id": claims.get("sid")})
         grants.revoke_token_id(request.db, claims["jti"], dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
                                "revoked by the client", claims["client_id"])
         if claims.get("sid"):  # and an access token its refresh token (§2.1: SHOULD)

@@ -62,6 +62,7 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
                 auth_method=metadata.get("token_endpoint_auth_method", "client_secret_basic"),
                 grant_types=grant_types, status="pending" if self.require_approval else "active",
                 registered_from=request.http.client_ip or "unknown", secret=client_info.get("client_secret"),
+                actor=f"dcr:{request.http.client_ip or 'unknown'}",
                 metadata={k: v for k, v in metadata.items() if k in ("client_uri", "logo_uri", "software_id",
                                                                      "software_version", "contacts")})
         except ValueError as exc:

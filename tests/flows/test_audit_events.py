@@ -39,3 +39,17 @@ async def test_the_chain_seals_what_the_endpoints_wrote(client: httpx.AsyncClien
         assert audit.seal(session, key) >= 1
     with state.database.sessions() as session:
         assert audit.verify(session, key).ok
+
+
+async def test_revocation_and_registration_are_audited(client: httpx.AsyncClient, state) -> None:
+    response = await client.post("/register", json={"client_name": "Agent", "redirect_uris":
+                                                     ["http://127.0.0.1:9999/callback"],
+                                                     "token_endpoint_auth_method": "none"})
+    client_id = response.json()["client_id"]
+    registered = [e for e in events(state) if e.event_type == "client.registered"][-1]
+    assert registered.client_id == client_id and registered.actor.startswith("dcr:")
+    body = await tokens_for(client, client_id)
+    await client.post("/revoke", data={"token": body["refresh_token"], "client_id": client_id})
+    revoked = [e for e in events(state) if e.event_type == "token.revoked"][-1]
+    assert revoked.data["token_type"] == "refresh_token" and revoked.data["family_id"]
+    assert body["refresh_token"] not in json.dumps(revoked.data)
