@@ -44,7 +44,8 @@ async def test_the_chain_seals_what_the_endpoints_wrote(client: httpx.AsyncClien
 async def test_revocation_and_registration_are_audited(client: httpx.AsyncClient, state) -> None:
     response = await client.post("/register", json={"client_name": "Agent", "redirect_uris":
                                                      ["http://127.0.0.1:9999/callback"],
-                                                     "token_endpoint_auth_method": "none"})
+                                                     "token_endpoint_auth_method": "none",
+                                                     "grant_types": ["authorization_code", "refresh_token"]})
     client_id = response.json()["client_id"]
     registered = [e for e in events(state) if e.event_type == "client.registered"][-1]
     assert registered.client_id == client_id and registered.actor.startswith("dcr:")
