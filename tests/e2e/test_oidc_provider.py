@@ -32,7 +32,7 @@ from broker import config
 from tests.support.mcp_browser import BrowserError
 from tests.support.oidc_provider import OidcProvider, ProviderBrowser, ProviderClient, ProviderUser
 from tests.support.postgres import free_port
-from tests.support.processes import BROKER, ServerProcess, run_broker
+from tests.support.processes import BROKER, ServerProcess, everyone_may_reach, run_broker
 
 pytestmark = pytest.mark.e2e
 
@@ -131,6 +131,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
         broker_cli("db", "upgrade", config_path=config_path)
         broker_cli("servers", "add", "--id", "demo", "--name", "Demo", "--resource", running.mcp_url,
                    "--scopes", "tools:read tools:call", config_path=config_path)
+        broker_cli("policy", "import", str(everyone_may_reach("demo", base)), config_path=config_path)
         stack.enter_context(broker)
         stack.callback(mcp.stop)
         mcp.start(ready_path="/.well-known/oauth-protected-resource/demo/mcp")

@@ -23,7 +23,7 @@ from broker import config
 from tests.support.fake_idps import FakeClient, FakeEntra, FakeOkta, FakeUser, loopback_url, serve
 from tests.support.oauth_flow import hidden_fields, pkce
 from tests.support.postgres import free_port
-from tests.support.processes import BROKER, ServerProcess, run_broker
+from tests.support.processes import BROKER, ServerProcess, everyone_may_reach, run_broker
 
 pytestmark = pytest.mark.e2e
 
@@ -119,6 +119,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         cli(env, "db", "upgrade")
         cli(env, "servers", "add", "--id", "demo", "--name", "Demo", "--resource", resource,
             "--scopes", "tools:read tools:call")
+        cli(env, "policy", "import", str(everyone_may_reach("demo", base)))
         client = json.loads(cli(env, "clients", "add", "--name", "t", "--redirect-uri", CLIENT_REDIRECT, "--json"))
         broker = ServerProcess([*BROKER, "serve", "--port", "{port}"], env=env, log_path=base / "serve.log",
                                port=port)

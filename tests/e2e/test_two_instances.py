@@ -19,7 +19,7 @@ import pytest
 from broker import config
 from tests.support.oauth_flow import _ACTION, hidden_fields, pkce
 from tests.support.postgres import free_port
-from tests.support.processes import BROKER, ServerProcess, run_broker
+from tests.support.processes import BROKER, ServerProcess, everyone_may_reach, run_broker
 
 pytestmark = pytest.mark.e2e
 REDIRECT = "http://127.0.0.1:9/cb"
@@ -83,6 +83,7 @@ def test_revoke_through_one_instance_holds_on_the_other(tmp_path: Path, postgres
     assert run_broker("db", "upgrade", env=env).returncode == 0
     assert run_broker("servers", "add", "--id", "mcp", "--name", "MCP", "--resource", f"{issuer}/mcp", "--scopes",
                       "read", env=env).returncode == 0
+    assert run_broker("policy", "import", str(everyone_may_reach("mcp", tmp_path)), env=env).returncode == 0
     app = json.loads(run_broker("clients", "add", "--name", "app", "--redirect-uri", REDIRECT, "--trusted", "--json",
                                 env=env).stdout)
     rs = json.loads(run_broker("clients", "add", "--name", "rs", "--confidential", "--introspect", "--json",

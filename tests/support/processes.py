@@ -75,3 +75,11 @@ def run_broker(*args: str, env: dict[str, str], cwd: Path | None = None) -> subp
     """Run a one-shot ``broker`` command to completion (no stdin, bounded time)."""
     return subprocess.run([*BROKER, *args], env={**os.environ, **env}, cwd=cwd, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, timeout=120, check=False)
+
+
+def everyone_may_reach(server_id: str, directory: Path) -> Path:
+    """A policy file letting every signed-in user reach ``server_id`` with all its scopes (e2e setups)."""
+    path = directory / f"policy-{server_id}.toml"
+    path.write_text(f'[[rules]]\nid = "everyone-{server_id}"\neffect = "allow"\nscopes = "*"\n\n'
+                    f'[rules.subjects]\neveryone = true\n\n[rules.targets]\nservers = ["{server_id}"]\n')
+    return path
