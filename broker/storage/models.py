@@ -352,3 +352,47 @@ class PolicyVersion(Base):
     author: Mapped[str] = mapped_column(String(320))
     comment: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ScimUser(Base):
+    """A user as one IdP's SCIM client provisioned them: a SCIM resource over a broker user.
+
+    The SCIM ``id`` is this row's id. ``external_id`` is the subject of the user's upstream identity at
+    ``idp_id``, so a later login through that IdP lands on the same broker user. ``active`` is what the
+    IdP last said; ``offboarded_at`` is when this resource's deactivation offboarded the user (a SCIM
+    reactivation only lifts that offboarding, never one made by someone else). ``deleted_at`` marks a
+    resource the IdP deleted: it answers 404 from then on, and the user row stays for the audit trail.
+    """
+
+    __tablename__ = "scim_users"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    idp_id: Mapped[str] = mapped_column(String(64))
+    user_name: Mapped[str] = mapped_column(String(320))
+    user_name_key: Mapped[str] = mapped_column(String(320))  # NFC + lower case: userName is caseExact false
+    external_id: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # as provisioned, never a password
+    offboarded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+# Unique among the resources an IdP has not deleted (RFC 7643 §4.1: userName is unique per service provider).
+Index("ix_scim_users_live_user_name", ScimUser.idp_id, ScimUser.user_name_key, unique=True,
+      sqlite_where=ScimUser.deleted_at.is_(None), postgresql_where=ScimUser.deleted_at.is_(None))
+Index("ix_scim_users_live_external_id", ScimUser.idp_id, ScimUser.external_id, unique=True,
+      sqlite_where=ScimUser.deleted_at.is_(None), postgresql_where=ScimUser.deleted_at.is_(None))
+
+
+class ScimGroup(Base):
+    """The SCIM side of a ``Group`` (source ``scim:<idp>``) that an IdP's SCIM client manages."""
+
+    __tablename__ = "scim_groups"
+    __table_args__ = (Index("ix_scim_groups_idp_name", "idp_id", "display_name_key"),)
+    group_id: Mapped[str] = mapped_column(ForeignKey("groups.id"), primary_key=True)
+    idp_id: Mapped[str] = mapped_column(String(64))
+    display_name_key: Mapped[str] = mapped_column(String(255))  # NFC + lower case, for displayName eq
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
