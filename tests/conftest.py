@@ -151,3 +151,15 @@ async def client(app: Any) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as http:
         yield http
+
+
+@pytest.fixture
+def cli(state: Any, monkeypatch: pytest.MonkeyPatch) -> Callable[..., int]:
+    """``broker.cli.main`` acting on the same database and settings as ``state``."""
+    from broker.cli import main
+
+    monkeypatch.setenv("BROKER_MODE", "dev")
+    monkeypatch.setenv("BROKER_ISSUER", state.settings.issuer)
+    monkeypatch.setenv("BROKER_DATABASE__URL", state.settings.database_url)
+    monkeypatch.setenv("BROKER_KEYS__KEY_ENCRYPTION_KEY", state.settings.keys.key_encryption_key.get_secret_value())
+    return main

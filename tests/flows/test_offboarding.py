@@ -6,18 +6,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from broker.cli import main
 from broker.storage.models import AuditEvent
 from tests.support.oauth_flow import allow_clients, authorize, pkce, refresh, register_client, tokens_for
-
-
-@pytest.fixture
-def cli(state, monkeypatch):
-    monkeypatch.setenv("BROKER_MODE", "dev")
-    monkeypatch.setenv("BROKER_ISSUER", state.settings.issuer)
-    monkeypatch.setenv("BROKER_DATABASE__URL", state.settings.database_url)
-    monkeypatch.setenv("BROKER_KEYS__KEY_ENCRYPTION_KEY", state.settings.keys.key_encryption_key.get_secret_value())
-    return main
 
 
 async def introspect(client: httpx.AsyncClient, rs, token: str) -> dict:

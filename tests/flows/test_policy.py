@@ -6,10 +6,8 @@ import json
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import select
 
-from broker.cli import main
 from broker.dev import DEV_POLICY
 from broker.registry import policies
 from broker.storage import users
@@ -57,15 +55,6 @@ async def test_a_policy_change_narrows_scopes_at_the_next_refresh(client: httpx.
         policies.rollback(session, 1, author="test")
     again = await refresh(client, new.row.id, narrowed.json()["refresh_token"])
     assert again.json()["scope"] == "tools:read"  # scopes only ever shrink within a family
-
-
-@pytest.fixture
-def cli(state, monkeypatch):
-    monkeypatch.setenv("BROKER_MODE", "dev")
-    monkeypatch.setenv("BROKER_ISSUER", state.settings.issuer)
-    monkeypatch.setenv("BROKER_DATABASE__URL", state.settings.database_url)
-    monkeypatch.setenv("BROKER_KEYS__KEY_ENCRYPTION_KEY", state.settings.keys.key_encryption_key.get_secret_value())
-    return main
 
 
 async def test_cli_export_import_dry_run_rollback(client, state, cli, capsys, tmp_path: Path) -> None:
