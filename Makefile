@@ -40,6 +40,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
 	bash tests/support/ensure-postgres.sh
+	bash tests/support/ensure-chromium.sh
 	@if [ -f tests/support/oidc_provider/package.json ]; then npm ci --prefix tests/support/oidc_provider --no-audit --no-fund --loglevel=error </dev/null >/dev/null; fi
 	$(VPY) -m pytest $(PYTEST_ARGS)
 

@@ -218,6 +218,18 @@ class SignalsSettings(_Section):
     audience: str = ""
 
 
+class AdminSettings(_Section):
+    """The admin console at /admin: roles from the IdP's groups, and how long a console session lives."""
+
+    # Members of any of these groups get the role: admin (everything), security (users, offboarding,
+    # audit, read-only policy), auditor (read-only everywhere). No matching group: no console.
+    admin_groups: list[str] = []
+    security_groups: list[str] = []
+    auditor_groups: list[str] = []
+    session_idle_timeout: int = Field(1800, ge=60, le=86400)
+    session_lifetime: int = Field(28800, ge=300, le=7 * 86400)
+
+
 class Settings(_Section):
     mode: Mode = Mode.PRODUCTION
     issuer: str = ""
@@ -235,6 +247,7 @@ class Settings(_Section):
     cimd: CimdSettings = CimdSettings()
     scim: ScimSettings = ScimSettings()
     signals: SignalsSettings = SignalsSettings()
+    admin: AdminSettings = AdminSettings()
 
     @property
     def database_url(self) -> str:

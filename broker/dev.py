@@ -96,8 +96,9 @@ def defaults(host: str, port: int, data_dir: Path) -> dict[str, Any]:
             "users": [{"username": u, "password": DEMO_PASSWORD, "email": f"{u}@example.com", "name": n,
                        "groups": g} for u, n, g in DEMO_USERS],
             "clients": [{"client_id": TESTIDP_CLIENT_ID, "client_secret": client_secret,
-                         "redirect_uris": [f"{issuer}/callback/test"]}],
+                         "redirect_uris": [f"{issuer}/callback/test", f"{issuer}/admin/callback/test"]}],
         },
+        "admin": {"admin_groups": ["it-admins"], "security_groups": ["security"]},
         "idps": [{"id": "test", "type": "test", "display_name": "Test IdP (development only)",
                   "issuer": f"{issuer}/testidp", "client_id": TESTIDP_CLIENT_ID, "client_secret": client_secret}],
     }
@@ -173,6 +174,7 @@ def banner(settings: config.Settings) -> str:
         ("test IdP", f"{issuer}/testidp/.well-known/openid-configuration"),
         ("demo users", f"{users}; password: {DEMO_PASSWORD}"),
         ("demo MCP server", f"{issuer}/demo/mcp (server id {DEMO_SERVER_ID})"),
+        ("admin console", f"{issuer}/admin (sign in as carol)"),
         ("health", f"{issuer}/readyz"),
         ("data", f"{settings.data_dir} ({settings.database_url})"),
     ]

@@ -396,3 +396,28 @@ class ScimGroup(Base):
     display_name_key: Mapped[str] = mapped_column(String(255))  # NFC + lower case, for displayName eq
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AdminSession(Base):
+    """A signed-in admin console session. ``id`` is SHA-256 of the cookie value (the value is never stored).
+
+    ``roles`` come from the user's IdP groups at sign-in. The session ends at ``expires_at`` (absolute
+    lifetime), after the idle timeout since ``last_seen_at``, or at logout (``ended_at``; never deleted).
+    ``csrf_secret`` is the synchronizer token every console form carries.
+    """
+
+    __tablename__ = "admin_sessions"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
+    idp_id: Mapped[str] = mapped_column(String(64))
+    email: Mapped[str] = mapped_column(String(320), default="")
+    roles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    csrf_secret: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
+# The console's dashboard counts users active today.
+Index("ix_users_last_login_at", User.last_login_at)

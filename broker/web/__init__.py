@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 from broker import __version__
 from broker.oauth.metadata import paths_for
 from broker.web import admin_api, authorize, errors, health, jwks, scim, signals, token
+from broker.web.admin import router as admin_console
 from broker.web.cors import PublicCors
 from broker.web.middleware import BodySizeLimit, RequestContext
 from broker.web.state import BrokerState
@@ -45,6 +46,7 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
     app.include_router(authorize.router)
     app.include_router(token.router)
     app.include_router(admin_api.router)
+    app.include_router(admin_console)
     app.include_router(signals.router)
     app.include_router(scim.router_for(state.settings))
     app.add_exception_handler(admin_api.ApiError, lambda request, exc: exc.response)

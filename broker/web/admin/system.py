@@ -1,0 +1,67 @@
+"""Keys (list, rotate) and Settings (the effective configuration, secrets masked)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+
+from broker import audit
+from broker.admin.sessions import MANAGE, VIEW, ConsoleUser
+from broker.keys import schedule
+from broker.storage import signing_keys
+from broker.storage.models import SigningKey, utcnow
+from broker.web.admin.common import ConsoleRoute, back, console_call, read_form, render
+from broker.web.deps import State
+
+router = APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=False)
+
+
+def _key_state(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> str:
+    if schedule.is_signing(key, now):
+        return "signing"
+    if key.retired_at is not None and key.retired_at <= now:
+        return "retired (published)" if schedule.is_published(key, now, grace) else "expired"
+    return "pending"
+
+
+@router.get("/keys")
+async def keys(request: Request, state: State) -> Response:
+    def view(db: Session, console: ConsoleUser) -> Response:
+        now, grace = utcnow(), dt.timedelta(seconds=state.settings.longest_jwt_lifetime)
+        rows = [(k, _key_state(k, now, grace)) for k in signing_keys.all_keys(db)]
+        return render(request, "admin/keys.html", console,
+                      {"keys": rows, "delay": state.settings.keys.activation_delay, "nav": "keys"})
+
+    return await console_call(request, state, VIEW, view)
+
+
+@router.post("/keys/rotate")
+async def rotate(request: Request, state: State) -> Response:
+    """``KeyRing.rotate``, as ``broker keys rotate`` (``now``: sign with it at once, after a compromise)."""
+    form = await read_form(request)
+
+    def act(db: Session, console: ConsoleUser) -> Response:
+        delay = dt.timedelta(0 if form.get("now") == "1" else state.settings.keys.activation_delay)
+        row = state.keyring.rotate(db, delay)
+        audit.record(db, "key.rotated", actor=console.actor,
+                     data={"after": {"kid": row.kid, "algorithm": row.algorithm,
+                                     "activates_at": row.activates_at.isoformat()}})
+        return back("/admin/keys")
+
+    return await console_call(request, state, MANAGE, act, csrf=form.get("csrf_token"))
+
+
+@router.get("/settings")
+async def settings(request: Request, state: State) -> Response:
+    def view(db: Session, console: ConsoleUser) -> Response:
+        dumped = state.settings.model_dump(mode="json")  # every SecretStr dumps as "**********"
+        general = {k: v for k, v in dumped.items() if not isinstance(v, dict | list)}
+        sections = [("general", json.dumps(general, indent=2))]
+        sections += [(name, json.dumps(value, indent=2)) for name, value in dumped.items() if name not in general]
+        return render(request, "admin/settings.html", console, {"sections": sections, "nav": "settings"})
+
+    return await console_call(request, state, VIEW, view)
