@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from broker import audit
+from broker.admin import clients as client_admin
 from broker.cli.common import (
     CliError,
     actor,
@@ -18,7 +18,7 @@ from broker.cli.common import (
 )
 from broker.oauth import clients
 from broker.storage import clients as repo
-from broker.storage.models import Client, Revocation
+from broker.storage.models import Client
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -121,13 +121,10 @@ def set_status(args: argparse.Namespace, status: str) -> int:
         row = repo.get(session, args.client_id)
         if row is None:
             raise CliError(f"no client {args.client_id!r}")
-        if status == "active" and row.status != "pending":
-            raise CliError(f"client {args.client_id!r} is {row.status}, not awaiting approval")
-        before, row.status = row.status, status
-        audit.record(session, "client.approved" if status == "active" else "client.disabled", actor=actor(),
-                     client_id=row.id, data={"before": {"status": before}, "after": {"status": status}})
-        if status == "disabled":  # MCP servers following the revocation feed drop its tokens too
-            session.add(Revocation(kind="client", subject=row.id, reason="client disabled", actor=actor()))
+        try:
+            (client_admin.approve if status == "active" else client_admin.disable)(session, row, actor())
+        except client_admin.InvalidChange as exc:
+            raise CliError(str(exc)) from None
     print(f"client {args.client_id} is now {status}")
     return 0
 
