@@ -29,8 +29,10 @@ from broker.oauth.cimd import MetadataFetcher
 from broker.oauth.core import OAuthCore
 from broker.oauth.ssrf import HttpsMetadataFetcher
 from broker.registry.policies import StoredPolicy
+from broker.storage import housekeeping
 from broker.storage.db import Database, EngineOptions
 from broker.storage.migrate import require_current
+from broker.storage.models import utcnow
 from broker.testidp.provider import TESTIDP_KEY_PURPOSE, TestIdentityProvider
 from broker.web import create_app as create_web_app
 from broker.web.state import BrokerState
@@ -41,6 +43,7 @@ class StartupError(Exception):
 
 
 AUDIT_SEAL_INTERVAL = 1.0  # seconds: how long an event may wait for its place in the chain
+PURGE_INTERVAL = 600.0  # seconds between passes deleting expired pending sign-ins, codes, jti records
 
 CONNECTOR_TYPES: dict[str, type[OidcConnector]] = {"oidc": OidcConnector, "test": OidcConnector,
                                                    "okta": OktaConnector, "entra": EntraConnector}
@@ -94,6 +97,10 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
         with database.transaction() as session:
             audit.seal(session, audit_key)
 
+    def purge_expired_rows() -> None:
+        with database.transaction() as session:
+            housekeeping.purge_expired(session, utcnow())
+
     audience = settings.signals.audience or settings.issuer
     signals = settings.signals
     ssf = SignedEventVerifier(signals.ssf_transmitters, audience, http, skew=settings.tokens.clock_skew) \
@@ -102,7 +109,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
         if signals.logout_issuers else None
     return BrokerState(settings=settings, database=database, keyring=keyring, oauth=oauth, testidp=testidp,
                        ssf=ssf, logout=logout, upstream_check=UpstreamCheck(settings, encryptor),
-                       periodic=[(AUDIT_SEAL_INTERVAL, seal_audit_chain)])
+                       periodic=[(AUDIT_SEAL_INTERVAL, seal_audit_chain), (PURGE_INTERVAL, purge_expired_rows)])
 
 
 def prepare(state: BrokerState) -> None:

@@ -402,7 +402,8 @@ class AdminSession(Base):
     """A signed-in admin console session. ``id`` is SHA-256 of the cookie value (the value is never stored).
 
     ``roles`` come from the user's IdP groups at sign-in. The session ends at ``expires_at`` (absolute
-    lifetime), after the idle timeout since ``last_seen_at``, or at logout (``ended_at``; never deleted).
+    lifetime), after the idle timeout since ``last_seen_at``, or at logout (``ended_at``). Rows are purged a
+    week after they expire (``storage.housekeeping``); sign-ins and sign-outs stay in the audit log.
     ``csrf_secret`` is the synchronizer token every console form carries.
     """
 
