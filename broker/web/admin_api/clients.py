@@ -1,0 +1,145 @@
+"""OAuth clients: list, show, pre-register (the secret is returned once), approve, disable, trust
+(``broker.oauth.clients.register`` and ``broker.admin.clients``, as the CLI and the console)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from broker.admin import clients as client_admin
+from broker.admin.queries import PAGE_SIZE
+from broker.oauth import clients
+from broker.storage import clients as repo
+from broker.storage.models import Client
+from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso, not_found
+from broker.web.deps import DbSession
+
+router = APIRouter()
+NO_CLIENT = "No client with that id"
+
+
+class ClientOut(BaseModel):
+    client_id: str
+    name: str
+    kind: str = Field(description="preregistered, dcr or cimd")
+    status: str = Field(description="active, pending or disabled")
+    auth_method: str
+    redirect_uris: list[str]
+    grant_types: list[str]
+    trusted: bool
+    scopes: list[str]
+    may_introspect: bool
+    created_at: str | None
+
+
+class ClientPage(BaseModel):
+    clients: list[ClientOut]
+    page: int
+    has_next: bool
+
+
+class NewClientIn(Body):
+    name: str = Field(min_length=1, max_length=200, description="shown to users on the consent page")
+    client_id: str | None = Field(None, min_length=1, max_length=200, description="default: generated")
+    redirect_uris: list[str] = Field([], max_length=50,
+                                     description="exact redirect URIs (users sign in through this client)")
+    confidential: bool = Field(False, description="authenticates with a client secret (client_secret_basic)")
+    client_credentials: bool = Field(False, description="may use the client_credentials grant (confidential only)")
+    scopes: list[str] = Field([], max_length=50, description="scopes it may hold for itself, e.g. admin:read")
+    introspect: bool = Field(False, description="may call the introspection endpoint (confidential only)")
+    trusted: bool = Field(False, description="skip the consent page (first-party clients)")
+
+
+class NewClientOut(ClientOut):
+    client_secret: str | None = Field(description="shown once, never stored: keep it now")
+
+
+class TrustedIn(Body):
+    trusted: bool
+
+
+def describe(row: Client) -> ClientOut:
+    return ClientOut(client_id=row.id, name=row.name, kind=row.kind, status=row.status,
+                     auth_method=row.token_endpoint_auth_method, redirect_uris=list(row.redirect_uris),
+                     grant_types=list(row.grant_types), trusted=row.trusted, scopes=list(row.scopes),
+                     may_introspect=row.may_introspect, created_at=iso(row.created_at))
+
+
+def _row(session: DbSession, client_id: str) -> Client:
+    row = repo.get(session, client_id)
+    if row is None:
+        raise not_found(f"no client {client_id!r}")
+    return row
+
+
+@router.get("/clients", summary="List clients, newest first (admin:read)", response_model=ClientPage,
+            responses={**errors(), **BAD_BODY})
+def list_clients(session: DbSession, caller: Reader, page: int = Query(1, ge=1, le=100000),
+                 status: str | None = Query(None, pattern="^(active|pending|disabled)$")) -> ClientPage:
+    query = select(Client)
+    if status:
+        query = query.where(Client.status == status)
+    rows = list(session.scalars(query.order_by(Client.created_at.desc(), Client.id)
+                                .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
+    return ClientPage(clients=[describe(r) for r in rows[:PAGE_SIZE]], page=page, has_next=len(rows) > PAGE_SIZE)
+
+
+@router.get("/clients/{client_id:path}", summary="One client (admin:read)", response_model=ClientOut,
+            responses=errors(e404=NO_CLIENT))
+def get_client(client_id: str, session: DbSession, caller: Reader) -> ClientOut:
+    return describe(_row(session, client_id))
+
+
+@router.post("/clients", summary="Pre-register a client; a confidential client's secret is returned once "
+                                 "(admin:write)", response_model=NewClientOut, status_code=201,
+             responses={**errors(e409="The client id is taken"), **BAD_BODY})
+def add_client(body: NewClientIn, session: DbSession, caller: Writer) -> NewClientOut:
+    grants = ["authorization_code", "refresh_token"] if body.redirect_uris else []
+    if body.client_credentials:
+        grants.append("client_credentials")
+    if not grants and not body.introspect:
+        raise fail(400, "invalid_request", "give redirect_uris (users sign in), client_credentials or introspect")
+    if (body.client_credentials or body.introspect) and not body.confidential:
+        raise fail(400, "invalid_request", "client_credentials and introspect need confidential")
+    if body.client_id is not None and repo.get(session, body.client_id) is not None:
+        raise fail(409, "conflict", f"client id {body.client_id!r} is taken")
+    try:
+        new = clients.register(session, client_id=body.client_id, name=body.name, kind="preregistered",
+                               redirect_uris=body.redirect_uris, grant_types=grants, trusted=body.trusted,
+                               auth_method="client_secret_basic" if body.confidential else "none",
+                               scopes=body.scopes, may_introspect=body.introspect, actor=actor(caller))
+    except ValueError as exc:
+        raise fail(400, "invalid_request", str(exc)) from None
+    return NewClientOut(**describe(new.row).model_dump(), client_secret=new.secret)
+
+
+def _change(session: DbSession, client_id: str, caller: Reader, change: str) -> ClientOut:
+    row = _row(session, client_id)
+    try:
+        (client_admin.approve if change == "approve" else client_admin.disable)(session, row, actor(caller))
+    except client_admin.InvalidChange as exc:
+        raise fail(409, "conflict", str(exc)) from None
+    return describe(row)
+
+
+@router.post("/clients/{client_id:path}/approve", summary="Approve a client held for approval (admin:write)",
+             response_model=ClientOut, responses=errors(e404=NO_CLIENT, e409="The client is not pending"))
+def approve_client(client_id: str, session: DbSession, caller: Writer) -> ClientOut:
+    return _change(session, client_id, caller, "approve")
+
+
+@router.post("/clients/{client_id:path}/disable", summary="Disable a client: no new tokens, its tokens "
+                                                          "introspect inactive (admin:write)",
+             response_model=ClientOut, responses=errors(e404=NO_CLIENT, e409="The client is disabled already"))
+def disable_client(client_id: str, session: DbSession, caller: Writer) -> ClientOut:
+    return _change(session, client_id, caller, "disable")
+
+
+@router.put("/clients/{client_id:path}/trusted", summary="Mark a client trusted (skips consent) or not "
+                                                         "(admin:write)",
+            response_model=ClientOut, responses={**errors(e404=NO_CLIENT), **BAD_BODY})
+def set_trusted(client_id: str, body: TrustedIn, session: DbSession, caller: Writer) -> ClientOut:
+    row = _row(session, client_id)
+    client_admin.set_trusted(session, row, body.trusted, actor(caller))
+    return describe(row)

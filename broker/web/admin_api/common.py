@@ -1,0 +1,88 @@
+"""What every admin API route shares: bearer authentication by scope, JSON errors, and their OpenAPI entries."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
+
+from broker.oauth.bearer import BearerError, Caller, authenticate
+from broker.registry.servers import admin_api
+from broker.storage.models import utcnow
+from broker.web.deps import DbSession, State
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, invalid, expired or revoked access token (WWW-Authenticate: Bearer)"},
+    403: {"description": "The token lacks the scope this operation needs (insufficient_scope)"},
+}
+BAD_BODY: dict[int | str, dict[str, Any]] = {
+    400: {"description": "invalid_request: the body or a parameter is invalid (every problem is listed)"}}
+
+
+def errors(**codes: str) -> dict[int | str, dict[str, Any]]:
+    """``AUTH_ERRORS`` plus the given ``responses=`` entries, e.g. ``errors(e404="No such server")``."""
+    out = dict(AUTH_ERRORS)
+    for key, description in codes.items():
+        out[int(key[1:])] = {"description": description}
+    return out
+
+
+class Body(BaseModel):
+    """Request bodies refuse unknown fields (a typo is a 400, not a silently ignored setting)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiError(Exception):
+    def __init__(self, response: JSONResponse):
+        self.response = response
+
+
+def fail(status: int, error: str, description: str, **extra: Any) -> ApiError:
+    """An error response; the request's transaction rolls back, so nothing it did stays."""
+    return ApiError(JSONResponse({"error": error, "error_description": description, **extra},
+                                 status_code=status, headers={"cache-control": "no-store"}))
+
+
+def not_found(description: str) -> ApiError:
+    return fail(404, "not_found", description)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def require(scope: str) -> Any:
+    def dependency(request: Request, state: State, session: DbSession) -> Caller:
+        try:
+            audience = admin_api(state.settings.issuer).resource
+            return authenticate(session, state.oauth.server, _bearer(request), audience, scope, utcnow())
+        except BearerError as exc:
+            raise _challenge(exc) from None
+
+    return dependency
+
+
+def _challenge(exc: BearerError) -> ApiError:
+    header = f'Bearer realm="mcp-auth-broker admin API", error="{exc.error}", scope="{exc.scope}"'
+    return ApiError(JSONResponse({"error": exc.error, "error_description": exc.description},
+                                 status_code=exc.status_code, headers={"www-authenticate": header,
+                                                                       "cache-control": "no-store"}))
+
+
+def actor(caller: Caller) -> str:
+    return f"client:{caller.client_id}"
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+Reader = Annotated[Caller, Depends(require("admin:read"))]
+Writer = Annotated[Caller, Depends(require("admin:write"))]
+Revoker = Annotated[Caller, Depends(require("security:revoke"))]

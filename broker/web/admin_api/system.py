@@ -1,0 +1,131 @@
+"""The audit log (filtered pages, chain verification) and signing keys (list, rotate), as the console."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from broker import audit
+from broker.admin import queries
+from broker.keys import schedule
+from broker.storage import signing_keys
+from broker.storage.models import AuditEvent, SigningKey, utcnow
+from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso
+from broker.web.deps import DbSession, State
+
+router = APIRouter()
+
+
+class EventOut(BaseModel):
+    id: int
+    occurred_at: str
+    event_type: str
+    actor: str | None
+    user_id: str | None
+    client_id: str | None
+    server_id: str | None
+    outcome: str | None
+    data: dict[str, Any]
+    chain_seq: int | None
+    hash: str | None
+
+
+class AuditPage(BaseModel):
+    events: list[EventOut] = Field(description="newest first")
+    next_before: int | None = Field(description="pass as `before` for the next (older) page; null: no more")
+
+
+class VerifyOut(BaseModel):
+    ok: bool
+    checked: int
+    unsealed: int = Field(description="events not yet sealed into the chain")
+    head_seq: int
+    head_hash: str
+    broken_seq: int | None
+    broken_id: int | None
+    reason: str
+
+
+class KeyOut(BaseModel):
+    kid: str
+    purpose: str
+    algorithm: str
+    state: str = Field(description="signing, pending, retired (published) or expired")
+    created_at: str | None
+    activates_at: str | None
+    retired_at: str | None
+
+
+class RotateIn(Body):
+    now: bool = Field(False, description="sign with the new key at once (after a compromise) instead of after "
+                                         "keys.activation_delay")
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
+
+
+@router.get("/audit", summary="Audit events, newest first, a page at a time (admin:read)",
+            response_model=AuditPage, responses={**errors(), **BAD_BODY})
+def audit_events(session: DbSession, caller: Reader, event_type: str = Query("", max_length=100),
+                 user: str = Query("", max_length=320), server: str = Query("", max_length=200),
+                 client: str = Query("", max_length=2000),
+                 since: dt.datetime | None = Query(None, description="ISO 8601; events at or after"),
+                 until: dt.datetime | None = Query(None, description="ISO 8601; events before"),
+                 before: int | None = Query(None, ge=1, le=2**62,
+                                            description="the previous page's next_before")) -> AuditPage:
+    where = queries.AuditFilter(user_id=user.strip(), server_id=server.strip(), client_id=client.strip(),
+                                event_type=event_type.strip(), since=_utc(since), until=_utc(until))
+    rows, next_before = queries.audit_page(session, where, before)
+    return AuditPage(events=[_event(row) for row in rows], next_before=next_before)
+
+
+def _event(row: AuditEvent) -> EventOut:
+    return EventOut(id=row.id, occurred_at=row.occurred_at.isoformat(), event_type=row.event_type, actor=row.actor,
+                    user_id=row.user_id, client_id=row.client_id, server_id=row.server_id, outcome=row.outcome,
+                    data=dict(row.data or {}), chain_seq=row.chain_seq, hash=row.hash)
+
+
+@router.get("/audit/verify", summary="Walk the audit chain and report the first event that does not fit "
+                                     "(admin:read)", response_model=VerifyOut, responses=errors())
+def verify(session: DbSession, state: State, caller: Reader) -> VerifyOut:
+    kek = state.settings.key_encryption_key()
+    if kek is None:  # never in a running broker: it refuses to start without one
+        raise fail(409, "conflict", "keys.key_encryption_key is not configured")
+    result = audit.verify(session, audit.AuditKey(kek))
+    return VerifyOut(ok=result.ok, checked=result.checked, unsealed=result.unsealed, head_seq=result.head_seq,
+                     head_hash=result.head_hash, broken_seq=result.broken_seq, broken_id=result.broken_id,
+                     reason=result.reason)
+
+
+def _key(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> KeyOut:
+    if schedule.is_signing(key, now):
+        status = "signing"
+    elif key.retired_at is not None and key.retired_at <= now:
+        status = "retired (published)" if schedule.is_published(key, now, grace) else "expired"
+    else:
+        status = "pending"
+    return KeyOut(kid=key.kid, purpose=key.purpose, algorithm=key.algorithm, state=status,
+                  created_at=iso(key.created_at), activates_at=iso(key.activates_at), retired_at=iso(key.retired_at))
+
+
+@router.get("/keys", summary="Signing keys (admin:read)", response_model=list[KeyOut], responses=errors())
+def list_keys(session: DbSession, state: State, caller: Reader) -> list[KeyOut]:
+    now, grace = utcnow(), dt.timedelta(seconds=state.settings.longest_jwt_lifetime)
+    return [_key(k, now, grace) for k in signing_keys.all_keys(session)]
+
+
+@router.post("/keys/rotate", summary="Publish a new signing key; older keys retire when it activates "
+                                     "(admin:write)", response_model=KeyOut, status_code=201,
+             responses={**errors(), **BAD_BODY})
+def rotate(session: DbSession, state: State, caller: Writer, body: RotateIn | None = None) -> KeyOut:
+    delay = dt.timedelta(0 if body is not None and body.now else state.settings.keys.activation_delay)
+    row = state.keyring.rotate(session, delay)
+    audit.record(session, "key.rotated", actor=actor(caller),
+                 data={"after": {"kid": row.kid, "algorithm": row.algorithm,
+                                 "activates_at": row.activates_at.isoformat()}})
+    grace = dt.timedelta(seconds=state.settings.longest_jwt_lifetime)
+    return _key(row, utcnow(), grace)

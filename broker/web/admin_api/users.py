@@ -1,0 +1,122 @@
+"""Users: search, detail, offboard (revoke everywhere) and restore (``broker.admin.queries`` and
+``broker.lifecycle.offboarding``, as the CLI and the console)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import func, select
+
+from broker.admin import queries
+from broker.lifecycle import offboarding
+from broker.storage import users as user_repo
+from broker.storage.models import RefreshTokenFamily, UpstreamIdentity, User, utcnow
+from broker.web.admin_api.common import BAD_BODY, Body, Reader, Revoker, actor, errors, fail, iso, not_found
+from broker.web.deps import DbSession
+
+router = APIRouter()
+NO_USER = "No such user (or the email matches several users)"
+
+
+class UserSummary(BaseModel):
+    id: str
+    email: str | None
+    display_name: str | None
+    status: str = Field(description="active or offboarded")
+    last_login_at: str | None
+
+
+class UserPage(BaseModel):
+    users: list[UserSummary]
+    page: int
+    has_next: bool
+
+
+class Identity(BaseModel):
+    idp: str
+    subject: str
+    email: str | None
+
+
+class UserDetail(UserSummary):
+    groups: list[str]
+    identities: list[Identity]
+    live_refresh_families: int
+    offboarded_at: str | None
+    offboard_reason: str | None
+
+
+class RevokeBody(Body):
+    reason: str = Field(min_length=1, max_length=1000, description="why (kept in the audit log)")
+
+
+class RestoreBody(Body):
+    reason: str = Field("restored through the admin API", min_length=1, max_length=1000,
+                        description="why (kept in the audit log)")
+
+
+class RevokeResult(BaseModel):
+    user_id: str
+    families_revoked: int
+    already_offboarded: bool
+    not_before: str
+
+
+class RestoreResult(BaseModel):
+    user_id: str
+    status: str
+
+
+def summary(user: User) -> UserSummary:
+    return UserSummary(id=user.id, email=user.email, display_name=user.display_name, status=user.status,
+                       last_login_at=iso(user.last_login_at))
+
+
+def _find(session: DbSession, reference: str) -> User:
+    try:
+        return offboarding.find_user(session, reference)
+    except offboarding.UnknownUser as exc:
+        raise not_found(str(exc)) from None
+
+
+@router.get("/users", summary="Search users by email, name or id (admin:read)", response_model=UserPage,
+            responses={**errors(), **BAD_BODY})
+def search_users(session: DbSession, caller: Reader, q: str = Query("", max_length=320),
+                 page: int = Query(1, ge=1, le=100000),
+                 status: str | None = Query(None, pattern="^(active|offboarded)$")) -> UserPage:
+    result = queries.search_users(session, q.strip(), page, status)
+    return UserPage(users=[summary(u) for u in result.rows], page=result.page, has_next=result.has_next)
+
+
+@router.get("/users/{user}", summary="One user by id, email or IDP:SUBJECT: groups, identities, status "
+                                     "(admin:read)", response_model=UserDetail, responses=errors(e404=NO_USER))
+def get_user(user: str, session: DbSession, caller: Reader) -> UserDetail:
+    row = _find(session, user)
+    identities = session.scalars(select(UpstreamIdentity).where(UpstreamIdentity.user_id == row.id))
+    live = session.scalar(select(func.count()).select_from(RefreshTokenFamily)
+                          .where(RefreshTokenFamily.user_id == row.id, RefreshTokenFamily.revoked_at.is_(None)))
+    return UserDetail(**summary(row).model_dump(), groups=user_repo.group_names(session, row.id),
+                      identities=[Identity(idp=i.idp_id, subject=i.subject, email=i.email) for i in identities],
+                      live_refresh_families=int(live or 0), offboarded_at=iso(row.offboarded_at),
+                      offboard_reason=row.offboard_reason)
+
+
+@router.post("/users/{user}/revoke", summary="Offboard a user everywhere (security:revoke)",
+             response_model=RevokeResult, responses={**errors(e404=NO_USER), **BAD_BODY})
+def revoke_user(user: str, body: RevokeBody, session: DbSession, caller: Revoker) -> RevokeResult:
+    target = _find(session, user)
+    result = offboarding.revoke_user(session, target, reason=body.reason, actor=actor(caller),
+                                     now=utcnow(), source="admin-api")
+    return RevokeResult(user_id=result.user_id, families_revoked=result.families_revoked,
+                        already_offboarded=result.already_offboarded, not_before=result.not_before.isoformat())
+
+
+@router.post("/users/{user}/restore", summary="Let an offboarded user sign in again; tokens from before stay "
+                                              "dead (security:revoke)", response_model=RestoreResult,
+             responses={**errors(e404=NO_USER, e409="The user is not offboarded"), **BAD_BODY})
+def restore_user(user: str, session: DbSession, caller: Revoker, body: RestoreBody | None = None) -> RestoreResult:
+    target = _find(session, user)
+    reason = body.reason if body is not None else RestoreBody().reason
+    if not offboarding.restore_user(session, target, reason=reason, actor=actor(caller), now=utcnow()):
+        raise fail(409, "conflict", f"user {target.id} is not offboarded")
+    return RestoreResult(user_id=target.id, status=target.status)
