@@ -114,7 +114,10 @@ def ensure_initial(session: Session, text: str, author: str) -> int | None:
 
 def export(session: Session) -> str:
     version, document = current_document(session)
-    return f"# mcp-auth-broker access policy, version {version} (format: docs/policy.md)\n\n" + dump_policy(document)
+    text = dump_policy(document)
+    header = "# mcp-auth-broker access policy (format: docs/policy.md)"
+    versioned = f"# mcp-auth-broker access policy, version {version} (format: docs/policy.md)"
+    return text.replace(header, versioned, 1) if text.startswith(header) else f"{versioned}\n\n{text}"
 
 
 def _store(session: Session, text: str, author: str, comment: str) -> int:

@@ -19,11 +19,23 @@ from broker.web.admin.common import ConsoleRoute, Refused, back, console_call, r
 from broker.web.deps import State
 
 router = APIRouter(prefix="/admin/policies", route_class=ConsoleRoute, include_in_schema=False)
+NEW_RULE = """[[rules]]
+id = "new-rule"
+description = ""
+effect = "allow"
+scopes = ["tools:read"]
+
+[rules.subjects]
+groups = ["engineering"]
+
+[rules.targets]
+servers = ["demo"]"""
 
 
 def _context(db: Session) -> dict[str, object]:
     version, document = policies.current_document(db)
     return {"version": version, "text": policies.export(db), "history": versions.history(db),
+            "new_rule": NEW_RULE,
             "rules": [(rule, dump_rule(rule)) for rule in document.rules],
             "servers": mcp_servers.list_all(db), "nav": "policies"}
 
@@ -43,22 +55,45 @@ async def import_policy(request: Request, state: State) -> Response:
     form = await read_form(request)
 
     def act(db: Session, console: ConsoleUser) -> Response:
-        text, apply = form.get("document", ""), form.get("action") == "apply"
-        try:
-            result = policies.import_policy(db, text, issuer=state.settings.issuer, author=console.actor,
-                                            comment=form.get("comment", "")[:500], dry_run=not apply)
-        except PolicyError as exc:
-            return render(request, "admin/policies.html", console,
-                          {**_context(db), "draft": text, "comment": form.get("comment", ""),
-                           "problems": [str(p) for p in exc.problems]}, 400)
-        if apply:
-            return back(f"/admin/policies?done={result.version}")
-        return render(request, "admin/policies.html", console,
-                      {**_context(db), "draft": text, "comment": form.get("comment", ""),
-                       "diff": render_document_diff(result.rule_changes) or "no rule changes",
-                       "access": [c.render() for c in result.access_changes], "dry_run": True})
+        return _review_or_apply(request, state, db, console, form.get("document", ""), form.get("comment", ""),
+                                apply=form.get("action") == "apply")
 
     return await console_call(request, state, MANAGE, act, csrf=form.get("csrf_token"))
+
+
+@router.post("/rules")
+async def change_rule(request: Request, state: State) -> Response:
+    """Add, edit (``replace`` names the rule) or remove one rule: the result is shown as a dry run first."""
+    form = await read_form(request)
+
+    def act(db: Session, console: ConsoleUser) -> Response:
+        _, document = policies.current_document(db)
+        replace, removing = form.get("replace", ""), form.get("action") == "remove"
+        kept = [dump_rule(rule) for rule in document.rules if rule.id != replace]
+        snippet = "" if removing else form.get("rule", "").strip()
+        draft = "\n".join([*kept, *([snippet + "\n"] if snippet else [])])
+        what = f"remove rule {replace}" if removing else (f"edit rule {replace}" if replace else "add a rule")
+        return _review_or_apply(request, state, db, console, draft, what, apply=False)
+
+    return await console_call(request, state, MANAGE, act, csrf=form.get("csrf_token"))
+
+
+def _review_or_apply(request: Request, state: State, db: Session, console: ConsoleUser, text: str, comment: str,
+                     apply: bool) -> Response:
+    """Validate a whole policy document; show the rule diff and access changes, or store it."""
+    try:
+        result = policies.import_policy(db, text, issuer=state.settings.issuer, author=console.actor,
+                                        comment=comment[:500], dry_run=not apply)
+    except PolicyError as exc:
+        return render(request, "admin/policies.html", console,
+                      {**_context(db), "draft": text, "comment": comment,
+                       "problems": [str(p) for p in exc.problems]}, 400)
+    if apply:
+        return back(f"/admin/policies?done={result.version}")
+    return render(request, "admin/policies.html", console,
+                  {**_context(db), "draft": text, "comment": comment,
+                   "diff": render_document_diff(result.rule_changes) or "no rule changes",
+                   "access": [c.render() for c in result.access_changes], "dry_run": True})
 
 
 @router.post("/rollback")
