@@ -6,7 +6,17 @@ import argparse
 import datetime as dt
 
 from broker import config
-from broker.cli.common import CliError, common_flags, json_flag, load_settings, open_database, print_json, print_table
+from broker.admin import keys as key_admin
+from broker.cli.common import (
+    CliError,
+    actor,
+    common_flags,
+    json_flag,
+    load_settings,
+    open_database,
+    print_json,
+    print_table,
+)
 from broker.keys import schedule
 from broker.keys.crypto import DecryptionError, Encryptor
 from broker.keys.ring import BROKER, KeyRing
@@ -52,7 +62,7 @@ def rotate(args: argparse.Namespace) -> int:
             ring.verify_kek(session)
         except DecryptionError as exc:
             raise CliError(f"keys.key_encryption_key: {exc} (wrong key-encryption key?)") from None
-        row = ring.rotate(session, delay)
+        row = key_admin.rotate(session, ring, delay, actor())
     print(f"added key {row.kid} ({row.algorithm}); published now, signs from {row.activates_at.isoformat()}")
     return 0
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
-from broker import audit
+from broker.admin import keys as key_admin
 from broker.admin.sessions import MANAGE, VIEW, ConsoleUser
 from broker.keys import schedule
 from broker.storage import signing_keys
@@ -46,10 +46,7 @@ async def rotate(request: Request, state: State) -> Response:
 
     def act(db: Session, console: ConsoleUser) -> Response:
         delay = dt.timedelta(0 if form.get("now") == "1" else state.settings.keys.activation_delay)
-        row = state.keyring.rotate(db, delay)
-        audit.record(db, "key.rotated", actor=console.actor,
-                     data={"after": {"kid": row.kid, "algorithm": row.algorithm,
-                                     "activates_at": row.activates_at.isoformat()}})
+        key_admin.rotate(db, state.keyring, delay, console.actor)
         return back("/admin/keys")
 
     return await console_call(request, state, MANAGE, act, csrf=form.get("csrf_token"))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from broker import audit
+from broker.admin import keys as key_admin
 from broker.admin import queries
 from broker.keys import schedule
 from broker.storage import signing_keys
@@ -123,9 +124,6 @@ def list_keys(session: DbSession, state: State, caller: Reader) -> list[KeyOut]:
              responses={**errors(), **BAD_BODY})
 def rotate(session: DbSession, state: State, caller: Writer, body: RotateIn | None = None) -> KeyOut:
     delay = dt.timedelta(0 if body is not None and body.now else state.settings.keys.activation_delay)
-    row = state.keyring.rotate(session, delay)
-    audit.record(session, "key.rotated", actor=actor(caller),
-                 data={"after": {"kid": row.kid, "algorithm": row.algorithm,
-                                 "activates_at": row.activates_at.isoformat()}})
+    row = key_admin.rotate(session, state.keyring, delay, actor(caller))
     grace = dt.timedelta(seconds=state.settings.longest_jwt_lifetime)
     return _key(row, utcnow(), grace)
