@@ -30,6 +30,10 @@ class InvalidServer(ValueError):
         self.problems = problems
 
 
+class ServerConflict(InvalidServer):
+    """The definition is valid but clashes with another server (its id or resource is taken)."""
+
+
 @dataclass(frozen=True)
 class ServerSpec:
     id: str
@@ -45,9 +49,9 @@ class ServerSpec:
 def add(session: Session, spec: ServerSpec, actor: str = "system") -> McpServer:
     resource = _validate(spec)
     if mcp_servers.get(session, spec.id) is not None:
-        raise InvalidServer([f"id: a server {spec.id!r} exists already"])
+        raise ServerConflict([f"id: a server {spec.id!r} exists already"])
     if mcp_servers.by_resource(session, resource) is not None:
-        raise InvalidServer([f"resource: {resource} belongs to another server"])
+        raise ServerConflict([f"resource: {resource} belongs to another server"])
     row = McpServer(id=spec.id, name=spec.name, description=spec.description, resource=resource,
                     scopes=dict(spec.scopes), default_scopes=list(spec.default_scopes), tags=sorted(set(spec.tags)),
                     access_token_lifetime=spec.access_token_lifetime, enabled=True)
@@ -60,7 +64,7 @@ def update(session: Session, row: McpServer, spec: ServerSpec, actor: str = "sys
     resource = _validate(spec)
     other = mcp_servers.by_resource(session, resource)
     if other is not None and other.id != row.id:
-        raise InvalidServer([f"resource: {resource} belongs to server {other.id!r}"])
+        raise ServerConflict([f"resource: {resource} belongs to server {other.id!r}"])
     before = snapshot(row)
     row.name, row.description, row.resource = spec.name, spec.description, resource
     row.scopes, row.default_scopes = dict(spec.scopes), list(spec.default_scopes)

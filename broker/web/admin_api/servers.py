@@ -68,9 +68,8 @@ def _row(session: DbSession, server_id: str) -> McpServer:
 
 
 def _refused(exc: registry.InvalidServer) -> Exception:
-    conflict = [p for p in exc.problems if "exists already" in p or "belongs to" in p]
-    if conflict:
-        return fail(409, "conflict", "; ".join(conflict), problems=exc.problems)
+    if isinstance(exc, registry.ServerConflict):
+        return fail(409, "conflict", "; ".join(exc.problems), problems=exc.problems)
     return fail(400, "invalid_request", str(exc), problems=exc.problems)
 
 
