@@ -19,9 +19,9 @@ import httpx
 import pytest
 from mcp.client.auth.oauth2 import OAuthClientProvider
 
-from tests.e2e.test_mcp_sdk_flow import REDIRECT_URI, InMemoryTokenStorage, call_whoami, metadata
 from tests.support.https_server import HttpsDocumentServer, TestCertificates
 from tests.support.mcp_browser import McpBrowser
+from tests.support.mcp_client import REDIRECT_URI, InMemoryTokenStorage, call_whoami, metadata
 from tests.support.processes import BROKER, ServerProcess, run_broker
 
 pytestmark = pytest.mark.e2e

@@ -12,38 +12,15 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx2
 import pytest
 from mcp.client.auth.oauth2 import OAuthClientProvider
-from mcp.client.session import ClientSession
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientInformationFull
 
 from tests.support.mcp_browser import McpBrowser
+from tests.support.mcp_client import REDIRECT_URI, InMemoryTokenStorage, call_whoami, metadata
 from tests.support.processes import BROKER, ServerProcess, run_broker
 
 pytestmark = pytest.mark.e2e
-REDIRECT_URI = "http://127.0.0.1:33418/callback"
-
-
-class InMemoryTokenStorage:
-    def __init__(self, client_info: OAuthClientInformationFull | None = None):
-        self.tokens: OAuthToken | None = None
-        self.client_info = client_info
-        self.history: list[OAuthToken] = []
-
-    async def get_tokens(self) -> OAuthToken | None:
-        return self.tokens
-
-    async def set_tokens(self, tokens: OAuthToken) -> None:
-        self.tokens = tokens
-        self.history.append(tokens)
-
-    async def get_client_info(self) -> OAuthClientInformationFull | None:
-        return self.client_info
-
-    async def set_client_info(self, client_info: OAuthClientInformationFull) -> None:
-        self.client_info = client_info
 
 
 @pytest.fixture(scope="module")
@@ -53,24 +30,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
                            log_path=base / "dev.log", cwd=base)
     with server:
         yield server
-
-
-def metadata(auth_method: str) -> OAuthClientMetadata:
-    return OAuthClientMetadata(client_name="SDK e2e client", redirect_uris=[REDIRECT_URI],
-                               grant_types=["authorization_code", "refresh_token"], response_types=["code"],
-                               token_endpoint_auth_method=auth_method)
-
-
-async def call_whoami(url: str, provider: OAuthClientProvider) -> dict:
-    async with httpx2.AsyncClient(auth=provider, timeout=30, follow_redirects=False) as http:
-        async with streamable_http_client(url, http_client=http) as (read, write):
-            async with ClientSession(read, write) as session:
-                await session.initialize()
-                tools = await session.list_tools()
-                assert [t.name for t in tools.tools] == ["whoami"]
-                result = await session.call_tool("whoami", {})
-    assert not result.is_error, result
-    return json.loads(result.content[0].text)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.test_mcp_sdk_flow import InMemoryTokenStorage, call_whoami, metadata
 from tests.support.mcp_browser import McpBrowser
+from tests.support.mcp_client import InMemoryTokenStorage, call_whoami, metadata
 from tests.support.processes import BROKER, ServerProcess, run_broker
 
 pytestmark = pytest.mark.e2e
