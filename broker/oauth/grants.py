@@ -100,7 +100,7 @@ class AuthorizationCodeGrant(_Grant, grants.AuthorizationCodeGrant):
 
     def create_token_response(self) -> tuple:
         row, client, db, now = self.request.authorization_code, self.request.client, self.request.db, self.request.now
-        user = subjects.active_user(db, row.user_id)
+        user = subjects.active_user(db, row.user_id, row.created_at)  # as at refresh: no code from before a revocation
         server = _enabled_server(db, row.resource, self.server.issuer)
         granted = frozenset(row.scope.split()) if row.scope else frozenset()
         refresh = self.server.refresh_tokens.start(db, client_id=client.client_id, user_id=user.id,

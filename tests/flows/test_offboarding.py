@@ -118,3 +118,19 @@ async def test_admin_api_unknown_user_and_bad_body(client, state) -> None:
     assert missing.status_code == 404
     bad = await client.post("/admin/api/v1/users/ghost@example.com/revoke", json={"reason": ""}, headers=auth)
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
+
+
+async def test_a_code_issued_before_a_revocation_stays_dead_after_restore(client, state, cli) -> None:
+    """The code grant checks the user's not-before exactly as the refresh grant does."""
+    import asyncio
+
+    from tests.support.oauth_flow import exchange
+
+    new = register_client(state, trusted=True)
+    verifier, challenge = pkce()
+    code = (await authorize(client, new.row.id, challenge))["code"]
+    await asyncio.sleep(0.01)  # the revocation's not-before is after the code's creation
+    assert cli(["users", "revoke", "alice@example.com", "--reason", "incident"]) == 0
+    assert cli(["users", "restore", "alice@example.com"]) == 0
+    response = await exchange(client, new.row.id, code, verifier)
+    assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
