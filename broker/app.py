@@ -90,7 +90,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
         raise StartupError(f"idps: {exc}") from None
     oauth = OAuthCore(settings, keyring, encryptor, StoredPolicy(), connectors,
                       csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest(),
-                      client_metadata=client_metadata or metadata_fetcher(settings))
+                      client_metadata=client_metadata or metadata_fetcher(settings), http=http)
     audit_key = AuditKey(kek)
 
     def seal_audit_chain() -> None:

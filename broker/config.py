@@ -114,6 +114,8 @@ class TestIdpClient(_Section):
     client_id: str = Field(min_length=1)
     client_secret: SecretStr
     redirect_uris: list[str] = Field(min_length=1)
+    # Its client_id at the resource authorization server, the ID-JAG's client_id; empty: the same client_id.
+    resource_client_id: str = ""
 
 
 class TestIdpSettings(_Section):
@@ -122,6 +124,9 @@ class TestIdpSettings(_Section):
     clients: list[TestIdpClient] = []
     code_lifetime: int = Field(60, ge=10, le=600)
     refresh_token_lifetime: int = Field(86400, ge=60)
+    # Issuers of the authorization servers it issues ID-JAGs for (token exchange); empty: exchange is off.
+    id_jag_audiences: list[str] = []
+    id_jag_lifetime: int = Field(300, ge=30, le=3600)
 
 
 class IdpClaimsSettings(_Section):
@@ -218,6 +223,36 @@ class SignalsSettings(_Section):
     audience: str = ""
 
 
+class TrustedAssertionIssuer(_Section):
+    """An enterprise IdP whose ID-JAGs the broker redeems with the JWT bearer grant (RFC 7523)."""
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    issuer: str
+    jwks_uri: str
+    algorithms: list[Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]] = ["RS256", "ES256"]
+    tenant: str = ""
+    idp: str | None = None
+    link_by_email: bool = False
+    provision_users: bool = False
+
+
+class AssertionAudience(_Section):
+    """A resource authorization server this broker issues ID-JAGs for (RFC 8693 token exchange)."""
+
+    issuer: str
+    resources: list[str] = Field(min_length=1)
+    clients: dict[str, str] = {}
+
+
+class IdJagSettings(_Section):
+    """Enterprise-Managed Authorization: the broker as resource AS and as IdP (docs/enterprise-managed.md)."""
+
+    trusted_issuers: list[TrustedAssertionIssuer] = []
+    audiences: list[AssertionAudience] = []
+    lifetime: int = Field(300, ge=30, le=3600)
+    max_assertion_lifetime: int = Field(600, ge=60, le=86400)
+
+
 class AdminSettings(_Section):
     """The admin console at /admin: roles from the IdP's groups, and how long a console session lives."""
 
@@ -248,6 +283,7 @@ class Settings(_Section):
     scim: ScimSettings = ScimSettings()
     signals: SignalsSettings = SignalsSettings()
     admin: AdminSettings = AdminSettings()
+    id_jag: IdJagSettings = IdJagSettings()
 
     @property
     def database_url(self) -> str:
@@ -258,7 +294,10 @@ class Settings(_Section):
     @property
     def longest_jwt_lifetime(self) -> int:
         """The longest a JWT signed by the broker stays valid: retired keys stay published this long."""
-        return max(self.tokens.access_token_lifetime, self.tokens.id_token_lifetime) + self.tokens.clock_skew
+        lifetimes = [self.tokens.access_token_lifetime, self.tokens.id_token_lifetime]
+        if self.id_jag.audiences:
+            lifetimes.append(self.id_jag.lifetime)  # ID-JAGs this broker signs for other servers
+        return max(lifetimes) + self.tokens.clock_skew
 
     def key_encryption_key(self) -> bytes | None:
         """The 32-byte key-encryption key, decoded; None when not configured."""
@@ -459,6 +498,7 @@ def check(settings: Settings) -> list[str]:
     problems += _check_kek(settings)
     problems += _check_idps(settings)
     problems += _check_lifetimes(settings)
+    problems += _check_id_jag(settings)
     if settings.mode is Mode.PRODUCTION:
         problems += _check_production(settings)
     return problems
@@ -540,6 +580,32 @@ def _check_idps(settings: Settings) -> list[str]:
     for name in settings.federation.link_by_verified_email:
         if name not in known:
             problems.append(f"federation.link_by_verified_email: {name!r} is not a configured IdP id")
+    return problems
+
+
+def _check_id_jag(settings: Settings) -> list[str]:
+    """The broker never trusts itself as an ID-JAG issuer, nor issues ID-JAGs for itself (SPEC-NOTES 4)."""
+    problems = []
+    known = {idp.id for idp in settings.idps}
+    ids: set[str] = set()
+    for i, trusted in enumerate(settings.id_jag.trusted_issuers):
+        key = f"id_jag.trusted_issuers[{i}]"
+        if trusted.id in ids:
+            problems.append(f"{key}.id: {trusted.id!r} is used by another trusted issuer")
+        ids.add(trusted.id)
+        if trusted.issuer == settings.issuer:
+            problems.append(f"{key}.issuer: the broker never redeems ID-JAGs it issued itself")
+        for field, url in (("issuer", trusted.issuer), ("jwks_uri", trusted.jwks_uri)):
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                problems.append(f"{key}.{field}: {url!r} is not an http(s) URL")
+            elif parts.scheme == "http" and not is_loopback_host(parts.hostname):
+                problems.append(f"{key}.{field}: must be https (loopback excepted)")
+        if trusted.idp is not None and trusted.idp not in known:
+            problems.append(f"{key}.idp: {trusted.idp!r} is not a configured IdP id")
+    for i, audience in enumerate(settings.id_jag.audiences):
+        if audience.issuer == settings.issuer:
+            problems.append(f"id_jag.audiences[{i}].issuer: the broker never issues ID-JAGs for itself")
     return problems
 
 

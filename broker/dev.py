@@ -97,10 +97,15 @@ def defaults(host: str, port: int, data_dir: Path) -> dict[str, Any]:
                        "groups": g} for u, n, g in DEMO_USERS],
             "clients": [{"client_id": TESTIDP_CLIENT_ID, "client_secret": client_secret,
                          "redirect_uris": [f"{issuer}/callback/test", f"{issuer}/admin/callback/test"]}],
+            "id_jag_audiences": [issuer],
         },
         "admin": {"admin_groups": ["it-admins"], "security_groups": ["security"]},
         "idps": [{"id": "test", "type": "test", "display_name": "Test IdP (development only)",
                   "issuer": f"{issuer}/testidp", "client_id": TESTIDP_CLIENT_ID, "client_secret": client_secret}],
+        # Enterprise-Managed Authorization: the test IdP's ID-JAGs are redeemed here (docs/enterprise-managed.md);
+        # its subjects are the test IdP's users, so someone who signed in once is recognised.
+        "id_jag": {"trusted_issuers": [{"id": "testidp", "issuer": f"{issuer}/testidp",
+                                        "jwks_uri": f"{issuer}/testidp/jwks", "algorithms": ["ES256"], "idp": "test"}]},
     }
 
 

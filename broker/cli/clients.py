@@ -42,6 +42,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--scope", action="append", default=[], metavar="SCOPE",
                      help="a scope the client may hold for itself via client_credentials (repeat), "
                           "e.g. admin:read for the admin API")
+    add.add_argument("--id-jag", action="store_true",
+                     help="may redeem ID-JAGs from trusted IdPs (jwt-bearer grant; confidential only)")
+    add.add_argument("--token-exchange", action="store_true",
+                     help="may exchange its users' ID tokens for ID-JAGs for other authorization servers "
+                          "(confidential only)")
     add.add_argument("--introspect", action="store_true",
                      help="may call the introspection endpoint (an MCP server's own client; confidential only)")
     add.add_argument("--id", dest="client_id", help="the client id (default: generated)")
@@ -62,13 +67,13 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def add_client(args: argparse.Namespace) -> int:
-    grants = [] if not args.redirect_uri else ["authorization_code", "refresh_token"]
-    if args.client_credentials:
-        grants.append("client_credentials")
-    if not grants and not args.introspect:
-        raise CliError("give --redirect-uri (users sign in) or --client-credentials or --introspect")
-    if (args.client_credentials or args.introspect) and not args.confidential:
-        raise CliError("--client-credentials and --introspect need --confidential")
+    try:
+        grants = clients.preregistered_grants(
+            redirect_uris=args.redirect_uri, client_credentials=args.client_credentials, id_jag=args.id_jag,
+            token_exchange=args.token_exchange, introspect=args.introspect, confidential=args.confidential)
+    except ValueError as exc:
+        raise CliError(f"{exc} (see --help: --redirect-uri, --client-credentials, --id-jag, --token-exchange, "
+                       "--introspect, --confidential)") from None
     database = open_database(load_settings(args))
     with database.transaction() as session:
         try:

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 import jwt
 
 from broker.federation.errors import InvalidIdToken, UpstreamUnavailable
@@ -129,3 +130,17 @@ def _key_for(jwk: Jwk, alg: str) -> Any | None:
         return jwt.PyJWK(jwk, algorithm=alg).key
     except Exception:  # noqa: BLE001 - a malformed key from the IdP is a key that does not fit, whatever it raises
         return None
+
+
+def http_fetcher(http: httpx.AsyncClient, jwks_uri: str, name: str) -> Callable[[], Awaitable[Any]]:
+    """A ``JwksCache`` fetch function: GET ``jwks_uri`` (5 s timeout); failures are ``UpstreamUnavailable``."""
+
+    async def fetch() -> Any:
+        try:
+            response = await http.get(jwks_uri, timeout=5.0)
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise UpstreamUnavailable(f"keys of {name} unavailable") from exc
+
+    return fetch

@@ -22,9 +22,9 @@ from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.config import IdpSettings, SignalIssuer
-from broker.federation.errors import InvalidIdToken, UpstreamError, UpstreamUnavailable
+from broker.federation.errors import InvalidIdToken, UpstreamError
 from broker.federation.idtoken import UnverifiedHeader
-from broker.federation.jwks import JwksCache
+from broker.federation.jwks import JwksCache, http_fetcher
 from broker.lifecycle import offboarding
 from broker.storage import grants, users
 from broker.storage.models import UpstreamIdentity, User
@@ -59,8 +59,8 @@ class SignedEventVerifier:
         self.skew = skew
         self.clock = clock
         self.senders = {s.issuer: s for s in senders}
-        self.keys = {s.issuer: JwksCache(self._fetcher(http, s), idp_id=s.id, ttl=600, min_refresh_interval=30,
-                                         clock=clock) for s in senders}
+        self.keys = {s.issuer: JwksCache(http_fetcher(http, s.jwks_uri, s.id), idp_id=s.id, ttl=600,
+                                         min_refresh_interval=30, clock=clock) for s in senders}
 
     async def verify(self, unverified_token: str, *, typ: str | None, required: tuple[str, ...]) -> VerifiedSignal:
         if len(unverified_token) > MAX_TOKEN_BYTES or unverified_token.count(".") != 2:
@@ -99,18 +99,6 @@ class SignedEventVerifier:
             raise SignalError("invalid_key", "the signing key is not one the sender publishes") from None
         except UpstreamError:
             raise SignalError("invalid_key", "the sender's keys could not be fetched", 503) from None
-
-    @staticmethod
-    def _fetcher(http: httpx.AsyncClient, sender: SignalIssuer) -> Callable[[], Any]:
-        async def fetch() -> Any:
-            try:
-                response = await http.get(sender.jwks_uri, timeout=5.0)
-                response.raise_for_status()
-                return response.json()
-            except (httpx.HTTPError, ValueError) as exc:
-                raise UpstreamUnavailable(f"keys of {sender.id} unavailable") from exc
-
-        return fetch
 
 
 # ---------------------------------------------------------------- acting on a verified event

@@ -4,6 +4,9 @@ Until the client and its redirect URI are known good, every problem is an
 ``AuthorizationPageError`` (shown to the user; never a redirect, so never an open redirector).
 After that, problems are ``OAuth2Error``s that the web layer sends to the redirect URI with
 ``state`` and ``iss`` (RFC 9207).
+
+The target is the MCP server ``resource`` names; a request without ``resource`` that asks for
+``openid`` is a sign-in (OpenID Connect), whose target is the broker's own UserInfo endpoint.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy.orm import Session
 
-from broker.oauth import scopes
+from broker.oauth import oidc_claims, scopes
 from broker.oauth.cimd import CimdError
 from broker.oauth.clients import ClientDirectory, ClientView
 from broker.oauth.errors import (
@@ -40,6 +43,7 @@ class AuthorizationRequest:
     state: str | None
     server: servers.Server
     requested_scopes: frozenset[str] | None
+    oidc_scopes: frozenset[str]  # openid, profile, email as asked for; empty unless openid was
     code_challenge: str
     nonce: str | None
     login_hint: str | None
@@ -128,15 +132,20 @@ def _validate_rest(session: Session, params: Params, issuer: str, client: Client
     challenge = _code_challenge(params)
     requested = scopes.parse(params.get("scope"))
     scopes.require_known(requested, server.scopes.keys())
+    oidc = oidc_claims.requested((params.get("scope") or "").split(" "))
+    if server.id == servers.USERINFO_ID:
+        requested = oidc  # a sign-in asks for exactly its OIDC scopes
     if params.get("prompt") == "none":
         raise OAuth2Error("the user must sign in", error="login_required")  # OIDC Core §3.1.2.6
     return AuthorizationRequest(client=client, redirect_uri=redirect_uri, state=state, server=server,
-                                requested_scopes=requested, code_challenge=challenge,
+                                requested_scopes=requested, oidc_scopes=oidc, code_challenge=challenge,
                                 nonce=params.get("nonce"), login_hint=params.get("login_hint"))
 
 
 def _server(session: Session, params: Params, issuer: str) -> servers.Server:
     resources = params.get_all("resource")
+    if not resources and _asks_for_openid(params):
+        return servers.userinfo(issuer)  # OIDC Core §3.1.2.1: a sign-in reaches no MCP server
     if not resources:
         raise InvalidTargetError("the resource parameter is required")  # MCP authorization: RFC 8707
     if len(resources) > 1:
@@ -145,6 +154,11 @@ def _server(session: Session, params: Params, issuer: str) -> servers.Server:
         return servers.resolve(session, resources[0], issuer)
     except servers.UnknownResource as exc:
         raise InvalidTargetError(str(exc)) from None
+
+
+def _asks_for_openid(params: Params) -> bool:
+    # every value: a repeated scope is refused right after this, with the other duplicates (RFC 6749 §3.1)
+    return any("openid" in value.split(" ") for value in params.get_all("scope"))
 
 
 def _code_challenge(params: Params) -> str:

@@ -23,6 +23,26 @@ PUBLIC_METHOD = "none"
 SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 AUTH_METHODS = (PUBLIC_METHOD, *SECRET_METHODS, "private_key_jwt")
 USER_GRANTS = ("authorization_code", "refresh_token")
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # redeem ID-JAGs (broker.oauth.jwt_bearer)
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # get ID-JAGs (broker.oauth.token_exchange)
+CONFIDENTIAL_GRANTS = ("client_credentials", JWT_BEARER, TOKEN_EXCHANGE)
+
+
+def preregistered_grants(*, redirect_uris: Sequence[str], client_credentials: bool = False, id_jag: bool = False,
+                         token_exchange: bool = False, introspect: bool = False,
+                         confidential: bool = False) -> list[str]:
+    """The grant types an operator's choices add up to (CLI and admin API); ``ValueError`` when they clash."""
+    grants = list(USER_GRANTS) if redirect_uris else []
+    for wanted, grant in ((client_credentials, "client_credentials"), (id_jag, JWT_BEARER),
+                          (token_exchange, TOKEN_EXCHANGE)):
+        if wanted:
+            grants.append(grant)
+    if not grants and not introspect:
+        raise ValueError("give redirect URIs (users sign in), client credentials, ID-JAG redemption or "
+                         "introspection")
+    if (set(grants) & set(CONFIDENTIAL_GRANTS) or introspect) and not confidential:
+        raise ValueError("client credentials, ID-JAGs, token exchange and introspection need a confidential client")
+    return grants
 
 
 class ClientView(ClientMixin):
@@ -107,6 +127,8 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
             raise ValueError(f"redirect URI {uri!r}: {exc}") from None
     if "authorization_code" in grant_types and not redirect_uris:
         raise ValueError("the authorization_code grant needs at least one redirect URI")
+    if auth_method == PUBLIC_METHOD and set(grant_types) & set(CONFIDENTIAL_GRANTS):
+        raise ValueError("client_credentials, jwt-bearer and token-exchange need an authenticated client")
     if auth_method == "private_key_jwt" and not jwks:
         raise ValueError("private_key_jwt needs the client's public keys (jwks)")
     secret = (secret or secrets.new_token()) if auth_method in SECRET_METHODS else None

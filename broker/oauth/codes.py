@@ -19,13 +19,20 @@ from broker.storage.models import AuthorizationCode
 
 def issue(session: Session, *, client_id: str, user_id: str, redirect_uri: str, resource: str, scope: str,
           code_challenge: str, nonce: str | None, auth_time: dt.datetime | None, acr: str | None,
-          now: dt.datetime, lifetime: int) -> str:
+          now: dt.datetime, lifetime: int, oidc_scope: str | None = None) -> str:
     code = secrets.new_token()
     grants.add(session, AuthorizationCode(
         code_hash=secrets.digest(code), client_id=client_id, user_id=user_id, redirect_uri=redirect_uri,
         resource=resource, scope=scope, code_challenge=code_challenge, code_challenge_method="S256", nonce=nonce,
-        auth_time=auth_time, acr=acr, created_at=now, expires_at=now + dt.timedelta(seconds=lifetime)))
+        auth_time=auth_time, acr=acr, oidc_scope=oidc_scope, created_at=now,
+        expires_at=now + dt.timedelta(seconds=lifetime)))
     return code
+
+
+def resource_of(session: Session, code: str) -> str | None:
+    """The resource a code was issued for, without redeeming it; None for an unknown code."""
+    row = grants.code(session, secrets.digest(code))
+    return None if row is None else row.resource
 
 
 def redeem(session: Session, code: str, now: dt.datetime) -> AuthorizationCode:

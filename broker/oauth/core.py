@@ -10,6 +10,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 from sqlalchemy.orm import Session
 
@@ -22,6 +23,8 @@ from broker.oauth import authorize, metadata, selection
 from broker.oauth.cimd import CimdClients, MetadataFetcher
 from broker.oauth.clients import ClientDirectory
 from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, TemporarilyUnavailableError
+from broker.oauth.id_jag import JWT_BEARER, AssertionKeys
+from broker.oauth.jwt_bearer import ASSERTION_KEY
 from broker.oauth.login import LoginFlow
 from broker.oauth.params import Params
 from broker.oauth.registration import BrokerRegistrationEndpoint
@@ -35,7 +38,8 @@ Response = tuple[int, Any, list[tuple[str, str]]]
 
 class OAuthCore:
     def __init__(self, settings: Settings, keyring: KeyRing, encryptor: Encryptor, policy: PolicySource,
-                 connectors: Mapping[str, Connector], csrf_key: bytes, client_metadata: MetadataFetcher | None = None):
+                 connectors: Mapping[str, Connector], csrf_key: bytes, client_metadata: MetadataFetcher | None = None,
+                 http: httpx.AsyncClient | None = None):
         self.settings = settings
         self.issuer = settings.issuer
         self.policy = policy
@@ -43,6 +47,7 @@ class OAuthCore:
         self.clients = ClientDirectory(CimdClients(settings.cimd, client_metadata))  # CIMD needs a fetcher
         self.server = BrokerAuthorizationServer(settings, keyring, policy, self.clients)
         self.login = LoginFlow(settings, encryptor, policy, csrf_key)
+        self.assertion_keys = AssertionKeys(settings.id_jag.trusted_issuers, http or httpx.AsyncClient())
         self.registration = BrokerRegistrationEndpoint(self.server, settings.registration.require_approval,
                                                        settings.registration.max_per_hour_per_address)
 
@@ -80,6 +85,12 @@ class OAuthCore:
         if exc.client_error == "temporarily_unavailable":
             return TemporarilyUnavailableError("the identity provider is unavailable; try again later")
         return AccessDeniedError("sign-in at the identity provider failed")
+
+    async def prepare_token_request(self, params: Params) -> dict[str, Any]:
+        """What a token request needs fetched before its transaction: an ID-JAG issuer's signing key."""
+        if params.get("grant_type") != JWT_BEARER or not self.server.assertion_issuers:
+            return {}
+        return {ASSERTION_KEY: await self.assertion_keys.prepare(params.get("assertion"))}
 
     def token(self, http: HttpRequest) -> Response:
         return self.server.create_token_response(http)

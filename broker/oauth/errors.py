@@ -22,10 +22,11 @@ from authlib.oauth2.rfc6749.errors import (
 )
 
 __all__ = [
-    "AccessDeniedError", "AuthorizationPageError", "InvalidClientError", "InvalidGrantError",
+    "AccessDeniedError", "AuthorizationPageError", "InsufficientUserAuthenticationError", "InvalidClientError",
+    "InvalidGrantError",
     "InvalidRequest", "InvalidScopeError", "InvalidTargetError", "OAuth2Error", "TemporarilyUnavailableError",
     "UnauthorizedClientError", "UnsupportedGrantTypeError", "UnsupportedResponseTypeError",
-    "UnsupportedTokenTypeError", "describe",
+    "UnsupportedSubjectTokenTypeError", "UnsupportedTokenTypeError", "describe",
 ]
 
 _FORBIDDEN = re.compile(r"[^\x20\x21\x23-\x5B\x5D-\x7E]")  # RFC 6749 §5.2 error_description
@@ -52,6 +53,18 @@ class TemporarilyUnavailableError(OAuth2Error):
 
     error = "temporarily_unavailable"
     status_code = 503
+
+
+class UnsupportedSubjectTokenTypeError(OAuth2Error):
+    """RFC 8693 token exchange: a ``subject_token_type`` this server does not exchange (a 400, not RFC 7009's 401)."""
+
+    error = "unsupported_token_type"
+
+
+class InsufficientUserAuthenticationError(OAuth2Error):
+    """RFC 9470 §3: the sign-in was not strong enough for this request; the user must authenticate again."""
+
+    error = "insufficient_user_authentication"
 
 
 class AuthorizationPageError(Exception):

@@ -124,7 +124,8 @@ def _audience_enabled(request: Any, audience: Any) -> bool:
     if not isinstance(audience, str):
         return False
     try:
-        servers.resolve(request.db, audience, request.server_ref.issuer, include_admin_api=True)
+        servers.resolve(request.db, audience, request.server_ref.issuer, include_admin_api=True,
+                        include_sign_in=True)  # the aud of a token we signed, not a client's resource
     except servers.UnknownResource:
         return False
     return True

@@ -22,7 +22,7 @@ from broker import audit
 from broker.config import Settings
 from broker.federation.identity import Identity
 from broker.keys.crypto import Encryptor
-from broker.oauth import codes, provisioning, redirects, secrets, subjects
+from broker.oauth import codes, oidc_claims, provisioning, redirects, secrets, subjects
 from broker.oauth.authorize import AuthorizationRequest, redirect_location
 from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, OAuth2Error
 from broker.oauth.tokens import scope_string
@@ -70,6 +70,7 @@ class ConsentView:
     server_name: str
     server_resource: str
     scopes: tuple[tuple[str, str], ...]  # (scope, description)
+    sign_in: bool = False  # OpenID Connect sign-in: no MCP server, the user's identity only
 
 
 class LoginFlow:
@@ -99,7 +100,8 @@ class LoginFlow:
             server_id=request.server.id, requested_scope=" ".join(sorted(request.requested_scopes or ())),
             state=request.state, code_challenge=request.code_challenge, code_challenge_method="S256",
             nonce=request.nonce, idp_id="", upstream_state_hash=secrets.digest(secrets.new_token()),
-            upstream_nonce="", upstream_verifier_encrypted=b"", created_at=now, expires_at=now + self.login_timeout)
+            upstream_nonce="", upstream_verifier_encrypted=b"", oidc_scope=oidc_claims.stored(request.oidc_scopes),
+            created_at=now, expires_at=now + self.login_timeout)
         grants.add(session, pending)
         return pending.id
 
@@ -215,7 +217,8 @@ class LoginFlow:
             redirect_host=urlsplit(pending.redirect_uri).netloc or pending.redirect_uri,
             loopback_only=bool(uris) and all(redirects.is_loopback(u) for u in uris),
             server_name=server.name, server_resource=server.resource,
-            scopes=tuple((s, server.scopes.get(s, "")) for s in sorted((pending.granted_scope or "").split())))
+            scopes=tuple((s, server.scopes.get(s, "")) for s in sorted((pending.granted_scope or "").split())),
+            sign_in=server.id == servers.USERINFO_ID)
 
     def decide(self, session: Session, pending_id: str | None, browser: str | None, csrf: str | None,
                approve: bool, now: dt.datetime) -> Redirect:
@@ -269,7 +272,7 @@ class LoginFlow:
         code = codes.issue(session, client_id=pending.client_id, user_id=user.id, redirect_uri=pending.redirect_uri,
                            resource=pending.resource, scope=pending.granted_scope or "",
                            code_challenge=pending.code_challenge, nonce=pending.nonce, auth_time=pending.auth_time,
-                           acr=pending.acr, now=now, lifetime=self.code_lifetime)
+                           acr=pending.acr, oidc_scope=pending.oidc_scope, now=now, lifetime=self.code_lifetime)
         pending.status = "done"
         return Redirect(redirect_location(pending.redirect_uri, self.issuer, pending.state, code=code))
 

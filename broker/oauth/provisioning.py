@@ -8,6 +8,7 @@ shows at the next login (and, through policy, at the next refresh).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -70,3 +71,30 @@ def _storable(claims: Any, email_verified: bool | None) -> dict[str, Any]:
     kept = {k: v for k, v in dict(claims).items() if k not in ("nonce", "at_hash", "c_hash")}
     kept["email_verified"] = email_verified is True
     return kept if len(str(kept)) <= MAX_CLAIMS_BYTES else {k: kept[k] for k in ("sub", "iss", "email") if k in kept}
+
+
+def asserted_user(session: Session, *, idp_id: str, subject: str, claims: Mapping[str, Any], link_by_email: bool,
+                  provision: bool, now: dt.datetime) -> User | None:
+    """The broker user an identity assertion (ID-JAG) names, by (IdP, subject); None when there is none.
+
+    Unlike a sign-in, an assertion carries no groups and changes nothing about a known user. On first
+    sight of a subject it may link to the one user with its verified email (``link_by_email``) or create
+    a user (``provision``); either records the identity, so the next assertion finds it directly.
+    """
+    record = users.identity(session, idp_id, subject)
+    if record is not None:
+        return users.get(session, record.user_id)
+    email = claims.get("email") if isinstance(claims.get("email"), str) else None
+    user = None
+    if link_by_email and email and claims.get("email_verified") is True:  # never link on an unverified email
+        matches = users.by_email(session, email)
+        user = matches[0] if len(matches) == 1 else None
+    if user is None and provision:
+        user = User(email=email, display_name=email or subject, status="active", created_at=now, updated_at=now)
+        users.add(session, user)
+    if user is None:
+        return None
+    kept = {k: claims[k] for k in ("iss", "sub", "email", "email_verified") if k in claims}
+    users.add(session, UpstreamIdentity(user_id=user.id, idp_id=idp_id, subject=subject, email=email, claims=kept,
+                                        created_at=now))
+    return user

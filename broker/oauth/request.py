@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, JsonPayload, JsonRequest, OAuth2Request
@@ -41,6 +41,8 @@ class HttpRequest:
     now: dt.datetime
     client_ip: str | None = None
     json: Any = None
+    # What the web layer fetched before the transaction began (e.g. an assertion issuer's key).
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 class BrokerRequest(OAuth2Request):

@@ -22,8 +22,11 @@ from broker.oauth.cimd import CimdError
 from broker.oauth.clients import ClientDirectory, ClientView
 from broker.oauth.errors import InvalidClientError, describe
 from broker.oauth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
+from broker.oauth.id_tokens import IdTokens
 from broker.oauth.introspection import BrokerIntrospectionEndpoint, BrokerRevocationEndpoint
+from broker.oauth.jwt_bearer import JwtBearerGrant
 from broker.oauth.request import BrokerJsonRequest, BrokerRequest, HttpRequest
+from broker.oauth.token_exchange import TokenExchangeGrant
 from broker.oauth.tokens import AccessTokens, RefreshTokens
 from broker.policy import PolicySource
 from broker.storage import grants as grant_repo
@@ -65,8 +68,16 @@ class BrokerAuthorizationServer(AuthorizationServer):
         self.jwks_grace = dt.timedelta(seconds=settings.longest_jwt_lifetime)
         self.access_tokens = AccessTokens(settings, keyring)
         self.refresh_tokens = RefreshTokens(settings)
+        self.id_tokens = IdTokens(settings, keyring)
+        # Enterprise-Managed Authorization: redeem ID-JAGs from trusted IdPs; issue them for other servers.
+        self.assertion_issuers = {t.issuer: t for t in settings.id_jag.trusted_issuers}
+        self.assertion_audiences = {a.issuer: a for a in settings.id_jag.audiences if a.issuer != self.issuer}
         for grant in (AuthorizationCodeGrant, RefreshTokenGrant, ClientCredentialsGrant):
             self.register_grant(grant)
+        if self.assertion_issuers:
+            self.register_grant(JwtBearerGrant)
+        if self.assertion_audiences:
+            self.register_grant(TokenExchangeGrant)
         self.register_endpoint(BrokerRevocationEndpoint)
         self.register_endpoint(BrokerIntrospectionEndpoint)
 

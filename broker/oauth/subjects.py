@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 from sqlalchemy import select
@@ -24,6 +25,11 @@ def user_subject(session: Session, user: User) -> Subject:
                    groups=frozenset(users.group_names(session, user.id)), claims=claims,
                    acr=claims.get("acr") if isinstance(claims.get("acr"), str) else None,
                    amr=tuple(a for a in amr if isinstance(a, str)) if isinstance(amr, list) else ())
+
+
+def with_login(subject: Subject, *, acr: str | None, amr: tuple[str, ...]) -> Subject:
+    """``subject`` as of another sign-in (an identity assertion's ``acr``/``amr``), for step-up rules."""
+    return dataclasses.replace(subject, acr=acr, amr=amr)
 
 
 def client_subject(client: ClientView) -> Subject:

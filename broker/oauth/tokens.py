@@ -92,31 +92,41 @@ class RefreshTokens:
         self.absolute = dt.timedelta(seconds=settings.tokens.refresh_token_absolute_lifetime)
 
     def start(self, session: Session, *, client_id: str, user_id: str, resource: str, scopes: Iterable[str],
-              auth_time: dt.datetime | None, acr: str | None, now: dt.datetime) -> RefreshGrant:
+              auth_time: dt.datetime | None, acr: str | None, now: dt.datetime,
+              oidc_scope: str | None = None) -> RefreshGrant:
+        """A new family; ``oidc_scope`` (the code's) makes every refresh carry an ID token too."""
         token = secrets.new_token()
         family = RefreshTokenFamily(client_id=client_id, user_id=user_id, resource=resource,
                                     scope=scope_string(scopes), current_hash=secrets.digest(token), generation=0,
-                                    auth_time=auth_time, acr=acr, created_at=now, last_used_at=now,
-                                    expires_at=now + self.absolute)
+                                    auth_time=auth_time, acr=acr, oidc_scope=oidc_scope, created_at=now,
+                                    last_used_at=now, expires_at=now + self.absolute)
         grants.add(session, family)
         return RefreshGrant(family, token)
 
     def rotate(self, session: Session, presented: str, client_id: str, now: dt.datetime) -> RefreshGrant:
         """Exchange a refresh token for the next one in its family, or raise ``InvalidGrantError``."""
-        presented_hash = secrets.digest(presented)
-        family = grants.family_by_current(session, presented_hash)
-        if family is None:
-            self._reject_unknown_or_reused(session, presented_hash, now)
-        assert family is not None
-        self._check_usable(family, client_id, now)
+        family = self.current(session, presented, client_id, now)
         token = secrets.new_token()
-        if not grants.rotate_family(session, family.id, presented_hash, secrets.digest(token), now):
+        if not grants.rotate_family(session, family.id, secrets.digest(presented), secrets.digest(token), now):
             # Another request rotated it first: two holders of one token (RFC 9700 §4.14.2).
             grants.revoke_family(session, family.id, "refresh token used twice", now)
             _audit_reuse(session, family, "concurrent use")
             raise InvalidGrantError("refresh token was already used")
         session.refresh(family)
         return RefreshGrant(family, token)
+
+    def current(self, session: Session, presented: str, client_id: str, now: dt.datetime) -> RefreshTokenFamily:
+        """The live family whose current token is ``presented``, without rotating it (a subject token).
+
+        A rotated token is reuse, as at the token endpoint: its family is revoked.
+        """
+        presented_hash = secrets.digest(presented)
+        family = grants.family_by_current(session, presented_hash)
+        if family is None:
+            self._reject_unknown_or_reused(session, presented_hash, now)
+        assert family is not None
+        self._check_usable(family, client_id, now)
+        return family
 
     def revoke(self, session: Session, family_id: str, reason: str, now: dt.datetime) -> bool:
         return grants.revoke_family(session, family_id, reason, now)

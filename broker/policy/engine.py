@@ -185,6 +185,13 @@ class CompiledPolicy:
                    if not rule.conditional or rule.holds(client_id, subject, now, any_client, any_login)]
         return _combine(matched, subject, target, requested)
 
+    def needs_step_up(self, request: AccessRequest) -> bool:
+        """Whether a stronger sign-in (a rule's ``acr``/``amr``) would turn this denial into an allow."""
+        if self.decide(request).allowed:
+            return False
+        return self.evaluate(request.subject, request.target, client_id=request.client_id,
+                             requested=request.requested_scopes, now=request.now, any_login=True).allowed
+
     def candidates(self, subject: Subject, target: Target) -> list[CompiledRule]:
         """Rules whose subjects and targets match, in document order (conditions not yet checked)."""
         found = self._view(target).match(subject)

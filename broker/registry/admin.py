@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.registry.resources import InvalidResource, canonical_resource
-from broker.registry.servers import ADMIN_API_ID
+from broker.registry.servers import ADMIN_API_ID, USERINFO_ID
 from broker.storage import mcp_servers
 from broker.storage.models import McpServer, utcnow
 
@@ -91,7 +91,9 @@ def snapshot(row: McpServer) -> dict[str, object]:
 
 def _validate(spec: ServerSpec) -> str:
     problems = []
-    if not SERVER_ID.match(spec.id) or spec.id == ADMIN_API_ID:
+    if spec.id in (ADMIN_API_ID, USERINFO_ID):
+        problems.append(f"id: {spec.id!r} is reserved for a built-in target")
+    elif not SERVER_ID.match(spec.id):
         problems.append("id: use 1-63 lower-case letters, digits, '-' or '_', starting with a letter or digit")
     if not spec.name.strip():
         problems.append("name: required")

@@ -2,6 +2,9 @@
 
 The broker's own admin API is a built-in resource (``<issuer>/admin/api``) with admin scopes;
 only clients explicitly granted those scopes can get tokens for it (client credentials).
+Sign-in is a built-in pseudo server (``<issuer>/userinfo``, the OIDC scopes): the target of an
+authorization request that names no ``resource`` but asks for ``openid``. A client never names it
+(``resolve`` does not return it for a client's ``resource``); the broker picks it.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
+from broker.policy.layered import SIGN_IN_TARGET
 from broker.registry.resources import InvalidResource, canonical_resource
 from broker.storage import mcp_servers
 from broker.storage.models import McpServer
@@ -19,6 +23,12 @@ ADMIN_SCOPES = {
     "admin:read": "Read the broker's configuration, users, clients and audit log",
     "admin:write": "Change MCP servers, clients and policy",
     "security:revoke": "Offboard users and revoke their tokens",
+}
+USERINFO_ID = SIGN_IN_TARGET
+USERINFO_SCOPES = {  # OIDC Core §5.4: what each scope releases
+    "openid": "Sign you in with your account at this broker (your user id)",
+    "profile": "See your name",
+    "email": "See your email address and whether it is verified",
 }
 
 
@@ -52,14 +62,28 @@ def admin_api(issuer: str) -> Server:
                   scopes=dict(ADMIN_SCOPES), default_scopes=(), builtin=True)
 
 
-def resolve(session: Session, resource: str, issuer: str, *, include_admin_api: bool = False) -> Server:
-    """The enabled server a ``resource`` parameter names after canonicalisation, or ``UnknownResource``."""
+def userinfo(issuer: str) -> Server:
+    return Server(id=USERINFO_ID, name="Sign-in (OpenID Connect)", resource=f"{issuer}/userinfo",
+                  scopes=dict(USERINFO_SCOPES), default_scopes=("openid",), builtin=True)
+
+
+def resolve(session: Session, resource: str, issuer: str, *, include_admin_api: bool = False,
+            include_sign_in: bool = False) -> Server:
+    """The enabled server a ``resource`` parameter names after canonicalisation, or ``UnknownResource``.
+
+    ``include_sign_in`` only for a resource the broker stored itself (a code's, a family's, a token's
+    ``aud``), never for one a client sent: sign-in is chosen by the absence of ``resource``.
+    """
     try:
         canonical = canonical_resource(resource)
     except InvalidResource as exc:
         raise UnknownResource(str(exc)) from None
     if include_admin_api and canonical == admin_api(issuer).resource:
         return admin_api(issuer)
+    if canonical == userinfo(issuer).resource:
+        if include_sign_in:
+            return userinfo(issuer)
+        raise UnknownResource("the resource is not a registered MCP server")  # even if one was registered there
     row = mcp_servers.by_resource(session, canonical)
     if row is None or not row.enabled:
         raise UnknownResource("the resource is not a registered MCP server")
@@ -69,6 +93,8 @@ def resolve(session: Session, resource: str, issuer: str, *, include_admin_api: 
 def get(session: Session, server_id: str, issuer: str) -> Server | None:
     if server_id == ADMIN_API_ID:
         return admin_api(issuer)
+    if server_id == USERINFO_ID:
+        return userinfo(issuer)
     row = mcp_servers.get(session, server_id)
     return None if row is None else from_row(row)
 

@@ -176,6 +176,7 @@ class AuthorizationCode(Base):
     nonce: Mapped[str | None] = mapped_column(String(512))
     auth_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     acr: Mapped[str | None] = mapped_column(String(255))
+    oidc_scope: Mapped[str | None] = mapped_column(String(64))  # "openid ..." when an ID token is due
     family_id: Mapped[str | None] = mapped_column(String(36))  # what the code produced, for replay revocation
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
@@ -196,6 +197,7 @@ class RefreshTokenFamily(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0)
     auth_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     acr: Mapped[str | None] = mapped_column(String(255))
+    oidc_scope: Mapped[str | None] = mapped_column(String(64))  # "openid ..." when refreshes carry an ID token
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # absolute lifetime
@@ -313,6 +315,7 @@ class PendingAuthorization(Base):
     user_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"))
     auth_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     acr: Mapped[str | None] = mapped_column(String(255))
+    oidc_scope: Mapped[str | None] = mapped_column(String(64))  # the OIDC scopes asked for, when openid was
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
 

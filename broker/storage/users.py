@@ -24,6 +24,10 @@ def identities_by_email(session: Session, email: str) -> list[UpstreamIdentity]:
                                 .order_by(UpstreamIdentity.created_at)))
 
 
+def by_email(session: Session, email: str) -> list[User]:
+    return list(session.scalars(select(User).where(func.lower(User.email) == email.lower()).limit(2)))
+
+
 def add(session: Session, *rows: object) -> None:
     session.add_all(rows)
     session.flush()

@@ -10,6 +10,7 @@ warning.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import time
 from collections.abc import Callable
@@ -23,11 +24,13 @@ from broker.testidp import scopes
 from broker.testidp.authorize import AuthorizationRequest, AuthorizationResponse, Authorizer
 from broker.testidp.directory import Directory
 from broker.testidp.errors import InsufficientScope, InvalidToken, OAuthError
+from broker.testidp.exchange import ID_JAG, TOKEN_EXCHANGE, IdJagExchange
 from broker.testidp.grants import GrantHandler, TokenEndpoint
 from broker.testidp.jwts import (
     ACCESS_TOKEN_CLAIMS,
     ACCESS_TOKEN_TYP,
     ALGORITHM,
+    CLOCK_SKEW,
     KEY_GRACE,
     KeySource,
     user_claims,
@@ -64,6 +67,12 @@ class TestIdentityProvider:
         self.authorizer = Authorizer(issuer, self.directory, sealer, settings.code_lifetime, clock)
         self.token_handler = TokenEndpoint(issuer, self.userinfo_endpoint, self.directory, sealer, keyring,
                                             settings.refresh_token_lifetime, clock)
+        # A retired key stays published as long as the longest-lived token it signed.
+        self.key_grace = max(KEY_GRACE, dt.timedelta(seconds=settings.id_jag_lifetime + CLOCK_SKEW))
+        if settings.id_jag_audiences:  # Enterprise-Managed Authorization: only when audiences are configured
+            exchange = IdJagExchange(issuer, self.directory, sealer, keyring, self.jwks, settings.id_jag_audiences,
+                                     settings.id_jag_lifetime)
+            self.register_grant(TOKEN_EXCHANGE, exchange.exchange)
         log.warning("the built-in TEST identity provider is enabled at %s: it accepts the passwords written "
                     "in the configuration and must never be used in production", issuer)
 
@@ -85,7 +94,7 @@ class TestIdentityProvider:
 
     def metadata(self) -> dict[str, Any]:
         """OpenID Provider Metadata (OIDC Discovery §3); ``issuer`` is exactly ``self.issuer``."""
-        return {
+        metadata: dict[str, Any] = {
             "issuer": self.issuer,
             "authorization_endpoint": self.authorization_endpoint,
             "token_endpoint": self.token_endpoint,
@@ -105,10 +114,13 @@ class TestIdentityProvider:
             "request_parameter_supported": False,
             "request_uri_parameter_supported": False,
         }
+        if TOKEN_EXCHANGE in self.token_handler.grants:  # draft-ietf-oauth-identity-chaining: what it exchanges to
+            metadata["identity_chaining_requested_token_types_supported"] = [ID_JAG]
+        return metadata
 
     def jwks(self, session: Session) -> dict[str, Any]:
         """Published public keys: the active one, the next one, and retired ones still in their grace."""
-        return self.keyring.jwks(session, KEY_GRACE)
+        return self.keyring.jwks(session, self.key_grace)
 
     def begin_authorization(self, params: Params) -> AuthorizationRequest:
         """Validate an authorization request that should show the login form."""

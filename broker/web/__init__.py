@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 
 from broker import __version__
 from broker.oauth.metadata import paths_for
-from broker.web import admin_api, authorize, errors, health, jwks, scim, signals, token
+from broker.web import admin_api, authorize, errors, health, jwks, scim, signals, token, userinfo
 from broker.web.admin import router as admin_console
 from broker.web.cors import PublicCors
 from broker.web.middleware import BodySizeLimit, RequestContext
@@ -45,6 +45,7 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
     app.include_router(token.discovery_router(discovery_paths))
     app.include_router(authorize.router)
     app.include_router(token.router)
+    app.include_router(userinfo.router)
     app.include_router(admin_api.router)
     app.include_router(admin_console)
     app.include_router(signals.router)
@@ -55,7 +56,8 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
         app.include_router(testidp.router, prefix="/testidp")
     if fallback is not None:
         app.mount("/", fallback)
-    app.add_middleware(PublicCors, paths={*discovery_paths, "/jwks", "/token", "/revoke", "/register"},
+    app.add_middleware(PublicCors, paths={*discovery_paths, "/jwks", "/token", "/revoke", "/register",
+                                          "/userinfo"},
                        prefixes=("/.well-known/",))
     app.add_middleware(BodySizeLimit, max_bytes=state.settings.server.max_body_bytes)
     app.add_middleware(RequestContext)

@@ -28,10 +28,13 @@ router = APIRouter(tags=["oauth"])
 
 OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "RFC 6749 §5.2 error: invalid_request, invalid_grant, unauthorized_client, "
-                         "unsupported_grant_type, invalid_scope, invalid_target"},
+                         "unsupported_grant_type, invalid_scope, invalid_target, unsupported_token_type, "
+                         "insufficient_user_authentication"},
     401: {"description": "invalid_client (with WWW-Authenticate)"},
     413: {"description": "Request body too large"},
 }
+TOKEN_ERRORS = {**OAUTH_ERRORS, 503: {"description": "temporarily_unavailable: the identity provider, or a trusted "
+                                                     "ID-JAG issuer's signing keys, could not be reached"}}
 FORM_BODY = {"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}}
 
 
@@ -45,7 +48,8 @@ async def _form_call(request: Request, state: Any, method: Any) -> Response:
         refused = await _check_upstream(state, params.get("refresh_token"))
         if refused is not None:
             return refused
-    return await _call(request, state, method, params)
+    context = await state.oauth.prepare_token_request(params) if method == state.oauth.token else {}
+    return await _call(request, state, method, params, context)
 
 
 async def _check_upstream(state: Any, refresh_token: str | None) -> Response | None:
@@ -68,16 +72,20 @@ async def _check_upstream(state: Any, refresh_token: str | None) -> Response | N
     return None
 
 
-async def _call(request: Request, state: Any, method: Any, params: Params) -> Response:
+async def _call(request: Request, state: Any, method: Any, params: Params,
+                context: dict[str, Any] | None = None) -> Response:
     def run() -> Response:
         with state.database.transaction() as session:
-            return render(method(http_request(request, state, params, session)))
+            http = http_request(request, state, params, session)
+            http.context.update(context or {})
+            return render(method(http))
 
     return await run_in_threadpool(run)
 
 
-@router.post("/token", summary="Token endpoint: authorization_code, refresh_token, client_credentials",
-             responses=OAUTH_ERRORS, openapi_extra=FORM_BODY, response_class=JSONResponse)
+@router.post("/token", summary="Token endpoint: authorization_code, refresh_token, client_credentials, "
+                               "jwt-bearer (ID-JAG), token-exchange (to ID-JAG)",
+             responses=TOKEN_ERRORS, openapi_extra=FORM_BODY, response_class=JSONResponse)
 async def token(request: Request, state: State) -> Response:
     return await _form_call(request, state, state.oauth.token)
 

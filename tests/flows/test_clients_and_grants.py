@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.cli import main
+from broker.storage.models import Client
 from tests.conftest import ISSUER
 from tests.support.oauth_flow import (
     CLIENT_REDIRECT,
@@ -116,7 +117,11 @@ async def test_client_credentials_need_a_confidential_client_and_a_resource(clie
     allow_clients(state, robot.row.id)
     missing = await client.post("/token", data={"grant_type": "client_credentials"}, auth=(robot.row.id, robot.secret))
     assert missing.json()["error"] == "invalid_target"
-    public = register_client(state, grant_types=("authorization_code", "client_credentials"))
+    with pytest.raises(ValueError, match="authenticated client"):
+        register_client(state, grant_types=("authorization_code", "client_credentials"))
+    public = register_client(state)
+    with state.database.transaction() as session:  # a row from before registration refused the mix
+        session.get(Client, public.row.id).grant_types = ["authorization_code", "client_credentials"]
     refused = await client.post("/token", data={"grant_type": "client_credentials", "client_id": public.row.id,
                                                 "resource": DEMO_RESOURCE})
     assert refused.json()["error"] in ("invalid_client", "unauthorized_client")

@@ -48,6 +48,8 @@ class NewClientIn(Body):
     client_credentials: bool = Field(False, description="may use the client_credentials grant (confidential only)")
     scopes: list[str] = Field([], max_length=50, description="scopes it may hold for itself, e.g. admin:read")
     introspect: bool = Field(False, description="may call the introspection endpoint (confidential only)")
+    id_jag: bool = Field(False, description="may redeem ID-JAGs from trusted IdPs (jwt-bearer; confidential only)")
+    token_exchange: bool = Field(False, description="may exchange ID tokens for ID-JAGs (confidential only)")
     trusted: bool = Field(False, description="skip the consent page (first-party clients)")
 
 
@@ -95,13 +97,12 @@ def get_client(client_id: str, session: DbSession, caller: Reader) -> ClientOut:
                                  "(admin:write)", response_model=NewClientOut, status_code=201,
              responses={**errors(e409="The client id is taken"), **BAD_BODY})
 def add_client(body: NewClientIn, session: DbSession, caller: Writer) -> NewClientOut:
-    grants = ["authorization_code", "refresh_token"] if body.redirect_uris else []
-    if body.client_credentials:
-        grants.append("client_credentials")
-    if not grants and not body.introspect:
-        raise fail(400, "invalid_request", "give redirect_uris (users sign in), client_credentials or introspect")
-    if (body.client_credentials or body.introspect) and not body.confidential:
-        raise fail(400, "invalid_request", "client_credentials and introspect need confidential")
+    try:
+        grants = clients.preregistered_grants(
+            redirect_uris=body.redirect_uris, client_credentials=body.client_credentials, id_jag=body.id_jag,
+            token_exchange=body.token_exchange, introspect=body.introspect, confidential=body.confidential)
+    except ValueError as exc:
+        raise fail(400, "invalid_request", str(exc)) from None
     if body.client_id is not None and repo.get(session, body.client_id) is not None:
         raise fail(409, "conflict", f"client id {body.client_id!r} is taken")
     try:

@@ -1,0 +1,182 @@
+"""Identity Assertion JWT Authorization Grants (ID-JAG) from trusted IdPs: keys and verification.
+
+draft-ietf-oauth-identity-assertion-authz-grant, as the MCP extension
+``io.modelcontextprotocol/enterprise-managed-authorization`` profiles it (SPEC-NOTES 4).
+
+Fetching an IdP's keys is async and happens before the token request's database transaction
+(``AssertionKeys.prepare``, called by the web layer); verification is synchronous and uses only
+what was prepared, so no HTTP call ever runs while a database connection is held. Nothing in an
+assertion is trusted before its signature: the unverified ``iss`` only chooses the keys, and the
+decode checks it again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+
+from broker.config import TrustedAssertionIssuer
+from broker.federation.errors import InvalidIdToken, UpstreamError
+from broker.federation.idtoken import UnverifiedHeader
+from broker.federation.jwks import JwksCache, http_fetcher
+from broker.oauth.clients import JWT_BEARER, TOKEN_EXCHANGE
+
+__all__ = ["JWT_BEARER", "TOKEN_EXCHANGE"]  # RFC 7523 §2.1 and RFC 8693 §2.1 grant types, re-exported
+ID_JAG_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id-jag"
+ID_JAG_PROFILE = "urn:ietf:params:oauth:grant-profile:id-jag"
+ID_JAG_TYP = "oauth-id-jag+jwt"
+REQUIRED_CLAIMS = ("iss", "sub", "aud", "client_id", "jti", "exp", "iat")
+MAX_ASSERTION_BYTES = 16_384
+KEYS_TTL = 600.0
+KEYS_MIN_REFRESH = 30.0
+
+
+class AssertionRejected(Exception):
+    """The assertion fails a check; ``description`` is safe to show the client (never the assertion)."""
+
+    def __init__(self, description: str, *, unavailable: bool = False):
+        super().__init__(description)
+        self.description = description
+        self.unavailable = unavailable  # the IdP's keys could not be fetched: try again later
+
+
+@dataclass(frozen=True)
+class PreparedKey:
+    """The outcome of looking up the key an assertion names: a key, or why there is none."""
+
+    issuer: str
+    key: Any = None
+    failure: AssertionRejected | None = None
+
+
+@dataclass(frozen=True)
+class VerifiedAssertion:
+    trusted: TrustedAssertionIssuer
+    claims: Mapping[str, Any]
+
+    @property
+    def subject(self) -> str:
+        return str(self.claims["sub"])
+
+    @property
+    def jti(self) -> str:
+        return str(self.claims["jti"])
+
+
+def unverified_parts(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Header and claims, unverified; ``AssertionRejected`` when it is not a compact JWS of JSON objects."""
+    if len(assertion) > MAX_ASSERTION_BYTES or assertion.count(".") != 2:
+        raise AssertionRejected("the assertion is not a signed JWT")
+    try:
+        header = jwt.get_unverified_header(assertion)
+        claims = jwt.decode(assertion, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise AssertionRejected("the assertion is malformed") from None
+    if not isinstance(claims, dict):
+        raise AssertionRejected("the assertion's payload is not a JSON object")
+    return header, claims
+
+
+class AssertionKeys:
+    """The signing keys of every trusted ID-JAG issuer, cached per issuer (``federation.jwks``)."""
+
+    def __init__(self, trusted: list[TrustedAssertionIssuer], http: httpx.AsyncClient,
+                 clock: Callable[[], float] = time.time):
+        self.trusted = {t.issuer: t for t in trusted}
+        self.caches = {t.issuer: JwksCache(http_fetcher(http, t.jwks_uri, t.id), idp_id=t.id, ttl=KEYS_TTL,
+                                           min_refresh_interval=KEYS_MIN_REFRESH, clock=clock)
+                       for t in trusted}
+
+    async def prepare(self, assertion: str | None) -> PreparedKey | None:
+        """The key ``assertion`` names, fetched if need be; None when the assertion names no trusted issuer."""
+        if not assertion:
+            return None
+        try:
+            header, claims = unverified_parts(assertion)
+        except AssertionRejected:
+            return None
+        trusted = self.trusted.get(str(claims.get("iss")))
+        if trusted is None:
+            return None
+        alg = header.get("alg")
+        if alg not in trusted.algorithms:  # never none or HS*: only the issuer's configured algorithms
+            return PreparedKey(trusted.issuer, failure=AssertionRejected("the signing algorithm is not allowed"))
+        try:
+            key = await self.caches[trusted.issuer].key(UnverifiedHeader(alg=alg, kid=header.get("kid")))
+        except InvalidIdToken:
+            return PreparedKey(trusted.issuer, failure=AssertionRejected("the assertion is signed with a key its "
+                                                                         "issuer does not publish"))
+        except UpstreamError:
+            return PreparedKey(trusted.issuer, failure=AssertionRejected("the issuer's signing keys could not be "
+                                                                         "fetched", unavailable=True))
+        return PreparedKey(trusted.issuer, key=key)
+
+
+def verify(assertion: str, *, prepared: PreparedKey | None, trusted: Mapping[str, TrustedAssertionIssuer],
+           own_issuer: str, client_id: str, skew: int, max_lifetime: int, now: dt.datetime) -> VerifiedAssertion:
+    """Every check of SPEC-NOTES 4 that needs only the assertion; raises ``AssertionRejected``."""
+    header, unverified = unverified_parts(assertion)
+    if str(header.get("typ", "")).lower() not in (ID_JAG_TYP, f"application/{ID_JAG_TYP}"):
+        raise AssertionRejected(f"the assertion's typ is not {ID_JAG_TYP}")  # RFC 8725 §3.11: explicit typing
+    if "crit" in header or "cty" in header:
+        raise AssertionRejected("nested or critical-extension assertions are not accepted")  # RFC 7515 §4.1.11
+    issuer = unverified.get("iss")
+    if issuer == own_issuer:
+        raise AssertionRejected("the broker does not redeem ID-JAGs it issued")  # an IdP never redeems its own
+    source = trusted.get(issuer) if isinstance(issuer, str) else None
+    if source is None:
+        raise AssertionRejected("the assertion's issuer is not trusted")
+    if prepared is None or prepared.issuer != source.issuer:
+        raise AssertionRejected("the issuer's signing keys could not be fetched", unavailable=True)
+    if prepared.failure is not None:
+        raise prepared.failure
+    claims = _decode(assertion, prepared.key, str(header.get("alg")), source, own_issuer, skew)
+    _check_claims(claims, source, own_issuer=own_issuer, client_id=client_id, skew=skew,
+                  max_lifetime=max_lifetime, now=now)
+    return VerifiedAssertion(source, claims)
+
+
+def _decode(assertion: str, key: Any, alg: str, source: TrustedAssertionIssuer, own_issuer: str,
+            skew: int) -> dict[str, Any]:
+    if alg not in source.algorithms:
+        raise AssertionRejected("the signing algorithm is not allowed")
+    try:
+        return jwt.decode(assertion, key, algorithms=[alg], issuer=source.issuer, leeway=skew,
+                          options={"verify_aud": False, "require": list(REQUIRED_CLAIMS)})
+    except jwt.ExpiredSignatureError:
+        raise AssertionRejected("the assertion has expired") from None
+    except jwt.InvalidSignatureError:
+        raise AssertionRejected("the assertion's signature does not verify") from None
+    except jwt.PyJWTError as exc:
+        raise AssertionRejected(f"the assertion was refused ({type(exc).__name__})") from None
+
+
+def _check_claims(claims: Mapping[str, Any], source: TrustedAssertionIssuer, *, own_issuer: str, client_id: str,
+                  skew: int, max_lifetime: int, now: dt.datetime) -> None:
+    audience = claims.get("aud")
+    if (audience if isinstance(audience, list) else [audience]) != [own_issuer]:
+        raise AssertionRejected("the assertion's audience is not this broker")  # ID-JAG §4.3: aud is the AS issuer
+    if not all(isinstance(claims.get(name), str) and claims[name] for name in ("sub", "jti", "client_id")):
+        raise AssertionRejected("sub, jti and client_id must be non-empty strings")
+    exp, iat = claims["exp"], claims["iat"]
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (exp, iat)):
+        raise AssertionRejected("exp and iat must be integers")  # RFC 7519 §2 NumericDate
+    if iat > now.timestamp() + skew:
+        raise AssertionRejected("the assertion was issued in the future")  # RFC 7523 §3 item 6
+    if exp - iat > max_lifetime:
+        raise AssertionRejected("the assertion lives longer than this broker accepts")
+    if claims["client_id"] != client_id:
+        raise AssertionRejected("the assertion was issued to another client")  # ID-JAG §4.3
+    if source.tenant and claims.get("tenant") != source.tenant:
+        raise AssertionRejected("the assertion is from another tenant")
+    for name in ("resource", "scope"):
+        if name in claims and not isinstance(claims[name], str):
+            raise AssertionRejected(f"the assertion's {name} must be a string")
+
+

@@ -1,0 +1,54 @@
+"""The OpenID Connect scopes a client asked for, and the claims about the user they release.
+
+Shared by ID tokens (OIDC Core §2) and the UserInfo endpoint (OIDC Core §5.3): both release
+``email`` and ``email_verified`` for the ``email`` scope and ``name`` for ``profile`` (§5.4).
+Nothing is released unless the request asked for ``openid``: without it, it is not an OIDC request
+(§3.1.2.1) and the other two scopes mean nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker.storage.models import UpstreamIdentity, User
+
+OIDC_SCOPES = frozenset({"openid", "profile", "email"})
+
+
+def requested(scope_tokens: Iterable[str]) -> frozenset[str]:
+    """The OIDC scopes among ``scope_tokens``; empty unless ``openid`` is one (OIDC Core §3.1.2.1)."""
+    wanted = frozenset(scope_tokens) & OIDC_SCOPES
+    return wanted if "openid" in wanted else frozenset()
+
+
+def stored(oidc_scopes: frozenset[str]) -> str | None:
+    """The column value: space-separated and sorted, NULL when no ID token is due."""
+    return " ".join(sorted(oidc_scopes)) if "openid" in oidc_scopes else None
+
+
+def loaded(value: str | None) -> frozenset[str]:
+    return requested((value or "").split())
+
+
+def user_claims(session: Session, user: User, oidc_scopes: frozenset[str]) -> dict[str, Any]:
+    """``email``/``email_verified`` and ``name`` as the scopes allow (OIDC Core §5.4); never ``sub``."""
+    claims: dict[str, Any] = {}
+    if "email" in oidc_scopes and user.email:
+        claims["email"] = user.email
+        claims["email_verified"] = _email_verified(session, user)
+    if "profile" in oidc_scopes and user.display_name:
+        claims["name"] = user.display_name
+    return claims
+
+
+def _email_verified(session: Session, user: User) -> bool:
+    """What the IdP of the user's latest sign-in said about this address (the connector's verdict)."""
+    latest = session.scalar(select(UpstreamIdentity).where(UpstreamIdentity.user_id == user.id)
+                            .order_by(UpstreamIdentity.last_login_at.desc().nulls_last()).limit(1))
+    if latest is None or latest.email != user.email:  # OIDC Core §5.1: it speaks only for that address
+        return False
+    return latest.claims.get("email_verified") is True
