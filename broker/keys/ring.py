@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from broker.keys import schedule
 from broker.keys.crypto import DecryptionError, Encryptor
+from broker.storage import changes
 from broker.storage import signing_keys as repo
 from broker.storage.models import SigningKey, utcnow
 
@@ -41,13 +42,48 @@ class ActiveKey:
                           headers={"kid": self.kid, "typ": typ})
 
 
+@dataclass(frozen=True)
+class KeyRecord:
+    """A signing key's row as the ring caches it (``schedule.KeyTimes``); still encrypted."""
+
+    kid: str
+    purpose: str
+    algorithm: str
+    public_jwk: dict[str, Any]
+    private_key_encrypted: bytes
+    created_at: dt.datetime
+    activates_at: dt.datetime
+    retired_at: dt.datetime | None
+
+
 class KeyRing:
+    """The keys of one purpose. Their rows are cached and read again every ``RECHECK_SECONDS`` (and
+    at once after this process changes them), so a rotation by another instance or the CLI, which is
+    scheduled ``keys.activation_delay`` ahead, is seen long before it matters; decrypted keys are
+    kept by ``kid``, which never changes meaning.
+    """
+
+    RECHECK_SECONDS = 5.0
+
     def __init__(self, encryptor: Encryptor, purpose: str = BROKER, algorithm: str = "ES256",
                  rsa_key_size: int = 3072):
         self.encryptor = encryptor
         self.purpose = purpose
         self.algorithm = algorithm
         self.rsa_key_size = rsa_key_size
+        self._recheck = changes.Recheck("signing_keys", self.RECHECK_SECONDS)
+        self._records: tuple[KeyRecord, ...] = ()
+        self._decrypted: dict[str, ActiveKey] = {}
+
+    def records(self, session: Session) -> tuple[KeyRecord, ...]:
+        """This purpose's keys, oldest activation first, from the cache when it is fresh."""
+        token = self._recheck.start()
+        if token is not None:
+            self._records = tuple(KeyRecord(r.kid, r.purpose, r.algorithm, dict(r.public_jwk), r.private_key_encrypted,
+                                            r.created_at, r.activates_at, r.retired_at)
+                                  for r in repo.list_keys(session, self.purpose))
+            self._recheck.done(token)
+        return self._records
 
     def ensure(self, session: Session, now: dt.datetime | None = None) -> SigningKey | None:
         """Create an immediately active key when none signs now; return it, or None if one existed."""
@@ -65,14 +101,17 @@ class KeyRing:
         return self._add(session, activates_at=activates_at, now=now)
 
     def active(self, session: Session, now: dt.datetime | None = None) -> ActiveKey:
-        row = schedule.signing_key(repo.list_keys(session, self.purpose), now or utcnow())
-        if row is None:
+        record = schedule.signing_key(self.records(session), now or utcnow())
+        if record is None:
             raise LookupError(f"no active {self.purpose} signing key")
-        return self.decrypt(row)
+        key = self._decrypted.get(record.kid)
+        if key is None:
+            key = self._decrypted[record.kid] = self.decrypt(record)
+        return key
 
     def jwks(self, session: Session, grace: dt.timedelta, now: dt.datetime | None = None) -> dict[str, Any]:
-        keys = schedule.published(repo.list_keys(session, self.purpose), now or utcnow(), grace)
-        return {"keys": [k.public_jwk for k in keys]}
+        keys = schedule.published(self.records(session), now or utcnow(), grace)
+        return {"keys": [dict(k.public_jwk) for k in keys]}
 
     def verify_kek(self, session: Session) -> None:
         """Raise ``DecryptionError`` naming the first stored key (of any purpose) this KEK cannot open."""
@@ -82,7 +121,7 @@ class KeyRing:
             except DecryptionError as exc:
                 raise DecryptionError(f"cannot decrypt stored signing key {row.kid}") from exc
 
-    def decrypt(self, row: SigningKey) -> ActiveKey:
+    def decrypt(self, row: SigningKey | KeyRecord) -> ActiveKey:
         der = self.encryptor.decrypt(row.private_key_encrypted, _aad(row.purpose, row.kid, row.algorithm))
         private_key = serialization.load_der_private_key(der, password=None)
         assert isinstance(private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey))

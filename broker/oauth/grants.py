@@ -31,6 +31,7 @@ from broker.oauth.errors import (
 from broker.oauth.tokens import AccessTokenFacts, scope_string
 from broker.registry import servers
 from broker.registry.resources import InvalidResource, canonical_resource
+from broker.storage import grants as grant_repo
 
 CODE_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 §4.1
 NOT_ALLOWED = "access to this MCP server is not allowed"  # never say which rule denied
@@ -182,7 +183,8 @@ class RefreshTokenGrant(_Grant, grants.RefreshTokenGrant):
         granted = self._decide(subjects.user_subject(db, user), client.client_id, server, requested or held) & held
         if not granted:
             raise InvalidGrantError(NOT_ALLOWED)
-        family.scope = scope_string(granted)  # policy only ever narrows a family (scopes can only shrink)
+        if granted != held:  # policy only ever narrows a family (scopes can only shrink)
+            grant_repo.narrow_family(db, family.id, scope_string(granted))
         issued = self.server.access_tokens.issue(db, AccessTokenFacts(
             subject=user.id, client_id=client.client_id, server=server, scopes=granted, auth_time=family.auth_time,
             acr=family.acr, family_id=family.id, email=user.email), now)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.oauth.clients import ClientView
@@ -13,12 +12,11 @@ from broker.oauth.errors import InvalidGrantError
 from broker.policy import AccessRequest, Subject, Target
 from broker.registry.servers import Server
 from broker.storage import users
-from broker.storage.models import UpstreamIdentity, User
+from broker.storage.models import User
 
 
 def user_subject(session: Session, user: User) -> Subject:
-    latest = session.scalar(select(UpstreamIdentity).where(UpstreamIdentity.user_id == user.id)
-                            .order_by(UpstreamIdentity.last_login_at.desc().nulls_last()).limit(1))
+    latest = users.latest_login(session, user.id)
     claims = dict(latest.claims) if latest else {}
     amr = claims.get("amr")
     return Subject(kind="user", id=user.id, email=user.email, idp_id=latest.idp_id if latest else None,

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from broker import audit
@@ -82,7 +83,7 @@ class AccessTokens:
 
 @dataclass(frozen=True)
 class RefreshGrant:
-    family: RefreshTokenFamily
+    family: RefreshTokenFamily | Row[Any]  # a rotation returns the family's columns, not an ORM object
     token: str
 
 
@@ -104,16 +105,21 @@ class RefreshTokens:
         return RefreshGrant(family, token)
 
     def rotate(self, session: Session, presented: str, client_id: str, now: dt.datetime) -> RefreshGrant:
-        """Exchange a refresh token for the next one in its family, or raise ``InvalidGrantError``."""
-        family = self.current(session, presented, client_id, now)
+        """Exchange a refresh token for the next one in its family, or raise ``InvalidGrantError``.
+
+        The usual case is one conditional UPDATE ... RETURNING; only when it matches nothing does the
+        broker look closer, to tell reuse (which revokes the family) from expiry or a wrong client.
+        """
         token = secrets.new_token()
-        if not grants.rotate_family(session, family.id, secrets.digest(presented), secrets.digest(token), now):
-            # Another request rotated it first: two holders of one token (RFC 9700 §4.14.2).
-            grants.revoke_family(session, family.id, "refresh token used twice", now)
-            _audit_reuse(session, family, "concurrent use")
-            raise InvalidGrantError("refresh token was already used")
-        session.refresh(family)
-        return RefreshGrant(family, token)
+        family = grants.rotate_current(session, secrets.digest(presented), secrets.digest(token), client_id, now,
+                                       idle_cutoff=now - self.idle)
+        if family is not None:
+            return RefreshGrant(family, token)
+        family = self.current(session, presented, client_id, now)  # raises, unless it changed under us
+        # Another request rotated it in between: two holders of one token (RFC 9700 §4.14.2).
+        grants.revoke_family(session, family.id, "refresh token used twice", now)
+        _audit_reuse(session, family, "concurrent use")
+        raise InvalidGrantError("refresh token was already used")
 
     def current(self, session: Session, presented: str, client_id: str, now: dt.datetime) -> RefreshTokenFamily:
         """The live family whose current token is ``presented``, without rotating it (a subject token).

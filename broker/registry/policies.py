@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,7 +36,7 @@ from broker.policy import (
 from broker.policy.layered import AdminApiByRegistration
 from broker.policy.model import AccessRequest, Policy, Subject, Target
 from broker.registry.servers import ADMIN_API_ID, Server, admin_api, from_row
-from broker.storage import mcp_servers, policies, users
+from broker.storage import changes, mcp_servers, policies, users
 from broker.storage.models import PolicyVersion, UpstreamIdentity, User, utcnow
 
 
@@ -148,22 +149,33 @@ def facts_for(session: Session, user: User) -> UserFacts:
 class StoredPolicy:
     """The policy in force, as the protocol core asks for it: ``current(session).decide(request)``.
 
-    Recompiled when the version number in the database changes (one small query per decision keeps
-    every instance on the current version). The admin API is governed by client registration
+    Recompiled when the version number in the database changes. The number is read at most once per
+    ``RECHECK_SECONDS`` (at once after this process stores a version, ``storage.changes``), so another
+    instance's import applies here within a second. The admin API is governed by client registration
     (``AdminApiByRegistration``), everything else by the stored rules.
     """
+
+    RECHECK_SECONDS = 1.0  # how long a policy version loaded by another instance takes to apply here
 
     def __init__(self) -> None:
         self._version = -1
         self._compiled: CompiledPolicy = compile(PolicyDocument())
         self._lock = threading.Lock()
+        self._recheck = changes.Recheck("policy_versions", self.RECHECK_SECONDS)
+        self._engine: Any = None
 
     def compiled(self, session: Session) -> CompiledPolicy:
+        token = self._recheck.start()
+        engine = session.get_bind()
+        if token is None and engine is self._engine:
+            return self._compiled
+        token = changes.generation("policy_versions") if token is None else token
         version = policies.current_version(session)
-        if version != self._version:
+        if version != self._version or engine is not self._engine:
             _, document = current_document(session)
             with self._lock:
-                self._compiled, self._version = compile(document), version
+                self._compiled, self._version, self._engine = compile(document), version, engine
+        self._recheck.done(token)
         return self._compiled
 
     def current(self, session: Session) -> Policy:

@@ -9,13 +9,15 @@ authorization request that names no ``resource`` but asks for ``openid``. A clie
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from broker.policy.layered import SIGN_IN_TARGET
 from broker.registry.resources import InvalidResource, canonical_resource
-from broker.storage import mcp_servers
+from broker.storage import changes, mcp_servers
 from broker.storage.models import McpServer
 
 ADMIN_API_ID = "broker-admin-api"
@@ -84,10 +86,39 @@ def resolve(session: Session, resource: str, issuer: str, *, include_admin_api: 
         if include_sign_in:
             return userinfo(issuer)
         raise UnknownResource("the resource is not a registered MCP server")  # even if one was registered there
-    row = mcp_servers.by_resource(session, canonical)
-    if row is None or not row.enabled:
+    server = _registry(session).get(canonical)
+    if server is None or not server.enabled:
         raise UnknownResource("the resource is not a registered MCP server")
-    return from_row(row)
+    return server
+
+
+class _Registry:
+    """Every registered server by resource URI, for one database; reread per ``changes.Recheck``."""
+
+    RECHECK_SECONDS = 1.0  # how long a change made by another instance takes to be seen here
+
+    def __init__(self) -> None:
+        self.recheck = changes.Recheck("mcp_servers", self.RECHECK_SECONDS)
+        self.by_resource: dict[str, Server] = {}
+
+    def current(self, session: Session) -> dict[str, Server]:
+        token = self.recheck.start()
+        if token is not None:
+            self.by_resource = {row.resource: from_row(row) for row in mcp_servers.list_all(session)}
+            self.recheck.done(token)
+        return self.by_resource
+
+
+_registries: weakref.WeakKeyDictionary[Any, _Registry] = weakref.WeakKeyDictionary()
+
+
+def _registry(session: Session) -> dict[str, Server]:
+    """The cached registry of the database ``session`` talks to (one per engine)."""
+    engine = session.get_bind()
+    registry = _registries.get(engine)
+    if registry is None:
+        registry = _registries.setdefault(engine, _Registry())
+    return registry.current(session)
 
 
 def get(session: Session, server_id: str, issuer: str) -> Server | None:

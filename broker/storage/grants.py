@@ -8,8 +8,9 @@ conditional UPDATE whose row count says whether this request won.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Row, bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -66,18 +67,36 @@ def family_by_rotated(session: Session, token_hash: str) -> RefreshTokenFamily |
     return session.scalar(query)
 
 
-def rotate_family(session: Session, family_id: str, old_hash: str, new_hash: str, now: dt.datetime) -> bool:
-    """Swap the current refresh token; True only if ``old_hash`` was still current and the family live."""
-    result = session.execute(update(RefreshTokenFamily)
-                             .where(RefreshTokenFamily.id == family_id, RefreshTokenFamily.current_hash == old_hash,
-                                    RefreshTokenFamily.revoked_at.is_(None))
-                             .values(current_hash=new_hash, generation=RefreshTokenFamily.generation + 1,
-                                     last_used_at=now)
-                             .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
-        return False
-    session.execute(insert(RotatedRefreshToken).values(token_hash=old_hash, family_id=family_id, rotated_at=now))
-    return True
+_FAMILIES = RefreshTokenFamily.__table__
+# Built once: a refresh is the hottest path there is, and building the statement costs more than running it.
+_ROTATE = (update(_FAMILIES)
+           .where(_FAMILIES.c.current_hash == bindparam("b_old"), _FAMILIES.c.client_id == bindparam("b_client"),
+                  _FAMILIES.c.revoked_at.is_(None), _FAMILIES.c.expires_at > bindparam("b_now"),
+                  _FAMILIES.c.last_used_at > bindparam("b_idle"))
+           .values(current_hash=bindparam("b_new"), generation=_FAMILIES.c.generation + 1,
+                   last_used_at=bindparam("b_now"))
+           .returning(*_FAMILIES.c))
+_ROTATED = insert(RotatedRefreshToken.__table__)
+
+
+def rotate_current(session: Session, old_hash: str, new_hash: str, client_id: str, now: dt.datetime,
+                   idle_cutoff: dt.datetime) -> Row[Any] | None:
+    """The one statement of a normal refresh: swap the current token of a live family of this client.
+
+    Returns the rotated family's columns, or None when ``old_hash`` is not the current token of a
+    family that is this client's, unrevoked, unexpired and used since ``idle_cutoff`` (the caller
+    finds out which).
+    """
+    family = session.execute(_ROTATE, {"b_old": old_hash, "b_new": new_hash, "b_client": client_id, "b_now": now,
+                                       "b_idle": idle_cutoff}).first()
+    if family is not None:
+        session.execute(_ROTATED, {"token_hash": old_hash, "family_id": family.id, "rotated_at": now})
+    return family
+
+
+def narrow_family(session: Session, family_id: str, scope: str) -> None:
+    """Policy took scopes away: the family keeps only what is left (scopes only ever shrink)."""
+    session.execute(update(_FAMILIES).where(_FAMILIES.c.id == family_id).values(scope=scope))
 
 
 def revoke_family(session: Session, family_id: str, reason: str, now: dt.datetime) -> bool:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Row, bindparam, delete, func, select
 from sqlalchemy.orm import Session
 
 from broker.storage.models import Group, GroupMembership, UpstreamIdentity, User
@@ -33,10 +34,22 @@ def add(session: Session, *rows: object) -> None:
     session.flush()
 
 
+_GROUP_NAMES = (select(Group.__table__.c.name)
+                .join(GroupMembership.__table__, GroupMembership.__table__.c.group_id == Group.__table__.c.id)
+                .where(GroupMembership.__table__.c.user_id == bindparam("user_id")).order_by(Group.__table__.c.name))
+_IDENTITIES = UpstreamIdentity.__table__
+_LATEST_LOGIN = (select(_IDENTITIES.c.idp_id, _IDENTITIES.c.claims)
+                 .where(_IDENTITIES.c.user_id == bindparam("user_id"))
+                 .order_by(_IDENTITIES.c.last_login_at.desc().nulls_last()).limit(1))
+
+
 def group_names(session: Session, user_id: str) -> list[str]:
-    query = (select(Group.name).join(GroupMembership, GroupMembership.group_id == Group.id)
-             .where(GroupMembership.user_id == user_id).order_by(Group.name))
-    return list(session.scalars(query))
+    return list(session.scalars(_GROUP_NAMES, {"user_id": user_id}))
+
+
+def latest_login(session: Session, user_id: str) -> Row[Any] | None:
+    """(``idp_id``, ``claims``) of the user's most recent upstream sign-in; None if they never signed in."""
+    return session.execute(_LATEST_LOGIN, {"user_id": user_id}).first()
 
 
 def set_groups(session: Session, user_id: str, source: str, names: Iterable[str]) -> None:

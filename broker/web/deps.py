@@ -11,13 +11,14 @@ from sqlalchemy.orm import Session
 from broker.web.state import BrokerState
 
 
-def get_state(request: Request) -> BrokerState:
+async def get_state(request: Request) -> BrokerState:
+    # async, so FastAPI calls it on the event loop: a sync dependency costs a thread hop per request
     return request.app.state.broker
 
 
 def get_session(request: Request) -> Iterator[Session]:
     """One transaction per request: committed when the route returns, rolled back on error."""
-    with get_state(request).database.transaction() as session:
+    with request.app.state.broker.database.transaction() as session:
         yield session
 
 
