@@ -137,13 +137,16 @@ def is_token_id_revoked(session: Session, jti: str) -> bool:
 # ---------------------------------------------------------------- single-use JWT ids
 
 
+_FIRST_USE = {name: (insert_fn(SeenJti.__table__).on_conflict_do_nothing(index_elements=["key_hash"])
+                     .returning(SeenJti.__table__.c.key_hash))
+              for name, insert_fn in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
+
+
 def first_use_of_jti(session: Session, key_hash: str, purpose: str, expires_at: dt.datetime) -> bool:
     """Record a JWT id; False if it was recorded before (by any instance)."""
-    dialect = session.get_bind().dialect.name
-    insert_fn = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (insert_fn(SeenJti).values(key_hash=key_hash, purpose=purpose, expires_at=expires_at)
-                 .on_conflict_do_nothing(index_elements=["key_hash"]).returning(SeenJti.key_hash))
-    return session.execute(statement).scalar() is not None
+    statement = _FIRST_USE[session.get_bind().dialect.name]
+    values = {"key_hash": key_hash, "purpose": purpose, "expires_at": expires_at}
+    return session.execute(statement, values).scalar() is not None
 
 
 # ---------------------------------------------------------------- pending authorizations and consent

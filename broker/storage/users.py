@@ -20,6 +20,16 @@ def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | 
                                                          UpstreamIdentity.subject == subject))
 
 
+_USER_BY_IDENTITY = (select(User).join(UpstreamIdentity, UpstreamIdentity.user_id == User.id)
+                     .where(UpstreamIdentity.idp_id == bindparam("idp_id"),
+                            UpstreamIdentity.subject == bindparam("subject")))
+
+
+def by_identity(session: Session, idp_id: str, subject: str) -> User | None:
+    """The user known at ``idp_id`` as ``subject`` (one statement)."""
+    return session.scalar(_USER_BY_IDENTITY, {"idp_id": idp_id, "subject": subject})
+
+
 def identities_by_email(session: Session, email: str) -> list[UpstreamIdentity]:
     return list(session.scalars(select(UpstreamIdentity).where(func.lower(UpstreamIdentity.email) == email.lower())
                                 .order_by(UpstreamIdentity.created_at)))
