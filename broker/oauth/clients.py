@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from broker import audit
@@ -46,7 +48,9 @@ def preregistered_grants(*, redirect_uris: Sequence[str], client_credentials: bo
 
 
 class ClientView(ClientMixin):
-    def __init__(self, row: Client):
+    """``row``: the stored ``Client``, or its read-only columns as ``ClientDirectory.find`` returns them."""
+
+    def __init__(self, row: Client | Row[Any]):
         self.row = row
 
     @property
@@ -93,15 +97,17 @@ class ClientDirectory:
     def __init__(self, cimd_clients: cimd.CimdClients | None = None):
         self.cimd = cimd_clients
 
-    def find(self, session: Session, client_id: str) -> Client | None:
-        """The client's row, or None if unknown; ``cimd.CimdError`` when a client_id URL cannot be used."""
-        row = repo.get(session, client_id)
-        if row is not None and row.kind != "cimd":
-            return row
+    def find(self, session: Session, client_id: str) -> Client | Row[Any] | None:
+        """The client (read-only columns), or None if unknown; ``cimd.CimdError`` when a client_id URL cannot
+        be used."""
+        found = repo.record(session, client_id)
+        if found is not None and found.kind != "cimd":
+            return found
         if not cimd.is_client_id_url(client_id):
             return None
         if self.cimd is None:
             raise cimd.CimdError("this server does not accept client metadata documents (URL client ids)")
+        row = repo.get(session, client_id) if found is not None else None
         return self.cimd.resolve(session, client_id, row)  # active only with a document verified within its cache life
 
 
