@@ -28,6 +28,7 @@ from broker.lifecycle.upstream_check import UpstreamCheck
 from broker.oauth.cimd import MetadataFetcher
 from broker.oauth.core import OAuthCore
 from broker.oauth.ssrf import HttpsMetadataFetcher
+from broker.observability import Metrics, MetricsUnavailable, workers
 from broker.registry.policies import StoredPolicy
 from broker.storage import housekeeping
 from broker.storage.db import Database, EngineOptions
@@ -107,9 +108,25 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
         if signals.ssf_transmitters else None
     logout = SignedEventVerifier(signals.logout_issuers, audience, http, skew=settings.tokens.clock_skew) \
         if signals.logout_issuers else None
+    periodic = [(AUDIT_SEAL_INTERVAL, seal_audit_chain), (PURGE_INTERVAL, purge_expired_rows)]
+    metrics = build_metrics(settings, database)
+    if metrics is not None and metrics.multiprocess_dir:
+        periodic.append((settings.metrics.refresh_interval, metrics.refresh))
     return BrokerState(settings=settings, database=database, keyring=keyring, oauth=oauth, testidp=testidp,
                        ssf=ssf, logout=logout, upstream_check=UpstreamCheck(settings, encryptor),
-                       periodic=[(AUDIT_SEAL_INTERVAL, seal_audit_chain), (PURGE_INTERVAL, purge_expired_rows)])
+                       metrics=metrics, periodic=periodic)
+
+
+def build_metrics(settings: Settings, database: Database) -> Metrics | None:
+    """Prometheus metrics when ``metrics.enabled``: in memory, or in the directory ``broker serve``
+    shares among its workers (``PROMETHEUS_MULTIPROC_DIR``)."""
+    if not settings.metrics.enabled:
+        return None
+    try:
+        return Metrics(settings.metrics, pool=lambda: database.engine.pool,
+                       multiprocess_dir=os.environ.get(workers.ENV))
+    except MetricsUnavailable as exc:
+        raise StartupError(f"metrics: {exc}") from None
 
 
 def prepare(state: BrokerState) -> None:

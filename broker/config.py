@@ -102,6 +102,44 @@ class LoggingSettings(_Section):
     format: Literal["json", "text"] = "json"
 
 
+class MetricsSettings(_Section):
+    """Prometheus metrics: off by default, so nothing new is exposed until an operator asks."""
+
+    enabled: bool = False
+    # Required on GET /metrics of the main port (Authorization: Bearer ...); unset: not served there.
+    bearer_token: SecretStr | None = None
+    bearer_token_file: Path | None = None
+    # "HOST:PORT" of a separate listener for /metrics (e.g. "127.0.0.1:9464"); empty: none.
+    listen: str = ""
+    # Seconds between refreshes of each worker's process and pool gauges in multi-worker mode.
+    refresh_interval: float = Field(5.0, ge=0.5, le=300)
+
+
+class EndpointLimit(_Section):
+    """Requests per fixed window, per key; 0 means unlimited."""
+
+    window: int = Field(60, ge=1, le=86400)
+    per_client: int = Field(0, ge=0, le=100_000_000)
+    per_address: int = Field(0, ge=0, le=100_000_000)
+
+
+class AddressLimit(_Section):
+    window: int = Field(60, ge=1, le=86400)
+    per_address: int = Field(0, ge=0, le=100_000_000)
+
+
+class RateLimitSettings(_Section):
+    """In-process fixed windows per worker (docs/operations.md); each limit is shared out among the workers."""
+
+    enabled: bool = True
+    token: EndpointLimit = EndpointLimit(per_client=6000, per_address=6000)
+    authorize: EndpointLimit = EndpointLimit(per_client=3000, per_address=600)
+    registration: AddressLimit = AddressLimit(per_address=60)
+    scim: EndpointLimit = EndpointLimit(per_client=6000, per_address=6000)
+    # Keys remembered per endpoint group and key kind within one window; past that, new keys pass unlimited.
+    max_keys: int = Field(100_000, ge=100, le=10_000_000)
+
+
 class TestIdpUser(_Section):
     username: str = Field(min_length=1)
     password: SecretStr
@@ -276,6 +314,8 @@ class Settings(_Section):
     registration: RegistrationSettings = RegistrationSettings()
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
     testidp: TestIdpSettings = TestIdpSettings()
     idps: list[IdpSettings] = []
     federation: FederationSettings = FederationSettings()
@@ -485,6 +525,7 @@ def _read_secret_files(settings: Settings) -> tuple[Settings, list[str]]:
         "idps": [resolve(idp, f"idps[{i}]", "client_secret") for i, idp in enumerate(settings.idps)],
         "scim": settings.scim.model_copy(update={"tokens": [
             resolve(t, f"scim.tokens[{i}]", "token") for i, t in enumerate(settings.scim.tokens)]}),
+        "metrics": resolve(settings.metrics, "metrics", "bearer_token"),
     }
     return settings.model_copy(update=updates), problems
 
@@ -499,6 +540,7 @@ def check(settings: Settings) -> list[str]:
     problems += _check_idps(settings)
     problems += _check_lifetimes(settings)
     problems += _check_id_jag(settings)
+    problems += _check_metrics(settings.metrics)
     if settings.mode is Mode.PRODUCTION:
         problems += _check_production(settings)
     return problems
@@ -607,6 +649,31 @@ def _check_id_jag(settings: Settings) -> list[str]:
         if audience.issuer == settings.issuer:
             problems.append(f"id_jag.audiences[{i}].issuer: the broker never issues ID-JAGs for itself")
     return problems
+
+
+def _check_metrics(metrics: MetricsSettings) -> list[str]:
+    problems = []
+    if metrics.listen:
+        try:
+            parse_listen(metrics.listen)
+        except ValueError as exc:
+            problems.append(f"metrics.listen: {exc}")
+    secret = metrics.bearer_token.get_secret_value().strip() if metrics.bearer_token else None
+    if secret is not None and (secret in PLACEHOLDER_SECRETS or len(secret) < 32):
+        problems.append("metrics.bearer_token: at least 32 random characters (`broker keys new-kek` makes one)")
+    if metrics.enabled and secret is None and not metrics.listen:
+        problems.append("metrics.enabled: set metrics.bearer_token (GET /metrics on the main port), "
+                        "metrics.listen (a separate port), or both")
+    return problems
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9464`` for IPv6) as (host, port); ValueError saying what is wrong."""
+    host, sep, port = text.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"{text!r} is not HOST:PORT (e.g. 127.0.0.1:9464)")
+    return host, int(port)
 
 
 def _check_entra(i: int, idp: IdpSettings, path: str) -> list[str]:

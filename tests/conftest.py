@@ -134,6 +134,8 @@ def state(settings: Settings, migrated: Database, loopback: Any) -> Iterator[Any
         dev.seed(session, settings.issuer)
         dev.seed_policy(session)
     yield broker_state
+    if broker_state.metrics is not None:
+        broker_state.metrics.close()  # stop observing audit events for a test that is over
     broker_state.database.dispose()
 
 

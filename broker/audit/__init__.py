@@ -5,9 +5,11 @@ requests. A sealer (``seal``) later gives unsealed rows the next chain positions
 far as they are visible, each with ``hash = HMAC(key, prev_hash || canonical event || position)``.
 A row committed late, out of id order, is simply sealed later: it can neither break the chain nor
 stay outside it. ``verify`` walks the chain and names the first event that does not fit.
+``observe`` lets an in-process listener (metrics) see each event once its transaction commits.
 """
 
 from broker.audit.chain import AuditKey, VerifyResult, seal, verify
 from broker.audit.events import record
+from broker.audit.observers import ObservedEvent, observe
 
-__all__ = ["AuditKey", "VerifyResult", "record", "seal", "verify"]
+__all__ = ["AuditKey", "ObservedEvent", "VerifyResult", "observe", "record", "seal", "verify"]

@@ -12,6 +12,7 @@ from broker import dev
 from broker.app import StartupError, build_state, prepare
 from broker.cli.common import CliError, common_flags, database_errors, load_settings, open_database
 from broker.config import Settings
+from broker.observability.workers import shared_by_workers
 from broker.storage import migrate
 from broker.storage.db import DatabaseError
 from broker.web import create_app
@@ -56,7 +57,10 @@ def run_dev(args: argparse.Namespace) -> int:
 
 def run_serve(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    _prepared_state(settings).database.dispose()  # fail here, once, before forking workers
+    checked = _prepared_state(settings)  # fail here, once, before forking workers
+    checked.database.dispose()
+    if checked.metrics is not None:
+        checked.metrics.close()
     if args.config:
         os.environ["BROKER_CONFIG"] = str(args.config.resolve())
     if args.data_dir:
@@ -64,10 +68,12 @@ def run_serve(args: argparse.Namespace) -> int:
     workers = args.workers or settings.server.workers
     if workers < 1:
         raise CliError("--workers: must be at least 1")
-    uvicorn.run("broker.app:create_app_from_environment", factory=True, workers=workers,
-                host=args.host or settings.server.host, port=args.port or settings.server.port,
-                log_config=None, access_log=False, server_header=False,
-                forwarded_allow_ips=settings.server.forwarded_allow_ips)
+    os.environ["BROKER_SERVER__WORKERS"] = str(workers)  # each worker enforces its share of every rate limit
+    with shared_by_workers(settings.metrics, workers):
+        uvicorn.run("broker.app:create_app_from_environment", factory=True, workers=workers,
+                    host=args.host or settings.server.host, port=args.port or settings.server.port,
+                    log_config=None, access_log=False, server_header=False,
+                    forwarded_allow_ips=settings.server.forwarded_allow_ips)
     return 0
 
 

@@ -20,10 +20,11 @@ from starlette.types import ASGIApp
 
 from broker import __version__
 from broker.oauth.metadata import paths_for
-from broker.web import admin_api, authorize, errors, health, jwks, scim, signals, token, userinfo
+from broker.web import admin_api, authorize, errors, health, jwks, metrics, scim, signals, token, userinfo
 from broker.web.admin import router as admin_console
 from broker.web.cors import PublicCors
 from broker.web.middleware import BodySizeLimit, RequestContext
+from broker.web.ratelimit import RateLimit, limiter_for
 from broker.web.state import BrokerState
 from broker.web.templates import STATIC_DIR
 
@@ -40,6 +41,7 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
     errors.install(app)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(jwks.router)
     discovery_paths = paths_for(urlsplit(state.settings.issuer).path)
     app.include_router(token.discovery_router(discovery_paths))
@@ -56,11 +58,17 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
         app.include_router(testidp.router, prefix="/testidp")
     if fallback is not None:
         app.mount("/", fallback)
+    limiter = limiter_for(state.settings)
+    if limiter is not None:  # inside CORS, so a browser client can read its 429
+        app.add_middleware(RateLimit, limiter=limiter,
+                           refused=state.metrics.count_rate_limited if state.metrics is not None else None)
     app.add_middleware(PublicCors, paths={*discovery_paths, "/jwks", "/token", "/revoke", "/register",
                                           "/userinfo"},
                        prefixes=("/.well-known/",))
     app.add_middleware(BodySizeLimit, max_bytes=state.settings.server.max_body_bytes)
     app.add_middleware(RequestContext)
+    if state.metrics is not None:  # outermost: times everything, 413s and 429s included
+        app.add_middleware(metrics.RequestMetrics, metrics=state.metrics)
     return app
 
 
@@ -69,7 +77,7 @@ def _lifespan(state: BrokerState, fallback: ASGIApp | None) -> Any:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tasks:
+        async with _metrics_running(state), anyio.create_task_group() as tasks:
             for interval, job in state.periodic:
                 tasks.start_soon(_every, interval, job)
             if router is not None:
@@ -80,6 +88,20 @@ def _lifespan(state: BrokerState, fallback: ASGIApp | None) -> Any:
             tasks.cancel_scope.cancel()
 
     return lifespan
+
+
+@asynccontextmanager
+async def _metrics_running(state: BrokerState) -> AsyncIterator[None]:
+    """Metrics for as long as the app serves: the separate port (when this process holds it), then
+    closing (this worker's live gauges go away)."""
+    if state.metrics is None:
+        yield
+        return
+    state.metrics.start()
+    try:
+        yield
+    finally:
+        state.metrics.close()
 
 
 async def _every(interval: float, job: Any) -> None:

@@ -34,10 +34,12 @@ PAGE_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"description": "An HTML error page: the client or redirect URI could not be validated"},
     403: {"description": "An HTML error page: client disabled or awaiting approval, or wrong browser"},
 }
+AUTHORIZE_RESPONSES = {**PAGE_RESPONSES, 429: {"description": "An HTML error page: rate limited per client or "
+                                                              "address ([rate_limits]), with Retry-After"}}
 
 
 @router.get("/authorize", summary="Authorization endpoint (OAuth 2.1 §4.1.1, PKCE S256, RFC 8707 resource)",
-            responses=PAGE_RESPONSES, response_class=Response)
+            responses=AUTHORIZE_RESPONSES, response_class=Response)
 async def authorize(request: Request, state: State) -> Response:
     auth = None
     try:

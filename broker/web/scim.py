@@ -46,6 +46,7 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
     400: _error("invalidValue (a query parameter), invalidFilter (unsupported or malformed filter)"),
     401: _error("Missing or unknown bearer token (WWW-Authenticate: Bearer)"),
     404: _error("No such resource for this IdP"),
+    429: _error("Rate limited per bearer credential or address ([rate_limits]); Retry-After says when to retry"),
 }
 WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **READ_ERRORS,

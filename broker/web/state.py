@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from broker.lifecycle.signals import SignedEventVerifier
     from broker.lifecycle.upstream_check import UpstreamCheck
     from broker.oauth.core import OAuthCore
+    from broker.observability import Metrics
     from broker.testidp.provider import TestIdentityProvider
 
 
@@ -27,5 +28,6 @@ class BrokerState:
     upstream_check: UpstreamCheck | None = None  # check_upstream_on_refresh
     ssf: SignedEventVerifier | None = None  # Shared Signals transmitters, when configured
     logout: SignedEventVerifier | None = None  # Global Token Revocation callers, when configured
+    metrics: Metrics | None = None  # when metrics.enabled: fed by the middleware and the audit observer
     # (interval in seconds, job): run on a worker thread while the app serves, e.g. sealing the audit chain
     periodic: list[tuple[float, Callable[[], object]]] = field(default_factory=list)

@@ -34,7 +34,9 @@ OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     413: {"description": "Request body too large"},
 }
 TOKEN_ERRORS = {**OAUTH_ERRORS, 503: {"description": "temporarily_unavailable: the identity provider, or a trusted "
-                                                     "ID-JAG issuer's signing keys, could not be reached"}}
+                                                     "ID-JAG issuer's signing keys, could not be reached"},
+                429: {"description": "temporarily_unavailable: rate limited per client or address ([rate_limits]); "
+                                     "Retry-After says when to try again"}}
 FORM_BODY = {"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}}
 
 
@@ -104,7 +106,9 @@ async def introspect(request: Request, state: State) -> Response:
 
 @router.post("/register", summary="Dynamic Client Registration (RFC 7591), when enabled",
              responses={**OAUTH_ERRORS, 201: {"description": "The registered client"},
-                        404: {"description": "Registration is disabled"}, 429: {"description": "Rate limited"}},
+                        404: {"description": "Registration is disabled"},
+                        429: {"description": "too_many_requests: rate limited per address (Retry-After), or "
+                                             "registration.max_per_hour_per_address reached"}},
              openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}},
              response_class=JSONResponse, status_code=201)
 async def register(request: Request, state: State) -> Response:

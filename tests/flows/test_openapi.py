@@ -8,7 +8,7 @@ EXPECTED = {
     ("get", "/authorize"), ("get", "/callback/{idp_id}"), ("get", "/consent"), ("post", "/consent"),
     ("post", "/token"), ("post", "/revoke"), ("post", "/introspect"), ("post", "/register"), ("get", "/jwks"),
     ("get", "/.well-known/oauth-authorization-server"), ("get", "/.well-known/openid-configuration"),
-    ("get", "/healthz"), ("get", "/readyz"),
+    ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics"),
 }
 
 
@@ -20,3 +20,8 @@ async def test_openapi_lists_every_endpoint_with_errors(client: httpx.AsyncClien
                            ("get", "/.well-known/openid-configuration")}:
         codes = set(operations[key]["responses"])
         assert any(code.startswith(("3", "4", "5")) for code in codes), (key, codes)
+
+
+async def test_openapi_lists_metrics_with_its_refusals(client: httpx.AsyncClient) -> None:
+    document = (await client.get("/openapi.json")).json()
+    assert {"200", "401", "404"} <= set(document["paths"]["/metrics"]["get"]["responses"])

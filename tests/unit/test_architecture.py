@@ -19,7 +19,11 @@ FORBIDDEN = {
     "policy": ("storage", "oauth", "federation", "registry", "lifecycle", "audit", "keys", "testidp"),
     "storage": ("oauth", "federation", "policy", "registry", "lifecycle", "audit", "keys", "testidp"),
     "keys": ("oauth", "federation", "policy", "registry", "lifecycle", "audit", "testidp"),
+    "observability": ("oauth", "federation", "policy", "registry", "lifecycle", "storage", "keys", "testidp",
+                      "admin"),
 }
+# Metrics stay at the edge: the protocol core never imports prometheus_client or broker.observability.
+METRICS_USERS = ("observability", "web")
 
 
 def modules() -> list[tuple[str, Path]]:
@@ -56,3 +60,12 @@ def test_dependency_direction(module: str, path: Path) -> None:
         assert not {i for i in imported if i.startswith(COMPOSITION_ROOTS)}, "nothing imports the composition roots"
     for forbidden in FORBIDDEN.get(own_room, ()):
         assert not {i for i in imported if i.startswith(f"broker.{forbidden}")}, f"{own_room} must not use {forbidden}"
+
+
+@pytest.mark.parametrize("module,path", modules(), ids=[m for m, _ in modules()])
+def test_only_the_edge_knows_metrics(module: str, path: Path) -> None:
+    if room(module) in METRICS_USERS or module.startswith(COMPOSITION_ROOTS):
+        return
+    imported = imports_of(path)
+    assert not {i for i in imported if i.split(".")[0] == "prometheus_client"}, "only observability uses prometheus"
+    assert not {i for i in imported if i.startswith("broker.observability")}, "the core does not know metrics"
