@@ -95,6 +95,7 @@ class ServerSettings(_Section):
     workers: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     forwarded_allow_ips: str = "127.0.0.1"
+    threads: int = Field(8, ge=1, le=256)
 
 
 class LoggingSettings(_Section):

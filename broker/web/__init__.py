@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
@@ -77,6 +78,8 @@ def _lifespan(state: BrokerState, fallback: ASGIApp | None) -> Any:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The protocol core runs in threads; more of them than the work can use only fight over the GIL.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = state.settings.server.threads
         async with _metrics_running(state), anyio.create_task_group() as tasks:
             for interval, job in state.periodic:
                 tasks.start_soon(_every, interval, job)
