@@ -81,9 +81,9 @@ def asserted_user(session: Session, *, idp_id: str, subject: str, claims: Mappin
     sight of a subject it may link to the one user with its verified email (``link_by_email``) or create
     a user (``provision``); either records the identity, so the next assertion finds it directly.
     """
-    known = users.by_identity(session, idp_id, subject)
+    known = users.user_id_by_identity(session, idp_id, subject)
     if known is not None:
-        return known
+        return users.get(session, known)
     email = claims.get("email") if isinstance(claims.get("email"), str) else None
     user = None
     if link_by_email and email and claims.get("email_verified") is True:  # never link on an unverified email

@@ -20,14 +20,14 @@ def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | 
                                                          UpstreamIdentity.subject == subject))
 
 
-_USER_BY_IDENTITY = (select(User).join(UpstreamIdentity, UpstreamIdentity.user_id == User.id)
-                     .where(UpstreamIdentity.idp_id == bindparam("idp_id"),
-                            UpstreamIdentity.subject == bindparam("subject")))
+_USER_ID_BY_IDENTITY = select(UpstreamIdentity.__table__.c.user_id).where(
+    UpstreamIdentity.__table__.c.idp_id == bindparam("idp_id"),
+    UpstreamIdentity.__table__.c.subject == bindparam("subject"))
 
 
-def by_identity(session: Session, idp_id: str, subject: str) -> User | None:
-    """The user known at ``idp_id`` as ``subject`` (one statement)."""
-    return session.scalar(_USER_BY_IDENTITY, {"idp_id": idp_id, "subject": subject})
+def user_id_by_identity(session: Session, idp_id: str, subject: str) -> str | None:
+    """The id of the user known at ``idp_id`` as ``subject`` (a prebuilt Core select)."""
+    return session.scalar(_USER_ID_BY_IDENTITY, {"idp_id": idp_id, "subject": subject})
 
 
 def identities_by_email(session: Session, email: str) -> list[UpstreamIdentity]:
