@@ -107,6 +107,9 @@ def is_active(request: Any, record: AccessTokenRecord | RefreshTokenRecord) -> b
         family = grants.family(db, family_id)
         if family is None or family.revoked_at is not None:
             return False
+    # Every token a user holds, with a refresh-token family or without (an ID-JAG grant's): only a
+    # client-credentials token has the client itself as its subject.
+    if claims["sub"] != claims.get("client_id"):
         issued_at = dt.datetime.fromtimestamp(claims["iat"], dt.UTC)
         if not _user_active(db, claims["sub"], issued_at):
             return False

@@ -207,6 +207,21 @@ async def test_a_jti_is_good_once_across_instances(client, state, idp, agent, al
         other_state.database.dispose()
 
 
+async def test_offboarding_ends_tokens_already_issued_from_id_jags(client, state, idp, agent, alice) -> None:
+    token = (await redeem(client, agent, idp.assertion(agent.row.id))).json()["access_token"]
+    server = register_client(state, auth_method="client_secret_basic", redirect_uris=[], grant_types=(),
+                             may_introspect=True)
+
+    async def introspect() -> dict:
+        response = await client.post("/introspect", data={"token": token}, auth=(server.row.id, server.secret))
+        return response.json()
+
+    assert (await introspect())["active"] is True
+    with state.database.transaction() as session:
+        offboarding.revoke_user(session, session.get(User, alice), reason="left", actor="test", now=utcnow())
+    assert await introspect() == {"active": False}  # at once, though the token has no refresh-token family
+
+
 async def test_offboarded_users_get_nothing(client, state, idp, agent, alice) -> None:
     with state.database.transaction() as session:
         offboarding.revoke_user(session, session.get(User, alice), reason="left", actor="test", now=utcnow())
