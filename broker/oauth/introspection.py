@@ -9,6 +9,7 @@ and not revoked since it was issued, and its MCP server is still enabled.
 from __future__ import annotations
 
 import datetime as dt
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,17 +135,32 @@ def _audience_enabled(request: Any, audience: Any) -> bool:
     return True
 
 
-class BrokerRevocationEndpoint(RevocationEndpoint):
+_CURRENT: ContextVar[Any] = ContextVar("broker_endpoint_request")
+
+
+class _PerRequest:
+    """authlib keeps one endpoint object for every request, and some of its hooks get no request.
+
+    The request of the call in progress is kept in a context variable, never on the shared object:
+    requests run concurrently in the thread pool, and each must use its own database session.
+    """
+
+    def authenticate_token(self, request: Any, client: Any) -> Any:
+        _CURRENT.set(request)
+        return super().authenticate_token(request, client)  # type: ignore[misc]
+
+    @property
+    def _request(self) -> Any:
+        return _CURRENT.get()
+
+
+class BrokerRevocationEndpoint(_PerRequest, RevocationEndpoint):
     """RFC 7009. Public clients revoke with their client_id; unknown tokens still get 200 (§2.2)."""
 
     CLIENT_AUTH_METHODS = list(AUTH_METHODS)
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> Any:
         return find_token(self._request, token_string, token_type_hint)
-
-    def authenticate_token(self, request: Any, client: Any) -> Any:
-        self._request = request
-        return super().authenticate_token(request, client)
 
     def revoke_token(self, token: Any, request: Any) -> None:
         now = request.now
@@ -165,14 +181,10 @@ class BrokerRevocationEndpoint(RevocationEndpoint):
             grants.revoke_family(request.db, claims["sid"], "access token revoked by the client", now)
 
 
-class BrokerIntrospectionEndpoint(IntrospectionEndpoint):
+class BrokerIntrospectionEndpoint(_PerRequest, IntrospectionEndpoint):
     """RFC 7662. Only clients registered as resource servers (``may_introspect``) may ask."""
 
     CLIENT_AUTH_METHODS = [*SECRET_METHODS, "private_key_jwt"]
-
-    def authenticate_token(self, request: Any, client: Any) -> Any:
-        self._request = request
-        return super().authenticate_token(request, client)
 
     def check_permission(self, token: Any, client: Any, request: Any) -> bool:
         return bool(client.row.may_introspect)

@@ -35,14 +35,21 @@ def matches(registered: Iterable[str], requested: str) -> bool:
     return False
 
 
+_LOOPBACK_PORT = re.compile(r"^(http://(?:127\.0\.0\.1|\[::1\]|localhost))(?::(\d{1,5}))?(?=[/?]|$)")
+
+
 def _same_but_port(registered: str, requested: str) -> bool:
-    try:
-        a, b = urlsplit(registered), urlsplit(requested)
-        a.port, b.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:
+    """The two strings are equal once the port after a loopback host is taken out of both.
+
+    Compared as strings, not as parsed parts: a parser forgives (drops tabs and newlines, lower-cases
+    the host, reads an empty query or fragment as none) what an exact match must not.
+    """
+    if not requested.isascii() or any(c.isspace() or c < "!" or c == "#" for c in requested):
         return False
-    return (a.scheme, a.hostname, a.path, a.query, a.fragment, a.username, a.password) == \
-           (b.scheme, b.hostname, b.path, b.query, b.fragment, b.username, b.password) and b.scheme == "http"
+    a, b = _LOOPBACK_PORT.match(registered), _LOOPBACK_PORT.match(requested)
+    if a is None or b is None or (b.group(2) is not None and not 0 < int(b.group(2)) < 65536):
+        return False
+    return a.group(1) + registered[a.end():] == b.group(1) + requested[b.end():]
 
 
 def validate_for_registration(uri: str) -> None:

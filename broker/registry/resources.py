@@ -1,13 +1,16 @@
 """Canonical resource URIs (RFC 8707 §2), so that one MCP server has exactly one spelling.
 
 Canonical form: lower-case scheme and host, no default port, no trailing slash on the path,
-no fragment, no user information, no dot segments. Non-ASCII hosts become IDNA (punycode),
-so a Unicode look-alike never equals a registered ASCII host.
+no fragment, no user information, no dot segments (percent-encoded ones included). Non-ASCII
+hosts become IDNA A-labels by UTS #46, as resolvers and browsers compute them, so a Unicode
+look-alike never equals a registered ASCII host and no host folds into another registrable one.
 """
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import idna
 
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
@@ -32,7 +35,7 @@ def canonical_resource(uri: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise InvalidResource("the resource must not contain user information")
     path = parts.path.rstrip("/")
-    if any(seg in (".", "..") for seg in path.split("/")):
+    if any(unquote(seg) in (".", "..") for seg in path.split("/")):  # %2e is "." too (RFC 3986 §2.3)
         raise InvalidResource("the resource must not contain dot segments")
     netloc = _host(parts.hostname) + ("" if port in (None, DEFAULT_PORTS[scheme]) else f":{port}")
     return urlunsplit((scheme, netloc, path, parts.query, ""))
@@ -41,7 +44,11 @@ def canonical_resource(uri: str) -> str:
 def _host(hostname: str) -> str:
     if ":" in hostname:  # an IPv6 literal
         return f"[{hostname.lower()}]"
+    if hostname.isascii():
+        return hostname.lower()
     try:
-        return hostname.encode("idna").decode("ascii").lower()
-    except UnicodeError:
+        # UTS #46 (what browsers and resolvers use), not Python's IDNA 2003 codec, which folds "ß" into
+        # "ss" and drops zero-width joiners: another, registrable, host name
+        return idna.encode(hostname, uts46=True).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError):
         raise InvalidResource("the resource host is not a valid host name") from None

@@ -70,3 +70,19 @@ async def test_one_id_jag_fifty_times(client: httpx.AsyncClient, state: Any, loo
     statuses = sorted(r.status_code for r in responses)
     assert statuses.count(200) == 1, statuses
     assert {r.json()["error"] for r in responses if r.status_code != 200} == {"invalid_grant"}
+
+
+async def test_concurrent_introspection_and_revocation_keep_their_own_sessions(client, state) -> None:
+    """authlib keeps one endpoint object for all requests; each request must still use its own session
+    (a shared attribute once made concurrent introspections fail with 500s under load)."""
+    app = register_client(state)
+    server = register_client(state, auth_method="client_secret_basic", redirect_uris=[], grant_types=(),
+                             may_introspect=True)
+    tokens = await tokens_for(client, app.row.id)
+    introspections = [client.post("/introspect", data={"token": tokens["access_token"]},
+                                  auth=(server.row.id, server.secret)) for _ in range(100)]
+    revocations = [client.post("/revoke", data={"token": "unknown-token", "client_id": app.row.id})
+                   for _ in range(50)]
+    responses = await at_once([*introspections, *revocations])
+    assert [r.status_code for r in responses] == [200] * 150
+    assert all(r.json()["active"] is True for r in responses[:100])
