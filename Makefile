@@ -44,15 +44,13 @@ test: $(STAMP)
 	@if [ -f tests/support/oidc_provider/package.json ]; then npm ci --prefix tests/support/oidc_provider --no-audit --no-fund --loglevel=error </dev/null >/dev/null; fi
 	$(VPY) -m pytest $(PYTEST_ARGS)
 
+# bench/run_all.py runs every bench script, then the issue 9 load runs (bench/load_runs.py; needs node
+# and the OIDC provider's npm packages for the peer). BENCH_ARGS="--quick" for a smoke run; other
+# options go to load_runs.py, e.g. BENCH_ARGS="--scenarios refresh --stores sqlite".
 bench: $(STAMP)
-ifeq ($(BENCH_SCRIPTS),)
-	@echo "make bench: no benchmark scripts found (bench/*.py)" >&2; exit 1
-else
-	@for script in $(BENCH_SCRIPTS); do \
-		echo "==> $$script"; \
-		$(VPY) "$$script" || exit $$?; \
-	done
-endif
+	bash tests/support/ensure-postgres.sh
+	@if [ -f tests/support/oidc_provider/package.json ] && [ ! -d tests/support/oidc_provider/node_modules/oidc-provider ]; then npm ci --prefix tests/support/oidc_provider --no-audit --no-fund --loglevel=error </dev/null >/dev/null; fi
+	$(VPY) bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var tests/artifacts .pytest_cache .mypy_cache .ruff_cache .coverage build dist *.egg-info

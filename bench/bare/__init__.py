@@ -1,0 +1,1 @@
+"""The bare-minimum refresh endpoint the broker's PostgreSQL refresh rate is compared with."""
