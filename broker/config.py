@@ -718,4 +718,14 @@ def _check_production(settings: Settings) -> list[str]:
         secret = idp.client_secret.get_secret_value().strip() if idp.client_secret else ""
         if secret in PLACEHOLDER_SECRETS:
             problems.append(f"idps[{i}].client_secret: missing or a placeholder in production mode")
+    # Whatever vouches for identities or ends sessions is fetched over TLS (loopback excepted).
+    urls = [(f"idps[{i}].issuer", idp.issuer) for i, idp in enumerate(settings.idps)
+            if idp.type not in ("okta", "entra")]  # those are https in every mode (_check_idps)
+    for kind in ("ssf_transmitters", "logout_issuers"):
+        urls += [(f"signals.{kind}[{i}].jwks_uri", sender.jwks_uri)
+                 for i, sender in enumerate(getattr(settings.signals, kind))]
+    for key, url in urls:
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+            problems.append(f"{key}: production mode requires https (http is allowed only on loopback)")
     return problems

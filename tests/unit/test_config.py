@@ -55,6 +55,19 @@ def test_production_allows_loopback_http_issuer(tmp_path: Path, issuer: str) -> 
     assert load(production(tmp_path, issuer=issuer), tmp_path=tmp_path).issuer == issuer
 
 
+def test_production_refuses_plain_http_idps_and_signal_keys(tmp_path: Path) -> None:
+    extra = ('[[idps]]\nid = "corp"\ntype = "oidc"\nissuer = "http://idp.example.com"\nclient_id = "x"\n'
+             'client_secret = "a-real-secret-0123456789"\n'
+             '[[signals.ssf_transmitters]]\nid = "okta"\nissuer = "https://acme.okta.com"\n'
+             'jwks_uri = "http://acme.okta.com/keys"\n'
+             '[[signals.logout_issuers]]\nid = "local"\nissuer = "https://l.example"\n'
+             'jwks_uri = "http://127.0.0.1:9/keys"\n')
+    found = problems(production(tmp_path, extra=extra), tmp_path=tmp_path)
+    assert found == ["idps[0].issuer: production mode requires https (http is allowed only on loopback)",
+                     "signals.ssf_transmitters[0].jwks_uri: production mode requires https (http is allowed only "
+                     "on loopback)"]  # the loopback logout issuer is allowed
+
+
 def test_dev_allows_http_issuer_and_test_idp(tmp_path: Path) -> None:
     text = ('mode = "dev"\nissuer = "http://dev.internal:8000"\n[testidp]\nenabled = true\n'
             '[[idps]]\nid = "test"\ntype = "test"\nissuer = "http://dev.internal:8000/testidp"\nclient_id = "x"\n')
