@@ -7,7 +7,7 @@ import os
 import platform
 import shutil
 import subprocess
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +20,13 @@ def _run(*args: str) -> str:
         return done.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "?"
+
+
+def _optional(package: str) -> str:
+    try:
+        return f"{package} {version(package)}"
+    except PackageNotFoundError:
+        return f"no {package}"
 
 
 def cpu_model() -> str:
@@ -51,7 +58,8 @@ def describe(postgres_version: str | None, oidc_provider: str) -> list[str]:
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; commit {commit()}",
         f"- machine: {os.cpu_count()} cores ({cpu_model()}), {memory_gib():.0f} GiB; load average before the "
         f"run {os.getloadavg()[0]:.2f}",
-        f"- Python {platform.python_version()}, uvicorn {version('uvicorn')}, FastAPI {version('fastapi')}, "
+        f"- Python {platform.python_version()}, uvicorn {version('uvicorn')} ({_optional('uvloop')}, "
+        f"{_optional('httptools')}), FastAPI {version('fastapi')}, "
         f"SQLAlchemy {version('sqlalchemy')}, psycopg {version('psycopg')}; node {node}, oidc-provider "
         f"{oidc_provider}; PostgreSQL {postgres_version or 'not run'}",
     ]

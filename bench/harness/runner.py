@@ -78,6 +78,8 @@ def measure(target: Target, scenario: Scenario, n: int, plan: Plan, suite: str, 
     before = set(tree(target.server_pids()))
     warm_budget = min(plan.max_requests, WARMUP_BUDGET + 20 * n) if scenario.consumes else plan.max_requests
     warm, *_ = asyncio.run(_run(target, scenario, n, plan, plan.warmup, warm_budget))
+    if warm.errors:  # not in the table, but worth knowing (first sight of users is in the warm-up)
+        print(f"  warm-up: {warm.errors} errors, e.g. {next(iter(warm.error_samples), '?')}", flush=True)
     budget = plan.max_requests
     if scenario.consumes:  # enough for 1.5x the warm-up's rate over a run; a run that uses all ends early
         budget = min(budget, int(max(warm.rate, 50) * plan.duration * 1.5) + 20 * n)
