@@ -11,6 +11,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker.federation.identity import Identity
@@ -84,6 +85,17 @@ def asserted_user(session: Session, *, idp_id: str, subject: str, claims: Mappin
     known = users.user_id_by_identity(session, idp_id, subject)
     if known is not None:
         return users.get(session, known)
+    try:
+        with session.begin_nested():  # two first assertions for one subject at once: one records it
+            return _first_sight(session, idp_id=idp_id, subject=subject, claims=claims,
+                                link_by_email=link_by_email, provision=provision, now=now)
+    except IntegrityError:
+        known = users.user_id_by_identity(session, idp_id, subject)  # the other request's, now committed
+        return users.get(session, known) if known is not None else None
+
+
+def _first_sight(session: Session, *, idp_id: str, subject: str, claims: Mapping[str, Any], link_by_email: bool,
+                 provision: bool, now: dt.datetime) -> User | None:
     email = claims.get("email") if isinstance(claims.get("email"), str) else None
     user = None
     if link_by_email and email and claims.get("email_verified") is True:  # never link on an unverified email

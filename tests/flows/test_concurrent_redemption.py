@@ -86,3 +86,24 @@ async def test_concurrent_introspection_and_revocation_keep_their_own_sessions(c
     responses = await at_once([*introspections, *revocations])
     assert [r.status_code for r in responses] == [200] * 150
     assert all(r.json()["active"] is True for r in responses[:100])
+
+
+async def test_concurrent_first_assertions_for_one_new_subject(client, state, loopback) -> None:
+    """Twenty first-sight ID-JAGs for one unknown subject at once (provision_users): one user, no 500."""
+    from broker.config import IdJagSettings, TrustedAssertionIssuer
+    from broker.storage.models import UpstreamIdentity
+
+    state.settings = state.settings.model_copy(update={"id_jag": IdJagSettings(
+        trusted_issuers=[TrustedAssertionIssuer(**trusted_issuer(provision_users=True))])})
+    state.oauth.server.settings = state.settings
+    state.oauth.server.assertion_issuers = {t.issuer: t for t in state.settings.id_jag.trusted_issuers}
+    idp = FakeIdp().install(loopback)
+    agent = register_client(state, auth_method="client_secret_basic", redirect_uris=[],
+                            grant_types=("urn:ietf:params:oauth:grant-type:jwt-bearer",))
+    assertions = [idp.assertion(agent.row.id, sub="newcomer", email="newcomer@example.com") for _ in range(20)]
+    responses = await at_once([client.post("/token", data=grant_form(a), auth=(agent.row.id, agent.secret))
+                               for a in assertions])
+    assert all(r.status_code in (200, 400) for r in responses), [r.text for r in responses if r.status_code >= 500]
+    with state.database.sessions() as session:
+        rows = session.scalars(select(UpstreamIdentity).where(UpstreamIdentity.subject == "newcomer")).all()
+    assert len(rows) == 1
