@@ -6,9 +6,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Row, bindparam, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from broker.storage.models import Group, GroupMembership, UpstreamIdentity, User
+from broker.storage.models import Group, GroupMembership, UpstreamIdentity, User, new_id, utcnow
 
 
 def get(session: Session, user_id: str) -> User | None:
@@ -67,10 +69,13 @@ def set_groups(session: Session, user_id: str, source: str, names: Iterable[str]
     wanted = set(names)
     groups = {g.name: g for g in session.scalars(select(Group).where(Group.source == source,
                                                                      Group.name.in_(wanted)))}
-    for name in sorted(wanted - set(groups)):
-        groups[name] = Group(source=source, name=name)
-        session.add(groups[name])
-    session.flush()
+    missing = sorted(wanted - set(groups))
+    if missing:  # INSERT ... ON CONFLICT DO NOTHING: two first sign-ins may create the same group at once
+        insert_fn = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert_fn(Group.__table__).on_conflict_do_nothing(index_elements=["source", "name"]),
+                        [{"id": new_id(), "source": source, "name": name, "created_at": utcnow()} for name in missing])
+        groups |= {g.name: g for g in session.scalars(select(Group).where(Group.source == source,
+                                                                          Group.name.in_(missing)))}
     current = set(session.scalars(
         select(GroupMembership.group_id).join(Group, Group.id == GroupMembership.group_id)
         .where(GroupMembership.user_id == user_id, Group.source == source)))
