@@ -31,9 +31,12 @@ class Params:
 
     def __init__(self, pairs: Iterable[tuple[str, str]]):
         self._values: dict[str, list[str]] = {}
+        self._nul: set[str] = set()
         for name, value in pairs:
             if len(value) > MAX_VALUE_LENGTH:
                 raise self.error(f"parameter {name!r} is too long")
+            if "\x00" in value:  # RFC 6749 Appendix A: no parameter may hold one; PostgreSQL text cannot store one
+                self._nul.add(name)
             self._values.setdefault(name, []).append(value)
 
     @classmethod
@@ -61,6 +64,8 @@ class Params:
         values = self._values.get(name, [])
         if len(values) > 1:
             raise self.error(f"parameter {name!r} is repeated")  # RFC 6749 §3.1
+        if name in self._nul:
+            raise self.error(f"parameter {name!r} contains a NUL character")
         return values[0] if values and values[0] else None
 
     def require(self, name: str) -> str:
@@ -71,6 +76,8 @@ class Params:
 
     def get_all(self, name: str) -> list[str]:
         """Every non-empty value of a parameter that may legitimately repeat."""
+        if name in self._nul:
+            raise self.error(f"parameter {name!r} contains a NUL character")
         return [v for v in self._values.get(name, []) if v]
 
     def as_dict(self) -> dict[str, str]:
@@ -86,6 +93,8 @@ class Params:
         repeated = sorted(name for name, values in self._values.items() if len(values) > 1)
         if repeated:
             raise self.error(f"parameter {repeated[0]!r} is repeated")
+        if self._nul:
+            raise self.error(f"parameter {sorted(self._nul)[0]!r} contains a NUL character")
 
 
 def _parse(text: str, error: type[Exception]) -> list[tuple[str, str]]:

@@ -12,6 +12,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -127,9 +129,20 @@ def _key_for(jwk: Jwk, alg: str) -> Any | None:
     if jwk.get("alg", alg) != alg:
         return None  # RFC 7517 §4.4: a key bound to another algorithm
     try:
-        return jwt.PyJWK(jwk, algorithm=alg).key
+        return key_object(jwk, alg)
     except Exception:  # noqa: BLE001 - a malformed key from the IdP is a key that does not fit, whatever it raises
         return None
+
+
+def key_object(jwk: Jwk, alg: str) -> Any:
+    """``jwk`` (a public key) as the key object ``jwt.decode`` takes; built once per key, not per token."""
+    return _public_key(json.dumps(jwk, sort_keys=True), alg)
+
+
+@functools.lru_cache(maxsize=256)
+def _public_key(jwk_json: str, alg: str) -> Any:
+    """A published key as a key object, built once per key and algorithm (not per verified token)."""
+    return jwt.PyJWK(json.loads(jwk_json), algorithm=alg).key
 
 
 def http_fetcher(http: httpx.AsyncClient, jwks_uri: str, name: str) -> Callable[[], Awaitable[Any]]:

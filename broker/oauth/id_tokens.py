@@ -20,6 +20,7 @@ from broker.config import Settings
 from broker.keys.ring import KeyRing
 from broker.oauth import oidc_claims
 from broker.storage.models import User
+from broker.storage.users import Account
 
 ID_TOKEN_TYP = "JWT"  # RFC 8725 §3.11: not at+jwt, so an ID token is never taken for an access token
 # OIDC Core §3.1.3.6: at_hash uses the hash of the JWS alg; the key ring signs with these
@@ -47,7 +48,7 @@ class IdTokens:
         self.clock_skew = settings.tokens.clock_skew
         self.keyring = keyring
 
-    def issue(self, session: Session, *, user: User, client_id: str, oidc_scopes: frozenset[str],
+    def issue(self, session: Session, *, user: User | Account, client_id: str, oidc_scopes: frozenset[str],
               nonce: str | None, auth_time: dt.datetime | None, acr: str | None, access_token: str | None,
               now: dt.datetime) -> str:
         """An ID token for ``client_id`` about ``user``; the caller checked the user may still sign in."""

@@ -19,6 +19,7 @@ from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy.orm import Session
 
 from broker import audit
+from broker.federation.jwks import key_object
 from broker.oauth import secrets
 from broker.oauth.clients import AUTH_METHODS, SECRET_METHODS
 from broker.oauth.tokens import ACCESS_TOKEN_TYP
@@ -70,7 +71,7 @@ def verify_own_access_token(session: Session, server: Any, unverified_token: str
     if jwk is None or header.get("alg") != jwk["alg"]:  # only our published keys, only their algorithm
         return None
     try:
-        return jwt.decode(unverified_token, jwt.PyJWK(jwk).key, algorithms=[jwk["alg"]], issuer=server.issuer,
+        return jwt.decode(unverified_token, key_object(jwk, jwk["alg"]), algorithms=[jwk["alg"]], issuer=server.issuer,
                           options={"verify_aud": False, "require": ["exp", "iat", "jti", "sub"]},
                           leeway=0)
     except jwt.PyJWTError:
@@ -100,14 +101,12 @@ def is_active(request: Any, record: AccessTokenRecord | RefreshTokenRecord) -> b
     claims = record.claims
     if grants.is_token_id_revoked(db, claims["jti"]):
         return False
-    client = clients.get(db, claims.get("client_id", ""))
+    client = clients.record(db, claims.get("client_id", ""))
     if client is None or client.status != "active":
         return False
     family_id = claims.get("sid")
-    if family_id is not None:
-        family = grants.family(db, family_id)
-        if family is None or family.revoked_at is not None:
-            return False
+    if family_id is not None and not grants.family_live(db, family_id):
+        return False
     # Every token a user holds, with a refresh-token family or without (an ID-JAG grant's): only a
     # client-credentials token has the client itself as its subject.
     if claims["sub"] != claims.get("client_id"):
@@ -118,7 +117,7 @@ def is_active(request: Any, record: AccessTokenRecord | RefreshTokenRecord) -> b
 
 
 def _user_active(db: Session, user_id: str, issued_at: dt.datetime) -> bool:
-    user = users.get(db, user_id)
+    user = users.account(db, user_id)
     if user is None or user.status != "active":
         return False
     return user.not_before is None or issued_at >= user.not_before

@@ -143,16 +143,17 @@ class JwtBearerGrant(_Grant, grants.BaseGrant, grants.TokenEndpointMixin):
 
     def _user(self, verified: id_jag.VerifiedAssertion) -> Any:
         trusted, claims = verified.trusted, verified.claims
-        user = provisioning.asserted_user(self.request.db, idp_id=trusted.idp or trusted.id, subject=verified.subject,
-                                          claims=claims, link_by_email=trusted.link_by_email,
-                                          provision=trusted.provision_users, now=self.request.now)
-        if user is None:
+        user_id = provisioning.asserted_user(self.request.db, idp_id=trusted.idp or trusted.id,
+                                             subject=verified.subject, claims=claims,
+                                             link_by_email=trusted.link_by_email, provision=trusted.provision_users,
+                                             now=self.request.now)
+        if user_id is None:
             self._reject(verified, "the assertion's subject is not a user of this broker")
         try:
-            return subjects.active_user(self.request.db, user.id,
+            return subjects.active_user(self.request.db, user_id,
                                         dt.datetime.fromtimestamp(int(claims["iat"]), dt.UTC))
         except InvalidGrantError as error:
-            self._reject(verified, error.description or "the user may no longer sign in", user_id=user.id)
+            self._reject(verified, error.description or "the user may no longer sign in", user_id=user_id)
 
     def _reject(self, verified: id_jag.VerifiedAssertion, reason: str, user_id: str | None = None) -> None:
         client_id = self.request.client.client_id

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.storage.models import UpstreamIdentity, User
+from broker.storage.users import Account
 
 OIDC_SCOPES = frozenset({"openid", "profile", "email"})
 
@@ -34,7 +35,7 @@ def loaded(value: str | None) -> frozenset[str]:
     return requested((value or "").split())
 
 
-def user_claims(session: Session, user: User, oidc_scopes: frozenset[str]) -> dict[str, Any]:
+def user_claims(session: Session, user: User | Account, oidc_scopes: frozenset[str]) -> dict[str, Any]:
     """``email``/``email_verified`` and ``name`` as the scopes allow (OIDC Core §5.4); never ``sub``."""
     claims: dict[str, Any] = {}
     if "email" in oidc_scopes and user.email:
@@ -45,7 +46,7 @@ def user_claims(session: Session, user: User, oidc_scopes: frozenset[str]) -> di
     return claims
 
 
-def _email_verified(session: Session, user: User) -> bool:
+def _email_verified(session: Session, user: User | Account) -> bool:
     """What the IdP of the user's latest sign-in said about this address (the connector's verdict)."""
     latest = session.scalar(select(UpstreamIdentity).where(UpstreamIdentity.user_id == user.id)
                             .order_by(UpstreamIdentity.last_login_at.desc().nulls_last()).limit(1))

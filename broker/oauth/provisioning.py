@@ -75,8 +75,9 @@ def _storable(claims: Any, email_verified: bool | None) -> dict[str, Any]:
 
 
 def asserted_user(session: Session, *, idp_id: str, subject: str, claims: Mapping[str, Any], link_by_email: bool,
-                  provision: bool, now: dt.datetime) -> User | None:
-    """The broker user an identity assertion (ID-JAG) names, by (IdP, subject); None when there is none.
+                  provision: bool, now: dt.datetime) -> str | None:
+    """The id of the broker user an identity assertion (ID-JAG) names, by (IdP, subject); None when there
+    is none.
 
     Unlike a sign-in, an assertion carries no groups and changes nothing about a known user. On first
     sight of a subject it may link to the one user with its verified email (``link_by_email``) or create
@@ -84,14 +85,14 @@ def asserted_user(session: Session, *, idp_id: str, subject: str, claims: Mappin
     """
     known = users.user_id_by_identity(session, idp_id, subject)
     if known is not None:
-        return users.get(session, known)
+        return known
     try:
         with session.begin_nested():  # two first assertions for one subject at once: one records it
-            return _first_sight(session, idp_id=idp_id, subject=subject, claims=claims,
+            user = _first_sight(session, idp_id=idp_id, subject=subject, claims=claims,
                                 link_by_email=link_by_email, provision=provision, now=now)
+            return user.id if user is not None else None
     except IntegrityError:
-        known = users.user_id_by_identity(session, idp_id, subject)  # the other request's, now committed
-        return users.get(session, known) if known is not None else None
+        return users.user_id_by_identity(session, idp_id, subject)  # the other request's, now committed
 
 
 def _first_sight(session: Session, *, idp_id: str, subject: str, claims: Mapping[str, Any], link_by_email: bool,

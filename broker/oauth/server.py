@@ -110,7 +110,7 @@ class BrokerAuthorizationServer(AuthorizationServer):
         found: dict[str, ClientView | None] = {}
 
         def query(client_id: str) -> ClientView | None:
-            if not isinstance(client_id, str):
+            if not isinstance(client_id, str) or "\x00" in client_id:  # e.g. from Basic auth; never a client id
                 return None
             if client_id not in found:
                 found[client_id] = self._find_client(request, client_id)

@@ -15,11 +15,17 @@ from broker.storage import users
 from broker.storage.models import User
 
 
-def user_subject(session: Session, user: User) -> Subject:
-    latest = users.latest_login(session, user.id)
-    claims = dict(latest.claims) if latest else {}
+def user_subject(session: Session, user: User | users.Account) -> Subject:
+    """The policy subject: ``user`` with groups and the claims of their latest sign-in (read here for a
+    ``User``; an ``Account`` row from ``active_user`` carries them already)."""
+    if isinstance(user, User):
+        latest = users.latest_login(session, user.id)
+        idp_id, login_claims = (latest.idp_id, latest.claims) if latest else (None, None)
+    else:
+        idp_id, login_claims = user.login_idp_id, user.login_claims
+    claims = dict(login_claims) if login_claims else {}
     amr = claims.get("amr")
-    return Subject(kind="user", id=user.id, email=user.email, idp_id=latest.idp_id if latest else None,
+    return Subject(kind="user", id=user.id, email=user.email, idp_id=idp_id,
                    groups=frozenset(users.group_names(session, user.id)), claims=claims,
                    acr=claims.get("acr") if isinstance(claims.get("acr"), str) else None,
                    amr=tuple(a for a in amr if isinstance(a, str)) if isinstance(amr, list) else ())
@@ -45,9 +51,9 @@ def access_request(subject: Subject, client_id: str, server: Server, requested: 
                          now=now)
 
 
-def active_user(session: Session, user_id: str, issued_at: dt.datetime | None = None) -> User:
-    """The user, if they may still receive tokens; else ``InvalidGrantError``."""
-    user = users.get(session, user_id)
+def active_user(session: Session, user_id: str, issued_at: dt.datetime | None = None) -> users.Account:
+    """The user's account (``users.account``), if they may still receive tokens; else ``InvalidGrantError``."""
+    user = users.account(session, user_id)
     if user is None or user.status != "active":
         raise InvalidGrantError("the user may no longer sign in")
     if issued_at is not None and user.not_before is not None and issued_at < user.not_before:

@@ -33,6 +33,7 @@ from broker.oauth.tokens import scope_string
 from broker.registry import servers
 from broker.registry.resources import InvalidResource, canonical_resource
 from broker.storage.models import User
+from broker.storage.users import Account
 
 ID_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:id_token"  # RFC 8693 §3
 REFRESH_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:refresh_token"
@@ -43,7 +44,7 @@ SUBJECT_TOKEN_TYPES = (ID_TOKEN_TYPE, REFRESH_TOKEN_TYPE)
 class SignIn:
     """The sign-in a subject token stands for: who, when, how strongly."""
 
-    user: User
+    user: User | Account
     token_type: str
     auth_time: dt.datetime | None
     acr: str | None

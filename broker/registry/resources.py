@@ -8,6 +8,7 @@ look-alike never equals a registered ASCII host and no host folds into another r
 
 from __future__ import annotations
 
+import functools
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import idna
@@ -19,6 +20,7 @@ class InvalidResource(ValueError):
     """Not an absolute http(s) URI that can name a resource server."""
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function on the token path (UTS #46 is costly); failures are not cached
 def canonical_resource(uri: str) -> str:
     if not uri or len(uri) > 2048 or any(c.isspace() or ord(c) < 0x21 for c in uri):
         raise InvalidResource("the resource must be an absolute URI without spaces")

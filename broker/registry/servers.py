@@ -131,6 +131,6 @@ def get(session: Session, server_id: str, issuer: str) -> Server | None:
 
 
 def all_scopes(session: Session) -> list[str]:
-    """Every scope of every enabled server (for ``scopes_supported``)."""
-    names = {scope for row in mcp_servers.list_all(session) if row.enabled for scope in row.scopes}
+    """Every scope of every enabled server (for ``scopes_supported``), from the cached registry."""
+    names = {scope for server in _registry(session).values() if server.enabled for scope in server.scopes}
     return sorted(names)

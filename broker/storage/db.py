@@ -7,6 +7,8 @@ and rolls back on error. Repository functions take a ``Session`` and never commi
 from __future__ import annotations
 
 import contextlib
+import select
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,10 +16,11 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+CONNECT_TIMEOUT_S = 5  # libpq: a new PostgreSQL connection that is not up by then fails (503, not a hang)
 
 
 class DatabaseError(Exception):
@@ -50,12 +53,34 @@ def make_engine(url: str, options: EngineOptions = EngineOptions()) -> Engine:
     try:
         if parsed.get_backend_name() == "sqlite":
             return _sqlite_engine(url, parsed.database, options)
-        return create_engine(url, pool_size=options.pool_size, max_overflow=options.max_overflow,
-                             pool_timeout=options.pool_timeout, pool_pre_ping=True, echo=options.echo,
-                             connect_args={"connect_timeout": 5})
+        engine = create_engine(url, pool_size=options.pool_size, max_overflow=options.max_overflow,
+                               pool_timeout=options.pool_timeout, echo=options.echo,
+                               connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
     except (NoSuchModuleError, ImportError):
         raise DatabaseError(f"database.url: unsupported database {parsed.get_backend_name()!r} "
                             "(use sqlite:///PATH or postgresql://...)") from None
+    event.listen(engine, "checkout", _refuse_closed_connection)
+    return engine
+
+
+def _refuse_closed_connection(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
+    """Pool checkout: hand out no connection the server has already closed.
+
+    This replaces ``pool_pre_ping`` (a ``SELECT 1`` round trip on every checkout). When PostgreSQL
+    ends a session (restart, ``pg_terminate_backend``, an idle timeout, a killed backend) it sends a
+    FATAL message and closes the socket, so a pooled connection that is idle as it should be but has
+    something to read, or is at end of file, is dead; one ``poll`` without waiting tells. Raising
+    ``DisconnectionError`` makes the pool reconnect this record before handing it out (and if the
+    database is down, the reconnect fails at once with ``OperationalError``). What neither this nor
+    a ping can see quickly, a peer that vanished without closing, is left to ``connect_timeout`` and
+    to SQLAlchemy invalidating the pool on the first disconnect error.
+    """
+    if dbapi_conn.closed or dbapi_conn.broken:
+        raise DisconnectionError("the connection was closed")
+    poller = select.poll()
+    poller.register(dbapi_conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poller.poll(0):
+        raise DisconnectionError("the server closed the connection (or sent while it was idle)")
 
 
 def _sqlite_engine(url: str, database: str | None, options: EngineOptions) -> Engine:
@@ -85,6 +110,13 @@ class Database:
         self.url = normalise_url(url)
         self.engine = make_engine(self.url, options)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time, and a connection that finds the write lock taken sleeps in
+        # SQLite's busy handler (1, 2, 5, 10 ... ms) instead of waking when it is free. So this process
+        # queues its own transactions (``transaction()``) on a lock: a waiting thread starts the moment the
+        # previous one commits. Other processes on the same file still meet the busy handler. A plain
+        # Lock, not an RLock: FastAPI may close a dependency's transaction on another thread than opened it.
+        self._serial = threading.Lock() if self.dialect == "sqlite" else None
+        self._serial_timeout = options.sqlite_busy_timeout_ms / 1000
 
     @property
     def dialect(self) -> str:
@@ -92,8 +124,17 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
-        with self.sessions() as session, session.begin():
-            yield session
+        if self._serial is None:
+            with self.sessions() as session, session.begin():
+                yield session
+            return
+        if not self._serial.acquire(timeout=self._serial_timeout):  # as long as SQLite itself would wait
+            raise DatabaseError("database is busy (SQLite: another transaction held the write lock too long)")
+        try:
+            with self.sessions() as session, session.begin():
+                yield session
+        finally:
+            self._serial.release()
 
     def ping(self) -> None:
         """Raise ``DatabaseError`` unless a trivial query succeeds."""
@@ -101,7 +142,7 @@ class Database:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
         except OperationalError as exc:
-            raise DatabaseError(f"database unreachable: {_first_line(exc)}") from None
+            raise DatabaseError(f"database unreachable: {first_line(exc)}") from None
 
     def schema_revision(self) -> str | None:
         """The alembic revision the database is at; None for an empty database."""
@@ -111,7 +152,7 @@ class Database:
         except (OperationalError, ProgrammingError) as exc:
             if _is_missing_table(exc):
                 return None
-            raise DatabaseError(f"database unreachable: {_first_line(exc)}") from None
+            raise DatabaseError(f"database unreachable: {first_line(exc)}") from None
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -122,7 +163,8 @@ def _is_missing_table(exc: Exception) -> bool:
     return "no such table" in message or "does not exist" in message and "relation" in message
 
 
-def _first_line(exc: Exception) -> str:
+def first_line(exc: Exception) -> str:
+    """The driver's message, first line only: no SQL statement, no parameters."""
     orig = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(orig).splitlines() if line.strip()]
     return lines[0] if lines else type(orig).__name__

@@ -52,8 +52,14 @@ def code(session: Session, code_hash: str) -> AuthorizationCode | None:
 # ---------------------------------------------------------------- refresh-token families
 
 
-def family(session: Session, family_id: str) -> RefreshTokenFamily | None:
-    return session.get(RefreshTokenFamily, family_id)
+_FAMILY_LIVE = select(RefreshTokenFamily.__table__.c.revoked_at).where(RefreshTokenFamily.__table__.c.id
+                                                                       == bindparam("family_id"))
+
+
+def family_live(session: Session, family_id: str) -> bool:
+    """Whether the family exists and is not revoked (its access tokens live on until they expire)."""
+    row = session.execute(_FAMILY_LIVE, {"family_id": family_id}).first()
+    return row is not None and row.revoked_at is None
 
 
 def family_by_current(session: Session, token_hash: str) -> RefreshTokenFamily | None:
@@ -129,9 +135,13 @@ def revoke_token_id(session: Session, jti: str, expires_at: dt.datetime, reason:
     session.flush()
 
 
+_TOKEN_ID_REVOKED = (select(Revocation.__table__.c.id).where(Revocation.__table__.c.kind == "token",
+                                                             Revocation.__table__.c.subject == bindparam("jti"))
+                     .limit(1))
+
+
 def is_token_id_revoked(session: Session, jti: str) -> bool:
-    query = select(Revocation.id).where(Revocation.kind == "token", Revocation.subject == jti).limit(1)
-    return session.scalar(query) is not None
+    return session.scalar(_TOKEN_ID_REVOKED, {"jti": jti}) is not None
 
 
 # ---------------------------------------------------------------- single-use JWT ids

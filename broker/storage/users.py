@@ -17,6 +17,23 @@ def get(session: Session, user_id: str) -> User | None:
     return session.get(User, user_id)
 
 
+# users.account(): what a grant reads of a user, as a Core row with User's attribute names plus the latest
+# upstream sign-in (login_idp_id, login_claims; None when there was none), which the policy subject needs.
+Account = Row[Any]
+_USERS = User.__table__
+_LOGINS = UpstreamIdentity.__table__
+_ACCOUNT = (select(_USERS.c.id, _USERS.c.email, _USERS.c.display_name, _USERS.c.status, _USERS.c.not_before,
+                   _LOGINS.c.idp_id.label("login_idp_id"), _LOGINS.c.claims.label("login_claims"))
+            .outerjoin(_LOGINS, _LOGINS.c.user_id == _USERS.c.id).where(_USERS.c.id == bindparam("user_id"))
+            .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1))
+
+
+def account(session: Session, user_id: str) -> Account | None:
+    """The user and their latest upstream sign-in in one prebuilt Core select, read fresh on every grant
+    (offboarding must end access at once), without loading an ORM object."""
+    return session.execute(_ACCOUNT, {"user_id": user_id}).first()
+
+
 def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | None:
     return session.scalar(select(UpstreamIdentity).where(UpstreamIdentity.idp_id == idp_id,
                                                          UpstreamIdentity.subject == subject))

@@ -16,16 +16,19 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy import exc as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
 from broker import __version__
 from broker.oauth.metadata import paths_for
+from broker.storage.db import first_line
 from broker.web import admin_api, authorize, errors, health, jwks, metrics, scim, signals, token, userinfo
 from broker.web.admin import router as admin_console
 from broker.web.cors import PublicCors
 from broker.web.middleware import BodySizeLimit, RequestContext
 from broker.web.ratelimit import RateLimit, limiter_for
+from broker.web.routes import mount_first
 from broker.web.state import BrokerState
 from broker.web.templates import STATIC_DIR
 
@@ -40,14 +43,13 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None, lifespan=_lifespan(state, fallback))
     app.state.broker = state
     errors.install(app)
+    discovery_paths = paths_for(urlsplit(state.settings.issuer).path)
+    for hot in (token.router, jwks.router, token.discovery_router(discovery_paths)):  # matched first
+        mount_first(app, hot)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(health.router)
     app.include_router(metrics.router)
-    app.include_router(jwks.router)
-    discovery_paths = paths_for(urlsplit(state.settings.issuer).path)
-    app.include_router(token.discovery_router(discovery_paths))
     app.include_router(authorize.router)
-    app.include_router(token.router)
     app.include_router(userinfo.router)
     app.include_router(admin_api.router)
     app.include_router(admin_console)
@@ -108,9 +110,24 @@ async def _metrics_running(state: BrokerState) -> AsyncIterator[None]:
 
 
 async def _every(interval: float, job: Any) -> None:
+    """Run ``job`` every ``interval`` seconds for as long as the app serves; a failed round is logged and
+    the job tried again next time. While the database is down the job fails every round: that is one
+    warning when it starts failing and one line when it works again, not a traceback each second."""
+    name = getattr(job, "__name__", repr(job))
+    failed_rounds = 0
     while True:
         await anyio.sleep(interval)
         try:
             await run_in_threadpool(job)
+        except (sa.OperationalError, sa.InterfaceError, sa.TimeoutError) as exc:
+            if not failed_rounds:
+                log.warning("periodic job %s failed, database unavailable: %s", name, first_line(exc))
+            failed_rounds += 1
+            continue
         except Exception:  # noqa: BLE001 - a failed round is logged and retried next time
-            log.exception("periodic job %s failed", getattr(job, "__name__", job))
+            log.exception("periodic job %s failed", name)
+            failed_rounds += 1
+            continue
+        if failed_rounds:
+            log.warning("periodic job %s works again after %d failed rounds", name, failed_rounds)
+            failed_rounds = 0

@@ -102,7 +102,8 @@ async def _to_upstream(state: Any, pending_id: str | None, idp_id: str, browser:
 
 
 @router.get("/callback/{idp_id}", summary="Where the upstream identity provider returns the user",
-            responses=PAGE_RESPONSES, response_class=Response)
+            responses={**PAGE_RESPONSES, 404: {"description": "An HTML error page: no such identity provider"}},
+            response_class=Response)
 async def callback(idp_id: str, request: Request, state: State) -> Response:
     try:
         params = query_params(request)

@@ -11,6 +11,11 @@ from sqlalchemy.orm import Session
 from broker.web.state import BrokerState
 
 
+def state_of(request: Request) -> BrokerState:
+    """The broker's state, for routes that take the request alone (``broker.web.routes.PlainRoute``)."""
+    return request.app.state.broker
+
+
 async def get_state(request: Request) -> BrokerState:
     # async, so FastAPI calls it on the event loop: a sync dependency costs a thread hop per request
     return request.app.state.broker

@@ -7,9 +7,10 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from broker.storage.db import DatabaseError
+from broker.storage.db import DatabaseError, first_line
 
 log = logging.getLogger("broker.web")
 
@@ -20,6 +21,10 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DatabaseError, _database_error)
+    # The database went away or could not serve in time (restart, failover, lost connection, pool
+    # exhausted): the client should retry, so 503 temporarily_unavailable, never a 500.
+    for error in (sa.OperationalError, sa.InterfaceError, sa.TimeoutError):
+        app.add_exception_handler(error, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -36,6 +41,14 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 async def _database_error(request: Request, exc: DatabaseError) -> JSONResponse:
     log.error("database unavailable: %s", exc)
+    return JSONResponse({"error": "temporarily_unavailable", "error_description": "database unavailable"},
+                        status_code=503, headers={**NO_STORE, "retry-after": "1"})
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # One line: the driver's message, never the statement or its parameters (they may hold token digests).
+    log.error("database unavailable on %s %s: %s: %s", request.method, request.url.path,
+              type(getattr(exc, "orig", None) or exc).__name__, first_line(exc))
     return JSONResponse({"error": "temporarily_unavailable", "error_description": "database unavailable"},
                         status_code=503, headers={**NO_STORE, "retry-after": "1"})
 

@@ -81,20 +81,31 @@ class BodySizeLimit:
         if declared is not None and declared > self.max_bytes:
             await _too_large(send)
             return
-        received = 0
+        received, exceeded, started = 0, False, False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge()
             return message
 
+        async def guarded_send(message: Message) -> None:
+            nonlocal started
+            if exceeded and not started:
+                return  # whatever the app made of the unread body (FastAPI: a 400), the answer is 413
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, limited_receive, send)
-        except BodyTooLarge:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not exceeded or started:  # BodyTooLarge, or an error the app raised in its place
+                raise
+        if exceeded and not started:
             await _too_large(send)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from scim2_models import Error, SCIMException
 
 from broker.config import Settings
@@ -24,7 +24,14 @@ from broker.web.deps import State
 from broker.web.oauth_http import in_transaction
 from broker.web.state import BrokerState
 
-router = APIRouter(prefix="/scim/v2", tags=["SCIM 2.0"])
+
+class ScimResponse(JSONResponse):
+    """What the OpenAPI document says the routes answer: a JSON object as ``application/scim+json``."""
+
+    media_type = scim.MEDIA_TYPE  # RFC 7644 §8.1
+
+
+router = APIRouter(prefix="/scim/v2", tags=["SCIM 2.0"], default_response_class=ScimResponse)
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 CHALLENGE = 'Bearer realm="mcp-auth-broker SCIM"'
 

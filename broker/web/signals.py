@@ -33,7 +33,8 @@ async def _rejected(state: Any, receiver: str, error: signals.SignalError) -> JS
              responses={202: {"description": "Accepted (also for subjects the broker does not know)"},
                         400: {"description": "RFC 8935 error: invalid_request, invalid_key, invalid_issuer, "
                                              "invalid_audience"},
-                        404: {"description": "No transmitter is configured"}},
+                        404: {"description": "No transmitter is configured"},
+                        413: {"description": "Request body too large"}},
              openapi_extra={"requestBody": {"content": {SET_MEDIA_TYPE: {"schema": {"type": "string"}}}}})
 async def ssf_events(request: Request, state: State) -> Response:
     if state.ssf is None:
@@ -65,7 +66,8 @@ def _apply_set(session: Any, state: Any, signal: signals.VerifiedSignal) -> None
              responses={204: {"description": "The user's tokens are revoked"},
                         400: {"description": "Malformed request or subject"},
                         401: {"description": "Missing or invalid signed JWT"},
-                        404: {"description": "No such user (or no caller configured)"}},
+                        404: {"description": "No such user (or no caller configured)"},
+                        413: {"description": "Request body too large"}},
              openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}})
 async def global_logout(request: Request, state: State) -> Response:
     if state.logout is None:

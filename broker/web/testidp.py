@@ -32,6 +32,29 @@ REALM = "testidp"
 _CHALLENGE_UNSAFE = re.compile(r'[^\x20\x21\x23-\x5B\x5D-\x7E]')  # RFC 6750 §3: error_description chars
 
 
+class JwkSetResponse(JSONResponse):
+    media_type = "application/jwk-set+json"  # RFC 7517 §8.5.1
+
+
+AUTHORIZE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The login form (HTML)"},
+    302: {"description": "Back to the client with `code`, or with `error`, `state` and `iss`"},
+    400: {"description": "An HTML error page: the client or redirect URI could not be validated"},
+    413: {"description": "Request body too large"},
+}
+TOKEN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "RFC 6749 §5.2 error: invalid_request, invalid_grant, unsupported_grant_type, ..."},
+    401: {"description": "invalid_client (WWW-Authenticate: Basic)"},
+    413: {"description": "Request body too large"},
+}
+USERINFO_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"description": "invalid_request (WWW-Authenticate: Bearer)"},
+    401: {"description": "Missing or invalid access token (WWW-Authenticate: Bearer)"},
+    403: {"description": "insufficient_scope"},
+    413: {"description": "Request body too large"},
+}
+
+
 def get_provider(state: State) -> TestIdentityProvider:
     if state.testidp is None:
         raise HTTPException(404, "the test identity provider is not enabled")
@@ -51,24 +74,26 @@ def discovery(provider: Provider) -> JSONResponse:
     return JSONResponse(provider.metadata(), headers=PUBLIC)
 
 
-@router.get("/jwks", summary="Public signing keys of the test IdP")
+@router.get("/jwks", summary="Public signing keys of the test IdP", response_class=JwkSetResponse)
 def jwks(provider: Provider, session: DbSession) -> JSONResponse:
-    return JSONResponse(provider.jwks(session), media_type="application/jwk-set+json",
-                        headers={**PUBLIC, "cache-control": "public, max-age=60"})
+    return JwkSetResponse(provider.jwks(session), headers={**PUBLIC, "cache-control": "public, max-age=60"})
 
 
-@router.get("/authorize", summary="Authorization endpoint: shows the login form")
+@router.get("/authorize", summary="Authorization endpoint: shows the login form", response_class=Response,
+            responses=AUTHORIZE_RESPONSES)
 def authorize(request: Request, provider: Provider) -> Response:
     return _authorization(request, provider, lambda: Params.from_query(request.scope["query_string"]))
 
 
-@router.post("/authorize", summary="Authorization endpoint: the posted login form (or a POSTed request)")
+@router.post("/authorize", summary="Authorization endpoint: the posted login form (or a POSTed request)",
+             response_class=Response, responses=AUTHORIZE_RESPONSES)
 def authorize_post(request: Request, provider: Provider, body: Body) -> Response:
     # Only the form body counts; a query string on the POST is ignored, never merged.
     return _authorization(request, provider, lambda: Params.from_form(body, request.headers.get("content-type")))
 
 
-@router.post("/token", summary="Token endpoint: authorization_code (PKCE S256) and refresh_token")
+@router.post("/token", summary="Token endpoint: authorization_code (PKCE S256) and refresh_token",
+             responses=TOKEN_RESPONSES)
 def token(request: Request, provider: Provider, session: DbSession, body: Body) -> JSONResponse:
     try:
         params = Params.from_form(body, request.headers.get("content-type"))
@@ -78,8 +103,10 @@ def token(request: Request, provider: Provider, session: DbSession, body: Body) 
     return JSONResponse(result, headers=NO_STORE)
 
 
-@router.get("/userinfo", summary="UserInfo endpoint (Bearer access token)", operation_id="testidp_userinfo_get")
-@router.post("/userinfo", summary="UserInfo endpoint (Bearer access token)", operation_id="testidp_userinfo_post")
+@router.get("/userinfo", summary="UserInfo endpoint (Bearer access token)", operation_id="testidp_userinfo_get",
+            responses=USERINFO_RESPONSES)
+@router.post("/userinfo", summary="UserInfo endpoint (Bearer access token)", operation_id="testidp_userinfo_post",
+             responses=USERINFO_RESPONSES)
 def userinfo(request: Request, provider: Provider, session: DbSession, body: Body) -> JSONResponse:
     try:
         form = Params.from_form(body, request.headers.get("content-type")) if body else None

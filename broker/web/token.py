@@ -13,7 +13,7 @@ from broker.oauth.errors import InvalidRequest, OAuth2Error
 from broker.oauth.feed import revocation_feed
 from broker.oauth.params import Params
 from broker.storage.models import utcnow
-from broker.web.deps import DbSession, State
+from broker.web.deps import state_of
 from broker.web.oauth_http import (
     form_params,
     http_request,
@@ -23,8 +23,9 @@ from broker.web.oauth_http import (
     query_params,
     render,
 )
+from broker.web.routes import plain_router
 
-router = APIRouter(tags=["oauth"])
+router = plain_router(tags=["oauth"])  # PlainRoutes, mounted first: see broker.web.routes
 
 OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "RFC 6749 §5.2 error: invalid_request, invalid_grant, unauthorized_client, "
@@ -88,19 +89,22 @@ async def _call(request: Request, state: Any, method: Any, params: Params,
 @router.post("/token", summary="Token endpoint: authorization_code, refresh_token, client_credentials, "
                                "jwt-bearer (ID-JAG), token-exchange (to ID-JAG)",
              responses=TOKEN_ERRORS, openapi_extra=FORM_BODY, response_class=JSONResponse)
-async def token(request: Request, state: State) -> Response:
+async def token(request: Request) -> Response:
+    state = state_of(request)
     return await _form_call(request, state, state.oauth.token)
 
 
 @router.post("/revoke", summary="Token revocation (RFC 7009)", responses=OAUTH_ERRORS, openapi_extra=FORM_BODY,
              response_class=JSONResponse)
-async def revoke(request: Request, state: State) -> Response:
+async def revoke(request: Request) -> Response:
+    state = state_of(request)
     return await _form_call(request, state, state.oauth.revoke)
 
 
 @router.post("/introspect", summary="Token introspection (RFC 7662), for registered resource servers",
              responses=OAUTH_ERRORS, openapi_extra=FORM_BODY, response_class=JSONResponse)
-async def introspect(request: Request, state: State) -> Response:
+async def introspect(request: Request) -> Response:
+    state = state_of(request)
     return await _form_call(request, state, state.oauth.introspect)
 
 
@@ -111,7 +115,8 @@ async def introspect(request: Request, state: State) -> Response:
                                              "registration.max_per_hour_per_address reached"}},
              openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}},
              response_class=JSONResponse, status_code=201)
-async def register(request: Request, state: State) -> Response:
+async def register(request: Request) -> Response:
+    state = state_of(request)
     if not state.settings.registration.enabled:
         return JSONResponse({"error": "not_found", "error_description": "registration is disabled"}, 404)
     if (request.headers.get("content-type") or "").split(";")[0].strip().lower() != "application/json":
@@ -128,12 +133,14 @@ async def register(request: Request, state: State) -> Response:
     return await run_in_threadpool(run)
 
 
-def metadata_route(state: State, session: DbSession) -> JSONResponse:
-    return JSONResponse(state.oauth.metadata(session), headers={"cache-control": "public, max-age=300"})
+async def metadata_route(request: Request) -> JSONResponse:
+    state = state_of(request)
+    body = await in_transaction(state, state.oauth.metadata)
+    return JSONResponse(body, headers={"cache-control": "public, max-age=300"})
 
 
 def discovery_router(paths: list[str]) -> APIRouter:
-    discovery = APIRouter(tags=["discovery"])
+    discovery = plain_router(tags=["discovery"])
     for path in paths:
         discovery.add_api_route(path, metadata_route, methods=["GET"], summary="Authorization server metadata "
                                 "(RFC 8414)", response_class=JSONResponse)
@@ -143,7 +150,8 @@ def discovery_router(paths: list[str]) -> APIRouter:
 @router.get("/revocations", summary="Revocation feed for MCP servers that verify tokens locally",
             responses={**OAUTH_ERRORS, 403: {"description": "The client may not read the feed (access_denied)"}},
             response_class=JSONResponse)
-async def revocations(request: Request, state: State) -> Response:
+async def revocations(request: Request) -> Response:
+    state = state_of(request)
     try:
         params = query_params(request)
         cursor, limit = int(params.get("since") or 0), int(params.get("limit") or 500)

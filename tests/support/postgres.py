@@ -67,9 +67,11 @@ class PostgresError(RuntimeError):
 class PostgresServer:
     """A private PostgreSQL cluster on 127.0.0.1:<free port>, in a temp dir, for one test session."""
 
-    def __init__(self, base_dir: pathlib.Path | None = None) -> None:
-        """Prepare a server; `base_dir` is where its temp dir goes (default: the system temp dir)."""
+    def __init__(self, base_dir: pathlib.Path | None = None, settings: dict[str, str] | None = None) -> None:
+        """Prepare a server; `base_dir` is where its temp dir goes (default: the system temp dir);
+        `settings` override the test settings (e.g. {"synchronous_commit": "on"} for crash tests)."""
         self._base_dir = base_dir
+        self._settings = {**_SETTINGS, **(settings or {})}
         self._bin_dir = find_bin_dir()
         self._os_user: str | None = None
         self._dir: pathlib.Path | None = None
@@ -116,6 +118,20 @@ class PostgresServer:
             self._dir = None
             self._port = None
             atexit.unregister(self.stop)
+
+    def halt(self, mode: str = "fast") -> None:
+        """pg_ctl stop -m `mode` (smart, fast or immediate), keeping the cluster for `resume()`."""
+        result = self._pg_ctl("stop", "-m", mode, "-w", "-t", str(STOP_TIMEOUT_S))
+        if result.returncode != 0:
+            raise PostgresError(self._failure(f"pg_ctl stop -m {mode} failed", result))
+
+    def resume(self) -> None:
+        """Start the halted cluster again on the same port; return once it accepts connections."""
+        result = self._pg_ctl("start", "-l", str(self._log_file), "-o", f"-p {self.port}", "-w",
+                              "-t", str(START_TIMEOUT_S))
+        if result.returncode != 0:
+            raise PostgresError(self._failure("pg_ctl start failed", result))
+        self._wait_until_ready()
 
     def url(self, dbname: str = "postgres") -> str:
         """SQLAlchemy URL of database `dbname`: postgresql+psycopg://broker@127.0.0.1:<port>/<dbname>."""
@@ -178,7 +194,7 @@ class PostgresServer:
         assert self._dir is not None
         options = ["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]
         self._run([self._bin("initdb"), "-D", str(self._data_dir), *options])
-        settings = dict(_SETTINGS, unix_socket_directories=_quote_setting(str(self._dir)))
+        settings = dict(self._settings, unix_socket_directories=_quote_setting(str(self._dir)))
         with open(self._data_dir / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write("\n# tests.support.postgres\n")
             conf.writelines(f"{key} = {value}\n" for key, value in settings.items())

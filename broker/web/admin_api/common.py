@@ -19,7 +19,8 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"description": "The token lacks the scope this operation needs (insufficient_scope)"},
 }
 BAD_BODY: dict[int | str, dict[str, Any]] = {
-    400: {"description": "invalid_request: the body or a parameter is invalid (every problem is listed)"}}
+    400: {"description": "invalid_request: the body or a parameter is invalid (every problem is listed)"},
+    413: {"description": "Request body too large"}}
 
 
 def errors(**codes: str) -> dict[int | str, dict[str, Any]]:

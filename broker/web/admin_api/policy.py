@@ -140,8 +140,8 @@ def policy_versions(session: DbSession, caller: Reader) -> list[VersionOut]:
 
 @router.post("/policy", summary="Import a policy file as the next version, or dry-run it (admin:write)",
              response_model=ImportOut,
-             responses={**errors(), 400: {"description": "invalid_request: the policy is invalid; `problems` lists "
-                                                          "every problem with its line"}})
+             responses={**errors(), **BAD_BODY, 400: {"description": "invalid_request: the policy is invalid; "
+                                                                      "`problems` lists every problem with its line"}})
 def import_policy(body: PolicyIn, session: DbSession, state: State, caller: Writer) -> ImportOut:
     try:
         result = policies.import_policy(session, body.document, issuer=state.settings.issuer, author=actor(caller),

@@ -7,6 +7,7 @@ import threading
 from sqlalchemy import func, select
 
 from broker.storage import users
+from broker.storage.db import Database
 from broker.storage.models import Group, User
 
 
@@ -19,20 +20,24 @@ def test_two_transactions_create_one_group(migrated) -> None:
             session.flush()
             ids.append(user.id)
     barrier, errors = threading.Barrier(2), []
+    # Two instances, as two broker processes would be: one process queues its own SQLite transactions
+    # (Database.transaction), so the race needs a second Database on the same file.
+    instances = [migrated, Database(migrated.url)]
 
-    def sign_in(user_id: str) -> None:
+    def sign_in(database: Database, user_id: str) -> None:
         try:
-            with migrated.transaction() as session:
+            with database.transaction() as session:
                 barrier.wait(timeout=10)
                 users.set_groups(session, user_id, "idp:test", ["engineering", "new-team"])
         except Exception as exc:  # noqa: BLE001 - the assertion below reports it
             errors.append(exc)
 
-    threads = [threading.Thread(target=sign_in, args=(user_id,)) for user_id in ids]
+    threads = [threading.Thread(target=sign_in, args=pair) for pair in zip(instances, ids, strict=True)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
+    instances[1].dispose()
     assert errors == []
     with migrated.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Group)) == 2
