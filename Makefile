@@ -8,12 +8,13 @@ STAMP  := $(VENV)/.installed
 BENCH_SCRIPTS := $(sort $(wildcard bench/*.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test bench clean FORCE
+.PHONY: help venv run test bench soak clean FORCE
 
 help:
 	@echo "make run     start the broker in dev mode (.venv/bin/broker dev \$$ARGS)"
 	@echo "make test    run the test suite (installs PostgreSQL if missing; \$$PYTEST_ARGS)"
 	@echo "make bench   run every bench/*.py script in order"
+	@echo "make soak    10 minutes of mixed load on broker serve --workers 2 (\$$SOAK_ARGS, e.g. --minutes 3)"
 	@echo "make clean   remove .venv, var/, caches and tests/artifacts"
 	@echo "make venv    (re)build .venv when missing, broken or older than pyproject.toml"
 
@@ -51,6 +52,12 @@ bench: $(STAMP)
 	bash tests/support/ensure-postgres.sh
 	@if [ -f tests/support/oidc_provider/package.json ] && [ ! -d tests/support/oidc_provider/node_modules/oidc-provider ]; then npm ci --prefix tests/support/oidc_provider --no-audit --no-fund --loglevel=error </dev/null >/dev/null; fi
 	$(VPY) bench/run_all.py $(BENCH_ARGS)
+
+# bench/soak.py: `broker serve --workers 2` on PostgreSQL under a paced mixed load, a row per minute, and a
+# verdict (memory flat, no errors, p99 stable); exits 1 when it fails. SOAK_ARGS="--minutes 3 --store sqlite".
+soak: $(STAMP)
+	bash tests/support/ensure-postgres.sh
+	$(VPY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var tests/artifacts .pytest_cache .mypy_cache .ruff_cache .coverage build dist *.egg-info

@@ -1,9 +1,10 @@
 """Where a served request spends its time: py-spy samples a `broker serve` worker under one scenario.
 
 Starts the same broker as the load runs (bench/targets/broker.py, one worker, SQLite or PostgreSQL),
-drives one scenario for ``--seconds`` while ``py-spy record`` samples every thread of the worker (waiting threads left out), then
-prints the functions with the most samples, inclusive and exclusive, plus the rate. Not part of
-``make bench``; run it by hand when looking for the next bottleneck:
+drives one scenario for ``--seconds`` while ``py-spy record`` samples every thread of the worker
+(threads waiting for work left out), then prints the functions with the most samples, inclusive and
+exclusive, plus the rate. Not part of ``make bench``; run it by hand when looking for the next
+bottleneck:
 
     .venv/bin/python bench/profile_server.py --scenario refresh --store sqlite --seconds 10
 """
@@ -54,10 +55,11 @@ def main(argv: list[str] | None = None) -> None:
             scenario = SCENARIOS[args.scenario]()
             asyncio.run(_load(target, scenario, args.clients, 1.0, 2000))  # warm-up
             raw = args.raw or Path(tempfile.mkstemp(suffix=".txt")[1])
-            spy = subprocess.Popen(["py-spy", "record", "--pid", str(worker), "--format", "raw", "--rate", "250",
-                                    "--output", str(raw), "--duration", str(int(args.seconds) + 1)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+            py_spy = str(Path(sys.executable).parent / "py-spy")  # in the venv (the test extra)
+            command = [py_spy, "record", "--pid", str(worker), "--format", "raw", "--rate", "250",
+                       "--output", str(raw), "--duration", str(int(args.seconds) + 1)]
+            spy = subprocess.Popen(command,  # noqa: S603 - py-spy from the venv, on our own worker's pid
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)
             result = asyncio.run(_load(target, scenario, args.clients, args.seconds, 10**6))
             spy.wait(timeout=60)

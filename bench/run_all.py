@@ -27,8 +27,8 @@ ARGUMENTS: dict[str, tuple[list[str], list[str]]] = {
 
 
 def scripts() -> list[str]:
-    """Every bench/*.py but this driver, the load runs last."""
-    names = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in ("run_all", "load_runs", "__init__"))
+    """Every bench/*.py but this driver and the soak (`make soak`, 10 minutes), the load runs last."""
+    names = sorted(p.stem for p in BENCH.glob("*.py") if p.stem not in ("run_all", "load_runs", "soak", "__init__"))
     return [*names, "load_runs"]
 
 

@@ -30,15 +30,16 @@ def upsert_user(session: Session, identity: Identity, encryptor: Encryptor, now:
     vouch for the same email as verified, the login joins that user instead of creating one.
     """
     record = users.identity(session, identity.idp_id, identity.subject)
+    user: User | None = None
     if record is None:
-        user = _linked_user(session, identity, linked_idps)
-        if user is None:
-            user = User(email=identity.email, display_name=identity.name or identity.email or identity.subject,
-                        status="active", created_at=now, updated_at=now)
-            users.add(session, user)
-        record = UpstreamIdentity(user_id=user.id, idp_id=identity.idp_id, subject=identity.subject, created_at=now)
-        users.add(session, record)
-    else:
+        try:
+            with session.begin_nested():  # two first sign-ins of one person at once: one records the identity
+                user, record = _first_sign_in(session, identity, linked_idps, now)
+        except IntegrityError:
+            record = users.identity(session, identity.idp_id, identity.subject)  # the other one's, committed
+            if record is None:
+                raise
+    if user is None:  # a known identity (or one a concurrent first sign-in recorded a moment ago)
         user = users.get(session, record.user_id)
         assert user is not None
         user.email = identity.email or user.email
@@ -51,6 +52,18 @@ def upsert_user(session: Session, identity: Identity, encryptor: Encryptor, now:
                                                            f"upstream-refresh-token:{record.id}")
     users.set_groups(session, user.id, f"idp:{identity.idp_id}", identity.groups)
     return user
+
+
+def _first_sign_in(session: Session, identity: Identity, linked_idps: frozenset[str],
+                   now: dt.datetime) -> tuple[User, UpstreamIdentity]:
+    user = _linked_user(session, identity, linked_idps)
+    if user is None:
+        user = User(email=identity.email, display_name=identity.name or identity.email or identity.subject,
+                    status="active", created_at=now, updated_at=now)
+        users.add(session, user)
+    record = UpstreamIdentity(user_id=user.id, idp_id=identity.idp_id, subject=identity.subject, created_at=now)
+    users.add(session, record)
+    return user, record
 
 
 def _linked_user(session: Session, identity: Identity, linked_idps: frozenset[str]) -> User | None:

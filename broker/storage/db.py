@@ -111,12 +111,9 @@ class Database:
         self.engine = make_engine(self.url, options)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time, and a connection that finds the write lock taken sleeps in
-        # SQLite's busy handler (1, 2, 5, 10 ... ms) instead of waking when it is free. So this process
-        # queues its own transactions (``transaction()``) on a lock: a waiting thread starts the moment the
-        # previous one commits. Other processes on the same file still meet the busy handler. A plain
-        # Lock, not an RLock: FastAPI may close a dependency's transaction on another thread than opened it.
-        self._serial = threading.Lock() if self.dialect == "sqlite" else None
-        self._serial_timeout = options.sqlite_busy_timeout_ms / 1000
+        # SQLite's busy handler (1, 2, 5, 10 ... ms) instead of waking when it is free: see queued_transaction.
+        self._queue = threading.Lock() if self.dialect == "sqlite" else None
+        self._queue_timeout = options.sqlite_busy_timeout_ms / 1000
 
     @property
     def dialect(self) -> str:
@@ -124,17 +121,28 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
-        if self._serial is None:
-            with self.sessions() as session, session.begin():
+        with self.sessions() as session, session.begin():
+            yield session
+
+    @contextlib.contextmanager
+    def queued_transaction(self) -> Iterator[Session]:
+        """``transaction()`` for work that runs start to end on one thread with nothing awaited inside (the
+        request handlers' ``in_transaction``). On SQLite these queue on a lock of this process, so a thread
+        waiting for the write lock starts the moment the previous one commits instead of sleeping in
+        SQLite's busy handler. Never for a transaction that spans thread hops (a FastAPI dependency): its
+        holder could wait for a thread that the queued waiters occupy. PostgreSQL: no queue.
+        """
+        if self._queue is None:
+            with self.transaction() as session:
                 yield session
             return
-        if not self._serial.acquire(timeout=self._serial_timeout):  # as long as SQLite itself would wait
+        if not self._queue.acquire(timeout=self._queue_timeout):  # as long as SQLite itself would wait
             raise DatabaseError("database is busy (SQLite: another transaction held the write lock too long)")
         try:
-            with self.sessions() as session, session.begin():
+            with self.transaction() as session:
                 yield session
         finally:
-            self._serial.release()
+            self._queue.release()
 
     def ping(self) -> None:
         """Raise ``DatabaseError`` unless a trivial query succeeds."""

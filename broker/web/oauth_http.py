@@ -96,7 +96,7 @@ def error_page(request: Request, error: AuthorizationPageError) -> HTMLResponse:
 async def in_transaction(state: BrokerState, fn: Callable[..., T], *args: Any) -> T:
     """Run ``fn(session, *args)`` in one committed transaction on a worker thread."""
     def run() -> T:
-        with state.database.transaction() as session:
+        with state.database.queued_transaction() as session:
             return fn(session, *args)
 
     return await run_in_threadpool(run)

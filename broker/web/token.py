@@ -78,7 +78,7 @@ async def _check_upstream(state: Any, refresh_token: str | None) -> Response | N
 async def _call(request: Request, state: Any, method: Any, params: Params,
                 context: dict[str, Any] | None = None) -> Response:
     def run() -> Response:
-        with state.database.transaction() as session:
+        with state.database.queued_transaction() as session:
             http = http_request(request, state, params, session)
             http.context.update(context or {})
             return render(method(http))
@@ -127,7 +127,7 @@ async def register(request: Request) -> Response:
                                                                                       "object"}, []))
 
     def run() -> Response:
-        with state.database.transaction() as session:
+        with state.database.queued_transaction() as session:
             return render(state.oauth.register(http_request(request, state, Params([]), session, payload)))
 
     return await run_in_threadpool(run)
@@ -161,7 +161,7 @@ async def revocations(request: Request) -> Response:
         return invalid_request("since and limit must be positive")
 
     def run() -> Response:
-        with state.database.transaction() as session:
+        with state.database.queued_transaction() as session:
             try:
                 body = revocation_feed(state.oauth.server, http_request(request, state, Params([]), session),
                                        cursor, limit)

@@ -340,7 +340,7 @@ def test_killing_one_broker_loses_nothing_and_the_other_keeps_serving(cluster: C
         victim.proc.wait(10)
         wait_for_traffic(load, killed, 60)
     after = load.between(killed, float("inf"))
-    print("after the kill:", summary(after))
+    print("after the kill:", summary(after), "; families ended:", sorted(load.ended.values()))
     on_survivor = [o for o in after if o.instance == 1]
     assert on_survivor and all(o.status == 200 for o in on_survivor), summary(on_survivor)
     assert {o.status for o in after if o.instance == 0} <= {None, 200}, summary(after)  # 200: sent before the kill

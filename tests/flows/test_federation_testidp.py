@@ -180,3 +180,30 @@ async def test_discovery_and_jwks_are_fetched_once_for_two_logins(app: Any) -> N
     assert paths.count("/testidp/.well-known/openid-configuration") == 1
     assert paths.count("/testidp/jwks") == 1
     assert paths.count("/testidp/token") == 2
+
+
+async def test_concurrent_sign_ins_with_few_threads_never_deadlock(client: httpx.AsyncClient, state) -> None:
+    """Sign-ins whose steps need threads while the test IdP's token endpoint holds a transaction across
+    thread hops (its ``DbSession`` dependency): with more sign-ins than threads, the request transactions
+    queued on SQLite (``Database.queued_transaction``) must never occupy the thread that transaction
+    needs to finish. A deadlock showed as 503 "database unavailable" after the queue's timeout."""
+    import asyncio
+
+    import anyio.to_thread
+
+    from tests.support.oauth_flow import register_client, tokens_for
+
+    app_client = register_client(state, trusted=True)
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    threads = limiter.total_tokens
+    limiter.total_tokens = 2
+
+    async def one_browser() -> dict[str, Any]:  # each sign-in in a browser of its own (its own cookies)
+        async with httpx.AsyncClient(transport=client._transport, base_url=client.base_url) as browser:
+            return await tokens_for(browser, app_client.row.id)
+
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*(one_browser() for _ in range(12))), timeout=60)
+    finally:
+        limiter.total_tokens = threads
+    assert all("refresh_token" in tokens for tokens in results)

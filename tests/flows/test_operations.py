@@ -63,11 +63,15 @@ async def test_request_id_is_echoed_or_made(client: httpx.AsyncClient) -> None:
 
 
 async def test_security_headers_on_every_response(client: httpx.AsyncClient) -> None:
-    for path in ("/healthz", "/jwks", "/nowhere"):
+    for path in ("/healthz", "/jwks", "/nowhere", "/.well-known/oauth-authorization-server"):
         headers = (await client.get(path)).headers
         assert headers["x-frame-options"] == "DENY"
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"  # RFC 9700 §4.2: no code or state in a Referer
+    token_error = await client.post("/token", content=b"grant_type=refresh_token",
+                                    headers={"content-type": "application/x-www-form-urlencoded"})
+    assert token_error.headers["referrer-policy"] == "no-referrer" and token_error.headers["x-frame-options"] == "DENY"
 
 
 async def test_unknown_path_is_a_json_404(client: httpx.AsyncClient) -> None:

@@ -39,3 +39,19 @@ async def test_feed_requires_a_resource_server_client(client: httpx.AsyncClient,
     rs = resource_server(state)
     bad = await client.get("/revocations?since=abc", auth=(rs.row.id, rs.secret))
     assert bad.status_code == 400
+
+
+async def test_a_client_cannot_revoke_another_clients_tokens(client: httpx.AsyncClient, state) -> None:
+    """RFC 7009 §2.1: the token must have been issued to the revoking client; otherwise an error and no
+    revocation (docs/security.md gap 9)."""
+    rs = resource_server(state)
+    owner, intruder = register_client(state, trusted=True), register_client(state, trusted=True)
+    tokens = await tokens_for(client, owner.row.id)
+    for token in (tokens["refresh_token"], tokens["access_token"]):
+        refused = await client.post("/revoke", data={"token": token, "client_id": intruder.row.id})
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    feed = (await client.get("/revocations?since=0", auth=(rs.row.id, rs.secret))).json()
+    assert feed["revocations"] == []
+    introspected = await client.post("/introspect", data={"token": tokens["access_token"]}, auth=(rs.row.id, rs.secret))
+    assert introspected.json()["active"] is True
+    assert (await refresh(client, owner.row.id, tokens["refresh_token"])).status_code == 200

@@ -41,7 +41,7 @@ def test_anything_else_is_unauthorized(header: str | None) -> None:
         auth.authenticate(tokens(), header)
 
 
-def test_no_configured_token_lets_anyone_in() -> None:
+def test_without_a_configured_token_nobody_gets_in() -> None:
     with pytest.raises(UnauthorizedException):
         auth.authenticate([], f"Bearer {OKTA}")
     with pytest.raises(UnauthorizedException):
