@@ -29,7 +29,14 @@ sys.path.insert(0, str(ROOT))
 from bench.harness import environment  # noqa: E402
 from bench.harness.report import error_lines, markdown, ratio  # noqa: E402
 from bench.harness.runner import Plan  # noqa: E402
-from bench.harness.servers import GENERATOR_CPUS, SERVER_CPUS, can_pin, pin_generator  # noqa: E402
+from bench.harness.servers import (  # noqa: E402
+    GENERATOR_CPUS,
+    SERVER_CPUS,
+    can_pin,
+    pin_generator,
+    pin_tree,
+    postmaster_pid,
+)
 from bench.harness.stats import Row  # noqa: E402
 from bench.peer.target import version as oidc_provider_version  # noqa: E402
 from bench.suites import broker_matrix, ceiling, peer, scale_out  # noqa: E402
@@ -101,6 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     idp = FakeIdp()
     needs_pg = "postgresql" in stores and ("broker" in suites or "scale-out" in suites)
     pg = PostgresServer().start() if needs_pg else None
+    postmaster = postmaster_pid(pg.port) if pg is not None else None
+    if postmaster:  # PostgreSQL shares the server core; backends forked later inherit the affinity
+        pin_tree(postmaster)
     rows: list[Row] = []
     check = "not run"
     try:
