@@ -6,6 +6,7 @@ composition root (``broker.app``) built; nothing here chooses implementations.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -82,15 +83,22 @@ def _lifespan(state: BrokerState, fallback: ASGIApp | None) -> Any:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The protocol core runs in threads; more of them than the work can use only fight over the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = state.settings.server.threads
-        async with _metrics_running(state), anyio.create_task_group() as tasks:
-            for interval, job in state.periodic:
-                tasks.start_soon(_every, interval, job)
-            if router is not None:
-                async with router.lifespan_context(fallback):
+        # Start-up leaves ~165,000 long-lived objects (modules, routes, models) that every full collection
+        # would scan again: ~50-100 ms pauses in the middle of requests. Frozen, they are never rescanned.
+        gc.collect()
+        gc.freeze()
+        try:
+            async with _metrics_running(state), anyio.create_task_group() as tasks:
+                for interval, job in state.periodic:
+                    tasks.start_soon(_every, interval, job)
+                if router is not None:
+                    async with router.lifespan_context(fallback):
+                        yield
+                else:
                     yield
-            else:
-                yield
-            tasks.cancel_scope.cancel()
+                tasks.cancel_scope.cancel()
+        finally:
+            gc.unfreeze()  # an app that stops inside a longer-lived process (tests) leaves collectable garbage
 
     return lifespan
 

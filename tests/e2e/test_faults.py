@@ -292,7 +292,8 @@ def assert_nothing_lost(cluster: Cluster, load: Load, witnesses: Witnesses, base
     for me, tokens in load.received.items():
         *older, last = [digest(t) for t in tokens]
         assert all(h in rotated for h in older), f"refresher {me}: a rotation answered with 200 is not on record"
-        assert last in current or me in load.ended, f"refresher {me}: its latest token is not its family's current"
+        assert last in current or (me in load.ended and last in rotated), \
+            f"refresher {me}: its latest token is neither its family's current nor (after a lost answer) rotated"
     audited = {row[0] for row in cluster.query(
         "SELECT data->>'jti' FROM audit_events WHERE event_type = 'token.refreshed'")}
     assert set(load.jtis) <= audited, f"{len(set(load.jtis) - audited)} refreshes answered 200 have no audit event"
@@ -342,7 +343,13 @@ def test_killing_one_broker_loses_nothing_and_the_other_keeps_serving(cluster: C
     after = load.between(killed, float("inf"))
     print("after the kill:", summary(after), "; families ended:", sorted(load.ended.values()))
     on_survivor = [o for o in after if o.instance == 1]
-    assert on_survivor and all(o.status == 200 for o in on_survivor), summary(on_survivor)
+    # A refresh the kill interrupted after its commit: the retry on the survivor presents a rotated
+    # token, which is reuse (RFC 9700 §4.14.2: invalid_grant, the family revoked). That is the only
+    # refusal allowed; assert_nothing_lost checks that each such token is on record as rotated.
+    refused = [o for o in on_survivor if o.status != 200]
+    assert on_survivor and all(o.kind == "refresh" and o.status == 400 and o.error == "invalid_grant"
+                               for o in refused), summary(on_survivor)
+    assert len(refused) <= len(load.ended), (summary(on_survivor), load.ended)
     assert {o.status for o in after if o.instance == 0} <= {None, 200}, summary(after)  # 200: sent before the kill
     assert sum(1 for o in after if o.status is None and o.error != "ConnectError") <= REFRESHERS + INTROSPECTORS
     assert all(why == "reused after an unanswered request" for why in load.ended.values()), load.ended
