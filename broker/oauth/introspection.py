@@ -117,7 +117,7 @@ def is_active(request: Any, record: AccessTokenRecord | RefreshTokenRecord) -> b
 
 
 def _user_active(db: Session, user_id: str, issued_at: dt.datetime) -> bool:
-    user = users.account(db, user_id)
+    user = users.standing(db, user_id)
     if user is None or user.status != "active":
         return False
     return user.not_before is None or issued_at >= user.not_before

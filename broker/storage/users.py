@@ -28,6 +28,14 @@ _ACCOUNT = (select(_USERS.c.id, _USERS.c.email, _USERS.c.display_name, _USERS.c.
             .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1))
 
 
+_STANDING = select(_USERS.c.status, _USERS.c.not_before).where(_USERS.c.id == bindparam("user_id"))
+
+
+def standing(session: Session, user_id: str) -> Row[Any] | None:
+    """Only ``status`` and ``not_before``: whether the user's tokens still count (introspection)."""
+    return session.execute(_STANDING, {"user_id": user_id}).first()
+
+
 def account(session: Session, user_id: str) -> Account | None:
     """The user and their latest upstream sign-in in one prebuilt Core select, read fresh on every grant
     (offboarding must end access at once), without loading an ORM object."""

@@ -18,7 +18,7 @@ def state_of(request: Request) -> BrokerState:
 
 async def get_state(request: Request) -> BrokerState:
     # async, so FastAPI calls it on the event loop: a sync dependency costs a thread hop per request
-    return request.app.state.broker
+    return state_of(request)
 
 
 def get_session(request: Request) -> Iterator[Session]:
