@@ -40,6 +40,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--top", type=int, default=45, help="functions to list")
     parser.add_argument("--raw", type=Path, help="also keep py-spy's collapsed stacks in this file")
+    parser.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL: where the "
+                        "worker's CPU goes, without threads that wait for a lock or the GIL")
     return parser.parse_args(argv)
 
 
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             raw = args.raw or Path(tempfile.mkstemp(suffix=".txt")[1])
             py_spy = str(Path(sys.executable).parent / "py-spy")  # in the venv (the test extra)
             command = [py_spy, "record", "--pid", str(worker), "--format", "raw", "--rate", "250",
-                       "--output", str(raw), "--duration", str(int(args.seconds) + 1)]
+                       "--output", str(raw), "--duration", str(int(args.seconds) + 1), *(["--gil"] if args.gil else [])]
             spy = subprocess.Popen(command,  # noqa: S603 - py-spy from the venv, on our own worker's pid
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(0.5)

@@ -44,6 +44,7 @@ class StartupError(Exception):
 
 
 AUDIT_SEAL_INTERVAL = 1.0  # seconds: how long an event may wait for its place in the chain
+CHECKPOINT_INTERVAL = 1.0  # seconds: SQLite only; how much WAL a request may leave for the background checkpoint
 PURGE_INTERVAL = 600.0  # seconds between passes deleting expired pending sign-ins, codes, jti records
 
 CONNECTOR_TYPES: dict[str, type[OidcConnector]] = {"oidc": OidcConnector, "test": OidcConnector,
@@ -71,7 +72,8 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
     database = Database(settings.database_url, EngineOptions(
         pool_size=settings.database.pool_size, max_overflow=settings.database.max_overflow,
         pool_timeout=settings.database.pool_timeout,
-        sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms, echo=settings.database.echo))
+        sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms, echo=settings.database.echo,
+        sqlite_background_checkpoint=True))
     kek = settings.key_encryption_key()
     if kek is None:
         raise StartupError("keys.key_encryption_key: required (set BROKER_KEYS__KEY_ENCRYPTION_KEY or "
@@ -109,6 +111,8 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
     logout = SignedEventVerifier(signals.logout_issuers, audience, http, skew=settings.tokens.clock_skew) \
         if signals.logout_issuers else None
     periodic = [(AUDIT_SEAL_INTERVAL, seal_audit_chain), (PURGE_INTERVAL, purge_expired_rows)]
+    if database.dialect == "sqlite":
+        periodic.append((CHECKPOINT_INTERVAL, database.checkpoint))
     metrics = build_metrics(settings, database)
     if metrics is not None and metrics.multiprocess_dir:
         periodic.append((settings.metrics.refresh_interval, metrics.refresh))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import select
+import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,12 +28,19 @@ class DatabaseError(Exception):
     """The database is unreachable, misconfigured or at the wrong schema version (one clear line)."""
 
 
+class WriteLockTaken(Exception):
+    """``transaction_now``: another transaction holds SQLite's write lock (or this process's queue); nothing ran."""
+
+
 @dataclass(frozen=True)
 class EngineOptions:
     pool_size: int = 10
     max_overflow: int = 10
     pool_timeout: float = 5.0
     sqlite_busy_timeout_ms: int = 5000
+    # The server checkpoints the WAL from a background job (``Database.checkpoint``) so that no request's
+    # COMMIT runs SQLite's automatic checkpoint (a copy and fsyncs while the write lock is held).
+    sqlite_background_checkpoint: bool = False
     echo: bool = False
 
 
@@ -98,6 +106,8 @@ def _sqlite_engine(url: str, database: str | None, options: EngineOptions) -> En
         cur.execute(f"PRAGMA busy_timeout={busy}")  # wait for the write lock instead of failing
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA synchronous=NORMAL")  # durable in WAL mode up to the last checkpoint
+        if options.sqlite_background_checkpoint:
+            cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
 
     return engine
@@ -114,6 +124,7 @@ class Database:
         # SQLite's busy handler (1, 2, 5, 10 ... ms) instead of waking when it is free: see queued_transaction.
         self._queue = threading.Lock() if self.dialect == "sqlite" else None
         self._queue_timeout = options.sqlite_busy_timeout_ms / 1000
+        self._busy_ms = int(options.sqlite_busy_timeout_ms)
 
     @property
     def dialect(self) -> str:
@@ -143,6 +154,45 @@ class Database:
                 yield session
         finally:
             self._queue.release()
+
+    @contextlib.contextmanager
+    def transaction_now(self) -> Iterator[Session]:
+        """SQLite: a transaction that takes the write lock before its first statement, or ``WriteLockTaken``
+        at once, without waiting, when another transaction of this process or another holds it.
+
+        For short work with nothing awaited and no network inside, run on the event loop itself (the
+        token endpoint's grants): holding the write lock from ``BEGIN IMMEDIATE`` on, no statement can
+        wait for a lock afterwards, so the loop never sleeps in SQLite's busy handler, and a transaction
+        that holds the lock across thread hops (a FastAPI ``DbSession``) cannot stall it. The caller
+        queues the work on a worker thread instead when the lock is taken. PostgreSQL: not available.
+        """
+        if self._queue is None:
+            raise WriteLockTaken  # not SQLite: callers always take the thread path
+        if not self._queue.acquire(blocking=False):
+            raise WriteLockTaken
+        try:
+            with self.sessions() as session:
+                raw = session.connection().connection.driver_connection  # checked out; pysqlite sent no BEGIN
+                raw.execute("PRAGMA busy_timeout=0")
+                try:
+                    try:
+                        raw.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError:  # SQLITE_BUSY: another connection is writing
+                        raise WriteLockTaken from None
+                    yield session
+                    session.commit()
+                finally:
+                    raw.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+        finally:
+            self._queue.release()
+
+    def checkpoint(self) -> None:
+        """SQLite: copy committed WAL pages into the database file (``PASSIVE``: never waits for, nor blocks,
+        readers or the writer), the background half of ``sqlite_background_checkpoint``. PostgreSQL: nothing."""
+        if self._queue is None:
+            return
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
 
     def ping(self) -> None:
         """Raise ``DatabaseError`` unless a trivial query succeeds."""

@@ -23,5 +23,5 @@ class JwkSetResponse(JSONResponse):
 async def jwks(request: Request) -> JSONResponse:
     state = state_of(request)
     grace = dt.timedelta(seconds=state.settings.longest_jwt_lifetime)
-    body = await in_transaction(state, state.keyring.jwks, grace)
+    body = await in_transaction(state, state.keyring.jwks, grace, inline=True)
     return JwkSetResponse(body, headers={"cache-control": "public, max-age=300", "access-control-allow-origin": "*"})

@@ -6,6 +6,7 @@ here render JSON (token-side, always ``no-store``), redirects, or pages.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from broker.oauth.errors import AuthorizationPageError, InvalidRequest
 from broker.oauth.params import Params
 from broker.oauth.request import HttpRequest
+from broker.storage.db import WriteLockTaken
 from broker.web.state import BrokerState
 from broker.web.templates import templates
 
@@ -93,8 +95,24 @@ def error_page(request: Request, error: AuthorizationPageError) -> HTMLResponse:
     return page(request, "pages/error.html", {"title": error.title, "detail": error.detail}, error.status_code)
 
 
-async def in_transaction(state: BrokerState, fn: Callable[..., T], *args: Any) -> T:
-    """Run ``fn(session, *args)`` in one committed transaction on a worker thread."""
+async def in_transaction(state: BrokerState, fn: Callable[..., T], *args: Any, inline: bool = False) -> T:
+    """Run ``fn(session, *args)`` in one committed transaction on a worker thread.
+
+    ``inline``: ``fn`` is short and waits for nothing but the database (no network, nothing awaited):
+    on SQLite it runs on the event loop itself while the write lock is free (``transaction_now``),
+    which saves the thread hop and the GIL hand-offs around every statement (~0.5 ms of CPU per token
+    request); when the lock is taken it queues on a worker thread like any other transaction.
+    """
+    if inline:
+        now = contextlib.ExitStack()
+        try:
+            session = now.enter_context(state.database.transaction_now())
+        except WriteLockTaken:
+            pass  # nothing ran: queue it
+        else:
+            with now:
+                return fn(session, *args)
+
     def run() -> T:
         with state.database.queued_transaction() as session:
             return fn(session, *args)

@@ -156,7 +156,7 @@ async def _client_key(group: str, scope: Scope, receive: Receive) -> tuple[str |
         return (hashlib.sha256(credential).hexdigest()[:32] if credential else None), receive
     if group != "token":
         return None, receive
-    basic = _basic_client_id(_header(scope, b"authorization"))
+    basic = basic_client_id(_header(scope, b"authorization"))
     if basic is not None or scope["method"] != "POST" or not _is_form(scope):
         return basic, receive
     body, receive = await _buffer(receive)
@@ -175,7 +175,7 @@ def _is_form(scope: Scope) -> bool:
     return content_type.split(b";", 1)[0].strip().lower() == b"application/x-www-form-urlencoded"
 
 
-def _basic_client_id(header: bytes | None) -> str | None:
+def basic_client_id(header: bytes | None) -> str | None:
     """The client_id part of ``Basic base64(client_id:secret)`` (RFC 6749 §2.3.1); the secret is dropped."""
     if not header or header[:6].lower() != b"basic ":
         return None

@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from broker.federation.errors import InvalidIdToken, UpstreamError, UpstreamRejected
+from broker.oauth.cimd import is_client_id_url
 from broker.oauth.errors import InvalidRequest, OAuth2Error
 from broker.oauth.feed import revocation_feed
 from broker.oauth.params import Params
@@ -23,6 +23,7 @@ from broker.web.oauth_http import (
     query_params,
     render,
 )
+from broker.web.ratelimit import basic_client_id
 from broker.web.routes import plain_router
 
 router = plain_router(tags=["oauth"])  # PlainRoutes, mounted first: see broker.web.routes
@@ -77,13 +78,21 @@ async def _check_upstream(state: Any, refresh_token: str | None) -> Response | N
 
 async def _call(request: Request, state: Any, method: Any, params: Params,
                 context: dict[str, Any] | None = None) -> Response:
-    def run() -> Response:
-        with state.database.queued_transaction() as session:
-            http = http_request(request, state, params, session)
-            http.context.update(context or {})
-            return render(method(http))
+    def run(session: Any) -> Response:
+        http = http_request(request, state, params, session)
+        http.context.update(context or {})
+        return render(method(http))
 
-    return await run_in_threadpool(run)
+    return await in_transaction(state, run, inline=_no_metadata_fetch(request, params))
+
+
+def _no_metadata_fetch(request: Request, params: Params) -> bool:
+    """Whether finding this request's client needs no network: no client_id URL (a CIMD client, whose
+    document may have to be fetched) and no client assertion (whose client is named inside it)."""
+    if params.get("client_assertion") is not None:
+        return False
+    named = (basic_client_id(request.headers.get("authorization", "").encode()), params.get("client_id"))
+    return not any(client_id is not None and is_client_id_url(client_id) for client_id in named)
 
 
 @router.post("/token", summary="Token endpoint: authorization_code, refresh_token, client_credentials, "
@@ -126,16 +135,15 @@ async def register(request: Request) -> Response:
         return render((400, {"error": "invalid_client_metadata", "error_description": "the body must be a JSON "
                                                                                       "object"}, []))
 
-    def run() -> Response:
-        with state.database.queued_transaction() as session:
-            return render(state.oauth.register(http_request(request, state, Params([]), session, payload)))
+    def run(session: Any) -> Response:
+        return render(state.oauth.register(http_request(request, state, Params([]), session, payload)))
 
-    return await run_in_threadpool(run)
+    return await in_transaction(state, run)
 
 
 async def metadata_route(request: Request) -> JSONResponse:
     state = state_of(request)
-    body = await in_transaction(state, state.oauth.metadata)
+    body = await in_transaction(state, state.oauth.metadata, inline=True)
     return JSONResponse(body, headers={"cache-control": "public, max-age=300"})
 
 
@@ -160,13 +168,12 @@ async def revocations(request: Request) -> Response:
     if cursor < 0 or limit < 1:
         return invalid_request("since and limit must be positive")
 
-    def run() -> Response:
-        with state.database.queued_transaction() as session:
-            try:
-                body = revocation_feed(state.oauth.server, http_request(request, state, Params([]), session),
-                                       cursor, limit)
-            except OAuth2Error as error:
-                return render(error())
-            return JSONResponse(body, headers={"cache-control": "no-store"})
+    def run(session: Any) -> Response:
+        try:
+            body = revocation_feed(state.oauth.server, http_request(request, state, Params([]), session),
+                                   cursor, limit)
+        except OAuth2Error as error:
+            return render(error())
+        return JSONResponse(body, headers={"cache-control": "no-store"})
 
-    return await run_in_threadpool(run)
+    return await in_transaction(state, run, inline=_no_metadata_fetch(request, Params([])))
