@@ -32,8 +32,8 @@ from broker.observability import Metrics, MetricsUnavailable, workers
 from broker.registry.policies import StoredPolicy
 from broker.storage import housekeeping
 from broker.storage.db import Database, EngineOptions
-from broker.storage.migrate import require_current
 from broker.storage.models import utcnow
+from broker.storage.schema import require_current
 from broker.testidp.provider import TESTIDP_KEY_PURPOSE, TestIdentityProvider
 from broker.web import create_app as create_web_app
 from broker.web.state import BrokerState

@@ -14,7 +14,7 @@ from typing import Any
 from broker import config, dev, logs
 from broker.config import Settings
 from broker.storage.db import Database, DatabaseError, EngineOptions
-from broker.storage.migrate import require_current
+from broker.storage.schema import require_current
 
 
 class CliError(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from broker.cli.common import common_flags, database_errors, load_settings, open_database
-from broker.storage import migrate
+from broker.storage import schema
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -22,6 +22,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def upgrade(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args), require_schema=False)
     with database_errors():
+        from broker.storage import migrate  # alembic only in the commands that migrate (broker.storage.schema)
+
         before, after = migrate.upgrade(database)
     print(f"schema at {after}" + (" (unchanged)" if before == after else f" (was {before or 'empty'})"))
     return 0
@@ -30,7 +32,7 @@ def upgrade(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args), require_schema=False)
     with database_errors():
-        current, head = database.schema_revision(), migrate.head_revision()
+        current, head = database.schema_revision(), schema.HEAD
     print(f"database: {current or 'empty'}\nrequired: {head}")
     if current != head:
         print("run `broker db upgrade`")

@@ -13,7 +13,6 @@ from broker.app import StartupError, build_state, prepare
 from broker.cli.common import CliError, common_flags, database_errors, load_settings, open_database
 from broker.config import Settings
 from broker.observability.workers import shared_by_workers
-from broker.storage import migrate
 from broker.storage.db import DatabaseError
 from broker.web import create_app
 
@@ -41,6 +40,8 @@ def run_dev(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or Path("var")
     settings = load_settings(args, defaults=dev.defaults(args.host, args.port, data_dir))
     database = open_database(settings, require_schema=False)
+    from broker.storage import migrate  # alembic only in the commands that migrate (broker.storage.schema)
+
     with database_errors():
         migrate.upgrade(database)
         with database.transaction() as session:

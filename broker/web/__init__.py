@@ -24,7 +24,7 @@ from starlette.types import ASGIApp
 from broker import __version__
 from broker.oauth.metadata import paths_for
 from broker.storage.db import first_line
-from broker.web import admin_api, authorize, errors, health, jwks, metrics, scim, signals, token, userinfo
+from broker.web import admin_api, authorize, errors, health, jwks, metrics, signals, token, userinfo
 from broker.web.admin import router as admin_console
 from broker.web.cors import PublicCors
 from broker.web.middleware import BodySizeLimit, RequestContext
@@ -55,7 +55,9 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
     app.include_router(admin_api.router)
     app.include_router(admin_console)
     app.include_router(signals.router)
-    app.include_router(scim.router_for(state.settings))
+    if state.settings.scim.enabled:  # SCIM's models cost ~8 MiB per worker: loaded only where SCIM serves
+        from broker.web import scim
+        app.include_router(scim.router)
     app.add_exception_handler(admin_api.ApiError, lambda request, exc: exc.response)
     if state.testidp is not None:
         from broker.web import testidp

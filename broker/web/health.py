@@ -8,8 +8,8 @@ from fastapi.responses import JSONResponse
 from broker.keys import schedule
 from broker.storage import signing_keys
 from broker.storage.db import DatabaseError
-from broker.storage.migrate import head_revision
 from broker.storage.models import utcnow
+from broker.storage.schema import HEAD
 from broker.web.deps import State
 
 router = APIRouter(tags=["operations"])
@@ -26,8 +26,8 @@ def readyz(state: State) -> JSONResponse:
     checks = {"database": "ok", "schema": "ok", "signing_key": "ok"}
     try:
         revision = state.database.schema_revision()
-        if revision != head_revision():
-            checks["schema"] = f"at {revision}, needs {head_revision()} (run `broker db upgrade`)"
+        if revision != HEAD:
+            checks["schema"] = f"at {revision}, needs {HEAD} (run `broker db upgrade`)"
         else:
             with state.database.sessions() as session:
                 keys = signing_keys.list_keys(session, state.keyring.purpose)

@@ -17,7 +17,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from scim2_models import Error, SCIMException
 
-from broker.config import Settings
 from broker.lifecycle import scim
 from broker.storage.models import utcnow
 from broker.web.deps import State
@@ -72,11 +71,6 @@ _LIST_PARAMETERS = [{"name": name, "in": "query", "required": False, "schema": {
     ("attributes", "string", "comma-separated attributes to return"),
     ("excludedAttributes", "string", "comma-separated attributes to leave out"))]
 _ONE_PARAMETERS = _LIST_PARAMETERS[3:]
-
-
-def router_for(settings: Settings) -> APIRouter:
-    """The SCIM routes when ``scim.enabled``; an empty router otherwise."""
-    return router if settings.scim.enabled else APIRouter()
 
 
 async def _serve(request: Request, state: BrokerState, operation: Callable[..., scim.ScimResult], *args: Any,

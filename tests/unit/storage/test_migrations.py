@@ -7,9 +7,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 
+from broker.storage import schema
 from broker.storage.db import Database, DatabaseError
-from broker.storage.migrate import alembic_config, head_revision, require_current, upgrade
+from broker.storage.migrate import alembic_config, head_revision, upgrade
 from broker.storage.models import Base
+from broker.storage.schema import require_current
 
 REQUIRED_TABLES = {
     "users", "upstream_identities", "groups", "group_memberships", "clients", "mcp_servers",
@@ -32,6 +34,11 @@ def test_upgrade_from_empty_creates_every_table(empty: Database) -> None:
     assert (before, after) == (None, head_revision())
     assert REQUIRED_TABLES <= set(inspect(empty.engine).get_table_names())
     assert empty.schema_revision() == head_revision()
+
+
+def test_the_serving_code_needs_the_newest_migration() -> None:
+    # broker.storage.schema.HEAD stands in for alembic where the broker serves: move it with every migration
+    assert schema.HEAD == head_revision(), "a migration landed: set broker.storage.schema.HEAD to its revision"
 
 
 def test_upgrade_twice_is_a_no_op(empty: Database) -> None:
