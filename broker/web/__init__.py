@@ -45,6 +45,9 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
     app.state.broker = state
     errors.install(app)
     discovery_paths = paths_for(urlsplit(state.settings.issuer).path)
+    if state.testidp is not None:  # dev only; matched after the token side (mount_first puts each router ahead)
+        from broker.web import testidp
+        mount_first(app, testidp.router)
     for hot in (token.router, jwks.router, token.discovery_router(discovery_paths)):  # matched first
         mount_first(app, hot)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -59,9 +62,6 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
         from broker.web import scim
         app.include_router(scim.router)
     app.add_exception_handler(admin_api.ApiError, lambda request, exc: exc.response)
-    if state.testidp is not None:
-        from broker.web import testidp
-        app.include_router(testidp.router, prefix="/testidp")
     if fallback is not None:
         app.mount("/", fallback)
     limiter = limiter_for(state.settings)

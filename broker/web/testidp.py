@@ -10,21 +10,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from broker.testidp.authorize import AuthorizationRequest, LoginFailed
 from broker.testidp.bearer import bearer_token
 from broker.testidp.errors import InvalidRequest, MissingToken, OAuthError
 from broker.testidp.params import Params
 from broker.testidp.provider import TestIdentityProvider
-from broker.web.deps import DbSession, State
+from broker.web.deps import state_of
+from broker.web.oauth_http import in_transaction
+from broker.web.routes import plain_router
 from broker.web.templates import templates
 
-router = APIRouter(tags=["test identity provider"])
+# PlainRoutes (broker.web.routes), mounted first: every sign-in through the test IdP crosses three of them,
+# and the token and userinfo transactions run on the event loop on SQLite (``in_transaction(inline=True)``).
+router = plain_router(prefix="/testidp", tags=["test identity provider"])
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 6749 §5.1
 PUBLIC = {"cache-control": "public, max-age=300", "access-control-allow-origin": "*"}
@@ -55,65 +60,71 @@ USERINFO_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_provider(state: State) -> TestIdentityProvider:
-    if state.testidp is None:
-        raise HTTPException(404, "the test identity provider is not enabled")
-    return state.testidp
+def _provider(request: Request) -> TestIdentityProvider:
+    provider = state_of(request).testidp
+    assert provider is not None, "the test IdP's routes are mounted only when it is enabled"
+    return provider
 
 
-async def read_body(request: Request) -> bytes:
-    return await request.body()
-
-
-Provider = Annotated[TestIdentityProvider, Depends(get_provider)]
-Body = Annotated[bytes, Depends(read_body)]
-
-
-@router.get("/.well-known/openid-configuration", summary="OpenID Provider Metadata of the test IdP")
-def discovery(provider: Provider) -> JSONResponse:
-    return JSONResponse(provider.metadata(), headers=PUBLIC)
+@router.get("/.well-known/openid-configuration", summary="OpenID Provider Metadata of the test IdP",
+            response_class=JSONResponse)
+async def discovery(request: Request) -> Response:
+    return JSONResponse(_provider(request).metadata(), headers=PUBLIC)
 
 
 @router.get("/jwks", summary="Public signing keys of the test IdP", response_class=JwkSetResponse)
-def jwks(provider: Provider, session: DbSession) -> JSONResponse:
-    return JwkSetResponse(provider.jwks(session), headers={**PUBLIC, "cache-control": "public, max-age=60"})
+async def jwks(request: Request) -> Response:
+    keys = await in_transaction(state_of(request), _provider(request).jwks, inline=True)
+    return JwkSetResponse(keys, headers={**PUBLIC, "cache-control": "public, max-age=60"})
 
 
 @router.get("/authorize", summary="Authorization endpoint: shows the login form", response_class=Response,
             responses=AUTHORIZE_RESPONSES)
-def authorize(request: Request, provider: Provider) -> Response:
+async def authorize(request: Request) -> Response:
+    provider = _provider(request)
     return _authorization(request, provider, lambda: Params.from_query(request.scope["query_string"]))
 
 
 @router.post("/authorize", summary="Authorization endpoint: the posted login form (or a POSTed request)",
              response_class=Response, responses=AUTHORIZE_RESPONSES)
-def authorize_post(request: Request, provider: Provider, body: Body) -> Response:
+async def authorize_post(request: Request) -> Response:
     # Only the form body counts; a query string on the POST is ignored, never merged.
+    body, provider = await request.body(), _provider(request)
     return _authorization(request, provider, lambda: Params.from_form(body, request.headers.get("content-type")))
 
 
 @router.post("/token", summary="Token endpoint: authorization_code (PKCE S256) and refresh_token",
-             responses=TOKEN_RESPONSES)
-def token(request: Request, provider: Provider, session: DbSession, body: Body) -> JSONResponse:
-    try:
-        params = Params.from_form(body, request.headers.get("content-type"))
-        result = provider.token(params, _single_header(request, "authorization"), session)
-    except OAuthError as error:
-        return _token_error(error)
-    return JSONResponse(result, headers=NO_STORE)
+             responses=TOKEN_RESPONSES, response_class=JSONResponse)
+async def token(request: Request) -> Response:
+    body, provider = await request.body(), _provider(request)
+
+    def run(session: Session) -> Response:
+        try:
+            params = Params.from_form(body, request.headers.get("content-type"))
+            result = provider.token(params, _single_header(request, "authorization"), session)
+        except OAuthError as error:
+            return _token_error(error)
+        return JSONResponse(result, headers=NO_STORE)
+
+    return await in_transaction(state_of(request), run, inline=True)
 
 
 @router.get("/userinfo", summary="UserInfo endpoint (Bearer access token)", operation_id="testidp_userinfo_get",
-            responses=USERINFO_RESPONSES)
+            responses=USERINFO_RESPONSES, response_class=JSONResponse)
 @router.post("/userinfo", summary="UserInfo endpoint (Bearer access token)", operation_id="testidp_userinfo_post",
-             responses=USERINFO_RESPONSES)
-def userinfo(request: Request, provider: Provider, session: DbSession, body: Body) -> JSONResponse:
-    try:
-        form = Params.from_form(body, request.headers.get("content-type")) if body else None
-        claims = provider.userinfo(bearer_token(_single_header(request, "authorization"), form), session)
-    except OAuthError as error:
-        return _bearer_error(error)
-    return JSONResponse(claims, headers=NO_STORE)
+             responses=USERINFO_RESPONSES, response_class=JSONResponse)
+async def userinfo(request: Request) -> Response:
+    body, provider = await request.body(), _provider(request)
+
+    def run(session: Session) -> Response:
+        try:
+            form = Params.from_form(body, request.headers.get("content-type")) if body else None
+            claims = provider.userinfo(bearer_token(_single_header(request, "authorization"), form), session)
+        except OAuthError as error:
+            return _bearer_error(error)
+        return JSONResponse(claims, headers=NO_STORE)
+
+    return await in_transaction(state_of(request), run, inline=True)
 
 
 # ---------------------------------------------------------------- authorization endpoint
