@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from broker.federation.errors import UpstreamError, error_from_response
 from broker.oauth import authorize as core_authorize
+from broker.oauth.cimd import is_client_id_url
 from broker.oauth.errors import AuthorizationPageError, InvalidRequest
 from broker.oauth.login import ConsentNeeded
 from broker.web.deps import State
@@ -44,10 +45,12 @@ async def authorize(request: Request, state: State) -> Response:
     auth = None
     try:
         params = query_params(request)
-        auth = await in_transaction(state, state.oauth.validate_authorization, params)
+        auth = await in_transaction(state, state.oauth.validate_authorization, params,
+                                    inline=not is_client_id_url(params.get("client_id") or ""))  # CIMD: a fetch
         browser, new_cookie = ensure_browser_id(request, state)
         idp_id = state.oauth.automatic_idp(auth)
-        pending_id = await in_transaction(state, state.oauth.login.hold, auth, browser, state.oauth.now())
+        pending_id = await in_transaction(state, state.oauth.login.hold, auth, browser, state.oauth.now(),
+                                          inline=True)
         if idp_id is None:
             response = redirect(f"/authorize/choose?pending={pending_id}")
         else:
@@ -87,7 +90,7 @@ async def choose(request: Request, state: State) -> Response:
         return error_page(request, AuthorizationPageError("Invalid request", error.description or "malformed"))
     except UpstreamError as exc:
         location = await in_transaction(state, state.oauth.login.fail_by_id, pending_id,
-                                        state.oauth.upstream_failure(exc))
+                                        state.oauth.upstream_failure(exc), inline=True)
         return redirect(location.location)
 
 
@@ -95,7 +98,7 @@ async def _to_upstream(state: Any, pending_id: str | None, idp_id: str, browser:
                        login_hint: str | None) -> Response:
     connector = state.oauth.connector(idp_id)
     start = await in_transaction(state, state.oauth.login.start_upstream, pending_id, idp_id, browser,
-                                 state.oauth.now())
+                                 state.oauth.now(), inline=True)
     location = await connector.authorization_url(state=start.state, nonce=start.nonce,
                                                  code_challenge=start.code_challenge, login_hint=login_hint)
     return redirect(location)
@@ -110,7 +113,7 @@ async def callback(idp_id: str, request: Request, state: State) -> Response:
         connector = state.oauth.connector(idp_id)
         pending, verifier = await in_transaction(state, state.oauth.login.claim_callback, idp_id,
                                                  params.get("state"), browser_id(request, state),
-                                                 state.oauth.now())
+                                                 state.oauth.now(), inline=True)
     except AuthorizationPageError as error:
         return error_page(request, error)
     except InvalidRequest as error:
@@ -128,10 +131,10 @@ async def callback(idp_id: str, request: Request, state: State) -> Response:
                                                           "upstream_description": getattr(exc, "upstream_description",
                                                                                           None)})
         failure = state.oauth.upstream_failure(exc) if isinstance(exc, UpstreamError) else exc
-        outcome = await in_transaction(state, state.oauth.login.fail_by_id, pending.id, failure)
+        outcome = await in_transaction(state, state.oauth.login.fail_by_id, pending.id, failure, inline=True)
         return redirect(outcome.location)
     outcome = await in_transaction(state, state.oauth.login.complete_by_id, pending.id, identity,
-                                   state.oauth.now())
+                                   state.oauth.now(), inline=True)
     if isinstance(outcome, ConsentNeeded):
         return redirect(f"/consent?pending={outcome.pending_id}")
     return redirect(outcome.location)
@@ -143,7 +146,8 @@ async def consent_page(request: Request, state: State) -> Response:
     browser = browser_id(request, state)
     try:
         pending_id = query_params(request).get("pending")
-        view = await in_transaction(state, state.oauth.login.consent_view, pending_id, browser, state.oauth.now())
+        view = await in_transaction(state, state.oauth.login.consent_view, pending_id, browser, state.oauth.now(),
+                                    inline=True)
     except AuthorizationPageError as error:
         return error_page(request, error)
     except InvalidRequest as error:
@@ -162,7 +166,7 @@ async def consent_decision(request: Request, state: State) -> Response:
             raise AuthorizationPageError("Invalid request", "The form must say approve or deny.")
         outcome = await in_transaction(state, state.oauth.login.decide, form.get("pending"),
                                        browser_id(request, state), form.get("csrf_token"), decision == "approve",
-                                       state.oauth.now())
+                                       state.oauth.now(), inline=True)
     except AuthorizationPageError as error:
         return error_page(request, error)
     except InvalidRequest as error:
