@@ -104,13 +104,13 @@ async def in_transaction(state: BrokerState, fn: Callable[..., T], *args: Any, i
     request); when the lock is taken it queues on a worker thread like any other transaction.
     """
     if inline:
-        now = contextlib.ExitStack()
+        held = contextlib.ExitStack()
         try:
-            session = now.enter_context(state.database.transaction_now())
+            session = held.enter_context(state.database.transaction_now())
         except WriteLockTaken:
             pass  # nothing ran: queue it
         else:
-            with now:
+            with held:
                 return fn(session, *args)
 
     def run() -> T:

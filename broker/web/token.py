@@ -88,10 +88,17 @@ async def _call(request: Request, state: Any, method: Any, params: Params,
 
 def _no_metadata_fetch(request: Request, params: Params) -> bool:
     """Whether finding this request's client needs no network: no client_id URL (a CIMD client, whose
-    document may have to be fetched) and no client assertion (whose client is named inside it)."""
+    document may have to be fetched), no client assertion (whose client is named inside it), and no
+    Authorization header we cannot read as strictly as authlib reads it leniently (junk in the base64)."""
     if params.get("client_assertion") is not None:
         return False
-    named = (basic_client_id(request.headers.get("authorization", "").encode()), params.get("client_id"))
+    named = [params.get("client_id")]
+    header = request.headers.get("authorization")
+    if header is not None:
+        basic = basic_client_id(header.encode("latin-1"))
+        if basic is None:
+            return False
+        named.append(basic)
     return not any(client_id is not None and is_client_id_url(client_id) for client_id in named)
 
 

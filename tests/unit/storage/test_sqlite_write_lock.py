@@ -147,6 +147,11 @@ def test_requests_naming_a_metadata_document_client_take_the_thread_path() -> No
     assert not _no_metadata_fetch(Request(), Params([("client_id", "https://app.example.com/client.json")]))
     assert not _no_metadata_fetch(Request(basic("https://app.example.com/c")), Params([]))
     assert not _no_metadata_fetch(Request(), Params([("client_assertion", "eyJ...")]))  # the client is inside
+    # authlib decodes Basic credentials leniently (junk characters skipped): what we cannot read strictly,
+    # we do not guess about
+    junk = "Basic " + base64.b64encode(quote_plus("https://app.example.com/c").encode() + b":s").decode() + "!"
+    assert not _no_metadata_fetch(Request(junk), Params([]))
+    assert not _no_metadata_fetch(Request("Bearer abc"), Params([]))
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
