@@ -161,10 +161,11 @@ class Database:
         at once, without waiting, when another transaction of this process or another holds it.
 
         For short work with nothing awaited and no network inside, run on the event loop itself (the
-        token endpoint's grants): holding the write lock from ``BEGIN IMMEDIATE`` on, no statement can
-        wait for a lock afterwards, so the loop never sleeps in SQLite's busy handler, and a transaction
-        that holds the lock across thread hops (a FastAPI ``DbSession``) cannot stall it. The caller
-        queues the work on a worker thread instead when the lock is taken. PostgreSQL: not available.
+        token side and the sign-in steps, through ``web.oauth_http.in_transaction(..., inline=True)``):
+        holding the write lock from ``BEGIN IMMEDIATE`` on, no statement can wait for a lock afterwards,
+        so the loop never sleeps in SQLite's busy handler, and a transaction that holds the lock across
+        thread hops (a FastAPI ``DbSession``) cannot stall it. The caller queues the work on a worker
+        thread instead when the lock is taken. PostgreSQL: not available.
         """
         if self._queue is None:
             raise WriteLockTaken  # not SQLite: callers always take the thread path
@@ -189,7 +190,7 @@ class Database:
     def checkpoint(self) -> None:
         """SQLite: copy committed WAL pages into the database file (``PASSIVE``: never waits for, nor blocks,
         readers or the writer), the background half of ``sqlite_background_checkpoint``. PostgreSQL: nothing."""
-        if self._queue is None:
+        if self.dialect != "sqlite":
             return
         with self.engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")

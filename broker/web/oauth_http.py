@@ -96,7 +96,7 @@ def error_page(request: Request, error: AuthorizationPageError) -> HTMLResponse:
 
 
 async def in_transaction(state: BrokerState, fn: Callable[..., T], *args: Any, inline: bool = False) -> T:
-    """Run ``fn(session, *args)`` in one committed transaction on a worker thread.
+    """Run ``fn(session, *args)`` in one committed transaction, on a worker thread unless ``inline`` applies.
 
     ``inline``: ``fn`` is short and waits for nothing but the database (no network, nothing awaited):
     on SQLite it runs on the event loop itself while the write lock is free (``transaction_now``),
