@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session
 
 from broker.audit import observers
 from broker.storage.models import AuditEvent, utcnow
+from broker.storage.prepared import Prepared
 
+_INSERT = Prepared(insert(AuditEvent.__table__), columns=["occurred_at", "event_type", "actor", "user_id", "client_id",
+                                                          "server_id", "outcome", "data"])
 # Keys that would only ever hold a credential: refused outright, so a careless caller fails loudly in tests.
-_INSERT = insert(AuditEvent.__table__)
 FORBIDDEN_KEYS = frozenset({"token", "access_token", "refresh_token", "id_token", "code", "client_secret",
                             "secret", "password", "assertion", "client_assertion", "code_verifier"})
 
@@ -29,7 +31,7 @@ def record(session: Session, event_type: str, *, actor: str = "", user_id: str |
     bad = FORBIDDEN_KEYS & set(_all_keys(payload))
     if bad:
         raise ValueError(f"audit data must not carry credentials ({', '.join(sorted(bad))})")
-    session.execute(_INSERT, {"occurred_at": at or utcnow(), "event_type": event_type, "actor": actor[:320],
+    _INSERT.rowcount(session, {"occurred_at": at or utcnow(), "event_type": event_type, "actor": actor[:320],
                               "user_id": user_id, "client_id": client_id, "server_id": server_id, "outcome": outcome,
                               "data": payload})
     observers.note(session, event_type, outcome, client_id, server_id, payload)

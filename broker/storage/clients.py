@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.storage.models import Client
+from broker.storage.prepared import Prepared
 
 
 def get(session: Session, client_id: str) -> Client | None:
@@ -18,14 +19,14 @@ def get(session: Session, client_id: str) -> Client | None:
 
 
 _TABLE = Client.__table__
-_RECORD = select(*(column.label("metadata_") if column.name == "metadata" else column for column in _TABLE.c)
-                 ).where(_TABLE.c.id == bindparam("client_id"))
+_RECORD = Prepared(select(*(column.label("metadata_") if column.name == "metadata" else column for column in _TABLE.c))
+                   .where(_TABLE.c.id == bindparam("client_id")))
 
 
-def record(session: Session, client_id: str) -> Row[Any] | None:
+def record(session: Session, client_id: str) -> Any:
     """The client's columns (named as ``Client``'s attributes), read-only: what every token request needs,
     without the ORM's cost of an object."""
-    return session.execute(_RECORD, {"client_id": client_id}).first()
+    return _RECORD.first(session, {"client_id": client_id})
 
 
 def add(session: Session, client: Client) -> None:

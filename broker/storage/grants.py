@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import Row, bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -24,6 +24,7 @@ from broker.storage.models import (
     RotatedRefreshToken,
     SeenJti,
 )
+from broker.storage.prepared import Prepared
 
 # Access tokens of a revoked family die within their lifetime; the feed keeps the entry a day.
 FAMILY_TOKEN_HORIZON = dt.timedelta(days=1)
@@ -52,13 +53,13 @@ def code(session: Session, code_hash: str) -> AuthorizationCode | None:
 # ---------------------------------------------------------------- refresh-token families
 
 
-_FAMILY_LIVE = select(RefreshTokenFamily.__table__.c.revoked_at).where(RefreshTokenFamily.__table__.c.id
-                                                                       == bindparam("family_id"))
+_FAMILY_LIVE = Prepared(select(RefreshTokenFamily.__table__.c.revoked_at)
+                        .where(RefreshTokenFamily.__table__.c.id == bindparam("family_id")))
 
 
 def family_live(session: Session, family_id: str) -> bool:
     """Whether the family exists and is not revoked (its access tokens live on until they expire)."""
-    row = session.execute(_FAMILY_LIVE, {"family_id": family_id}).first()
+    row = _FAMILY_LIVE.first(session, {"family_id": family_id})
     return row is not None and row.revoked_at is None
 
 
@@ -74,29 +75,29 @@ def family_by_rotated(session: Session, token_hash: str) -> RefreshTokenFamily |
 
 
 _FAMILIES = RefreshTokenFamily.__table__
-# Built once: a refresh is the hottest path there is, and building the statement costs more than running it.
-_ROTATE = (update(_FAMILIES)
-           .where(_FAMILIES.c.current_hash == bindparam("b_old"), _FAMILIES.c.client_id == bindparam("b_client"),
-                  _FAMILIES.c.revoked_at.is_(None), _FAMILIES.c.expires_at > bindparam("b_now"),
-                  _FAMILIES.c.last_used_at > bindparam("b_idle"))
-           .values(current_hash=bindparam("b_new"), generation=_FAMILIES.c.generation + 1,
-                   last_used_at=bindparam("b_now"))
-           .returning(*_FAMILIES.c))
-_ROTATED = insert(RotatedRefreshToken.__table__)
+# Built and compiled once (Prepared): a refresh is the hottest path there is.
+_ROTATE = Prepared(update(_FAMILIES)
+                   .where(_FAMILIES.c.current_hash == bindparam("b_old"),
+                          _FAMILIES.c.client_id == bindparam("b_client"), _FAMILIES.c.revoked_at.is_(None),
+                          _FAMILIES.c.expires_at > bindparam("b_now"), _FAMILIES.c.last_used_at > bindparam("b_idle"))
+                   .values(current_hash=bindparam("b_new"), generation=_FAMILIES.c.generation + 1,
+                           last_used_at=bindparam("b_now"))
+                   .returning(*_FAMILIES.c))
+_ROTATED = Prepared(insert(RotatedRefreshToken.__table__), columns=["token_hash", "family_id", "rotated_at"])
 
 
 def rotate_current(session: Session, old_hash: str, new_hash: str, client_id: str, now: dt.datetime,
-                   idle_cutoff: dt.datetime) -> Row[Any] | None:
+                   idle_cutoff: dt.datetime) -> Any:
     """The one statement of a normal refresh: swap the current token of a live family of this client.
 
     Returns the rotated family's columns, or None when ``old_hash`` is not the current token of a
     family that is this client's, unrevoked, unexpired and used since ``idle_cutoff`` (the caller
     finds out which).
     """
-    family = session.execute(_ROTATE, {"b_old": old_hash, "b_new": new_hash, "b_client": client_id, "b_now": now,
-                                       "b_idle": idle_cutoff}).first()
+    family = _ROTATE.first(session, {"b_old": old_hash, "b_new": new_hash, "b_client": client_id, "b_now": now,
+                                     "b_idle": idle_cutoff})
     if family is not None:
-        session.execute(_ROTATED, {"token_hash": old_hash, "family_id": family.id, "rotated_at": now})
+        _ROTATED.rowcount(session, {"token_hash": old_hash, "family_id": family.id, "rotated_at": now})
     return family
 
 
@@ -135,20 +136,21 @@ def revoke_token_id(session: Session, jti: str, expires_at: dt.datetime, reason:
     session.flush()
 
 
-_TOKEN_ID_REVOKED = (select(Revocation.__table__.c.id).where(Revocation.__table__.c.kind == "token",
-                                                             Revocation.__table__.c.subject == bindparam("jti"))
-                     .limit(1))
+_TOKEN_ID_REVOKED = Prepared(select(Revocation.__table__.c.id)
+                             .where(Revocation.__table__.c.kind == "token",
+                                    Revocation.__table__.c.subject == bindparam("jti"))
+                             .limit(1))
 
 
 def is_token_id_revoked(session: Session, jti: str) -> bool:
-    return session.scalar(_TOKEN_ID_REVOKED, {"jti": jti}) is not None
+    return _TOKEN_ID_REVOKED.scalar(session, {"jti": jti}) is not None
 
 
 # ---------------------------------------------------------------- single-use JWT ids
 
 
-_FIRST_USE = {name: (insert_fn(SeenJti.__table__).on_conflict_do_nothing(index_elements=["key_hash"])
-                     .returning(SeenJti.__table__.c.key_hash))
+_FIRST_USE = {name: Prepared(insert_fn(SeenJti.__table__).on_conflict_do_nothing(index_elements=["key_hash"])
+                              .returning(SeenJti.__table__.c.key_hash), columns=["key_hash", "purpose", "expires_at"])
               for name, insert_fn in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
 
 
@@ -156,7 +158,7 @@ def first_use_of_jti(session: Session, key_hash: str, purpose: str, expires_at: 
     """Record a JWT id; False if it was recorded before (by any instance)."""
     statement = _FIRST_USE[session.get_bind().dialect.name]
     values = {"key_hash": key_hash, "purpose": purpose, "expires_at": expires_at}
-    return session.execute(statement, values).scalar() is not None
+    return statement.scalar(session, values) is not None
 
 
 # ---------------------------------------------------------------- pending authorizations and consent

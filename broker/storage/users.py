@@ -5,41 +5,42 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, func, select
+from sqlalchemy import bindparam, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.storage.models import Group, GroupMembership, UpstreamIdentity, User, new_id, utcnow
+from broker.storage.prepared import Prepared
 
 
 def get(session: Session, user_id: str) -> User | None:
     return session.get(User, user_id)
 
 
-# users.account(): what a grant reads of a user, as a Core row with User's attribute names plus the latest
+# users.account(): what a grant reads of a user, as a row with User's attribute names plus the latest
 # upstream sign-in (login_idp_id, login_claims; None when there was none), which the policy subject needs.
-Account = Row[Any]
+Account = Any  # a Prepared row: id, email, display_name, status, not_before, login_idp_id, login_claims
 _USERS = User.__table__
 _LOGINS = UpstreamIdentity.__table__
-_ACCOUNT = (select(_USERS.c.id, _USERS.c.email, _USERS.c.display_name, _USERS.c.status, _USERS.c.not_before,
+_ACCOUNT = Prepared(select(_USERS.c.id, _USERS.c.email, _USERS.c.display_name, _USERS.c.status, _USERS.c.not_before,
                    _LOGINS.c.idp_id.label("login_idp_id"), _LOGINS.c.claims.label("login_claims"))
             .outerjoin(_LOGINS, _LOGINS.c.user_id == _USERS.c.id).where(_USERS.c.id == bindparam("user_id"))
-            .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1))
+                    .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1))
 
 
-_STANDING = select(_USERS.c.status, _USERS.c.not_before).where(_USERS.c.id == bindparam("user_id"))
+_STANDING = Prepared(select(_USERS.c.status, _USERS.c.not_before).where(_USERS.c.id == bindparam("user_id")))
 
 
-def standing(session: Session, user_id: str) -> Row[Any] | None:
+def standing(session: Session, user_id: str) -> Any:
     """Only ``status`` and ``not_before``: whether the user's tokens still count (introspection)."""
-    return session.execute(_STANDING, {"user_id": user_id}).first()
+    return _STANDING.first(session, {"user_id": user_id})
 
 
 def account(session: Session, user_id: str) -> Account | None:
     """The user and their latest upstream sign-in in one prebuilt Core select, read fresh on every grant
     (offboarding must end access at once), without loading an ORM object."""
-    return session.execute(_ACCOUNT, {"user_id": user_id}).first()
+    return _ACCOUNT.first(session, {"user_id": user_id})
 
 
 def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | None:
@@ -47,14 +48,14 @@ def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | 
                                                          UpstreamIdentity.subject == subject))
 
 
-_USER_ID_BY_IDENTITY = select(UpstreamIdentity.__table__.c.user_id).where(
+_USER_ID_BY_IDENTITY = Prepared(select(UpstreamIdentity.__table__.c.user_id).where(
     UpstreamIdentity.__table__.c.idp_id == bindparam("idp_id"),
-    UpstreamIdentity.__table__.c.subject == bindparam("subject"))
+    UpstreamIdentity.__table__.c.subject == bindparam("subject")))
 
 
 def user_id_by_identity(session: Session, idp_id: str, subject: str) -> str | None:
     """The id of the user known at ``idp_id`` as ``subject`` (a prebuilt Core select)."""
-    return session.scalar(_USER_ID_BY_IDENTITY, {"idp_id": idp_id, "subject": subject})
+    return _USER_ID_BY_IDENTITY.scalar(session, {"idp_id": idp_id, "subject": subject})
 
 
 def identities_by_email(session: Session, email: str) -> list[UpstreamIdentity]:
@@ -71,22 +72,23 @@ def add(session: Session, *rows: object) -> None:
     session.flush()
 
 
-_GROUP_NAMES = (select(Group.__table__.c.name)
-                .join(GroupMembership.__table__, GroupMembership.__table__.c.group_id == Group.__table__.c.id)
-                .where(GroupMembership.__table__.c.user_id == bindparam("user_id")).order_by(Group.__table__.c.name))
+_GROUP_NAMES = Prepared(select(Group.__table__.c.name)
+                        .join(GroupMembership.__table__, GroupMembership.__table__.c.group_id == Group.__table__.c.id)
+                        .where(GroupMembership.__table__.c.user_id == bindparam("user_id"))
+                        .order_by(Group.__table__.c.name))
 _IDENTITIES = UpstreamIdentity.__table__
-_LATEST_LOGIN = (select(_IDENTITIES.c.idp_id, _IDENTITIES.c.claims)
-                 .where(_IDENTITIES.c.user_id == bindparam("user_id"))
-                 .order_by(_IDENTITIES.c.last_login_at.desc().nulls_last()).limit(1))
+_LATEST_LOGIN = Prepared(select(_IDENTITIES.c.idp_id, _IDENTITIES.c.claims)
+                         .where(_IDENTITIES.c.user_id == bindparam("user_id"))
+                         .order_by(_IDENTITIES.c.last_login_at.desc().nulls_last()).limit(1))
 
 
 def group_names(session: Session, user_id: str) -> list[str]:
-    return list(session.scalars(_GROUP_NAMES, {"user_id": user_id}))
+    return _GROUP_NAMES.scalars(session, {"user_id": user_id})
 
 
-def latest_login(session: Session, user_id: str) -> Row[Any] | None:
+def latest_login(session: Session, user_id: str) -> Any:
     """(``idp_id``, ``claims``) of the user's most recent upstream sign-in; None if they never signed in."""
-    return session.execute(_LATEST_LOGIN, {"user_id": user_id}).first()
+    return _LATEST_LOGIN.first(session, {"user_id": user_id})
 
 
 def set_groups(session: Session, user_id: str, source: str, names: Iterable[str]) -> None:
