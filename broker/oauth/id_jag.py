@@ -12,10 +12,7 @@ decode checks it again.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -28,6 +25,7 @@ from broker.config import TrustedAssertionIssuer
 from broker.federation.errors import InvalidIdToken, UpstreamError
 from broker.federation.idtoken import UnverifiedHeader
 from broker.federation.jwks import JwksCache, http_fetcher
+from broker.oauth import jws
 from broker.oauth.clients import JWT_BEARER, TOKEN_EXCHANGE
 
 __all__ = ["JWT_BEARER", "TOKEN_EXCHANGE"]  # RFC 7523 §2.1 and RFC 8693 §2.1 grant types, re-exported
@@ -36,7 +34,6 @@ ID_JAG_PROFILE = "urn:ietf:params:oauth:grant-profile:id-jag"
 ID_JAG_TYP = "oauth-id-jag+jwt"
 REQUIRED_CLAIMS = ("iss", "sub", "aud", "client_id", "jti", "exp", "iat")
 MAX_ASSERTION_BYTES = 16_384
-_BASE64URL = re.compile(r"^[A-Za-z0-9_-]+$")
 KEYS_TTL = 600.0
 KEYS_MIN_REFRESH = 30.0
 
@@ -77,21 +74,12 @@ def unverified_parts(assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and claims, unverified; ``AssertionRejected`` when it is not a compact JWS of JSON objects."""
     if len(assertion) > MAX_ASSERTION_BYTES or assertion.count(".") != 2:
         raise AssertionRejected("the assertion is not a signed JWT")
-    encoded_header, encoded_claims, _ = assertion.split(".")
     try:
-        header, claims = json.loads(_b64(encoded_header)), json.loads(_b64(encoded_claims))
-    except (ValueError, UnicodeDecodeError):
+        return jws.unverified_parts(assertion)
+    except jws.NotJsonObjects:
+        raise AssertionRejected("the assertion's header and payload must be JSON objects") from None
+    except jws.MalformedJws:
         raise AssertionRejected("the assertion is malformed") from None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise AssertionRejected("the assertion's header and payload must be JSON objects")
-    return header, claims
-
-
-def _b64(segment: str) -> bytes:
-    """base64url without padding (RFC 7515 §2); only the URL-safe alphabet."""
-    if not segment or not _BASE64URL.match(segment):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 class AssertionKeys:

@@ -23,7 +23,7 @@ from broker.oauth.clients import ClientDirectory, ClientView
 from broker.oauth.errors import InvalidClientError, describe
 from broker.oauth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
 from broker.oauth.id_tokens import IdTokens
-from broker.oauth.introspection import BrokerIntrospectionEndpoint, BrokerRevocationEndpoint
+from broker.oauth.introspection import BrokerIntrospectionEndpoint, BrokerRevocationEndpoint, VerifiedAccessTokens
 from broker.oauth.jwt_bearer import JwtBearerGrant
 from broker.oauth.request import BrokerJsonRequest, BrokerRequest, HttpRequest
 from broker.oauth.token_exchange import TokenExchangeGrant
@@ -69,6 +69,7 @@ class BrokerAuthorizationServer(AuthorizationServer):
         self.access_tokens = AccessTokens(settings, keyring)
         self.refresh_tokens = RefreshTokens(settings)
         self.id_tokens = IdTokens(settings, keyring)
+        self.verified_access_tokens = VerifiedAccessTokens()  # introspection: signatures checked once
         # Enterprise-Managed Authorization: redeem ID-JAGs from trusted IdPs; issue them for other servers.
         self.assertion_issuers = {t.issuer: t for t in settings.id_jag.trusted_issuers}
         self.assertion_audiences = {a.issuer: a for a in settings.id_jag.audiences if a.issuer != self.issuer}
