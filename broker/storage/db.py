@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -124,7 +124,7 @@ class Database:
         # SQLite's busy handler (1, 2, 5, 10 ... ms) instead of waking when it is free: see queued_transaction.
         self._queue = threading.Lock() if self.dialect == "sqlite" else None
         self._queue_timeout = options.sqlite_busy_timeout_ms / 1000
-        self._busy_ms = int(options.sqlite_busy_timeout_ms)
+        self._now_connection: Connection | None = None  # transaction_now's, opened on first use
 
     @property
     def dialect(self) -> str:
@@ -172,20 +172,33 @@ class Database:
         if not self._queue.acquire(blocking=False):
             raise WriteLockTaken
         try:
-            with self.sessions() as session:
-                raw = session.connection().connection.driver_connection  # checked out; pysqlite sent no BEGIN
-                raw.execute("PRAGMA busy_timeout=0")
-                try:
-                    try:
-                        raw.execute("BEGIN IMMEDIATE")
-                    except sqlite3.OperationalError:  # SQLITE_BUSY: another connection is writing
-                        raise WriteLockTaken from None
+            connection = self._connection_now()
+            raw = connection.connection.driver_connection
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # SQLITE_BUSY: another connection is writing
+                raise WriteLockTaken from None
+            try:
+                with Session(bind=connection, expire_on_commit=False) as session:
+                    session.connection()  # joined: its commit, or its rollback on error, ends what BEGIN began
                     yield session
                     session.commit()
-                finally:
-                    raw.execute(f"PRAGMA busy_timeout={self._busy_ms}")
+            finally:
+                if not connection.invalidated and raw.in_transaction:  # never leave the write lock held
+                    raw.rollback()
         finally:
             self._queue.release()
+
+    def _connection_now(self) -> Connection:
+        """``transaction_now``'s own connection, kept open (only ever used under the queue): no pool checkout
+        and return, and a busy timeout of 0 set once, which save ~60 µs per transaction."""
+        if self._now_connection is None or self._now_connection.invalidated:
+            if self._now_connection is not None:
+                self._now_connection.close()
+            connection = self.engine.connect()
+            connection.connection.driver_connection.execute("PRAGMA busy_timeout=0")
+            self._now_connection = connection
+        return self._now_connection
 
     def checkpoint(self) -> None:
         """SQLite: copy committed WAL pages into the database file (``PASSIVE``: never waits for, nor blocks,
@@ -214,6 +227,9 @@ class Database:
             raise DatabaseError(f"database unreachable: {first_line(exc)}") from None
 
     def dispose(self) -> None:
+        if self._now_connection is not None:
+            self._now_connection.close()
+            self._now_connection = None
         self.engine.dispose()
 
 

@@ -61,19 +61,44 @@ def busy_timeout(database: Database) -> int:
         return int(session.execute(text("PRAGMA busy_timeout")).scalar_one())
 
 
-def test_commits_like_any_transaction_and_restores_the_busy_timeout(database: Database) -> None:
+def test_commits_like_any_transaction_and_leaves_the_pools_busy_timeout(database: Database) -> None:
     with database.transaction_now() as session:
         session.execute(text("INSERT INTO notes VALUES ('kept')"))
     assert notes(database) == ["kept"]
-    assert busy_timeout(database) == BUSY_MS  # the pooled connection waits for the lock again elsewhere
+    assert busy_timeout(database) == BUSY_MS  # its own connection refuses at once; the pool's still wait
 
 
-def test_an_error_inside_rolls_everything_back(database: Database) -> None:
+def test_an_error_inside_rolls_everything_back_and_frees_the_lock(database: Database, sqlite_path: Path) -> None:
     with pytest.raises(RuntimeError), database.transaction_now() as session:
         session.execute(text("INSERT INTO notes VALUES ('lost')"))
         raise RuntimeError("the grant failed")
     assert notes(database) == []
-    assert busy_timeout(database) == BUSY_MS
+    other = sqlite3.connect(sqlite_path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # nothing holds the write lock
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+    with database.transaction_now() as session:
+        session.execute(text("INSERT INTO notes VALUES ('next')"))
+    assert notes(database) == ["next"]
+
+
+def test_a_transaction_that_ran_nothing_still_ends(database: Database, sqlite_path: Path) -> None:
+    with database.transaction_now():
+        pass
+    with database.transaction_now() as session:  # BEGIN IMMEDIATE again: the first one was committed
+        session.execute(text("INSERT INTO notes VALUES ('after')"))
+    assert notes(database) == ["after"]
+
+
+def test_an_invalidated_connection_is_replaced(database: Database) -> None:
+    with pytest.raises(RuntimeError), database.transaction_now() as session:
+        session.connection().invalidate()  # as a driver error that means "disconnected" does
+        raise RuntimeError("disk I/O error")
+    with database.transaction_now() as session:
+        session.execute(text("INSERT INTO notes VALUES ('reconnected')"))
+    assert notes(database) == ["reconnected"]
 
 
 def test_refuses_at_once_while_another_connection_writes(database: Database, writer: sqlite3.Connection) -> None:
