@@ -81,7 +81,7 @@ class VerifiedAccessTokens:
         jwk = keys.get(kid)
         if jwk is None or jwk["alg"] != alg or claims["exp"] <= now.timestamp():
             return None
-        return claims
+        return dict(claims)  # a copy: no caller can change what the next request reads
 
     def put(self, digest: str, kid: str, alg: str, claims: dict[str, Any]) -> None:
         with self._lock:
