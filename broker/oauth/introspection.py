@@ -25,7 +25,7 @@ from broker.oauth import jws, secrets
 from broker.oauth.clients import AUTH_METHODS, SECRET_METHODS
 from broker.oauth.tokens import ACCESS_TOKEN_TYP
 from broker.registry import servers
-from broker.storage import clients, grants, users
+from broker.storage import grants, users
 from broker.storage.models import RefreshTokenFamily
 
 ALGORITHMS = ["ES256", "RS256"]
@@ -143,19 +143,21 @@ def is_active(request: Any, record: AccessTokenRecord | RefreshTokenRecord) -> b
         live = record.current and family.revoked_at is None and now < family.expires_at
         return live and _user_active(db, family.user_id, family.created_at)
     claims = record.claims
-    if grants.is_token_id_revoked(db, claims["jti"]):
-        return False
-    client = clients.record(db, claims.get("client_id", ""))
-    if client is None or client.status != "active":
-        return False
     family_id = claims.get("sid")
-    if family_id is not None and not grants.family_live(db, family_id):
-        return False
     # Every token a user holds, with a refresh-token family or without (an ID-JAG grant's): only a
     # client-credentials token has the client itself as its subject.
-    if claims["sub"] != claims.get("client_id"):
+    user_id = claims["sub"] if claims["sub"] != claims.get("client_id") else None
+    standing = grants.access_token_standing(db, jti=claims["jti"], client_id=claims.get("client_id", ""),
+                                            family_id=family_id, user_id=user_id)
+    if standing.revoked_id is not None or standing.client_status != "active":
+        return False
+    if family_id is not None and standing.family != "live":
+        return False
+    if user_id is not None:
         issued_at = dt.datetime.fromtimestamp(claims["iat"], dt.UTC)
-        if not _user_active(db, claims["sub"], issued_at):
+        if standing.user_status != "active":
+            return False
+        if standing.user_not_before is not None and issued_at < standing.user_not_before:
             return False
     return _audience_enabled(request, claims.get("aud"))
 

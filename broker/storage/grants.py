@@ -10,19 +10,21 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.storage.models import (
     AuthorizationCode,
+    Client,
     Consent,
     PendingAuthorization,
     RefreshTokenFamily,
     Revocation,
     RotatedRefreshToken,
     SeenJti,
+    User,
 )
 from broker.storage.prepared import Prepared
 
@@ -51,16 +53,6 @@ def code(session: Session, code_hash: str) -> AuthorizationCode | None:
 
 
 # ---------------------------------------------------------------- refresh-token families
-
-
-_FAMILY_LIVE = Prepared(select(RefreshTokenFamily.__table__.c.revoked_at)
-                        .where(RefreshTokenFamily.__table__.c.id == bindparam("family_id")))
-
-
-def family_live(session: Session, family_id: str) -> bool:
-    """Whether the family exists and is not revoked (its access tokens live on until they expire)."""
-    row = _FAMILY_LIVE.first(session, {"family_id": family_id})
-    return row is not None and row.revoked_at is None
 
 
 def family_by_current(session: Session, token_hash: str) -> RefreshTokenFamily | None:
@@ -144,6 +136,28 @@ _TOKEN_ID_REVOKED = Prepared(select(Revocation.__table__.c.id)
 
 def is_token_id_revoked(session: Session, jti: str) -> bool:
     return _TOKEN_ID_REVOKED.scalar(session, {"jti": jti}) is not None
+
+
+_REVOCATIONS, _CLIENTS, _USERS = Revocation.__table__, Client.__table__, User.__table__
+_ACCESS_TOKEN_STANDING = Prepared(select(
+    select(_REVOCATIONS.c.id).where(_REVOCATIONS.c.kind == "token", _REVOCATIONS.c.subject == bindparam("jti"))
+    .limit(1).scalar_subquery().label("revoked_id"),
+    select(_CLIENTS.c.status).where(_CLIENTS.c.id == bindparam("client_id")).scalar_subquery().label("client_status"),
+    select(case((_FAMILIES.c.revoked_at.is_(None), "live"), else_="revoked"))
+    .where(_FAMILIES.c.id == bindparam("family_id")).scalar_subquery().label("family"),
+    select(_USERS.c.status).where(_USERS.c.id == bindparam("user_id")).scalar_subquery().label("user_status"),
+    select(_USERS.c.not_before).where(_USERS.c.id == bindparam("user_id")).scalar_subquery().label("user_not_before"),
+))
+
+
+def access_token_standing(session: Session, *, jti: str, client_id: str, family_id: str | None,
+                          user_id: str | None) -> Any:
+    """Everything about an access token that can change after it was signed, in one statement (one round
+    trip): ``revoked_id`` (a revocation of its ``jti``, or None), ``client_status``, ``family`` ("live",
+    "revoked", or None when there is no such family), ``user_status`` and ``user_not_before`` (None when
+    there is no such user). A None id asks nothing."""
+    return _ACCESS_TOKEN_STANDING.first(session, {"jti": jti, "client_id": client_id, "family_id": family_id,
+                                                  "user_id": user_id})
 
 
 # ---------------------------------------------------------------- single-use JWT ids
