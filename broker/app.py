@@ -96,12 +96,14 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
                       client_metadata=client_metadata or metadata_fetcher(settings), http=http)
     audit_key = AuditKey(kek)
 
+    # Queued like the request handlers' transactions: on SQLite they start the moment the write lock is
+    # free, instead of sleeping in SQLite's busy handler while they hold back the loop's inline requests.
     def seal_audit_chain() -> None:
-        with database.transaction() as session:
+        with database.queued_transaction() as session:
             audit.seal(session, audit_key)
 
     def purge_expired_rows() -> None:
-        with database.transaction() as session:
+        with database.queued_transaction() as session:
             housekeeping.purge_expired(session, utcnow())
 
     audience = settings.signals.audience or settings.issuer

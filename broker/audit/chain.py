@@ -15,8 +15,9 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -33,7 +34,7 @@ class AuditKey:
     def __init__(self, kek: bytes):
         self._key = hashlib.sha256(b"mcp-auth-broker audit chain\0" + kek).digest()
 
-    def link(self, seq: int, prev_hash: str, event: AuditEvent) -> str:
+    def link(self, seq: int, prev_hash: str, event: AuditEvent | Row[Any]) -> str:
         message = f"{seq}\n{prev_hash}\n".encode() + canonical(event)
         return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
@@ -41,7 +42,7 @@ class AuditKey:
         return hmac.new(self._key, f"head\n{seq}\n{link}".encode(), hashlib.sha256).hexdigest()
 
 
-def canonical(event: AuditEvent) -> bytes:
+def canonical(event: AuditEvent | Row[Any]) -> bytes:
     """The event's content as hashed: every column but the chain's own, in a fixed JSON form."""
     occurred = event.occurred_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
     body = {"id": event.id, "occurred_at": occurred, "event_type": event.event_type, "actor": event.actor,
@@ -50,17 +51,29 @@ def canonical(event: AuditEvent) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
+_EVENTS = AuditEvent.__table__
+_UNSEALED = (select(_EVENTS.c.id, _EVENTS.c.occurred_at, _EVENTS.c.event_type, _EVENTS.c.actor, _EVENTS.c.user_id,
+                    _EVENTS.c.client_id, _EVENTS.c.server_id, _EVENTS.c.outcome, _EVENTS.c.data)
+             .where(_EVENTS.c.chain_seq.is_(None)).order_by(_EVENTS.c.id).limit(bindparam("limit")))
+_LINK = (update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"))
+         .values(chain_seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), hash=bindparam("b_hash")))
+
+
 def seal(session: Session, key: AuditKey, limit: int = 5000) -> int:
-    """Chain up to ``limit`` unsealed events in id order; returns how many. Caller commits."""
+    """Chain up to ``limit`` unsealed events in id order; returns how many. Caller commits.
+
+    Core statements, not ORM objects: a busy worker seals hundreds of events a second, and while it
+    does it holds the write lock (SQLite) and the GIL."""
     head = _lock_head(session, key)
-    rows = list(session.scalars(select(AuditEvent).where(AuditEvent.chain_seq.is_(None))
-                                .order_by(AuditEvent.id).limit(limit)))
+    rows = session.execute(_UNSEALED, {"limit": limit}).all()
     seq, link = head.seq, head.hash
+    links = []
     for row in rows:
         seq += 1
-        row.chain_seq, row.prev_hash = seq, link
-        row.hash = link = key.link(seq, link, row)
-    if rows:
+        prev, link = link, key.link(seq, link, row)
+        links.append({"b_id": row.id, "b_seq": seq, "b_prev": prev, "b_hash": link})
+    if links:
+        session.execute(_LINK, links)
         head.seq, head.hash, head.mac, head.updated_at = seq, link, key.head_mac(seq, link), utcnow()
         session.flush()
         log.info("audit chain sealed", extra={"sealed": len(rows), "head_seq": seq, "head_hash": link})

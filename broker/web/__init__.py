@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 
 from broker import __version__
 from broker.oauth.metadata import paths_for
-from broker.storage.db import first_line
+from broker.storage.db import DatabaseError, first_line
 from broker.web import admin_api, authorize, errors, health, jwks, metrics, signals, token, userinfo
 from broker.web.admin import router as admin_console
 from broker.web.cors import PublicCors
@@ -129,7 +129,7 @@ async def _every(interval: float, job: Any) -> None:
         await anyio.sleep(interval)
         try:
             await run_in_threadpool(job)
-        except (sa.OperationalError, sa.InterfaceError, sa.TimeoutError) as exc:
+        except (sa.OperationalError, sa.InterfaceError, sa.TimeoutError, DatabaseError) as exc:
             if not failed_rounds:
                 log.warning("periodic job %s failed, database unavailable: %s", name, first_line(exc))
             failed_rounds += 1
