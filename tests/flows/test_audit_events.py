@@ -54,3 +54,29 @@ async def test_revocation_and_registration_are_audited(client: httpx.AsyncClient
     revoked = [e for e in events(state) if e.event_type == "token.revoked"][-1]
     assert revoked.data["token_type"] == "refresh_token" and revoked.data["family_id"]
     assert body["refresh_token"] not in json.dumps(revoked.data)
+
+
+def test_the_servers_sealer_works_in_batches_until_nothing_is_left(state, monkeypatch) -> None:
+    """``broker serve``'s periodic job seals in transactions of ``AUDIT_SEAL_BATCH`` events, so requests that
+    wait for the write lock get in between, and stops when a batch comes back short."""
+    import broker.app
+
+    monkeypatch.setattr(broker.app, "AUDIT_SEAL_BATCH", 10)
+    [job] = [job for _, job in state.periodic if job.__name__ == "seal_audit_chain"]
+    with state.database.transaction() as session:
+        for n in range(25):
+            audit.record(session, "test.event", actor=f"actor-{n}")
+    transactions = []
+    original = state.database.queued_transaction
+
+    def counted():  # type: ignore[no-untyped-def]
+        transactions.append(1)
+        return original()
+
+    monkeypatch.setattr(state.database, "queued_transaction", counted)
+    job()
+    key = audit.AuditKey(state.settings.key_encryption_key())
+    with state.database.sessions() as session:
+        result = audit.verify(session, key)
+        assert result.ok and result.unsealed == 0
+    assert len(transactions) >= 3  # 25 test events (and the seeding's) at 10 per transaction
