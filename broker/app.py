@@ -98,11 +98,11 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
                       client_metadata=client_metadata or metadata_fetcher(settings), http=http)
     audit_key = AuditKey(kek)
 
-    # Queued like the request handlers' transactions: on SQLite they start the moment the write lock is
-    # free, instead of sleeping in SQLite's busy handler while they hold back the loop's inline requests.
+    # Both jobs queue like the request handlers' transactions: on SQLite they start the moment the write
+    # lock is free instead of sleeping in SQLite's busy handler. The sealer works in batches, each its own
+    # transaction, so token requests waiting for the lock (or the chain head) get in between: one
+    # transaction for a second's events held them up to ~40 ms.
     def seal_audit_chain() -> None:
-        # In batches, each its own transaction, so token requests waiting for the write lock (SQLite) or
-        # the chain head get in between: one transaction for a second's events held them up to ~40 ms.
         while True:
             with database.queued_transaction() as session:
                 sealed = audit.seal(session, audit_key, limit=AUDIT_SEAL_BATCH)

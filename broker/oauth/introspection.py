@@ -153,20 +153,20 @@ def is_active(request: Any, record: AccessTokenRecord | RefreshTokenRecord) -> b
         return False
     if family_id is not None and standing.family != "live":
         return False
-    if user_id is not None:
-        issued_at = dt.datetime.fromtimestamp(claims["iat"], dt.UTC)
-        if standing.user_status != "active":
-            return False
-        if standing.user_not_before is not None and issued_at < standing.user_not_before:
-            return False
+    if user_id is not None and not _in_good_standing(standing.user_status, standing.user_not_before,
+                                                     dt.datetime.fromtimestamp(claims["iat"], dt.UTC)):
+        return False
     return _audience_enabled(request, claims.get("aud"))
 
 
 def _user_active(db: Session, user_id: str, issued_at: dt.datetime) -> bool:
     user = users.standing(db, user_id)
-    if user is None or user.status != "active":
-        return False
-    return user.not_before is None or issued_at >= user.not_before
+    return user is not None and _in_good_standing(user.status, user.not_before, issued_at)
+
+
+def _in_good_standing(status: str | None, not_before: dt.datetime | None, issued_at: dt.datetime) -> bool:
+    """The user exists, is active, and was not revoked after this token was issued (offboarding)."""
+    return status == "active" and (not_before is None or issued_at >= not_before)
 
 
 def _audience_enabled(request: Any, audience: Any) -> bool:

@@ -26,17 +26,19 @@ class NotJsonObjects(MalformedJws):
 
 def unverified_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """(header, claims) of a compact JWS, unverified; ``MalformedJws`` unless both are JSON objects."""
-    if not isinstance(token, str) or token.count(".") != 2:
-        raise MalformedJws("not a compact JWS")
-    encoded_header, encoded_claims, _ = token.split(".")
+    encoded_header, encoded_claims, _ = _segments(token)
     return _object(encoded_header), _object(encoded_claims)
 
 
 def unverified_header(token: str) -> dict[str, Any]:
     """The header of a compact JWS, unverified; ``MalformedJws`` unless it is a JSON object."""
+    return _object(_segments(token)[0])
+
+
+def _segments(token: str) -> list[str]:
     if not isinstance(token, str) or token.count(".") != 2:
         raise MalformedJws("not a compact JWS")
-    return _object(token[:token.index(".")])
+    return token.split(".")
 
 
 def _object(segment: str) -> dict[str, Any]:

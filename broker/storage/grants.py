@@ -128,20 +128,19 @@ def revoke_token_id(session: Session, jti: str, expires_at: dt.datetime, reason:
     session.flush()
 
 
-_TOKEN_ID_REVOKED = Prepared(select(Revocation.__table__.c.id)
-                             .where(Revocation.__table__.c.kind == "token",
-                                    Revocation.__table__.c.subject == bindparam("jti"))
-                             .limit(1))
+_REVOKED_TOKEN_ID = (select(Revocation.__table__.c.id)
+                     .where(Revocation.__table__.c.kind == "token", Revocation.__table__.c.subject == bindparam("jti"))
+                     .limit(1))
+_TOKEN_ID_REVOKED = Prepared(_REVOKED_TOKEN_ID)
 
 
 def is_token_id_revoked(session: Session, jti: str) -> bool:
     return _TOKEN_ID_REVOKED.scalar(session, {"jti": jti}) is not None
 
 
-_REVOCATIONS, _CLIENTS, _USERS = Revocation.__table__, Client.__table__, User.__table__
+_CLIENTS, _USERS = Client.__table__, User.__table__
 _ACCESS_TOKEN_STANDING = Prepared(select(
-    select(_REVOCATIONS.c.id).where(_REVOCATIONS.c.kind == "token", _REVOCATIONS.c.subject == bindparam("jti"))
-    .limit(1).scalar_subquery().label("revoked_id"),
+    _REVOKED_TOKEN_ID.scalar_subquery().label("revoked_id"),
     select(_CLIENTS.c.status).where(_CLIENTS.c.id == bindparam("client_id")).scalar_subquery().label("client_status"),
     select(case((_FAMILIES.c.revoked_at.is_(None), "live"), else_="revoked"))
     .where(_FAMILIES.c.id == bindparam("family_id")).scalar_subquery().label("family"),
