@@ -7,6 +7,7 @@ number of instances exactly one wins. A code presented again revokes what it pro
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -14,18 +15,16 @@ from broker import audit
 from broker.oauth import secrets
 from broker.oauth.errors import InvalidGrantError
 from broker.storage import grants
-from broker.storage.models import AuthorizationCode
 
 
 def issue(session: Session, *, client_id: str, user_id: str, redirect_uri: str, resource: str, scope: str,
           code_challenge: str, nonce: str | None, auth_time: dt.datetime | None, acr: str | None,
           now: dt.datetime, lifetime: int, oidc_scope: str | None = None) -> str:
     code = secrets.new_token()
-    grants.add(session, AuthorizationCode(
-        code_hash=secrets.digest(code), client_id=client_id, user_id=user_id, redirect_uri=redirect_uri,
-        resource=resource, scope=scope, code_challenge=code_challenge, code_challenge_method="S256", nonce=nonce,
-        auth_time=auth_time, acr=acr, oidc_scope=oidc_scope, created_at=now,
-        expires_at=now + dt.timedelta(seconds=lifetime)))
+    grants.add_code(session, code_hash=secrets.digest(code), client_id=client_id, user_id=user_id,
+                    redirect_uri=redirect_uri, resource=resource, scope=scope, code_challenge=code_challenge,
+                    code_challenge_method="S256", nonce=nonce, auth_time=auth_time, acr=acr, oidc_scope=oidc_scope,
+                    created_at=now, expires_at=now + dt.timedelta(seconds=lifetime))
     return code
 
 
@@ -35,13 +34,12 @@ def resource_of(session: Session, code: str) -> str | None:
     return None if row is None else row.resource
 
 
-def redeem(session: Session, code: str, now: dt.datetime) -> AuthorizationCode:
-    """Consume ``code``; on any failure raise ``InvalidGrantError`` (RFC 6749 §5.2)."""
+def redeem(session: Session, code: str, now: dt.datetime) -> Any:
+    """Consume ``code`` and return its columns; on any failure raise ``InvalidGrantError`` (RFC 6749 §5.2)."""
     code_hash = secrets.digest(code)
-    if grants.claim_code(session, code_hash, now):
-        row = grants.code(session, code_hash)
-        assert row is not None
-        return row
+    claimed = grants.claim_code(session, code_hash, now)
+    if claimed is not None:
+        return claimed
     row = grants.code(session, code_hash)
     if row is None:
         raise InvalidGrantError("unknown authorization code")

@@ -141,7 +141,7 @@ class AuthorizationCodeGrant(_Grant, grants.AuthorizationCodeGrant):
                                                    resource=server.resource, scopes=granted,
                                                    auth_time=row.auth_time, acr=row.acr, now=now,
                                                    oidc_scope=row.oidc_scope)
-        row.family_id = refresh.family.id  # a replay of this code revokes everything it produced
+        grant_repo.set_code_family(db, row.code_hash, refresh.family.id)  # a replay revokes what it produced
         issued = self.server.access_tokens.issue(db, AccessTokenFacts(
             subject=user.id, client_id=client.client_id, server=server, scopes=granted, auth_time=row.auth_time,
             acr=row.acr, family_id=refresh.family.id, email=user.email), now)

@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from broker import audit
@@ -24,7 +23,7 @@ from broker.oauth import secrets
 from broker.oauth.errors import InvalidGrantError
 from broker.registry.servers import Server
 from broker.storage import grants
-from broker.storage.models import RefreshTokenFamily
+from broker.storage.models import RefreshTokenFamily, new_id
 
 ACCESS_TOKEN_TYP = "at+jwt"  # RFC 9068 §2.1
 
@@ -83,7 +82,7 @@ class AccessTokens:
 
 @dataclass(frozen=True)
 class RefreshGrant:
-    family: RefreshTokenFamily | Row[Any]  # a rotation returns the family's columns, not an ORM object
+    family: Any  # the family's columns as stored (a start or a rotation returns them), not an ORM object
     token: str
 
 
@@ -97,11 +96,10 @@ class RefreshTokens:
               oidc_scope: str | None = None) -> RefreshGrant:
         """A new family; ``oidc_scope`` (the code's) makes every refresh carry an ID token too."""
         token = secrets.new_token()
-        family = RefreshTokenFamily(client_id=client_id, user_id=user_id, resource=resource,
-                                    scope=scope_string(scopes), current_hash=secrets.digest(token), generation=0,
-                                    auth_time=auth_time, acr=acr, oidc_scope=oidc_scope, created_at=now,
-                                    last_used_at=now, expires_at=now + self.absolute)
-        grants.add(session, family)
+        family = grants.start_family(session, id=new_id(), client_id=client_id, user_id=user_id, resource=resource,
+                                     scope=scope_string(scopes), current_hash=secrets.digest(token), generation=0,
+                                     auth_time=auth_time, acr=acr, oidc_scope=oidc_scope, created_at=now,
+                                     last_used_at=now, expires_at=now + self.absolute)
         return RefreshGrant(family, token)
 
     def rotate(self, session: Session, presented: str, client_id: str, now: dt.datetime) -> RefreshGrant:

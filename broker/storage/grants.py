@@ -39,13 +39,31 @@ def add(session: Session, *rows: object) -> None:
     session.flush()
 
 
-def claim_code(session: Session, code_hash: str, now: dt.datetime) -> bool:
-    """Mark an unexpired, unused code used; True only for the one request that did."""
-    result = session.execute(update(AuthorizationCode)
-                             .where(AuthorizationCode.code_hash == code_hash, AuthorizationCode.used_at.is_(None),
-                                    AuthorizationCode.expires_at > now)
-                             .values(used_at=now).execution_options(synchronize_session=False))
-    return result.rowcount == 1
+_CODES = AuthorizationCode.__table__
+# Prepared: a code is written at every sign-in and redeemed at every code exchange.
+_ADD_CODE = Prepared(insert(_CODES), columns=[c.key for c in _CODES.c if c.key not in ("family_id", "used_at")])
+_CLAIM_CODE = Prepared(update(_CODES)
+                       .where(_CODES.c.code_hash == bindparam("b_hash"), _CODES.c.used_at.is_(None),
+                              _CODES.c.expires_at > bindparam("b_now"))
+                       .values(used_at=bindparam("b_now"))
+                       .returning(*_CODES.c))
+_CODE_FAMILY = Prepared(update(_CODES).where(_CODES.c.code_hash == bindparam("b_hash"))
+                        .values(family_id=bindparam("b_family")))
+
+
+def add_code(session: Session, **columns: Any) -> None:
+    """Store a new code: every column but ``family_id`` and ``used_at`` (unset until it is redeemed)."""
+    _ADD_CODE.rowcount(session, columns)
+
+
+def claim_code(session: Session, code_hash: str, now: dt.datetime) -> Any:
+    """Mark an unexpired, unused code used and return its columns; None unless this request did."""
+    return _CLAIM_CODE.first(session, {"b_hash": code_hash, "b_now": now})
+
+
+def set_code_family(session: Session, code_hash: str, family_id: str) -> None:
+    """Record what a redeemed code produced, so that a replay of the code revokes it."""
+    _CODE_FAMILY.rowcount(session, {"b_hash": code_hash, "b_family": family_id})
 
 
 def code(session: Session, code_hash: str) -> AuthorizationCode | None:
@@ -76,6 +94,13 @@ _ROTATE = Prepared(update(_FAMILIES)
                            last_used_at=bindparam("b_now"))
                    .returning(*_FAMILIES.c))
 _ROTATED = Prepared(insert(RotatedRefreshToken.__table__), columns=["token_hash", "family_id", "rotated_at"])
+_START_FAMILY = Prepared(insert(_FAMILIES).returning(*_FAMILIES.c),
+                         columns=[c.key for c in _FAMILIES.c if c.key not in ("revoked_at", "revoked_reason")])
+
+
+def start_family(session: Session, **columns: Any) -> Any:
+    """Store a new family (every column but the revocation's) and return its columns, as a rotation does."""
+    return _START_FAMILY.first(session, columns)
 
 
 def rotate_current(session: Session, old_hash: str, new_hash: str, client_id: str, now: dt.datetime,
