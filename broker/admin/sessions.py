@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from broker.config import AdminSettings
 from broker.storage.models import AdminSession, User
+from broker.storage.users import Account
 
 ADMIN, SECURITY, AUDITOR = "admin", "security", "auditor"
 ROLES = (ADMIN, SECURITY, AUDITOR)
@@ -61,7 +62,7 @@ class ConsoleUser:
         return f"console:{self.email or self.user_id}"
 
 
-def start(session: Session, user: User, idp_id: str, roles: list[str], settings: AdminSettings,
+def start(session: Session, user: User | Account, idp_id: str, roles: list[str], settings: AdminSettings,
           now: dt.datetime) -> str:
     """Create a session; return the cookie value (shown once, stored only hashed)."""
     cookie = secrets.token_urlsafe(32)

@@ -28,8 +28,8 @@ from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, OAuth
 from broker.oauth.tokens import scope_string
 from broker.policy import PolicySource
 from broker.registry import servers
-from broker.storage import clients, grants
-from broker.storage.models import Consent, PendingAuthorization, User
+from broker.storage import clients, grants, users
+from broker.storage.models import Consent, User
 
 NOT_ALLOWED = "access to this MCP server is not allowed"  # the user sees why on the broker's page, not the client
 
@@ -94,16 +94,16 @@ class LoginFlow:
 
     def hold(self, session: Session, request: AuthorizationRequest, browser: str, now: dt.datetime) -> str:
         """Record a validated request while the user picks an identity provider; returns its id."""
-        pending = PendingAuthorization(
-            id=secrets.new_token()[:36], browser_hash=secrets.digest(browser), status="choose",
+        pending_id = secrets.new_token()[:36]
+        grants.hold_pending(
+            session, id=pending_id, browser_hash=secrets.digest(browser), status="choose",
             client_id=request.client.client_id, redirect_uri=request.redirect_uri, resource=request.server.resource,
             server_id=request.server.id, requested_scope=" ".join(sorted(request.requested_scopes or ())),
             state=request.state, code_challenge=request.code_challenge, code_challenge_method="S256",
             nonce=request.nonce, idp_id="", upstream_state_hash=secrets.digest(secrets.new_token()),
             upstream_nonce="", upstream_verifier_encrypted=b"", oidc_scope=oidc_claims.stored(request.oidc_scopes),
             created_at=now, expires_at=now + self.login_timeout)
-        grants.add(session, pending)
-        return pending.id
+        return pending_id
 
     def start_upstream(self, session: Session, pending_id: str | None, idp_id: str, browser: str | None,
                        now: dt.datetime) -> UpstreamStart:
@@ -115,12 +115,13 @@ class LoginFlow:
         if not grants.advance_pending(session, pending.id, "choose", "login"):
             raise AuthorizationPageError("Sign-in already started", "Start again from your application.")
         state, nonce, verifier = secrets.new_token(), secrets.new_token(), secrets.new_token()
-        pending.idp_id, pending.upstream_state_hash, pending.upstream_nonce = idp_id, secrets.digest(state), nonce
-        pending.upstream_verifier_encrypted = self.encryptor.encrypt(verifier.encode(), _aad(pending.id))
+        grants.update_pending(session, pending.id, idp_id=idp_id, upstream_state_hash=secrets.digest(state),
+                              upstream_nonce=nonce,
+                              upstream_verifier_encrypted=self.encryptor.encrypt(verifier.encode(), _aad(pending.id)))
         return UpstreamStart(pending.id, state, nonce, _s256(verifier))
 
     def claim_callback(self, session: Session, idp_id: str, state: str | None, browser: str | None,
-                       now: dt.datetime) -> tuple[PendingAuthorization, str]:
+                       now: dt.datetime) -> tuple[grants.Pending, str]:
         """The pending authorization this callback answers, and its upstream PKCE verifier; once only."""
         pending = grants.pending_by_upstream_state(session, secrets.digest(state)) if state else None
         if pending is None or pending.idp_id != idp_id:  # also: a response from IdP A at IdP B's callback
@@ -143,21 +144,21 @@ class LoginFlow:
                        now: dt.datetime) -> Redirect | ConsentNeeded:
         return self.complete(session, self._pending(session, pending_id), identity, now)
 
-    def fail(self, session: Session, pending: PendingAuthorization, error: OAuth2Error) -> Redirect:
-        pending.status = "failed"
+    def fail(self, session: Session, pending: grants.Pending, error: OAuth2Error) -> Redirect:
+        self._settle(session, pending, "failed")
         audit.record(session, "authorization.failed", actor=pending.client_id, user_id=pending.user_id,
                      client_id=pending.client_id, server_id=pending.server_id, outcome="denied",
                      data={"error": error.error, "description": error.description, "idp": pending.idp_id or None})
         return Redirect(redirect_location(pending.redirect_uri, self.issuer, pending.state, error=error.error,
                                           error_description=error.description or None))
 
-    def complete(self, session: Session, pending: PendingAuthorization, identity: Identity,
+    def complete(self, session: Session, pending: grants.Pending, identity: Identity,
                  now: dt.datetime) -> Redirect | ConsentNeeded:
         """A verified upstream login: provision the user, ask policy, then consent or a code."""
         if identity.idp_id not in self.keeps_refresh_tokens:
             identity = dataclasses.replace(identity, upstream_refresh_token=None)
         user = provisioning.upsert_user(session, identity, self.encryptor, now, self.linked_idps)
-        pending.user_id = user.id
+        pending = pending._replace(user_id=user.id)  # written once, with the outcome (_settle)
         audit.record(session, "login.success", actor=f"idp:{identity.idp_id}", user_id=user.id,
                      client_id=pending.client_id, server_id=pending.server_id,
                      data={"idp": identity.idp_id, "acr": identity.acr, "amr": list(identity.amr),
@@ -177,12 +178,12 @@ class LoginFlow:
                            "scopes": sorted(decision.scopes), "requested": sorted(requested or ())})
         if not decision.allowed:
             return self.fail(session, pending, AccessDeniedError(NOT_ALLOWED))
-        pending.user_id, pending.granted_scope = user.id, scope_string(decision.scopes)
-        pending.auth_time = dt.datetime.fromtimestamp(identity.auth_time, dt.UTC) if identity.auth_time else now
-        pending.acr = identity.acr
+        pending = pending._replace(
+            granted_scope=scope_string(decision.scopes), acr=identity.acr,
+            auth_time=dt.datetime.fromtimestamp(identity.auth_time, dt.UTC) if identity.auth_time else now)
         if self._consented(session, pending, decision.scopes):
             return self._issue_code(session, pending, user, now)
-        pending.status = "consent"
+        self._settle(session, pending, "consent")
         return ConsentNeeded(pending.id)
 
     # ---------------------------------------------------------------- consent
@@ -192,7 +193,7 @@ class LoginFlow:
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
 
     def awaiting_consent(self, session: Session, pending_id: str | None, browser: str | None,
-                         now: dt.datetime) -> PendingAuthorization:
+                         now: dt.datetime) -> grants.Pending:
         pending = grants.pending(session, pending_id) if pending_id else None
         if pending is None or pending.status != "consent":
             raise AuthorizationPageError("Nothing to approve", "There is no request waiting for your approval. "
@@ -238,27 +239,27 @@ class LoginFlow:
 
     # ---------------------------------------------------------------- helpers
 
-    def _pending(self, session: Session, pending_id: str) -> PendingAuthorization:
+    def _pending(self, session: Session, pending_id: str) -> grants.Pending:
         pending = grants.pending(session, pending_id)
         if pending is None:
             raise AuthorizationPageError("Sign-in not recognised", "Start again from your application.")
         return pending
 
-    def _check_browser(self, pending: PendingAuthorization, browser: str | None) -> None:
+    def _check_browser(self, pending: grants.Pending, browser: str | None) -> None:
         # RFC 9700 §4.7: the response must reach the browser that made the request (login CSRF).
         if not browser or not hmac.compare_digest(secrets.digest(browser), pending.browser_hash):
             raise AuthorizationPageError("Sign-in not recognised", "This sign-in was started in another browser "
                                          "or its cookie was lost. Start again from your application.", 403)
 
-    def _consented(self, session: Session, pending: PendingAuthorization, granted: frozenset[str]) -> bool:
-        client = clients.get(session, pending.client_id)
+    def _consented(self, session: Session, pending: grants.Pending, granted: frozenset[str]) -> bool:
+        client = clients.record(session, pending.client_id)
         if client is not None and client.trusted:
             return True
         assert pending.user_id is not None
         consent = grants.consent(session, pending.user_id, pending.client_id, pending.server_id)
         return consent is not None and granted <= set(consent.scopes)
 
-    def _remember_consent(self, session: Session, pending: PendingAuthorization, now: dt.datetime) -> None:
+    def _remember_consent(self, session: Session, pending: grants.Pending, now: dt.datetime) -> None:
         assert pending.user_id is not None
         granted = set((pending.granted_scope or "").split())
         consent = grants.consent(session, pending.user_id, pending.client_id, pending.server_id)
@@ -268,13 +269,21 @@ class LoginFlow:
         else:
             consent.scopes, consent.granted_at = sorted(granted | set(consent.scopes)), now
 
-    def _issue_code(self, session: Session, pending: PendingAuthorization, user: User, now: dt.datetime) -> Redirect:
+    def _issue_code(self, session: Session, pending: grants.Pending, user: User | users.Account,
+                    now: dt.datetime) -> Redirect:
         code = codes.issue(session, client_id=pending.client_id, user_id=user.id, redirect_uri=pending.redirect_uri,
                            resource=pending.resource, scope=pending.granted_scope or "",
                            code_challenge=pending.code_challenge, nonce=pending.nonce, auth_time=pending.auth_time,
                            acr=pending.acr, oidc_scope=pending.oidc_scope, now=now, lifetime=self.code_lifetime)
-        pending.status = "done"
+        self._settle(session, pending, "done")
         return Redirect(redirect_location(pending.redirect_uri, self.issuer, pending.state, code=code))
+
+
+    @staticmethod
+    def _settle(session: Session, pending: grants.Pending, status: str) -> None:
+        """Write where a sign-in ended (failed, awaiting consent, done) with what it established."""
+        grants.update_pending(session, pending.id, status=status, user_id=pending.user_id,
+                              granted_scope=pending.granted_scope, auth_time=pending.auth_time, acr=pending.acr)
 
 
 def _aad(pending_id: str) -> str:

@@ -23,35 +23,36 @@ MAX_CLAIMS_BYTES = 16_384
 
 
 def upsert_user(session: Session, identity: Identity, encryptor: Encryptor, now: dt.datetime,
-                linked_idps: frozenset[str] = frozenset()) -> User:
-    """The broker user for this upstream login, created on first sight.
+                linked_idps: frozenset[str] = frozenset()) -> users.Account:
+    """The broker user for this upstream login, created on first sight, as ``users.account`` reads it.
 
     ``linked_idps`` (``federation.link_by_verified_email``): when this IdP and another in the set both
     vouch for the same email as verified, the login joins that user instead of creating one.
     """
-    record = users.identity(session, identity.idp_id, identity.subject)
-    user: User | None = None
-    if record is None:
+    known = users.login_ids(session, identity.idp_id, identity.subject)
+    if known is not None:
+        identity_id, user_id = known.id, known.user_id
+    else:
         try:
             with session.begin_nested():  # two first sign-ins of one person at once: one records the identity
                 user, record = _first_sign_in(session, identity, linked_idps, now)
+                identity_id, user_id = record.id, user.id
+            session.expire(user)  # what follows updates them without the ORM: no stale copy stays behind
+            session.expire(record)
         except IntegrityError:
-            record = users.identity(session, identity.idp_id, identity.subject)  # the other one's, committed
-            if record is None:
+            known = users.login_ids(session, identity.idp_id, identity.subject)  # the other one's, committed
+            if known is None:
                 raise
-    if user is None:  # a known identity (or one a concurrent first sign-in recorded a moment ago)
-        user = users.get(session, record.user_id)
-        assert user is not None
-        user.email = identity.email or user.email
-        user.display_name = identity.name or user.display_name
-    record.email = identity.email
-    record.claims = _storable(identity.claims, identity.email_verified)
-    record.last_login_at = user.last_login_at = now
+            identity_id, user_id = known.id, known.user_id
+    users.record_login(session, identity_id, user_id, email=identity.email, name=identity.name,
+                       claims=_storable(identity.claims, identity.email_verified), now=now)
     if identity.upstream_refresh_token:
-        record.refresh_token_encrypted = encryptor.encrypt(identity.upstream_refresh_token.encode(),
-                                                           f"upstream-refresh-token:{record.id}")
-    users.set_groups(session, user.id, f"idp:{identity.idp_id}", identity.groups)
-    return user
+        users.keep_refresh_token(session, identity_id, encryptor.encrypt(identity.upstream_refresh_token.encode(),
+                                                                          f"upstream-refresh-token:{identity_id}"))
+    users.set_groups(session, user_id, f"idp:{identity.idp_id}", identity.groups)
+    account = users.account(session, user_id)
+    assert account is not None
+    return account
 
 
 def _first_sign_in(session: Session, identity: Identity, linked_idps: frozenset[str],

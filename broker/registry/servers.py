@@ -93,27 +93,32 @@ def resolve(session: Session, resource: str, issuer: str, *, include_admin_api: 
 
 
 class _Registry:
-    """Every registered server by resource URI, for one database; reread per ``changes.Recheck``."""
+    """Every registered server by resource URI and by id, for one database; reread per ``changes.Recheck``."""
 
     RECHECK_SECONDS = 1.0  # how long a change made by another instance takes to be seen here
 
     def __init__(self) -> None:
         self.recheck = changes.Recheck("mcp_servers", self.RECHECK_SECONDS)
-        self.by_resource: dict[str, Server] = {}
+        self.maps: tuple[dict[str, Server], dict[str, Server]] = ({}, {})  # (by resource, by id), swapped as one
 
-    def current(self, session: Session) -> dict[str, Server]:
+    def current(self, session: Session) -> tuple[dict[str, Server], dict[str, Server]]:
         token = self.recheck.start()
         if token is not None:
-            self.by_resource = {row.resource: from_row(row) for row in mcp_servers.list_all(session)}
+            every = [from_row(row) for row in mcp_servers.list_all(session)]
+            self.maps = ({server.resource: server for server in every}, {server.id: server for server in every})
             self.recheck.done(token)
-        return self.by_resource
+        return self.maps
 
 
 _registries: weakref.WeakKeyDictionary[Any, _Registry] = weakref.WeakKeyDictionary()
 
 
 def _registry(session: Session) -> dict[str, Server]:
-    """The cached registry of the database ``session`` talks to (one per engine)."""
+    """The cached registry of the database ``session`` talks to (one per engine), by resource URI."""
+    return _cached(session)[0]
+
+
+def _cached(session: Session) -> tuple[dict[str, Server], dict[str, Server]]:
     engine = session.get_bind()
     registry = _registries.get(engine)
     if registry is None:
@@ -122,12 +127,12 @@ def _registry(session: Session) -> dict[str, Server]:
 
 
 def get(session: Session, server_id: str, issuer: str) -> Server | None:
+    """A server by id, enabled or not, from the cached registry (a write by this process shows at once)."""
     if server_id == ADMIN_API_ID:
         return admin_api(issuer)
     if server_id == USERINFO_ID:
         return userinfo(issuer)
-    row = mcp_servers.get(session, server_id)
-    return None if row is None else from_row(row)
+    return _cached(session)[1].get(server_id)
 
 
 def all_scopes(session: Session) -> list[str]:

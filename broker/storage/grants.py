@@ -8,6 +8,7 @@ conditional UPDATE whose row count says whether this request won.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from typing import Any
 
 from sqlalchemy import bindparam, case, insert, select, update
@@ -202,21 +203,45 @@ def first_use_of_jti(session: Session, key_hash: str, purpose: str, expires_at: 
 # ---------------------------------------------------------------- pending authorizations and consent
 
 
-def pending(session: Session, pending_id: str) -> PendingAuthorization | None:
-    return session.get(PendingAuthorization, pending_id, populate_existing=True)
+_PENDING = PendingAuthorization.__table__
+# A sign-in reads and writes its pending authorization at each step: prepared, read as rows (``Pending``).
+Pending = Any  # a Prepared row with PendingAuthorization's columns; changes go through update_pending
+_HOLD = Prepared(insert(_PENDING), columns=[c.key for c in _PENDING.c if c.key not in ("user_id", "granted_scope",
+                                                                                        "auth_time", "acr")])
+_PENDING_BY_ID = Prepared(select(*_PENDING.c).where(_PENDING.c.id == bindparam("b_id")))
+_PENDING_BY_STATE = Prepared(select(*_PENDING.c).where(_PENDING.c.upstream_state_hash == bindparam("b_state")))
+_ADVANCE = Prepared(update(_PENDING).where(_PENDING.c.id == bindparam("b_id"), _PENDING.c.status == bindparam("b_from"))
+                    .values(status=bindparam("b_to", type_=_PENDING.c.status.type)))
 
 
-def pending_by_upstream_state(session: Session, state_hash: str) -> PendingAuthorization | None:
-    return session.scalar(select(PendingAuthorization)
-                          .where(PendingAuthorization.upstream_state_hash == state_hash))
+def hold_pending(session: Session, **columns: Any) -> None:
+    """Store a new pending authorization: every column but what the sign-in fills in later."""
+    _HOLD.rowcount(session, columns)
+
+
+def pending(session: Session, pending_id: str) -> Pending | None:
+    return _PENDING_BY_ID.first(session, {"b_id": pending_id})
+
+
+def pending_by_upstream_state(session: Session, state_hash: str) -> Pending | None:
+    return _PENDING_BY_STATE.first(session, {"b_state": state_hash})
 
 
 def advance_pending(session: Session, pending_id: str, from_status: str, to_status: str) -> bool:
     """Move a pending authorization on, once: True only for the request that did."""
-    result = session.execute(update(PendingAuthorization)
-                             .where(PendingAuthorization.id == pending_id, PendingAuthorization.status == from_status)
-                             .values(status=to_status).execution_options(synchronize_session=False))
-    return result.rowcount == 1
+    return _ADVANCE.rowcount(session, {"b_id": pending_id, "b_from": from_status, "b_to": to_status}) == 1
+
+
+def update_pending(session: Session, pending_id: str, **values: Any) -> None:
+    """Set columns of a pending authorization (one prepared statement per set of column names)."""
+    params = {f"v_{name}": value for name, value in values.items()}
+    _pending_update(tuple(sorted(values))).rowcount(session, {"b_id": pending_id, **params})
+
+
+@functools.cache
+def _pending_update(columns: tuple[str, ...]) -> Prepared:
+    return Prepared(update(_PENDING).where(_PENDING.c.id == bindparam("b_id"))
+                    .values({name: bindparam(f"v_{name}", type_=_PENDING.c[name].type) for name in columns}))
 
 
 def consent(session: Session, user_id: str, client_id: str, server_id: str) -> Consent | None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select
+from sqlalchemy import String, bindparam, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -58,6 +59,42 @@ def user_id_by_identity(session: Session, idp_id: str, subject: str) -> str | No
     return _USER_ID_BY_IDENTITY.scalar(session, {"idp_id": idp_id, "subject": subject})
 
 
+_LOGIN_IDS = Prepared(select(_LOGINS.c.id, _LOGINS.c.user_id).where(_LOGINS.c.idp_id == bindparam("idp_id"),
+                                                                      _LOGINS.c.subject == bindparam("subject")))
+_RECORD_LOGIN = Prepared(update(_LOGINS).where(_LOGINS.c.id == bindparam("b_id"))
+                         .values(email=bindparam("b_email", type_=_LOGINS.c.email.type),
+                                 claims=bindparam("b_claims", type_=_LOGINS.c.claims.type),
+                                 last_login_at=bindparam("b_now", type_=_LOGINS.c.last_login_at.type)))
+_KEEP_REFRESH_TOKEN = Prepared(update(_LOGINS).where(_LOGINS.c.id == bindparam("b_id"))
+                               .values(refresh_token_encrypted=bindparam("b_token",
+                                                                         type_=_LOGINS.c.refresh_token_encrypted.type)))
+_TEXT = String()
+_USER_SIGNED_IN = Prepared(update(_USERS).where(_USERS.c.id == bindparam("b_id"))
+                           .values(email=func.coalesce(bindparam("b_email", type_=_TEXT), _USERS.c.email),
+                                   display_name=func.coalesce(bindparam("b_name", type_=_TEXT), _USERS.c.display_name),
+                                   last_login_at=bindparam("b_now", type_=_USERS.c.last_login_at.type),
+                                   updated_at=bindparam("b_now", type_=_USERS.c.updated_at.type)))
+
+
+def login_ids(session: Session, idp_id: str, subject: str) -> Any:
+    """(``id``, ``user_id``) of the upstream identity ``subject`` at ``idp_id``; None when there is none."""
+    return _LOGIN_IDS.first(session, {"idp_id": idp_id, "subject": subject})
+
+
+def record_login(session: Session, identity_id: str, user_id: str, *, email: str | None, name: str | None,
+                 claims: dict[str, Any], now: dt.datetime) -> None:
+    """A sign-in through ``identity_id``: its email and claims as the IdP sent them now, and on the user an
+    email and a display name when the IdP sent one (an absent or empty value keeps the stored one)."""
+    _RECORD_LOGIN.rowcount(session, {"b_id": identity_id, "b_email": email, "b_claims": claims, "b_now": now})
+    _USER_SIGNED_IN.rowcount(session, {"b_id": user_id, "b_email": email or None, "b_name": name or None,
+                                       "b_now": now})
+
+
+def keep_refresh_token(session: Session, identity_id: str, encrypted: bytes) -> None:
+    """Store the upstream refresh token (encrypted) of the identity's latest sign-in."""
+    _KEEP_REFRESH_TOKEN.rowcount(session, {"b_id": identity_id, "b_token": encrypted})
+
+
 def identities_by_email(session: Session, email: str) -> list[UpstreamIdentity]:
     return list(session.scalars(select(UpstreamIdentity).where(func.lower(UpstreamIdentity.email) == email.lower())
                                 .order_by(UpstreamIdentity.created_at)))
@@ -72,10 +109,10 @@ def add(session: Session, *rows: object) -> None:
     session.flush()
 
 
-_GROUP_NAMES = Prepared(select(Group.__table__.c.name)
-                        .join(GroupMembership.__table__, GroupMembership.__table__.c.group_id == Group.__table__.c.id)
-                        .where(GroupMembership.__table__.c.user_id == bindparam("user_id"))
-                        .order_by(Group.__table__.c.name))
+_GROUPS = Group.__table__
+_MEMBERSHIPS = GroupMembership.__table__
+_GROUP_NAMES = Prepared(select(_GROUPS.c.name).join(_MEMBERSHIPS, _MEMBERSHIPS.c.group_id == _GROUPS.c.id)
+                        .where(_MEMBERSHIPS.c.user_id == bindparam("user_id")).order_by(_GROUPS.c.name))
 _IDENTITIES = UpstreamIdentity.__table__
 _LATEST_LOGIN = Prepared(select(_IDENTITIES.c.idp_id, _IDENTITIES.c.claims)
                          .where(_IDENTITIES.c.user_id == bindparam("user_id"))
@@ -91,9 +128,15 @@ def latest_login(session: Session, user_id: str) -> Any:
     return _LATEST_LOGIN.first(session, {"user_id": user_id})
 
 
+_GROUPS_FROM = Prepared(select(_GROUPS.c.name).join(_MEMBERSHIPS, _MEMBERSHIPS.c.group_id == _GROUPS.c.id)
+                        .where(_MEMBERSHIPS.c.user_id == bindparam("user_id"), _GROUPS.c.source == bindparam("source")))
+
+
 def set_groups(session: Session, user_id: str, source: str, names: Iterable[str]) -> None:
     """Make the user's memberships from ``source`` exactly ``names`` (other sources untouched)."""
     wanted = set(names)
+    if set(_GROUPS_FROM.scalars(session, {"user_id": user_id, "source": source})) == wanted:
+        return  # the usual sign-in: nothing changed upstream, one read
     groups = {g.name: g for g in session.scalars(select(Group).where(Group.source == source,
                                                                      Group.name.in_(wanted)))}
     missing = sorted(wanted - set(groups))
