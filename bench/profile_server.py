@@ -55,15 +55,22 @@ def main(argv: list[str] | None = None) -> None:
         with broker.BrokerTarget(setup, 1) as target:
             worker = max(tree(target.server_pids()))  # uvicorn's one worker is the newest process
             scenario = SCENARIOS[args.scenario]()
-            asyncio.run(_load(target, scenario, args.clients, 1.0, 2000))  # warm-up
+            warm = asyncio.run(_load(target, scenario, args.clients, 1.0, 2000))  # warm-up
+            # A scenario that uses things up (codes, assertions) gets what the sampled seconds need, not more.
+            budget = int(warm.rate * (args.seconds + 1) * 1.5) + 200 if scenario.consumes else 10**6
             raw = args.raw or Path(tempfile.mkstemp(suffix=".txt")[1])
             py_spy = str(Path(sys.executable).parent / "py-spy")  # in the venv (the test extra)
             command = [py_spy, "record", "--pid", str(worker), "--format", "raw", "--rate", "250",
                        "--output", str(raw), "--duration", str(int(args.seconds) + 1), *(["--gil"] if args.gil else [])]
-            spy = subprocess.Popen(command,  # noqa: S603 - py-spy from the venv, on our own worker's pid
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            time.sleep(0.5)
-            result = asyncio.run(_load(target, scenario, args.clients, args.seconds, 10**6))
+            spies: list[subprocess.Popen[bytes]] = []
+
+            def start_sampling() -> None:
+                spies.append(subprocess.Popen(command,  # noqa: S603 - py-spy from the venv, on our own worker
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+                time.sleep(0.5)
+
+            result = asyncio.run(_load(target, scenario, args.clients, args.seconds, budget, start_sampling))
+            spy = spies[0]
             spy.wait(timeout=60)
             print(f"{args.scenario} on {args.store}, {args.clients} clients: {result.rate:,.1f} ok/s, "
                   f"{result.errors} errors")
@@ -74,10 +81,13 @@ def main(argv: list[str] | None = None) -> None:
             pg.stop()
 
 
-async def _load(target, scenario, n: int, seconds: float, budget: int):  # noqa: ANN001, ANN202
+async def _load(target, scenario, n: int, seconds: float, budget: int, ready=None):  # noqa: ANN001, ANN202
     links = Links(target.ports)
     try:
-        return await drive(await scenario.clients(target, links, n, budget), seconds, budget)
+        clients = await scenario.clients(target, links, n, budget)  # assertions and codes are made here
+        if ready is not None:
+            ready()  # sampling starts only now, so it sees the load and not the preparation
+        return await drive(clients, seconds, budget)
     finally:
         await links.close()
 

@@ -12,7 +12,7 @@ from broker.federation.errors import UpstreamError, error_from_response
 from broker.oauth import authorize as core_authorize
 from broker.oauth.cimd import is_client_id_url
 from broker.oauth.errors import AuthorizationPageError, InvalidRequest
-from broker.oauth.login import ConsentNeeded
+from broker.oauth.login import ConsentNeeded, UpstreamStart
 from broker.web.deps import State
 from broker.web.oauth_http import (
     browser_id,
@@ -49,12 +49,15 @@ async def authorize(request: Request, state: State) -> Response:
                                     inline=not is_client_id_url(params.get("client_id") or ""))  # CIMD: a fetch
         browser, new_cookie = ensure_browser_id(request, state)
         idp_id = state.oauth.automatic_idp(auth)
-        pending_id = await in_transaction(state, state.oauth.login.hold, auth, browser, state.oauth.now(),
-                                          inline=True)
         if idp_id is None:
+            pending_id = await in_transaction(state, state.oauth.login.hold, auth, browser, state.oauth.now(),
+                                              inline=True)
             response = redirect(f"/authorize/choose?pending={pending_id}")
-        else:
-            response = await _to_upstream(state, pending_id, idp_id, browser, auth.login_hint)
+        else:  # one transaction records the request and starts the upstream sign-in
+            connector = state.oauth.connector(idp_id)
+            start = await in_transaction(state, state.oauth.login.begin, auth, idp_id, browser, state.oauth.now(),
+                                         inline=True)
+            response = await _upstream_redirect(connector, start, auth.login_hint)
     except AuthorizationPageError as error:
         return error_page(request, error)
     except InvalidRequest as error:
@@ -96,9 +99,13 @@ async def choose(request: Request, state: State) -> Response:
 
 async def _to_upstream(state: Any, pending_id: str | None, idp_id: str, browser: str | None,
                        login_hint: str | None) -> Response:
-    connector = state.oauth.connector(idp_id)
+    connector = state.oauth.connector(idp_id)  # an unknown IdP fails here, before anything is written
     start = await in_transaction(state, state.oauth.login.start_upstream, pending_id, idp_id, browser,
                                  state.oauth.now(), inline=True)
+    return await _upstream_redirect(connector, start, login_hint)
+
+
+async def _upstream_redirect(connector: Any, start: UpstreamStart, login_hint: str | None) -> Response:
     location = await connector.authorization_url(state=start.state, nonce=start.nonce,
                                                  code_challenge=start.code_challenge, login_hint=login_hint)
     return redirect(location)
