@@ -95,6 +95,14 @@ _ROTATE = Prepared(update(_FAMILIES)
                            last_used_at=bindparam("b_now"))
                    .returning(*_FAMILIES.c))
 _ROTATED = Prepared(insert(RotatedRefreshToken.__table__), columns=["token_hash", "family_id", "rotated_at"])
+# PostgreSQL: the rotation and the rotated token's record in one statement (one round trip, not two).
+_ROTATION = _ROTATE.statement.cte("rotation")
+_ROTATE_AND_RECORD = Prepared(select(*_ROTATION.c).add_cte(
+    insert(RotatedRefreshToken.__table__)
+    .from_select(["token_hash", "family_id", "rotated_at"],
+                 select(bindparam("b_old", type_=_FAMILIES.c.current_hash.type), _ROTATION.c.id,
+                        bindparam("b_now", type_=_FAMILIES.c.last_used_at.type)))
+    .cte("recorded")))
 _START_FAMILY = Prepared(insert(_FAMILIES).returning(*_FAMILIES.c),
                          columns=[c.key for c in _FAMILIES.c if c.key not in ("revoked_at", "revoked_reason")])
 
@@ -112,8 +120,10 @@ def rotate_current(session: Session, old_hash: str, new_hash: str, client_id: st
     family that is this client's, unrevoked, unexpired and used since ``idle_cutoff`` (the caller
     finds out which).
     """
-    family = _ROTATE.first(session, {"b_old": old_hash, "b_new": new_hash, "b_client": client_id, "b_now": now,
-                                     "b_idle": idle_cutoff})
+    params = {"b_old": old_hash, "b_new": new_hash, "b_client": client_id, "b_now": now, "b_idle": idle_cutoff}
+    if session.get_bind().dialect.name == "postgresql":
+        return _ROTATE_AND_RECORD.first(session, params)
+    family = _ROTATE.first(session, params)  # SQLite has no UPDATE inside WITH
     if family is not None:
         _ROTATED.rowcount(session, {"token_hash": old_hash, "family_id": family.id, "rotated_at": now})
     return family
