@@ -278,7 +278,6 @@ class LoginFlow:
         self._settle(session, pending, "done")
         return Redirect(redirect_location(pending.redirect_uri, self.issuer, pending.state, code=code))
 
-
     @staticmethod
     def _settle(session: Session, pending: grants.Pending, status: str) -> None:
         """Write where a sign-in ended (failed, awaiting consent, done) with what it established."""

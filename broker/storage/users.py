@@ -49,9 +49,8 @@ def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | 
                                                          UpstreamIdentity.subject == subject))
 
 
-_USER_ID_BY_IDENTITY = Prepared(select(UpstreamIdentity.__table__.c.user_id).where(
-    UpstreamIdentity.__table__.c.idp_id == bindparam("idp_id"),
-    UpstreamIdentity.__table__.c.subject == bindparam("subject")))
+_USER_ID_BY_IDENTITY = Prepared(select(_LOGINS.c.user_id).where(_LOGINS.c.idp_id == bindparam("idp_id"),
+                                                                 _LOGINS.c.subject == bindparam("subject")))
 
 
 def user_id_by_identity(session: Session, idp_id: str, subject: str) -> str | None:
@@ -113,10 +112,9 @@ _GROUPS = Group.__table__
 _MEMBERSHIPS = GroupMembership.__table__
 _GROUP_NAMES = Prepared(select(_GROUPS.c.name).join(_MEMBERSHIPS, _MEMBERSHIPS.c.group_id == _GROUPS.c.id)
                         .where(_MEMBERSHIPS.c.user_id == bindparam("user_id")).order_by(_GROUPS.c.name))
-_IDENTITIES = UpstreamIdentity.__table__
-_LATEST_LOGIN = Prepared(select(_IDENTITIES.c.idp_id, _IDENTITIES.c.claims)
-                         .where(_IDENTITIES.c.user_id == bindparam("user_id"))
-                         .order_by(_IDENTITIES.c.last_login_at.desc().nulls_last()).limit(1))
+_LATEST_LOGIN = Prepared(select(_LOGINS.c.idp_id, _LOGINS.c.claims)
+                         .where(_LOGINS.c.user_id == bindparam("user_id"))
+                         .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1))
 
 
 def group_names(session: Session, user_id: str) -> list[str]:
