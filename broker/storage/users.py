@@ -49,17 +49,21 @@ def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | 
                                                          UpstreamIdentity.subject == subject))
 
 
-_USER_ID_BY_IDENTITY = Prepared(select(_LOGINS.c.user_id).where(_LOGINS.c.idp_id == bindparam("idp_id"),
-                                                                 _LOGINS.c.subject == bindparam("subject")))
+_LOGIN_IDS = Prepared(select(_LOGINS.c.id, _LOGINS.c.user_id).where(_LOGINS.c.idp_id == bindparam("idp_id"),
+                                                                      _LOGINS.c.subject == bindparam("subject")))
 
 
 def user_id_by_identity(session: Session, idp_id: str, subject: str) -> str | None:
     """The id of the user known at ``idp_id`` as ``subject`` (a prebuilt Core select)."""
-    return _USER_ID_BY_IDENTITY.scalar(session, {"idp_id": idp_id, "subject": subject})
+    known = login_ids(session, idp_id, subject)
+    return None if known is None else known.user_id
 
 
-_LOGIN_IDS = Prepared(select(_LOGINS.c.id, _LOGINS.c.user_id).where(_LOGINS.c.idp_id == bindparam("idp_id"),
-                                                                      _LOGINS.c.subject == bindparam("subject")))
+def login_ids(session: Session, idp_id: str, subject: str) -> Any:
+    """(``id``, ``user_id``) of the upstream identity ``subject`` at ``idp_id``; None when there is none."""
+    return _LOGIN_IDS.first(session, {"idp_id": idp_id, "subject": subject})
+
+
 _RECORD_LOGIN = Prepared(update(_LOGINS).where(_LOGINS.c.id == bindparam("b_id"))
                          .values(email=bindparam("b_email", type_=_LOGINS.c.email.type),
                                  claims=bindparam("b_claims", type_=_LOGINS.c.claims.type),
@@ -73,11 +77,6 @@ _USER_SIGNED_IN = Prepared(update(_USERS).where(_USERS.c.id == bindparam("b_id")
                                    display_name=func.coalesce(bindparam("b_name", type_=_TEXT), _USERS.c.display_name),
                                    last_login_at=bindparam("b_now", type_=_USERS.c.last_login_at.type),
                                    updated_at=bindparam("b_now", type_=_USERS.c.updated_at.type)))
-
-
-def login_ids(session: Session, idp_id: str, subject: str) -> Any:
-    """(``id``, ``user_id``) of the upstream identity ``subject`` at ``idp_id``; None when there is none."""
-    return _LOGIN_IDS.first(session, {"idp_id": idp_id, "subject": subject})
 
 
 def record_login(session: Session, identity_id: str, user_id: str, *, email: str | None, name: str | None,
