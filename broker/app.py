@@ -20,6 +20,7 @@ from broker.audit import AuditKey
 from broker.config import Settings
 from broker.federation.base import ConnectorFactory, build_connectors
 from broker.federation.entra import EntraConnector
+from broker.federation.http import upstream_client
 from broker.federation.oidc import OidcConnector
 from broker.federation.okta import OktaConnector
 from broker.keys.crypto import DecryptionError, Encryptor
@@ -87,7 +88,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
         testidp = TestIdentityProvider(settings.testidp, issuer=f"{settings.issuer}/testidp",
                                        keyring=KeyRing(encryptor, TESTIDP_KEY_PURPOSE, "ES256"),
                                        encryptor=encryptor)
-    http = http or httpx.AsyncClient(timeout=httpx.Timeout(10.0), follow_redirects=False)
+    http = http or upstream_client()
     try:
         connectors = build_connectors(settings.idps, connector_factories(settings), http=http,
                                       redirect_uri=lambda idp: f"{settings.issuer}/callback/{idp.id}")

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from broker.config import Settings
 from broker.federation.base import Connector
 from broker.federation.errors import UpstreamError
+from broker.federation.http import upstream_client
 from broker.keys.crypto import Encryptor
 from broker.keys.ring import KeyRing
 from broker.oauth import authorize, metadata, selection
@@ -47,7 +48,7 @@ class OAuthCore:
         self.clients = ClientDirectory(CimdClients(settings.cimd, client_metadata))  # CIMD needs a fetcher
         self.server = BrokerAuthorizationServer(settings, keyring, policy, self.clients)
         self.login = LoginFlow(settings, encryptor, policy, csrf_key)
-        self.assertion_keys = AssertionKeys(settings.id_jag.trusted_issuers, http or httpx.AsyncClient())
+        self.assertion_keys = AssertionKeys(settings.id_jag.trusted_issuers, http or upstream_client())
         self.registration = BrokerRegistrationEndpoint(self.server, settings.registration.require_approval,
                                                        settings.registration.max_per_hour_per_address)
 
