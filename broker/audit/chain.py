@@ -64,9 +64,8 @@ def seal(session: Session, key: AuditKey, limit: int = 5000) -> int:
 
     Core statements, not ORM objects: a busy worker seals hundreds of events a second, and while it
     does it holds the write lock (SQLite) and the GIL."""
-    head = _lock_head(session, key)
+    seq, link = _lock_head(session, key)
     rows = session.execute(_UNSEALED, {"limit": limit}).all()
-    seq, link = head.seq, head.hash
     links = []
     for row in rows:
         seq += 1
@@ -74,23 +73,32 @@ def seal(session: Session, key: AuditKey, limit: int = 5000) -> int:
         links.append({"b_id": row.id, "b_seq": seq, "b_prev": prev, "b_hash": link})
     if links:
         session.execute(_LINK, links)
-        head.seq, head.hash, head.mac, head.updated_at = seq, link, key.head_mac(seq, link), utcnow()
-        session.flush()
+        session.execute(_MOVE_HEAD, {"h_seq": seq, "h_hash": link, "h_mac": key.head_mac(seq, link),
+                                     "h_at": utcnow()})
         log.info("audit chain sealed", extra={"sealed": len(rows), "head_seq": seq, "head_hash": link})
     return len(rows)
 
 
-def _lock_head(session: Session, key: AuditKey) -> AuditChainHead:
-    # The UPDATE takes the head row's lock (PostgreSQL) or the write lock (SQLite) first, so two
-    # sealers never read the same head; writers of events are never involved.
-    insert_fn = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert_fn(AuditChainHead).values(id=HEAD_ID, seq=0, hash="", mac=key.head_mac(0, ""),
-                                                     updated_at=utcnow()).on_conflict_do_nothing())
-    session.execute(update(AuditChainHead).where(AuditChainHead.id == HEAD_ID)
-                    .values(seq=AuditChainHead.seq).execution_options(synchronize_session=False))
-    head = session.get(AuditChainHead, HEAD_ID, populate_existing=True, with_for_update=True)
-    assert head is not None
-    return head
+_HEAD = AuditChainHead.__table__
+# Takes the head row's lock (PostgreSQL) or the write lock (SQLite) and reads the head in one statement,
+# so two sealers never read the same head; writers of events are never involved. Under PostgreSQL's
+# READ COMMITTED a second sealer waits here, then reads the head the first one committed.
+_TAKE_HEAD = (update(_HEAD).where(_HEAD.c.id == HEAD_ID).values(seq=_HEAD.c.seq)
+              .returning(_HEAD.c.seq, _HEAD.c.hash))
+_MOVE_HEAD = (update(_HEAD).where(_HEAD.c.id == HEAD_ID)
+              .values(seq=bindparam("h_seq"), hash=bindparam("h_hash"), mac=bindparam("h_mac"),
+                      updated_at=bindparam("h_at")))
+
+
+def _lock_head(session: Session, key: AuditKey) -> tuple[int, str]:
+    """The chain head's (seq, hash), locked for this transaction; the first seal creates the head row."""
+    head = session.execute(_TAKE_HEAD).first()
+    if head is None:  # INSERT ... ON CONFLICT DO NOTHING: two first sealers may create it at once
+        insert_fn = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+        session.execute(insert_fn(AuditChainHead).values(id=HEAD_ID, seq=0, hash="", mac=key.head_mac(0, ""),
+                                                         updated_at=utcnow()).on_conflict_do_nothing())
+        head = session.execute(_TAKE_HEAD).one()
+    return head.seq, head.hash
 
 
 @dataclass(frozen=True)
