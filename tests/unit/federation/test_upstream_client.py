@@ -38,4 +38,3 @@ async def test_a_redirect_is_returned_not_followed() -> None:
                                                                 timeout=5)
     assert response.status_code == 302
     assert [str(request.url) for request in seen] == [TOKEN_URL]
-
