@@ -10,7 +10,7 @@ import contextlib
 import select
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +28,18 @@ class DatabaseError(Exception):
     """The database is unreachable, misconfigured or at the wrong schema version (one clear line)."""
 
 
+BUSY = "database is busy (SQLite: another transaction held the write lock too long)"
+
+
 class WriteLockTaken(Exception):
-    """``transaction_now``: another transaction holds SQLite's write lock (or this process's queue); nothing ran."""
+    """``transaction_now``: another transaction holds SQLite's write lock (or this process's queue); nothing ran.
+
+    ``in_process``: the holder is a transaction of this process, whose end ``Database.on_release``
+    announces; otherwise another process (or PostgreSQL, where the thread path is the only one)."""
+
+    def __init__(self, in_process: bool = False):
+        super().__init__("this process's queue is taken" if in_process else "the write lock is taken elsewhere")
+        self.in_process = in_process
 
 
 @dataclass(frozen=True)
@@ -125,6 +135,24 @@ class Database:
         self._queue = threading.Lock() if self.dialect == "sqlite" else None
         self._queue_timeout = options.sqlite_busy_timeout_ms / 1000
         self._now_connection: Connection | None = None  # transaction_now's, opened on first use
+        self._released: Callable[[], None] | None = None  # on_release's listener
+
+    def on_release(self, listener: Callable[[], None] | None) -> None:
+        """SQLite: call ``listener`` (from whichever thread) each time a transaction of this process leaves
+        the queue; None stops. The web layer wakes the requests that wait for it on the event loop."""
+        self._released = listener
+
+    @property
+    def queue_taken(self) -> bool:
+        """SQLite: a transaction of this process holds the queue right now."""
+        return self._queue is not None and self._queue.locked()
+
+    def _leave_queue(self) -> None:
+        assert self._queue is not None
+        self._queue.release()
+        listener = self._released
+        if listener is not None:
+            listener()
 
     @property
     def dialect(self) -> str:
@@ -148,12 +176,12 @@ class Database:
                 yield session
             return
         if not self._queue.acquire(timeout=self._queue_timeout):  # as long as SQLite itself would wait
-            raise DatabaseError("database is busy (SQLite: another transaction held the write lock too long)")
+            raise DatabaseError(BUSY)
         try:
             with self.transaction() as session:
                 yield session
         finally:
-            self._queue.release()
+            self._leave_queue()
 
     @contextlib.contextmanager
     def transaction_now(self) -> Iterator[Session]:
@@ -164,13 +192,14 @@ class Database:
         token side and the sign-in steps, through ``web.oauth_http.in_transaction(..., inline=True)``):
         holding the write lock from ``BEGIN IMMEDIATE`` on, no statement can wait for a lock afterwards,
         so the loop never sleeps in SQLite's busy handler, and a transaction that holds the lock across
-        thread hops (a FastAPI ``DbSession``) cannot stall it. The caller queues the work on a worker
-        thread instead when the lock is taken. PostgreSQL: not available.
+        thread hops (a FastAPI ``DbSession``) cannot stall it. When the lock is taken the caller waits
+        for this process's holder (``WriteLockTaken.in_process``, announced by ``on_release``) or queues
+        the work on a worker thread. PostgreSQL: not available.
         """
         if self._queue is None:
             raise WriteLockTaken  # not SQLite: callers always take the thread path
         if not self._queue.acquire(blocking=False):
-            raise WriteLockTaken
+            raise WriteLockTaken(in_process=True)
         try:
             connection = self._connection_now()
             raw = connection.connection.driver_connection
@@ -187,7 +216,7 @@ class Database:
                 if not connection.invalidated and raw.in_transaction:  # never leave the write lock held
                     raw.rollback()
         finally:
-            self._queue.release()
+            self._leave_queue()
 
     def _connection_now(self) -> Connection:
         """``transaction_now``'s own connection, kept open (only ever used under the queue): no pool checkout

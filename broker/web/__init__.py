@@ -6,6 +6,7 @@ composition root (``broker.app``) built; nothing here chooses implementations.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from broker.web.ratelimit import RateLimit, limiter_for
 from broker.web.routes import mount_first
 from broker.web.state import BrokerState
 from broker.web.templates import STATIC_DIR
+from broker.web.write_queue import InlineQueue
 
 log = logging.getLogger("broker.web")
 
@@ -90,7 +92,7 @@ def _lifespan(state: BrokerState, fallback: ASGIApp | None) -> Any:
         gc.collect()
         gc.freeze()
         try:
-            async with _metrics_running(state), anyio.create_task_group() as tasks:
+            async with _metrics_running(state), _inline_queue(state), anyio.create_task_group() as tasks:
                 for interval, job in state.periodic:
                     tasks.start_soon(_every, interval, job)
                 if router is not None:
@@ -103,6 +105,23 @@ def _lifespan(state: BrokerState, fallback: ASGIApp | None) -> Any:
             gc.unfreeze()  # an app that stops inside a longer-lived process (tests) leaves collectable garbage
 
     return lifespan
+
+
+@asynccontextmanager
+async def _inline_queue(state: BrokerState) -> AsyncIterator[None]:
+    """SQLite: while the app serves, inline transactions that find this process's write queue taken wait
+    for it on the event loop (``broker.web.write_queue``) instead of on a worker thread."""
+    if state.database.dialect != "sqlite":
+        yield
+        return
+    queue = InlineQueue(state.database, asyncio.get_running_loop())
+    state.inline_queue = queue
+    state.database.on_release(queue.released)
+    try:
+        yield
+    finally:
+        state.database.on_release(None)
+        state.inline_queue = None
 
 
 @asynccontextmanager

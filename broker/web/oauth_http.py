@@ -6,6 +6,7 @@ here render JSON (token-side, always ``no-store``), redirects, or pages.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
@@ -19,12 +20,13 @@ from starlette.concurrency import run_in_threadpool
 from broker.oauth.errors import AuthorizationPageError, InvalidRequest
 from broker.oauth.params import Params
 from broker.oauth.request import HttpRequest
-from broker.storage.db import WriteLockTaken
+from broker.storage.db import BUSY, DatabaseError, WriteLockTaken
 from broker.web.state import BrokerState
 from broker.web.templates import templates
 
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 T = TypeVar("T")
+INLINE_WAIT_S = 0.05  # a waiter looks again this often even unwoken (a woken request may have gone away)
 
 
 def browser_cookie_name(state: BrokerState) -> str:
@@ -99,19 +101,30 @@ async def in_transaction(state: BrokerState, fn: Callable[..., T], *args: Any, i
     """Run ``fn(session, *args)`` in one committed transaction, on a worker thread unless ``inline`` applies.
 
     ``inline``: ``fn`` is short and waits for nothing but the database (no network, nothing awaited):
-    on SQLite it runs on the event loop itself while the write lock is free (``transaction_now``),
-    which saves the thread hop and the GIL hand-offs around every statement (~0.5 ms of CPU per token
-    request); when the lock is taken it queues on a worker thread like any other transaction.
+    on SQLite it runs on the event loop itself (``transaction_now``), which saves the thread hop and the
+    GIL hand-offs around every statement (~0.5 ms of CPU per token request). While another transaction
+    of this process holds the write queue, it waits for it on the loop (``state.inline_queue``, while the
+    app serves) for up to the SQLite busy timeout; when another process holds SQLite's write lock, or
+    nothing on the loop can wait, it queues on a worker thread like any other transaction.
     """
     if inline:
-        held = contextlib.ExitStack()
-        try:
-            session = held.enter_context(state.database.transaction_now())
-        except WriteLockTaken:
-            pass  # nothing ran: queue it
-        else:
-            with held:
-                return fn(session, *args)
+        deadline = None
+        while True:
+            held = contextlib.ExitStack()
+            try:
+                session = held.enter_context(state.database.transaction_now())
+            except WriteLockTaken as taken:
+                queue = state.inline_queue
+                if not taken.in_process or queue is None:
+                    break  # nothing ran: queue it on a thread
+                loop_time = asyncio.get_running_loop().time()
+                deadline = deadline or loop_time + state.settings.database.sqlite_busy_timeout_ms / 1000
+                if loop_time >= deadline:
+                    raise DatabaseError(BUSY) from None
+                await queue.wait(min(INLINE_WAIT_S, deadline - loop_time))
+            else:
+                with held:
+                    return fn(session, *args)
 
     def run() -> T:
         with state.database.queued_transaction() as session:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from broker.oauth.core import OAuthCore
     from broker.observability import Metrics
     from broker.testidp.provider import TestIdentityProvider
+    from broker.web.write_queue import InlineQueue
 
 
 @dataclass
@@ -29,5 +30,6 @@ class BrokerState:
     ssf: SignedEventVerifier | None = None  # Shared Signals transmitters, when configured
     logout: SignedEventVerifier | None = None  # Global Token Revocation callers, when configured
     metrics: Metrics | None = None  # when metrics.enabled: fed by the middleware and the audit observer
+    inline_queue: InlineQueue | None = None  # SQLite, while the app serves: requests waiting on the event loop
     # (interval in seconds, job): run on a worker thread while the app serves, e.g. sealing the audit chain
     periodic: list[tuple[float, Callable[[], object]]] = field(default_factory=list)
