@@ -108,7 +108,7 @@ async def in_transaction(state: BrokerState, fn: Callable[..., T], *args: Any, i
     nothing on the loop can wait, it queues on a worker thread like any other transaction.
     """
     if inline:
-        deadline = None
+        deadline: float | None = None
         while True:
             held = contextlib.ExitStack()
             try:
@@ -118,7 +118,8 @@ async def in_transaction(state: BrokerState, fn: Callable[..., T], *args: Any, i
                 if not taken.in_process or queue is None:
                     break  # nothing ran: queue it on a thread
                 loop_time = asyncio.get_running_loop().time()
-                deadline = deadline or loop_time + state.settings.database.sqlite_busy_timeout_ms / 1000
+                if deadline is None:
+                    deadline = loop_time + state.settings.database.sqlite_busy_timeout_ms / 1000
                 if loop_time >= deadline:
                     raise DatabaseError(BUSY) from None
                 await queue.wait(min(INLINE_WAIT_S, deadline - loop_time))
