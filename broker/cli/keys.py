@@ -17,10 +17,10 @@ from broker.cli.common import (
     print_json,
     print_table,
 )
-from broker.keys import schedule
 from broker.keys.crypto import DecryptionError, Encryptor
 from broker.keys.ring import BROKER, KeyRing
 from broker.storage import signing_keys
+from broker.storage.db import Database
 from broker.storage.models import SigningKey, utcnow
 
 
@@ -34,6 +34,7 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "once the longest token it signed has expired.")
     rotate_p.add_argument("--now", action="store_true",
                           help="start signing with the new key immediately (after a suspected key compromise)")
+    json_flag(rotate_p)
     rotate_p.set_defaults(handler=rotate)
     list_p = sub.add_parser("list", parents=[common_flags()], help="list signing keys and their state",
                             description="List signing keys: pending, signing, retired (still published), expired.")
@@ -45,7 +46,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     new_p.set_defaults(handler=lambda args: print(config.new_kek()))
 
 
-def _ring(args: argparse.Namespace) -> tuple[KeyRing, object, object]:
+def _ring(args: argparse.Namespace) -> tuple[KeyRing, config.Settings, Database]:
     settings = load_settings(args)
     kek = settings.key_encryption_key()
     if kek is None:
@@ -56,14 +57,16 @@ def _ring(args: argparse.Namespace) -> tuple[KeyRing, object, object]:
 
 def rotate(args: argparse.Namespace) -> int:
     ring, settings, database = _ring(args)
-    delay = dt.timedelta(0 if args.now else settings.keys.activation_delay)
     with database.transaction() as session:
         try:
             ring.verify_kek(session)
         except DecryptionError as exc:
             raise CliError(f"keys.key_encryption_key: {exc} (wrong key-encryption key?)") from None
-        row = key_admin.rotate(session, ring, delay, actor())
-    print(f"added key {row.kid} ({row.algorithm}); published now, signs from {row.activates_at.isoformat()}")
+        row = key_admin.rotate(session, ring, 0 if args.now else settings.keys.activation_delay, actor())
+    if args.json:
+        print_json(_describe(row, utcnow(), dt.timedelta(seconds=settings.longest_jwt_lifetime)))
+    else:
+        print(f"added key {row.kid} ({row.algorithm}); published now, signs from {row.activates_at.isoformat()}")
     return 0
 
 
@@ -82,13 +85,8 @@ def list_keys(args: argparse.Namespace) -> int:
 
 
 def _describe(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> dict[str, object]:
-    if schedule.is_signing(key, now):
-        state = "signing"
-    elif key.retired_at is not None and key.retired_at <= now:
-        state = "retired (published)" if schedule.is_published(key, now, grace) else "expired"
-    else:
-        state = "pending"
-    return {"kid": key.kid, "purpose": key.purpose, "algorithm": key.algorithm, "state": state,
+    return {"kid": key.kid, "purpose": key.purpose, "algorithm": key.algorithm,
+            "state": key_admin.state(key, now, grace),
             "created_at": key.created_at.isoformat(timespec="seconds"),
             "activates_at": key.activates_at.isoformat(timespec="seconds"),
             "retired_at": key.retired_at.isoformat(timespec="seconds") if key.retired_at else ""}

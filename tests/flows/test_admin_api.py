@@ -3,12 +3,14 @@ import, and a complete OpenAPI document. Every operation goes through the servic
 
 from __future__ import annotations
 
+import datetime as dt
+
 import httpx
 import pytest
 from sqlalchemy import select
 
 from broker.dev import DEV_POLICY
-from broker.storage.models import AuditEvent, McpServer, PolicyVersion
+from broker.storage.models import AuditEvent, McpServer, PolicyVersion, utcnow
 from tests.support.oauth_flow import register_client, tokens_for
 
 API = "/admin/api/v1"
@@ -190,8 +192,11 @@ async def test_audit_and_keys(client: httpx.AsyncClient, state) -> None:
     auth, robot = await bearer(client, state, "admin:read", "admin:write")
     before = (await client.get(f"{API}/keys", headers=auth)).json()
     assert [k["state"] for k in before if k["purpose"] == "broker"] == ["signing"]
+    started = utcnow().replace(microsecond=0)
     rotated = await client.post(f"{API}/keys/rotate", json={"now": False}, headers=auth)
     assert rotated.status_code == 201 and rotated.json()["state"] == "pending"
+    delay = dt.timedelta(seconds=state.settings.keys.activation_delay)
+    assert started + delay <= dt.datetime.fromisoformat(rotated.json()["activates_at"]) <= utcnow() + delay
     after = (await client.get(f"{API}/keys", headers=auth)).json()
     assert [k["state"] for k in after if k["purpose"] == "broker"] == ["signing", "pending"]
     page = (await client.get(f"{API}/audit?event_type=key.rotated", headers=auth)).json()

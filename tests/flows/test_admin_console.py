@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Callable
 from typing import Any
@@ -11,7 +12,8 @@ import pytest
 from sqlalchemy import func, select
 
 from broker.config import Settings
-from broker.storage.models import AdminSession, AuditEvent, McpServer, RefreshTokenFamily, User
+from broker.storage import signing_keys
+from broker.storage.models import AdminSession, AuditEvent, McpServer, RefreshTokenFamily, User, utcnow
 from tests.conftest import ISSUER, TEST_USERS, TESTIDP_CLIENT
 from tests.support.oauth_flow import hidden_fields, local, register_client, tokens_for
 
@@ -299,9 +301,16 @@ async def test_audit_filters_pages_and_exports_jsonl(carol: httpx.AsyncClient) -
 
 
 async def test_key_rotation_from_the_console(carol: httpx.AsyncClient, state: Any) -> None:
-    token = csrf_of(await carol.get("/admin/keys"))
-    assert (await carol.post("/admin/keys/rotate", data={"csrf_token": token})).status_code == 303
+    page = await carol.get("/admin/keys")
+    delay = state.settings.keys.activation_delay
+    assert f"signs after {delay} seconds" in page.text
+    started = utcnow().replace(microsecond=0)
+    assert (await carol.post("/admin/keys/rotate", data={"csrf_token": csrf_of(page)})).status_code == 303
     assert (await carol.get("/admin/keys")).text.count("pending") >= 1
+    with state.database.sessions() as session:
+        newest = max(signing_keys.list_keys(session, "broker"), key=lambda k: k.created_at)
+    window = (started + dt.timedelta(seconds=delay), utcnow() + dt.timedelta(seconds=delay))
+    assert window[0] <= newest.activates_at <= window[1]
 
 
 async def test_settings_mask_secrets(carol: httpx.AsyncClient, state: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from broker.cli import build_parser, main
 from broker.storage import signing_keys
 from broker.storage.db import Database
 from broker.storage.migrate import head_revision
+from broker.storage.models import utcnow
 
 
 @pytest.fixture
@@ -57,6 +59,20 @@ def test_keys_rotate_and_list(env, capsys) -> None:
     code, out, _ = run(capsys, "keys", "rotate", "--now")
     states = sorted(k["state"] for k in json.loads(run(capsys, "keys", "list", "--json")[1]))
     assert states == ["retired (published)", "signing"]
+
+
+def test_keys_rotate_schedules_activation_delay_seconds_ahead(env, capsys, monkeypatch) -> None:
+    run(capsys, "db", "upgrade")
+    monkeypatch.setenv("BROKER_KEYS__ACTIVATION_DELAY", "3600")
+    delay = dt.timedelta(seconds=3600)
+    before = utcnow().replace(microsecond=0)
+    code, out, _ = run(capsys, "keys", "rotate")
+    signs_from = dt.datetime.fromisoformat(out.strip().rsplit("signs from ", 1)[1])
+    assert code == 0 and before + delay <= signs_from <= utcnow() + delay
+    code, out, _ = run(capsys, "keys", "rotate", "--json")
+    key = json.loads(out)
+    assert code == 0 and key["state"] == "pending"
+    assert before + delay <= dt.datetime.fromisoformat(key["activates_at"]) <= utcnow() + delay
 
 
 def test_wrong_kek_is_refused_and_nothing_is_written(env, capsys, monkeypatch) -> None:

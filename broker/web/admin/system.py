@@ -11,28 +11,19 @@ from sqlalchemy.orm import Session
 
 from broker.admin import keys as key_admin
 from broker.admin.sessions import MANAGE, VIEW, ConsoleUser
-from broker.keys import schedule
 from broker.storage import signing_keys
-from broker.storage.models import SigningKey, utcnow
+from broker.storage.models import utcnow
 from broker.web.admin.common import ConsoleRoute, back, console_call, read_form, render
 from broker.web.deps import State
 
 router = APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=False)
 
 
-def _key_state(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> str:
-    if schedule.is_signing(key, now):
-        return "signing"
-    if key.retired_at is not None and key.retired_at <= now:
-        return "retired (published)" if schedule.is_published(key, now, grace) else "expired"
-    return "pending"
-
-
 @router.get("/keys")
 async def keys(request: Request, state: State) -> Response:
     def view(db: Session, console: ConsoleUser) -> Response:
         now, grace = utcnow(), dt.timedelta(seconds=state.settings.longest_jwt_lifetime)
-        rows = [(k, _key_state(k, now, grace)) for k in signing_keys.all_keys(db)]
+        rows = [(k, key_admin.state(k, now, grace)) for k in signing_keys.all_keys(db)]
         return render(request, "admin/keys.html", console,
                       {"keys": rows, "delay": state.settings.keys.activation_delay, "nav": "keys"})
 
@@ -45,7 +36,7 @@ async def rotate(request: Request, state: State) -> Response:
     form = await read_form(request)
 
     def act(db: Session, console: ConsoleUser) -> Response:
-        delay = dt.timedelta(0 if form.get("now") == "1" else state.settings.keys.activation_delay)
+        delay = 0 if form.get("now") == "1" else state.settings.keys.activation_delay
         key_admin.rotate(db, state.keyring, delay, console.actor)
         return back("/admin/keys")
 

@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 from broker import audit
 from broker.admin import keys as key_admin
 from broker.admin import queries
-from broker.keys import schedule
 from broker.storage import signing_keys
 from broker.storage.models import AuditEvent, SigningKey, utcnow
 from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso
@@ -103,13 +102,7 @@ def verify(session: DbSession, state: State, caller: Reader) -> VerifyOut:
 
 
 def _key(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> KeyOut:
-    if schedule.is_signing(key, now):
-        status = "signing"
-    elif key.retired_at is not None and key.retired_at <= now:
-        status = "retired (published)" if schedule.is_published(key, now, grace) else "expired"
-    else:
-        status = "pending"
-    return KeyOut(kid=key.kid, purpose=key.purpose, algorithm=key.algorithm, state=status,
+    return KeyOut(kid=key.kid, purpose=key.purpose, algorithm=key.algorithm, state=key_admin.state(key, now, grace),
                   created_at=iso(key.created_at), activates_at=iso(key.activates_at), retired_at=iso(key.retired_at))
 
 
@@ -123,7 +116,7 @@ def list_keys(session: DbSession, state: State, caller: Reader) -> list[KeyOut]:
                                      "(admin:write)", response_model=KeyOut, status_code=201,
              responses={**errors(), **BAD_BODY})
 def rotate(session: DbSession, state: State, caller: Writer, body: RotateIn | None = None) -> KeyOut:
-    delay = dt.timedelta(0 if body is not None and body.now else state.settings.keys.activation_delay)
+    delay = 0 if body is not None and body.now else state.settings.keys.activation_delay
     row = key_admin.rotate(session, state.keyring, delay, actor(caller))
     grace = dt.timedelta(seconds=state.settings.longest_jwt_lifetime)
     return _key(row, utcnow(), grace)
