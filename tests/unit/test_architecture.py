@@ -69,3 +69,10 @@ def test_only_the_edge_knows_metrics(module: str, path: Path) -> None:
     imported = imports_of(path)
     assert not {i for i in imported if i.split(".")[0] == "prometheus_client"}, "only observability uses prometheus"
     assert not {i for i in imported if i.startswith("broker.observability")}, "the core does not know metrics"
+
+
+@pytest.mark.parametrize("module,path", [(m, p) for m, p in modules() if room(m) == "config"],
+                         ids=[m for m, _ in modules() if room(m) == "config"])
+def test_config_imports_nothing_of_ours(module: str, path: Path) -> None:
+    ours = {i for i in imports_of(path) if i.split(".")[0] == "broker"}
+    assert {i for i in ours if not i.startswith("broker.config")} == set(), "config is imported by all, imports none"
