@@ -1,23 +1,89 @@
-"""Client status changes (approve, disable, trust), with before/after in the audit log.
+"""Client status changes (approve, disable, trust), with before/after in the audit log, and the rule that
+no caller hands a client more than it holds itself (``Authority``).
 
 The same steps ``broker clients approve|disable`` performs; the console calls these.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from sqlalchemy.orm import Session
 
 from broker import audit
+from broker.oauth.clients import CONFIDENTIAL_GRANTS
+from broker.registry.servers import ADMIN_SCOPES
 from broker.storage.models import Client, Revocation
+
+# Scopes of the broker's own API: whoever grants one to a client must hold it (today's and any later one).
+ADMIN_SCOPE_PREFIXES = ("admin:", "security:")
+TRUSTED, INTROSPECT = "trusted", "introspect"
 
 
 class InvalidChange(ValueError):
     pass
 
 
-def approve(session: Session, row: Client, actor: str) -> None:
+class BeyondAuthority(PermissionError):
+    """The caller asked to give a client a scope or capability it does not hold itself."""
+
+    def __init__(self, missing: Iterable[str]):
+        self.missing = sorted(missing)
+        super().__init__("a caller cannot give a client what it does not hold itself: " + ", ".join(self.missing))
+
+
+def is_admin_scope(scope: str) -> bool:
+    return scope in ADMIN_SCOPES or scope.startswith(ADMIN_SCOPE_PREFIXES)
+
+
+def capabilities(*, grant_types: Iterable[str], may_introspect: bool, trusted: bool) -> frozenset[str]:
+    """What a client may do beyond signing users in with their consent: machine grants, introspection
+    (and the revocation feed), skipping consent."""
+    held = {grant for grant in grant_types if grant in CONFIDENTIAL_GRANTS}
+    return frozenset(held | ({INTROSPECT} if may_introspect else set()) | ({TRUSTED} if trusted else set()))
+
+
+def capabilities_of(row: Client) -> frozenset[str]:
+    return capabilities(grant_types=row.grant_types, may_introspect=row.may_introspect, trusted=row.trusted)
+
+
+@dataclass(frozen=True)
+class Authority:
+    """What a caller may hand to a client it creates, approves or changes; None means everything (an operator
+    at the CLI or a console admin). An admin API caller holds its token's scopes and its own client's
+    capabilities, so ``admin:write`` alone can never mint ``admin:read``, ``security:*`` or an introspecting
+    or trusted client."""
+
+    scopes: frozenset[str] | None = None
+    capabilities: frozenset[str] | None = None
+
+    @classmethod
+    def of_client(cls, row: Client, token_scopes: Iterable[str]) -> Authority:
+        return cls(frozenset(token_scopes), capabilities_of(row) if row.status == "active" else frozenset())
+
+    def check(self, scopes: Iterable[str], wanted: Iterable[str]) -> None:
+        """Raise ``BeyondAuthority`` naming every admin scope and capability asked for but not held."""
+        missing = set()
+        if self.scopes is not None:
+            missing |= {s for s in scopes if is_admin_scope(s) and s not in self.scopes}
+        if self.capabilities is not None:
+            missing |= set(wanted) - self.capabilities
+        if missing:
+            raise BeyondAuthority(missing)
+
+    def check_client(self, row: Client) -> None:
+        self.check(row.scopes, capabilities_of(row))
+
+
+OPERATOR = Authority()
+NOTHING = Authority(frozenset(), frozenset())
+
+
+def approve(session: Session, row: Client, actor: str, authority: Authority = OPERATOR) -> None:
     if row.status != "pending":
         raise InvalidChange(f"client {row.id!r} is {row.status}, not awaiting approval")
+    authority.check_client(row)  # approving is granting what the client registered with
     _set_status(session, row, "active", actor)
 
 
@@ -29,8 +95,10 @@ def disable(session: Session, row: Client, actor: str) -> None:
     session.add(Revocation(kind="client", subject=row.id, reason="client disabled", actor=actor))
 
 
-def set_trusted(session: Session, row: Client, trusted: bool, actor: str) -> None:
+def set_trusted(session: Session, row: Client, trusted: bool, actor: str, authority: Authority = OPERATOR) -> None:
     """A trusted client skips the consent page (first-party clients)."""
+    if trusted:
+        authority.check((), {TRUSTED})
     before, row.trusted = row.trusted, trusted
     audit.record(session, "client.trust_changed", actor=actor, client_id=row.id,
                  data={"before": {"trusted": before}, "after": {"trusted": trusted}})

@@ -137,6 +137,8 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
         raise ValueError("client_credentials, jwt-bearer and token-exchange need an authenticated client")
     if auth_method == "private_key_jwt" and not jwks:
         raise ValueError("private_key_jwt needs the client's public keys (jwks)")
+    if client_id is not None and kind != "cimd" and cimd.is_client_id_url(client_id):
+        raise ValueError("a client id that is an https URL names a client metadata document; choose another id")
     secret = (secret or secrets.new_token()) if auth_method in SECRET_METHODS else None
     client_id = client_id or _new_client_id()
     if repo.get(session, client_id) is not None:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from broker.dev import DEV_POLICY
-from broker.storage.models import AuditEvent, McpServer, PolicyVersion, utcnow
+from broker.storage.models import AuditEvent, Client, McpServer, PolicyVersion, utcnow
 from tests.support.oauth_flow import register_client, tokens_for
 
 API = "/admin/api/v1"
@@ -19,10 +19,12 @@ NEW_SERVER = {"id": "crm", "name": "CRM", "resource": "https://crm.example.com/m
               "scopes": {"crm:read": "Read records", "crm:write": "Change records"}, "default_scopes": ["crm:read"]}
 
 
-async def bearer(client: httpx.AsyncClient, state, *scopes: str) -> tuple[dict[str, str], str]:
+async def bearer(client: httpx.AsyncClient, state, *scopes: str, trusted: bool = False,
+                 may_introspect: bool = False) -> tuple[dict[str, str], str]:
     """Authorization headers for a fresh client-credentials client holding ``scopes``, and its id."""
     robot = register_client(state, name="Automation", auth_method="client_secret_basic", redirect_uris=[],
-                            grant_types=("client_credentials",), scopes=scopes)
+                            grant_types=("client_credentials",), scopes=scopes, trusted=trusted,
+                            may_introspect=may_introspect)
     response = await client.post("/token", data={"grant_type": "client_credentials",
                                                   "resource": f"{state.settings.issuer}/admin/api"},
                                  auth=(robot.row.id, robot.secret))
@@ -93,7 +95,7 @@ async def test_servers(client: httpx.AsyncClient, state) -> None:
 
 
 async def test_clients(client: httpx.AsyncClient, state) -> None:
-    auth, robot = await bearer(client, state, "admin:read", "admin:write")
+    auth, robot = await bearer(client, state, "admin:read", "admin:write", trusted=True)
     created = await client.post(f"{API}/clients", json={"name": "SIEM", "confidential": True,
                                                          "client_credentials": True, "scopes": ["admin:read"]},
                                 headers=auth)
@@ -125,6 +127,88 @@ async def test_clients(client: httpx.AsyncClient, state) -> None:
         [event] = events(state, event_type)
         assert event.actor == f"client:{robot}" and event.client_id == siem["client_id"]
     assert [e.actor for e in events(state, "client.registered")][-1] == f"client:{robot}"
+
+
+def client_count(state) -> int:
+    with state.database.sessions() as session:
+        return len(list(session.scalars(select(Client))))
+
+
+BEYOND_WRITE = {  # what a client holding only admin:write asks to hand out
+    "security:revoke": {"scopes": ["security:revoke"]},
+    "admin:read": {"scopes": ["admin:read"]},
+    "a security scope the API does not define yet": {"scopes": ["security:audit"]},
+    "an admin scope the API does not define yet": {"scopes": ["admin:keys"]},
+    "introspection": {"introspect": True},
+    "trusted": {"trusted": True, "redirect_uris": ["http://127.0.0.1:9999/cb"]},
+    "ID-JAG redemption": {"id_jag": True},
+    "token exchange": {"token_exchange": True},
+}
+
+
+@pytest.mark.parametrize("wanted", BEYOND_WRITE.values(), ids=BEYOND_WRITE.keys())
+async def test_a_caller_cannot_create_a_client_beyond_what_it_holds(client: httpx.AsyncClient, state,
+                                                                     wanted: dict) -> None:
+    writer, _ = await bearer(client, state, "admin:write")
+    before = client_count(state)
+    body = {"name": "Escalation", "confidential": True, "client_credentials": True, **wanted}
+    refused = await client.post(f"{API}/clients", json=body, headers=writer)
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"] == "access_denied" and refused.json()["missing"]
+    assert client_count(state) == before
+
+
+async def test_admin_write_alone_never_reaches_the_users_api(client: httpx.AsyncClient, state) -> None:
+    """The reported path: mint a client with security:revoke and admin:read, then read the users."""
+    writer, _ = await bearer(client, state, "admin:write")
+    minted = await client.post(f"{API}/clients", json={"name": "Minted", "confidential": True,
+                                                        "client_credentials": True,
+                                                        "scopes": ["admin:read", "security:revoke"]}, headers=writer)
+    assert minted.status_code == 403
+    assert (await client.get(f"{API}/users", headers=writer)).status_code == 403
+
+
+async def test_a_caller_can_hand_out_what_it_holds(client: httpx.AsyncClient, state) -> None:
+    holder, _ = await bearer(client, state, "admin:write", "admin:read", "security:revoke", trusted=True,
+                             may_introspect=True)
+    body = {"name": "SOAR", "confidential": True, "client_credentials": True, "introspect": True, "trusted": True,
+            "scopes": ["admin:read", "security:revoke", "tools:read"]}
+    created = await client.post(f"{API}/clients", json=body, headers=holder)
+    assert created.status_code == 201, created.text
+    assert created.json()["may_introspect"] and created.json()["trusted"]
+    partial, _ = await bearer(client, state, "admin:write", "admin:read")
+    reader_client = await client.post(f"{API}/clients", json={"name": "SIEM", "confidential": True,
+                                                               "client_credentials": True, "scopes": ["admin:read"]},
+                                      headers=partial)
+    assert reader_client.status_code == 201  # MCP scopes and the caller's own admin scopes are fine
+    user_client = await client.post(f"{API}/clients", json={"name": "IDE", "redirect_uris": ["http://127.0.0.1/cb"],
+                                                            "scopes": ["tools:read"]}, headers=partial)
+    assert user_client.status_code == 201  # users still consent to it, and policy decides
+
+
+async def test_a_caller_cannot_widen_an_existing_client(client: httpx.AsyncClient, state) -> None:
+    writer, _ = await bearer(client, state, "admin:write")
+    target = register_client(state, name="IDE")
+    refused = await client.put(f"{API}/clients/{target.row.id}/trusted", json={"trusted": True}, headers=writer)
+    assert refused.status_code == 403 and refused.json()["missing"] == ["trusted"]
+    assert (await client.put(f"{API}/clients/{target.row.id}/trusted", json={"trusted": False},
+                             headers=writer)).status_code == 200  # narrowing needs nothing
+    pending = register_client(state, name="Pending DCR", kind="dcr")
+    with state.database.transaction() as session:
+        row = session.get(Client, pending.row.id)
+        row.status, row.trusted = "pending", True
+    refused = await client.post(f"{API}/clients/{pending.row.id}/approve", headers=writer)
+    assert refused.status_code == 403 and refused.json()["missing"] == ["trusted"]
+    with state.database.sessions() as session:
+        assert session.get(Client, pending.row.id).status == "pending"
+        assert not session.get(Client, target.row.id).trusted
+
+
+async def test_a_preregistered_client_id_is_never_a_metadata_document_url(client: httpx.AsyncClient, state) -> None:
+    writer, _ = await bearer(client, state, "admin:write")
+    squatted = await client.post(f"{API}/clients", json={"name": "Claude", "client_id": "https://claude.ai/oauth.json",
+                                                          "redirect_uris": ["http://127.0.0.1/cb"]}, headers=writer)
+    assert squatted.status_code == 400 and "metadata document" in squatted.json()["error_description"]
 
 
 async def test_policy_import_dry_run_apply_invalid_rollback(client: httpx.AsyncClient, state) -> None:

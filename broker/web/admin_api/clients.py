@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -10,6 +12,7 @@ from sqlalchemy import select
 from broker.admin import clients as client_admin
 from broker.admin.queries import PAGE_SIZE
 from broker.oauth import clients
+from broker.oauth.bearer import Caller
 from broker.storage import clients as repo
 from broker.storage.models import Client
 from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso, not_found
@@ -17,6 +20,8 @@ from broker.web.deps import DbSession
 
 router = APIRouter()
 NO_CLIENT = "No client with that id"
+BEYOND = ("insufficient_scope: the token lacks admin:write; or access_denied: the client would get an admin scope "
+          "or a capability (introspection, trusted, a machine grant) that the caller does not hold itself")
 
 
 class ClientOut(BaseModel):
@@ -95,7 +100,7 @@ def get_client(client_id: str, session: DbSession, caller: Reader) -> ClientOut:
 
 @router.post("/clients", summary="Pre-register a client; a confidential client's secret is returned once "
                                  "(admin:write)", response_model=NewClientOut, status_code=201,
-             responses={**errors(e409="The client id is taken"), **BAD_BODY})
+             responses={**errors(e409="The client id is taken", e403=BEYOND), **BAD_BODY})
 def add_client(body: NewClientIn, session: DbSession, caller: Writer) -> NewClientOut:
     try:
         grants = clients.preregistered_grants(
@@ -103,6 +108,8 @@ def add_client(body: NewClientIn, session: DbSession, caller: Writer) -> NewClie
             token_exchange=body.token_exchange, introspect=body.introspect, confidential=body.confidential)
     except ValueError as exc:
         raise fail(400, "invalid_request", str(exc)) from None
+    wanted = client_admin.capabilities(grant_types=grants, may_introspect=body.introspect, trusted=body.trusted)
+    _within_authority(session, caller, lambda authority: authority.check(body.scopes, wanted))
     if body.client_id is not None and repo.get(session, body.client_id) is not None:
         raise fail(409, "conflict", f"client id {body.client_id!r} is taken")
     try:
@@ -115,17 +122,31 @@ def add_client(body: NewClientIn, session: DbSession, caller: Writer) -> NewClie
     return NewClientOut(**describe(new.row).model_dump(), client_secret=new.secret)
 
 
-def _change(session: DbSession, client_id: str, caller: Reader, change: str) -> ClientOut:
+def _within_authority(session: DbSession, caller: Caller, change: Callable[[client_admin.Authority], None]) -> None:
+    """Run ``change`` with the caller's authority: its token's scopes and its own client's capabilities."""
+    own = repo.get(session, caller.client_id)
+    authority = client_admin.Authority.of_client(own, caller.scopes) if own else client_admin.NOTHING
+    try:
+        change(authority)
+    except client_admin.BeyondAuthority as exc:
+        raise fail(403, "access_denied", str(exc), missing=exc.missing) from None
+
+
+def _change(session: DbSession, client_id: str, caller: Caller, change: str) -> ClientOut:
     row = _row(session, client_id)
     try:
-        (client_admin.approve if change == "approve" else client_admin.disable)(session, row, actor(caller))
+        if change == "approve":
+            _within_authority(session, caller, lambda authority: client_admin.approve(session, row, actor(caller),
+                                                                                     authority))
+        else:
+            client_admin.disable(session, row, actor(caller))
     except client_admin.InvalidChange as exc:
         raise fail(409, "conflict", str(exc)) from None
     return describe(row)
 
 
 @router.post("/clients/{client_id:path}/approve", summary="Approve a client held for approval (admin:write)",
-             response_model=ClientOut, responses=errors(e404=NO_CLIENT, e409="The client is not pending"))
+             response_model=ClientOut, responses=errors(e404=NO_CLIENT, e409="The client is not pending", e403=BEYOND))
 def approve_client(client_id: str, session: DbSession, caller: Writer) -> ClientOut:
     return _change(session, client_id, caller, "approve")
 
@@ -139,8 +160,9 @@ def disable_client(client_id: str, session: DbSession, caller: Writer) -> Client
 
 @router.put("/clients/{client_id:path}/trusted", summary="Mark a client trusted (skips consent) or not "
                                                          "(admin:write)",
-            response_model=ClientOut, responses={**errors(e404=NO_CLIENT), **BAD_BODY})
+            response_model=ClientOut, responses={**errors(e404=NO_CLIENT, e403=BEYOND), **BAD_BODY})
 def set_trusted(client_id: str, body: TrustedIn, session: DbSession, caller: Writer) -> ClientOut:
     row = _row(session, client_id)
-    client_admin.set_trusted(session, row, body.trusted, actor(caller))
+    _within_authority(session, caller, lambda authority: client_admin.set_trusted(session, row, body.trusted,
+                                                                                 actor(caller), authority))
     return describe(row)
