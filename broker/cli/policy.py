@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import sys
 from pathlib import Path
 
 from broker.cli.common import CliError, actor, common_flags, json_flag, load_settings, open_database, print_json
 from broker.lifecycle import offboarding
-from broker.policy import PolicyError, render_document_diff
+from broker.policy import Matrix, PolicyError, UserFacts, hypothetical, parse_claims, render_document_diff
 from broker.registry import policies
 from broker.registry import servers as registry
 from broker.storage import policies as versions
@@ -38,12 +39,32 @@ def register(commands: argparse._SubParsersAction) -> None:
     json_flag(history_p)
     history_p.set_defaults(handler=history)
     explain_p = sub.add_parser("explain", parents=[common_flags()], help="why a user can or cannot reach a server",
-                               description="Print the decision for USER at SERVER and every rule's verdict.")
-    explain_p.add_argument("--user", required=True, help="user id, email, or IDP:SUBJECT")
+                               description="Print the decision for a user at SERVER and every rule's verdict. Name a "
+                                           "known user with --user, or describe a person the broker does not know "
+                                           "yet (a new hire) with --groups, --claims and --idp.")
+    explain_p.add_argument("--user", help="user id, email, or IDP:SUBJECT")
+    explain_p.add_argument("--groups", default="", metavar="A,B", help="a person in these groups (comma-separated)")
+    explain_p.add_argument("--claims", action="append", default=[], metavar="NAME=VALUE",
+                           help="an upstream claim of that person (repeat for several; 3, true and \"text\" keep "
+                                "their JSON type, anything else is text)")
+    explain_p.add_argument("--idp", help="who signs in through this IdP id")
+    explain_p.add_argument("--email", help="with this email (for rules naming users)")
     explain_p.add_argument("--server", required=True, help="server id")
     explain_p.add_argument("--client", help="as asked by this client id (default: any client)")
     json_flag(explain_p)
     explain_p.set_defaults(handler=explain)
+    matrix_p = sub.add_parser("matrix", parents=[common_flags()], help="who can reach what: subjects x servers",
+                              description="Print the access matrix: everyone, each group, claim and IdP the rules "
+                                          "name (and, with --user, matching users) against each enabled MCP server, "
+                                          "with the scopes granted and the rules that decide each cell.")
+    matrix_p.add_argument("--server", default="", help="only this server id")
+    matrix_p.add_argument("--tag", default="", help="only servers with this tag")
+    matrix_p.add_argument("--group", default="", help="only groups whose name contains this")
+    matrix_p.add_argument("--user", default="", help="add the users whose email, name or id matches this")
+    shape = matrix_p.add_mutually_exclusive_group()
+    shape.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    shape.add_argument("--csv", action="store_true", help="print CSV, one line per subject and server")
+    matrix_p.set_defaults(handler=matrix)
     who_p = sub.add_parser("who-can", parents=[common_flags()], help="who can reach a server",
                            description="List the users and groups that can reach SERVER, with their scopes.")
     who_p.add_argument("--server", required=True, help="server id")
@@ -77,12 +98,20 @@ def import_file(args: argparse.Namespace) -> int:
             print(f"broker: {len(exc.problems)} problem(s); nothing was applied", file=sys.stderr)
             return 2
     print(render_document_diff(result.rule_changes) or "no rule changes")
-    for change in result.access_changes:
-        print(change.render())
-    if not result.access_changes:
-        print("no user gains or loses access")
+    for line in access_report(result):
+        print(line)
     print("dry run: nothing applied" if args.dry_run else f"policy version {result.version} is now in force")
     return 0
+
+
+def access_report(result: policies.ImportResult) -> list[str]:
+    """Who gains or loses what: subjects (groups...) first, then known users, and what the users cover."""
+    lines = [change.render() for change in result.subject_changes]
+    if not result.subject_changes:
+        lines.append("no group or other subject gains or loses access")
+    lines += [change.render() for change in result.access_changes]
+    lines.append(policies.known_users_note(result))
+    return lines
 
 
 def rollback(args: argparse.Namespace) -> int:
@@ -111,11 +140,15 @@ def history(args: argparse.Namespace) -> int:
 
 def explain(args: argparse.Namespace) -> int:
     settings = load_settings(args)
+    person = _hypothetical(args)
     database = open_database(settings)
     with database.sessions() as session:
-        user, server = _user(session, args.user), _server(session, args.server, settings.issuer)
+        server = _server(session, args.server, settings.issuer)
         compiled = policies.StoredPolicy().compiled(session)
-        explanation = policies.explain(session, compiled, user, server, client_id=args.client)
+        if person is None:
+            explanation = policies.explain(session, compiled, _user(session, args.user), server, client_id=args.client)
+        else:
+            explanation = policies.explain_facts(compiled, person, server, client_id=args.client)
     if args.json:
         print_json(explanation.to_dict())
     else:
@@ -142,6 +175,48 @@ def who_can(args: argparse.Namespace) -> int:
         for item in record["groups"]:
             print(f"  group {item['group']}: {' '.join(item['scopes'])}")
     return 0
+
+
+def _hypothetical(args: argparse.Namespace) -> UserFacts | None:
+    """The person --groups/--claims/--idp/--email describe, or None for --user; exactly one of the two."""
+    described = bool(args.groups.strip() or args.claims or args.idp or args.email)
+    if bool(args.user) == described:
+        raise CliError("name a known user with --user, or describe a person with --groups, --claims, --idp "
+                       "(not both)")
+    if not described:
+        return None
+    try:
+        claims = parse_claims(args.claims)
+    except ValueError as exc:
+        raise CliError(f"--claims: {exc}") from None
+    return hypothetical(args.groups.split(","), claims, args.idp, args.email)
+
+
+def matrix(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    database = open_database(settings)
+    where = policies.MatrixFilter(server=args.server, tag=args.tag, group=args.group, user=args.user)
+    with database.sessions() as session:
+        if args.server and registry.get(session, args.server, settings.issuer) is None:
+            raise CliError(f"no MCP server {args.server!r}")
+        result = policies.matrix(session, policies.StoredPolicy().compiled(session), where)
+    if args.json:
+        print_json(result.to_dict())
+    elif args.csv:
+        csv.writer(sys.stdout, lineterminator="\n").writerows(result.csv_rows())
+    else:
+        _print_matrix(result)
+    return 0
+
+
+def _print_matrix(result: Matrix) -> None:
+    if not result.servers:
+        print("no enabled MCP server matches")
+    for row, cells in zip(result.rows, result.cells, strict=True):
+        print(f"{row.kind} {row.label}:" if row.kind != "everyone" else "everyone:")
+        for server, cell in zip(result.servers, cells, strict=True):
+            rules = f"  [{', '.join(cell.rule_ids)}]" if cell.rule_ids else ""
+            print(f"  {server.id}: {cell.summary()}{rules}")
 
 
 def _user(session: object, reference: str) -> object:

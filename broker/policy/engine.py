@@ -274,4 +274,5 @@ def _names(scopes: Iterable[str]) -> str:
 
 
 def _who(subject: Subject) -> str:
-    return f"client {subject.id}" if subject.kind == "client" else (subject.email or subject.id)
+    # a simulated person not known yet has no id (broker.policy.matrix.hypothetical)
+    return f"client {subject.id}" if subject.kind == "client" else (subject.email or subject.id or "the person")

@@ -96,7 +96,7 @@ def _subject_check(selectors: Subjects, subject: Subject) -> Check:
     if hits:
         return Check("subject", True, ", ".join(hits))
     listed = describe_subjects(selectors) or "no subjects at all"
-    return Check("subject", False, f"{subject.email or subject.id} matches none of: {listed}")
+    return Check("subject", False, f"{subject.email or subject.id or 'the person'} matches none of: {listed}")
 
 
 def _user_hits(selectors: Subjects, subject: Subject) -> list[str]:

@@ -90,12 +90,9 @@ def who_can(policy: CompiledPolicy, server: Target, users: Iterable[UserFacts], 
 # -------------------------------------------------------------------- access diff
 
 
-@dataclass(frozen=True)
-class Change:
-    """One user's access to one server, before and after a policy change (empty scopes: no access)."""
+class ScopeDelta:
+    """Access to one server before and after a change (empty scopes: no access); mixed into the changes."""
 
-    user: UserFacts
-    server_id: str
     before_scopes: frozenset[str]
     after_scopes: frozenset[str]
 
@@ -105,10 +102,23 @@ class Change:
             return "gains"
         return "loses" if not self.after_scopes else "changes"
 
-    def render(self) -> str:
+    def delta(self) -> str:
         gained = [f"+{scope}" for scope in sorted(self.after_scopes - self.before_scopes)]
         lost = [f"-{scope}" for scope in sorted(self.before_scopes - self.after_scopes)]
-        return f"{self.user.label} {self.kind} {self.server_id}: {' '.join(gained + lost)}"
+        return " ".join(gained + lost)
+
+
+@dataclass(frozen=True)
+class Change(ScopeDelta):
+    """One user's access to one server, before and after a policy change."""
+
+    user: UserFacts
+    server_id: str
+    before_scopes: frozenset[str]
+    after_scopes: frozenset[str]
+
+    def render(self) -> str:
+        return f"{self.user.label} {self.kind} {self.server_id}: {self.delta()}"
 
 
 def diff_access(old: CompiledPolicy, new: CompiledPolicy, servers: Iterable[Target], users: Iterable[UserFacts], *,
@@ -118,8 +128,8 @@ def diff_access(old: CompiledPolicy, new: CompiledPolicy, servers: Iterable[Targ
     could touch are evaluated, so this stays fast on a large directory."""
     assume = Assumptions(now, client_id, acr, amr)
     targets = {target.id: target for target in servers}
-    delta = CompiledPolicy(PolicyDocument(_changed_rules(old.document, new.document)))
-    reach = {rule: _targeted(rule, targets.values()) for rule in delta.rules}
+    delta = CompiledPolicy(PolicyDocument(changed_rules(old.document, new.document)))
+    reach = {rule: targeted(rule, targets.values()) for rule in delta.rules}
     changes = []
     for user in users:
         touched = {server_id for rule in delta.rules_about(user.subject()) for server_id in reach[rule]}
@@ -130,14 +140,14 @@ def diff_access(old: CompiledPolicy, new: CompiledPolicy, servers: Iterable[Targ
     return sorted(changes, key=lambda c: (c.user.label, c.server_id))
 
 
-def _changed_rules(old: PolicyDocument, new: PolicyDocument) -> tuple[Rule, ...]:
+def changed_rules(old: PolicyDocument, new: PolicyDocument) -> tuple[Rule, ...]:
     """The rules of either document that the other does not hold unchanged."""
     kept_old, kept_new = set(old.rules), set(new.rules)
     return tuple(rule for rule in old.rules if rule not in kept_new) + \
         tuple(rule for rule in new.rules if rule not in kept_old)
 
 
-def _targeted(rule: CompiledRule, targets: Iterable[Target]) -> frozenset[str]:
+def targeted(rule: CompiledRule, targets: Iterable[Target]) -> frozenset[str]:
     return frozenset(target.id for target in targets if target_check(rule.rule.targets, target).ok)
 
 

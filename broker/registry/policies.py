@@ -8,11 +8,12 @@ call these functions, never copies of them.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker import audit
@@ -20,24 +21,31 @@ from broker.policy import (
     Change,
     CompiledPolicy,
     Explanation,
+    Matrix,
     PolicyDocument,
+    Row,
     RuleChange,
     ServerInfo,
+    SubjectChange,
     UserFacts,
     WhoCan,
+    access_matrix,
     compile,
     diff_access,
     diff_documents,
+    diff_subjects,
     dump_policy,
     parse_policy,
     read_policy,
+    subject_rows,
+    user_row,
     who_can,
 )
 from broker.policy.layered import AdminApiByRegistration
-from broker.policy.model import AccessRequest, Policy, Subject, Target
+from broker.policy.model import AccessRequest, Policy, Target
 from broker.registry.servers import ADMIN_API_ID, Server, admin_api, from_row
-from broker.storage import changes, mcp_servers, policies, users
-from broker.storage.models import PolicyVersion, UpstreamIdentity, User, utcnow
+from broker.storage import changes, directory, mcp_servers, policies, users
+from broker.storage.models import PolicyVersion, User, utcnow
 
 
 class UnknownVersion(LookupError):
@@ -71,27 +79,72 @@ def _parse_stored(text: str) -> PolicyDocument:
 
 @dataclass(frozen=True)
 class ImportResult:
-    version: int | None  # None for a dry run
+    """What a policy import changes (or would change: ``version`` is None for a dry run).
+
+    ``access_changes``: each known user (signed in or provisioned through SCIM) who gains or loses a
+    server or scope; ``subject_changes``: the same for everyone, each group and the other subjects the
+    rules name, so a dry run says something before anyone has signed in; ``known_users``: how many active
+    users the broker knew to check. ``base_version`` is the version the change was computed against and
+    ``review`` binds a dry run to its document (``review_digest``).
+    """
+
+    version: int | None
     rule_changes: list[RuleChange]
     access_changes: list[Change]
+    subject_changes: list[SubjectChange]
+    known_users: int
+    base_version: int
+    review: str
+
+
+def known_users_note(result: ImportResult) -> str:
+    """One sentence on the users a change was checked against, plain when there were none."""
+    if result.known_users == 0:
+        return ("the broker knows no users yet (users appear at their first sign-in, or when an IdP provisions "
+                "them through SCIM), so no user is listed: the changes are shown by group and other subjects")
+    if not result.access_changes:
+        return f"none of the {result.known_users} known users gains or loses access"
+    return f"{len(result.access_changes)} change(s) for the {result.known_users} known users"
+
+
+class StaleReview(ValueError):
+    """An apply whose document or base version is not the one the reviewed dry run showed."""
+
+
+def review_digest(base_version: int, text: str) -> str:
+    """Binds a dry run to what it showed: the version it was computed against and the exact document.
+
+    Applying with a digest is refused unless both still hold, so what is applied is what was reviewed.
+    """
+    return hashlib.sha256(f"policy-review\0{base_version}\0{text}".encode()).hexdigest()
 
 
 def import_policy(session: Session, text: str, *, issuer: str, author: str, comment: str = "",
-                  dry_run: bool = False, now: dt.datetime | None = None) -> ImportResult:
-    """Validate ``text`` as a whole (``PolicyError`` lists every problem); store it as the next version."""
+                  dry_run: bool = False, now: dt.datetime | None = None, reviewed: str | None = None) -> ImportResult:
+    """Validate ``text`` as a whole (``PolicyError`` lists every problem); store it as the next version.
+
+    ``reviewed``: the digest of the dry run this apply follows; ``StaleReview`` unless it still matches.
+    """
     document = parse_policy(text, known_servers(session, issuer))
     before_version, before = current_document(session)
+    digest = review_digest(before_version, text)
+    if reviewed is not None and not hmac.compare_digest(reviewed, digest):
+        raise StaleReview(f"the policy is now version {before_version}, or the document differs from the one "
+                          "reviewed: review the changes again")
     rule_changes = diff_documents(before, document)
-    access = diff_access(compile(before), compile(document), _targets(session), user_facts(session),
-                         now=now or utcnow())
+    old, new, when, targets = compile(before), compile(document), now or utcnow(), _targets(session)
+    facts = user_facts(session)
+    access = diff_access(old, new, targets, facts, now=when)
+    rows = subject_rows(PolicyDocument(before.rules + document.rules))
+    subjects = diff_subjects(old, new, targets, rows, now=when)
     if dry_run:
-        return ImportResult(None, rule_changes, access)
+        return ImportResult(None, rule_changes, access, subjects, len(facts), before_version, digest)
     version = _store(session, dump_policy(document), author, comment or "imported")
     audit.record(session, "policy.changed", actor=author, data={
         "before_version": before_version, "after_version": version, "comment": comment,
         "rules": [{"kind": c.kind, "rule_id": c.rule_id} for c in rule_changes],
-        "access_changes": len(access)})
-    return ImportResult(version, rule_changes, access)
+        "access_changes": len(access), "reviewed": reviewed is not None})
+    return ImportResult(version, rule_changes, access, subjects, len(facts), before_version, digest)
 
 
 def rollback(session: Session, version: int, *, author: str) -> int:
@@ -133,17 +186,20 @@ def _targets(session: Session) -> list[Target]:
 
 
 def user_facts(session: Session) -> list[UserFacts]:
-    """Every active user as the policy sees them (groups, IdP, latest claims)."""
-    return [facts_for(session, user)
-            for user in session.scalars(select(User).where(User.status == "active").order_by(User.id))]
+    """Every active user as the policy sees them (groups, IdP, latest claims): signed in or SCIM-provisioned."""
+    return [_facts(entry) for entry in directory.users(session, active_only=True)]
+
+
+def _facts(entry: directory.DirectoryUser) -> UserFacts:
+    return UserFacts(id=entry.id, email=entry.email, idp_id=entry.idp_id, groups=frozenset(entry.groups),
+                     claims=entry.claims)
 
 
 def facts_for(session: Session, user: User) -> UserFacts:
-    latest = session.scalar(select(UpstreamIdentity).where(UpstreamIdentity.user_id == user.id)
-                            .order_by(UpstreamIdentity.last_login_at.desc().nulls_last()).limit(1))
+    latest = users.latest_login(session, user.id)
     return UserFacts(id=user.id, email=user.email, idp_id=latest.idp_id if latest else None,
                      groups=frozenset(users.group_names(session, user.id)),
-                     claims=dict(latest.claims) if latest else {})
+                     claims=dict(latest.claims or {}) if latest else {})
 
 
 class StoredPolicy:
@@ -184,16 +240,55 @@ class StoredPolicy:
 
 def explain(session: Session, policy: CompiledPolicy, user: User, server: Server, *,
             client_id: str | None = None) -> Explanation:
-    facts = facts_for(session, user)
-    subject = Subject(kind="user", id=facts.id, email=facts.email, idp_id=facts.idp_id, groups=facts.groups,
-                      claims=facts.claims)
-    request = AccessRequest(subject=subject, client_id=client_id or "", target=target_of(server),
+    return explain_facts(policy, facts_for(session, user), server, client_id=client_id)
+
+
+def explain_facts(policy: CompiledPolicy, facts: UserFacts, server: Server, *,
+                  client_id: str | None = None) -> Explanation:
+    """The decision for these facts (a known user's, or a person not known yet: ``policy.hypothetical``)."""
+    request = AccessRequest(subject=facts.subject(), client_id=client_id or "", target=target_of(server),
                             requested_scopes=None, now=utcnow())
     return policy.explain(request, any_client=client_id is None, any_login=True)
 
 
 def who_can_reach(session: Session, policy: CompiledPolicy, server: Server) -> WhoCan:
     return who_can(policy, target_of(server), user_facts(session), now=utcnow())
+
+
+# -------------------------------------------------------------------- the access matrix
+
+
+@dataclass(frozen=True)
+class MatrixFilter:
+    """Which part of the matrix to show. ``server`` / ``tag`` pick columns (enabled servers only);
+    ``group`` keeps the group rows whose name contains it; ``user`` adds rows for the users whose email,
+    name or id matches (at most ``MAX_USERS``). With ``group`` or ``user`` given, the other subject rows
+    (everyone, claims, IdPs) are left out."""
+
+    server: str = ""
+    tag: str = ""
+    group: str = ""
+    user: str = ""
+
+    MAX_USERS = 200
+
+
+def matrix(session: Session, policy: CompiledPolicy, where: MatrixFilter, *, now: dt.datetime | None = None) -> Matrix:
+    """Subjects x MCP servers under the policy in force: what each could get, and which rules decide it."""
+    servers = [target_of(from_row(row)) for row in mcp_servers.list_all(session) if row.enabled
+               and (not where.server or row.id == where.server) and (not where.tag or where.tag in row.tags)]
+    return access_matrix(policy, servers, matrix_rows(session, policy.document, where), now=now or utcnow())
+
+
+def matrix_rows(session: Session, document: PolicyDocument, where: MatrixFilter) -> list[Row]:
+    rows = subject_rows(document, directory.group_names(session))
+    if where.group or where.user:
+        needle = where.group.casefold()
+        rows = [row for row in rows if where.group and row.kind == "group" and needle in row.key.casefold()]
+    if where.user:
+        rows += [user_row(_facts(entry), entry.display_name, offboarded=entry.status != "active")
+                 for entry in directory.search(session, where.user, MatrixFilter.MAX_USERS)]
+    return rows
 
 
 

@@ -304,7 +304,7 @@ NEW_PATHS = {
     ("put", "/clients/{client_id}/trusted"),
     ("get", "/users"), ("get", "/users/{user}"), ("post", "/users/{user}/revoke"), ("post", "/users/{user}/restore"),
     ("get", "/policy"), ("post", "/policy"), ("get", "/policy/versions"), ("post", "/policy/explain"),
-    ("get", "/policy/who-can"), ("post", "/policy/rollback"),
+    ("get", "/policy/who-can"), ("post", "/policy/rollback"), ("get", "/access"),
     ("get", "/audit"), ("get", "/audit/verify"), ("get", "/keys"), ("post", "/keys/rotate"),
 }
 

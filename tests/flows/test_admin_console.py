@@ -28,6 +28,8 @@ _ACTION = re.compile(r'<form method="post" action="([^"]+)"')
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PAGES = ["/admin", "/admin/servers", "/admin/servers/new", "/admin/servers/demo", "/admin/users", "/admin/policies",
          "/admin/policies/simulate?user=alice@example.com&server=demo",
+         "/admin/policies/simulate?groups=sales,engineering&claims=level%3D3&idp=test&server=demo",
+         "/admin/access", "/admin/access?server=demo&group=eng&user=carol",
          "/admin/policies/simulate?server=demo&who_can=1", "/admin/clients", "/admin/audit", "/admin/audit/verify",
          "/admin/keys", "/admin/settings"]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from broker.web.admin import audit, auth, clients, dashboard, policies, servers, system, users
+from broker.web.admin import access, audit, auth, clients, dashboard, policies, servers, system, users
 
 router = APIRouter()
-for module in (auth, dashboard, servers, users, policies, clients, audit, system):
+for module in (auth, dashboard, servers, users, access, policies, clients, audit, system):
     router.include_router(module.router)

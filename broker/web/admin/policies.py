@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from broker.admin.sessions import MANAGE, VIEW, ConsoleUser
 from broker.lifecycle import offboarding
-from broker.policy import PolicyError, render_document_diff
+from broker.policy import PolicyError, hypothetical, parse_claims, render_document_diff
 from broker.policy.policyfile import dump_rule
 from broker.registry import policies
 from broker.registry import servers as registry
@@ -112,25 +112,42 @@ async def rollback(request: Request, state: State) -> Response:
 
 @router.get("/simulate")
 async def simulate(request: Request, state: State) -> Response:
-    """Can USER reach SERVER, with which scopes, and why (read-only: every role may ask)."""
-    who, server_id = (request.query_params.get("user") or "").strip(), request.query_params.get("server") or ""
+    """Can USER (or a person described by groups, claims and IdP) reach SERVER, with which scopes, and why
+    (read-only: every role may ask)."""
+    q = request.query_params
+    asked = {name: (q.get(name) or "").strip()[:2000] for name in ("user", "server", "groups", "claims", "idp")}
 
     def view(db: Session, console: ConsoleUser) -> Response:
-        context: dict[str, object] = {**_context(db), "draft": "", "sim_user": who, "sim_server": server_id}
-        server = registry.get(db, server_id, state.settings.issuer) if server_id else None
-        try:
-            user = offboarding.find_user(db, who) if who else None
-        except offboarding.UnknownUser as exc:
-            context["sim_error"] = str(exc)
-            user = None
-        if who and server_id and server is None:
-            context["sim_error"] = f"no MCP server {server_id!r}"
-        if user is not None and server is not None:
-            compiled = policies.StoredPolicy().compiled(db)
-            context["explanation"] = policies.explain(db, compiled, user, server).to_dict()
-        if server is not None and request.query_params.get("who_can"):
-            answer = policies.who_can_reach(db, policies.StoredPolicy().compiled(db), server)
-            context["who_can"] = answer
+        context: dict[str, object] = {**_context(db), "draft": "", "sim": asked}
+        server = registry.get(db, asked["server"], state.settings.issuer) if asked["server"] else None
+        if asked["server"] and server is None:
+            context["sim_error"] = f"no MCP server {asked['server']!r}"
+        if server is not None and q.get("who_can"):
+            context["who_can"] = policies.who_can_reach(db, policies.StoredPolicy().compiled(db), server)
+        elif server is not None:
+            context.update(_explain(db, server, asked))
         return render(request, "admin/policies.html", console, context)
 
     return await console_call(request, state, VIEW, view)
+
+
+def _explain(db: Session, server: registry.Server, asked: dict[str, str]) -> dict[str, object]:
+    """The explanation for the user named, or for the person described; or why there is none."""
+    described = bool(asked["groups"] or asked["claims"] or asked["idp"])
+    if asked["user"] and described:
+        return {"sim_error": "name a known user, or describe a person by groups, claims and IdP: not both"}
+    compiled = policies.StoredPolicy().compiled(db)
+    if described:
+        try:
+            claims = parse_claims(line for line in asked["claims"].splitlines() if line.strip())
+        except ValueError as exc:
+            return {"sim_error": str(exc)}
+        person = hypothetical(asked["groups"].split(","), claims, asked["idp"])
+        return {"explanation": policies.explain_facts(compiled, person, server).to_dict(), "sim_person": True}
+    if not asked["user"]:
+        return {}
+    try:
+        user = offboarding.find_user(db, asked["user"])
+    except offboarding.UnknownUser as exc:
+        return {"sim_error": str(exc)}
+    return {"explanation": policies.explain(db, compiled, user, server).to_dict(), "sim_subject": user}

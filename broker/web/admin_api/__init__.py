@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from broker.web.admin_api import clients, policy, servers, system, users
+from broker.web.admin_api import access, clients, policy, servers, system, users
 from broker.web.admin_api.common import AUTH_ERRORS, ApiError, require
 
 router = APIRouter(prefix="/admin/api/v1", tags=["admin API"])
-for _part in (servers, clients, users, policy, system):
+for _part in (servers, clients, users, policy, access, system):
     router.include_router(_part.router)
 
 __all__ = ["AUTH_ERRORS", "ApiError", "require", "router"]

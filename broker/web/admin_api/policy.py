@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from broker.lifecycle import offboarding
-from broker.policy import PolicyError, render_document_diff
+from broker.policy import Change, PolicyError, SubjectChange, hypothetical, render_document_diff
 from broker.registry import policies
 from broker.registry import servers as registry
 from broker.storage import policies as versions
@@ -33,6 +33,9 @@ class PolicyIn(Body):
     document: str = Field(max_length=1_000_000, description="the whole policy file (TOML)")
     dry_run: bool = Field(False, description="only report what would change; store nothing")
     comment: str = Field("", max_length=500)
+    review_digest: str | None = Field(None, max_length=64, description="the `review_digest` of the dry run this "
+                                      "apply follows: refused (409) unless the document is the same and the policy "
+                                      "is still at the dry run's `base_version`")
 
 
 class RuleChangeOut(BaseModel):
@@ -49,12 +52,28 @@ class AccessChangeOut(BaseModel):
     after_scopes: list[str]
 
 
+class SubjectChangeOut(BaseModel):
+    subject_kind: str = Field(description="everyone, group, claim or idp")
+    subject: str = Field(description="the group name, `name = value` of a claim, IdP id; empty for everyone")
+    server_id: str
+    kind: str = Field(description="gains, loses or changes")
+    before_scopes: list[str]
+    after_scopes: list[str]
+
+
 class ImportOut(BaseModel):
     dry_run: bool
     version: int | None = Field(description="the new version (null for a dry run)")
+    base_version: int = Field(description="the version in force that the changes are computed against")
+    review_digest: str = Field(description="pass it back with the apply to bind it to this dry run")
     rule_changes: list[RuleChangeOut]
     diff: str = Field(description="the rule changes as policy-file lines marked - and +")
-    access_changes: list[AccessChangeOut]
+    subject_changes: list[SubjectChangeOut] = Field(description="everyone, groups and the other subjects the rules "
+                                                    "name: who gains or loses what (a group is listed only where it "
+                                                    "differs from everyone)")
+    access_changes: list[AccessChangeOut] = Field(description="each known user who gains or loses a server or scope")
+    known_users: int = Field(description="active users known to the broker (signed in or provisioned through SCIM) "
+                             "that the change was checked against; 0: none yet, so only subjects are listed")
 
 
 class PolicyProblem(BaseModel):
@@ -72,8 +91,20 @@ class RollbackOut(BaseModel):
     restored_version: int
 
 
+class PersonIn(Body):
+    """A person the broker does not know yet (a new hire), as their first sign-in would present them."""
+
+    groups: list[str] = Field([], max_length=1000, description="their groups, after the IdP's group mapping")
+    claims: dict[str, str | int | bool | list[str | int | bool]] = Field(
+        {}, max_length=100, description="upstream claims (type-strict, as in the policy file)")
+    idp: str | None = Field(None, max_length=64, description="the IdP id they sign in through")
+    email: str | None = Field(None, max_length=320)
+
+
 class ExplainIn(Body):
-    user: str = Field(min_length=1, max_length=320, description="user id, email or IDP:SUBJECT")
+    user: str | None = Field(None, min_length=1, max_length=320,
+                             description="a known user: id, email or IDP:SUBJECT (or give `person`)")
+    person: PersonIn | None = Field(None, description="a person not known yet (or give `user`)")
     server: str = Field(min_length=1, max_length=200, description="MCP server id")
     client: str | None = Field(None, max_length=2000, description="client id (default: any client)")
 
@@ -140,22 +171,37 @@ def policy_versions(session: DbSession, caller: Reader) -> list[VersionOut]:
 
 @router.post("/policy", summary="Import a policy file as the next version, or dry-run it (admin:write)",
              response_model=ImportOut,
-             responses={**errors(), **BAD_BODY, 400: {"description": "invalid_request: the policy is invalid; "
-                                                                      "`problems` lists every problem with its line"}})
+             responses={**errors(e409="`review_digest` does not match: the policy changed since the dry run, or "
+                                      "the document differs"),
+                        **BAD_BODY, 400: {"description": "invalid_request: the policy is invalid; "
+                                                         "`problems` lists every problem with its line"}})
 def import_policy(body: PolicyIn, session: DbSession, state: State, caller: Writer) -> ImportOut:
     try:
         result = policies.import_policy(session, body.document, issuer=state.settings.issuer, author=actor(caller),
-                                        comment=body.comment, dry_run=body.dry_run)
+                                        comment=body.comment, dry_run=body.dry_run, reviewed=body.review_digest)
     except PolicyError as exc:
         problems = [PolicyProblem(line=p.line, rule_id=p.rule_id, message=p.message).model_dump()
                     for p in exc.problems]
         raise fail(400, "invalid_request", str(exc), problems=problems) from None
-    access = [AccessChangeOut(user_id=c.user.id, email=c.user.email, server_id=c.server_id, kind=c.kind,
-                              before_scopes=sorted(c.before_scopes), after_scopes=sorted(c.after_scopes))
-              for c in result.access_changes]
-    return ImportOut(dry_run=body.dry_run, version=result.version,
+    except policies.StaleReview as exc:
+        raise fail(409, "conflict", str(exc)) from None
+    return ImportOut(dry_run=body.dry_run, version=result.version, base_version=result.base_version,
+                     review_digest=result.review,
                      rule_changes=[RuleChangeOut(kind=c.kind, rule_id=c.rule_id) for c in result.rule_changes],
-                     diff=render_document_diff(result.rule_changes), access_changes=access)
+                     diff=render_document_diff(result.rule_changes),
+                     subject_changes=[_subject_change(c) for c in result.subject_changes],
+                     access_changes=[_access_change(c) for c in result.access_changes],
+                     known_users=result.known_users)
+
+
+def _access_change(c: Change) -> AccessChangeOut:
+    return AccessChangeOut(user_id=c.user.id, email=c.user.email, server_id=c.server_id, kind=c.kind,
+                           before_scopes=sorted(c.before_scopes), after_scopes=sorted(c.after_scopes))
+
+
+def _subject_change(c: SubjectChange) -> SubjectChangeOut:
+    return SubjectChangeOut(subject_kind=c.row.kind, subject=c.row.key, server_id=c.server_id, kind=c.kind,
+                            before_scopes=sorted(c.before_scopes), after_scopes=sorted(c.after_scopes))
 
 
 @router.post("/policy/rollback", summary="Make an earlier version current again, as a new version "
@@ -169,16 +215,21 @@ def rollback(body: RollbackIn, session: DbSession, caller: Writer) -> RollbackOu
     return RollbackOut(version=version, restored_version=body.version)
 
 
-@router.post("/policy/explain", summary="Simulate: can USER reach SERVER, with which scopes, and why "
-                                        "(read-only; admin:read)", response_model=ExplainOut,
+@router.post("/policy/explain", summary="Simulate: can a user (or a person not known yet) reach SERVER, with which "
+                                        "scopes, and why (read-only; admin:read)", response_model=ExplainOut,
              responses={**errors(e404="No such user or MCP server"), **BAD_BODY})
 def explain(body: ExplainIn, session: DbSession, state: State, caller: Reader) -> ExplainOut:
-    try:
-        user = offboarding.find_user(session, body.user)
-    except offboarding.UnknownUser as exc:
-        raise not_found(str(exc)) from None
+    if (body.user is None) == (body.person is None):
+        raise fail(400, "invalid_request", "give either `user` (a known user) or `person` (one not known yet)")
     server = _server(session, state, body.server)
     compiled = policies.StoredPolicy().compiled(session)
+    if body.person is not None:
+        person = hypothetical(body.person.groups, body.person.claims, body.person.idp, body.person.email)
+        return ExplainOut(**policies.explain_facts(compiled, person, server, client_id=body.client).to_dict())
+    try:
+        user = offboarding.find_user(session, body.user or "")
+    except offboarding.UnknownUser as exc:
+        raise not_found(str(exc)) from None
     return ExplainOut(**policies.explain(session, compiled, user, server, client_id=body.client).to_dict())
 
 
