@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
-from broker import config
+from broker import bundled, config
 from broker.oauth import clients
 from broker.registry import admin as registry
 from broker.registry import policies
@@ -147,15 +147,14 @@ def demo_feed_secret(settings: config.Settings) -> str:
 
 
 def demo_app(issuer: str, feed_secret: str | None = None) -> Any | None:
-    """The example MCP server (examples/protected_server.py) as an ASGI app, when running from a checkout.
+    """The example MCP server (examples/protected_server.py, shipped in ``broker.bundled``) as an ASGI app.
 
     With ``feed_secret`` it follows the broker's revocation feed as client ``demo-mcp-server``.
     """
-    path = Path(__file__).resolve().parents[1] / "examples" / "protected_server.py"
-    if not path.exists():
-        log.warning("examples/protected_server.py not found: the demo MCP server is not served")
+    if not bundled.DEMO_SERVER.exists():
+        log.warning("%s not found: the demo MCP server is not served", bundled.DEMO_SERVER)
         return None
-    spec = importlib.util.spec_from_file_location("mcp_auth_broker_demo", path)
+    spec = importlib.util.spec_from_file_location("mcp_auth_broker_demo", bundled.DEMO_SERVER)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

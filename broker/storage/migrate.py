@@ -7,12 +7,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
-from broker.storage.db import MIGRATIONS_DIR, Database
+from broker.bundled import MIGRATIONS
+from broker.storage.db import Database
 
 
 def alembic_config(database: Database | None = None) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(MIGRATIONS))
     if database is not None:
         cfg.attributes["engine"] = database.engine
     return cfg

@@ -22,7 +22,7 @@ from sqlalchemy import exc as sa
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp
 
-from broker import __version__
+from broker import __version__, bundled
 from broker.oauth.metadata import paths_for
 from broker.storage.db import DatabaseError, first_line
 from broker.web import admin_api, authorize, errors, health, jwks, metrics, signals, token, userinfo
@@ -32,7 +32,6 @@ from broker.web.middleware import BodySizeLimit, RequestContext
 from broker.web.ratelimit import RateLimit, limiter_for
 from broker.web.routes import mount_first
 from broker.web.state import BrokerState
-from broker.web.templates import STATIC_DIR
 from broker.web.write_queue import InlineQueue
 
 log = logging.getLogger("broker.web")
@@ -52,7 +51,7 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
         mount_first(app, testidp.router)
     for hot in (token.router, jwks.router, token.discovery_router(discovery_paths)):  # matched first
         mount_first(app, hot)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", StaticFiles(directory=bundled.STATIC), name="static")  # the CSP forbids inline styles
     app.include_router(health.router)
     app.include_router(metrics.router)
     app.include_router(authorize.router)

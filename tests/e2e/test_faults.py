@@ -36,11 +36,10 @@ import jwt
 import psycopg
 import pytest
 
-from broker import config
 from broker.oauth.secrets import digest
 from tests.support.oauth_flow import _ACTION, hidden_fields, pkce
 from tests.support.postgres import PostgresServer, free_port
-from tests.support.processes import BROKER, ServerProcess, everyone_may_reach, run_broker
+from tests.support.processes import BROKER, ServerProcess, everyone_may_reach, run_broker, serve_config
 
 pytestmark = pytest.mark.e2e
 REDIRECT = "http://127.0.0.1:9/cb"
@@ -97,44 +96,13 @@ class Load:
         return [o for o in self.outcomes if start <= o.started < end]
 
 
-def write_config(path: Path, issuer: str, url: str) -> None:
-    path.write_text(f'''mode = "dev"
-issuer = "{issuer}"
-[database]
-url = "{url}"
-[keys]
-key_encryption_key = "{config.new_kek()}"
-[logging]
-format = "text"
-[rate_limits]
-enabled = false
-[testidp]
-enabled = true
-[[testidp.users]]
-username = "alice"
-password = "alice-pw"
-email = "alice@example.com"
-groups = ["engineering"]
-[[testidp.clients]]
-client_id = "broker"
-client_secret = "testidp-secret-0123456789"
-redirect_uris = ["{issuer}/callback/test"]
-[[idps]]
-id = "test"
-type = "test"
-issuer = "{issuer}/testidp"
-client_id = "broker"
-client_secret = "testidp-secret-0123456789"
-''')
-
-
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     with PostgresServer(settings={"synchronous_commit": "on"}) as pg:
         url = pg.create_database("faults")
         ports = [free_port(), free_port()]
         issuer = f"http://127.0.0.1:{ports[0]}"
-        write_config(tmp_path / "broker.toml", issuer, url)
+        serve_config(tmp_path / "broker.toml", issuer, url, extra="[rate_limits]\nenabled = false\n")
         env = {"BROKER_CONFIG": str(tmp_path / "broker.toml")}
         cli(env, "db", "upgrade")
         cli(env, "servers", "add", "--id", "mcp", "--name", "MCP", "--resource", f"{issuer}/mcp", "--scopes", "read")

@@ -16,42 +16,12 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 
-from broker import config
 from tests.support.oauth_flow import _ACTION, hidden_fields, pkce
 from tests.support.postgres import free_port
-from tests.support.processes import BROKER, ServerProcess, everyone_may_reach, run_broker
+from tests.support.processes import BROKER, ServerProcess, everyone_may_reach, run_broker, serve_config
 
 pytestmark = pytest.mark.e2e
 REDIRECT = "http://127.0.0.1:9/cb"
-
-
-def write_config(path: Path, issuer: str, url: str, kek: str) -> None:
-    path.write_text(f'''mode = "dev"
-issuer = "{issuer}"
-[database]
-url = "{url}"
-[keys]
-key_encryption_key = "{kek}"
-[logging]
-format = "text"
-[testidp]
-enabled = true
-[[testidp.users]]
-username = "alice"
-password = "alice-pw"
-email = "alice@example.com"
-groups = ["engineering"]
-[[testidp.clients]]
-client_id = "broker"
-client_secret = "testidp-secret-0123456789"
-redirect_uris = ["{issuer}/callback/test"]
-[[idps]]
-id = "test"
-type = "test"
-issuer = "{issuer}/testidp"
-client_id = "broker"
-client_secret = "testidp-secret-0123456789"
-''')
 
 
 def sign_in(base: str, client_id: str) -> dict:
@@ -78,7 +48,7 @@ def test_revoke_through_one_instance_holds_on_the_other(tmp_path: Path, postgres
     port_a, port_b = free_port(), free_port()
     issuer = f"http://127.0.0.1:{port_a}"
     cfg = tmp_path / "broker.toml"
-    write_config(cfg, issuer, url, config.new_kek())
+    serve_config(cfg, issuer, url)
     env = {"BROKER_CONFIG": str(cfg)}
     assert run_broker("db", "upgrade", env=env).returncode == 0
     assert run_broker("servers", "add", "--id", "mcp", "--name", "MCP", "--resource", f"{issuer}/mcp", "--scopes",

@@ -12,6 +12,7 @@ from types import TracebackType
 
 import httpx
 
+from broker.config import new_kek
 from tests.support.postgres import free_port
 
 BROKER = [sys.executable, "-m", "broker.cli"]
@@ -82,4 +83,36 @@ def everyone_may_reach(server_id: str, directory: Path) -> Path:
     path = directory / f"policy-{server_id}.toml"
     path.write_text(f'[[rules]]\nid = "everyone-{server_id}"\neffect = "allow"\nscopes = "*"\n\n'
                     f'[rules.subjects]\neveryone = true\n\n[rules.targets]\nservers = ["{server_id}"]\n')
+    return path
+
+
+def serve_config(path: Path, issuer: str, database_url: str | None = None, kek: str | None = None,
+                 extra: str = "") -> Path:
+    """A config file for ``broker serve`` whose upstream IdP is its built-in test IdP with one user,
+    alice / alice-pw (group engineering); ``database_url`` None: SQLite under the working directory."""
+    database = f'[database]\nurl = "{database_url}"\n' if database_url else ""
+    path.write_text(f'''mode = "dev"
+issuer = "{issuer}"
+{database}[keys]
+key_encryption_key = "{kek or new_kek()}"
+[logging]
+format = "text"
+[testidp]
+enabled = true
+[[testidp.users]]
+username = "alice"
+password = "alice-pw"
+email = "alice@example.com"
+groups = ["engineering"]
+[[testidp.clients]]
+client_id = "broker"
+client_secret = "testidp-secret-0123456789"
+redirect_uris = ["{issuer}/callback/test"]
+[[idps]]
+id = "test"
+type = "test"
+issuer = "{issuer}/testidp"
+client_id = "broker"
+client_secret = "testidp-secret-0123456789"
+{extra}''')
     return path
