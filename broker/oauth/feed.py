@@ -2,13 +2,15 @@
 
 ``GET /revocations?since=CURSOR`` answers, in commit order after the cursor: revoked token ids
 (``jti``), revoked refresh-token families (``sid`` claims), and users' not-before times (``sub``:
-tokens issued before are dead). Callers authenticate as resource-server clients, like introspection.
+tokens whose ``iat`` is earlier are dead; ``broker.oauth.cutoff`` makes that exact in whole seconds).
+Callers authenticate as resource-server clients, like introspection.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from broker.oauth import cutoff
 from broker.oauth.clients import SECRET_METHODS
 from broker.oauth.errors import AccessDeniedError
 from broker.oauth.request import HttpRequest
@@ -37,7 +39,8 @@ def _entry(row: Revocation) -> dict[str, Any]:
         entry["sid"] = row.subject
     elif row.kind == "user":
         entry["sub"] = row.subject
-        entry["not_before"] = int(row.not_before.timestamp()) if row.not_before else entry["at"]
+        # tokens with an earlier iat are dead; whole seconds, exact by oauth.cutoff
+        entry["not_before"] = cutoff.cutoff(row.not_before or row.created_at)
     elif row.kind == "client":
         entry["client_id"] = row.subject
     return entry

@@ -144,7 +144,7 @@ class AuthorizationCodeGrant(_Grant, grants.AuthorizationCodeGrant):
         grant_repo.set_code_family(db, row.code_hash, refresh.family.id)  # a replay revokes what it produced
         issued = self.server.access_tokens.issue(db, AccessTokenFacts(
             subject=user.id, client_id=client.client_id, server=server, scopes=granted, auth_time=row.auth_time,
-            acr=row.acr, family_id=refresh.family.id, email=user.email), now)
+            acr=row.acr, family_id=refresh.family.id, email=user.email, not_before=user.not_before), now)
         id_token = self._id_token(user, client.client_id, row.oidc_scope, issued, nonce=row.nonce,
                                   auth_time=row.auth_time, acr=row.acr)
         self.request.issued = (user.id, server.id, issued.jti, refresh.family.id)
@@ -187,7 +187,7 @@ class RefreshTokenGrant(_Grant, grants.RefreshTokenGrant):
             grant_repo.narrow_family(db, family.id, scope_string(granted))
         issued = self.server.access_tokens.issue(db, AccessTokenFacts(
             subject=user.id, client_id=client.client_id, server=server, scopes=granted, auth_time=family.auth_time,
-            acr=family.acr, family_id=family.id, email=user.email), now)
+            acr=family.acr, family_id=family.id, email=user.email, not_before=user.not_before), now)
         # OIDC Core §12.2: same iss, sub, aud and auth_time as at sign-in, a new iat, no nonce
         id_token = self._id_token(user, client.client_id, family.oidc_scope, issued, nonce=None,
                                   auth_time=family.auth_time, acr=family.acr)

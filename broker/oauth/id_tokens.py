@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from broker.config import Settings
 from broker.keys.ring import KeyRing
-from broker.oauth import oidc_claims
+from broker.oauth import cutoff, oidc_claims
 from broker.storage.models import User
 from broker.storage.users import Account
 
@@ -52,7 +52,7 @@ class IdTokens:
               nonce: str | None, auth_time: dt.datetime | None, acr: str | None, access_token: str | None,
               now: dt.datetime) -> str:
         """An ID token for ``client_id`` about ``user``; the caller checked the user may still sign in."""
-        iat = int(now.timestamp())
+        iat = cutoff.issued_at(now, user.not_before)  # a subject token for exchange: never before a revocation
         claims: dict[str, Any] = {
             "iss": self.issuer, "sub": user.id, "aud": client_id, "azp": client_id,  # OIDC Core §2
             "iat": iat, "exp": iat + self.lifetime,

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.federation.jwks import key_object
-from broker.oauth import jws, secrets
+from broker.oauth import cutoff, jws, secrets
 from broker.oauth.clients import AUTH_METHODS, SECRET_METHODS
 from broker.oauth.tokens import ACCESS_TOKEN_TYP
 from broker.registry import servers
@@ -110,16 +110,36 @@ def verify_own_access_token(session: Session, server: Any, unverified_token: str
     cached = server.verified_access_tokens.get(digest, keys, now)
     if cached is not None:
         return cached
-    try:
+    try:  # iat may be up to a second ahead of the clock (oauth.cutoff.issued_at); exp decides below
         claims = jwt.decode(unverified_token, key_object(jwk, jwk["alg"]), algorithms=[jwk["alg"]],
                             issuer=server.issuer, leeway=0,
-                            options={"verify_aud": False, "require": ["exp", "iat", "jti", "sub"]})
+                            options={"verify_aud": False, "verify_iat": False,
+                                     "require": ["exp", "iat", "jti", "sub"]})
     except jwt.PyJWTError:
+        return None
+    if not well_typed(claims):  # signed by our key, yet not shaped as we sign: never trusted
         return None
     if claims["exp"] <= now.timestamp():  # the request's clock decides, as it does for a cached token
         return None
     server.verified_access_tokens.put(digest, jwk["kid"], jwk["alg"], claims)
     return claims
+
+
+_REQUIRED = {"iss": str, "sub": str, "aud": str, "client_id": str, "scope": str, "jti": str, "iat": int, "exp": int}
+_OPTIONAL = {"sid": str, "email": str, "acr": str, "auth_time": int}
+
+
+def well_typed(claims: Any) -> bool:
+    """Whether every claim the broker reads has the JSON type the broker signs it with (no bool for int)."""
+    if not isinstance(claims, dict):
+        return False
+    for name, kind in (*_REQUIRED.items(), *_OPTIONAL.items()):
+        value = claims.get(name)
+        if value is None and name in _OPTIONAL:
+            continue
+        if not isinstance(value, kind) or isinstance(value, bool) or value == "":
+            return False
+    return True
 
 
 def find_token(request: Any, token: str, hint: str | None) -> AccessTokenRecord | RefreshTokenRecord | None:
@@ -153,20 +173,17 @@ def is_active(request: Any, record: AccessTokenRecord | RefreshTokenRecord) -> b
         return False
     if family_id is not None and standing.family != "live":
         return False
-    if user_id is not None and not _in_good_standing(standing.user_status, standing.user_not_before,
-                                                     dt.datetime.fromtimestamp(claims["iat"], dt.UTC)):
+    if user_id is not None and (standing.user_status != "active"
+                                or cutoff.predates(claims["iat"], standing.user_not_before)):
         return False
     return _audience_enabled(request, claims.get("aud"))
 
 
-def _user_active(db: Session, user_id: str, issued_at: dt.datetime) -> bool:
+def _user_active(db: Session, user_id: str, created_at: dt.datetime) -> bool:
+    """The user exists, is active, and was not revoked after this refresh-token family was made."""
     user = users.standing(db, user_id)
-    return user is not None and _in_good_standing(user.status, user.not_before, issued_at)
-
-
-def _in_good_standing(status: str | None, not_before: dt.datetime | None, issued_at: dt.datetime) -> bool:
-    """The user exists, is active, and was not revoked after this token was issued (offboarding)."""
-    return status == "active" and (not_before is None or issued_at >= not_before)
+    return user is not None and user.status == "active" and (user.not_before is None
+                                                              or created_at >= user.not_before)
 
 
 def _audience_enabled(request: Any, audience: Any) -> bool:

@@ -125,7 +125,7 @@ class JwtBearerGrant(_Grant, grants.BaseGrant, grants.TokenEndpointMixin):
         issued = self.server.access_tokens.issue(db, AccessTokenFacts(
             subject=user.id, client_id=client.client_id, server=server, scopes=granted,
             auth_time=dt.datetime.fromtimestamp(auth_time, dt.UTC) if isinstance(auth_time, int) else None,
-            acr=login["acr"], email=user.email), now)
+            acr=login["acr"], email=user.email, not_before=user.not_before), now)
         self.request.issued = (user.id, server.id, issued.jti, None)
         audit.record(db, "token.issued", actor=client.client_id, user_id=user.id, client_id=client.client_id,
                      server_id=server.id, data={"grant": "jwt-bearer", "jti": issued.jti, "scopes": sorted(granted),
@@ -150,8 +150,7 @@ class JwtBearerGrant(_Grant, grants.BaseGrant, grants.TokenEndpointMixin):
         if user_id is None:
             self._reject(verified, "the assertion's subject is not a user of this broker")
         try:
-            return subjects.active_user(self.request.db, user_id,
-                                        dt.datetime.fromtimestamp(int(claims["iat"]), dt.UTC))
+            return subjects.active_user(self.request.db, user_id, iat=int(claims["iat"]))
         except InvalidGrantError as error:
             self._reject(verified, error.description or "the user may no longer sign in", user_id=user_id)
 

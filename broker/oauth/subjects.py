@@ -7,6 +7,7 @@ import datetime as dt
 
 from sqlalchemy.orm import Session
 
+from broker.oauth import cutoff
 from broker.oauth.clients import ClientView
 from broker.oauth.errors import InvalidGrantError
 from broker.policy import AccessRequest, Subject, Target
@@ -51,11 +52,17 @@ def access_request(subject: Subject, client_id: str, server: Server, requested: 
                          now=now)
 
 
-def active_user(session: Session, user_id: str, issued_at: dt.datetime | None = None) -> users.Account:
-    """The user's account (``users.account``), if they may still receive tokens; else ``InvalidGrantError``."""
+def active_user(session: Session, user_id: str, issued_at: dt.datetime | None = None, *,
+                iat: int | None = None) -> users.Account:
+    """The user's account (``users.account``), if they may still receive tokens; else ``InvalidGrantError``.
+
+    ``issued_at``: when a stored grant (code, refresh-token family) was made; ``iat``: a signed token's.
+    """
     user = users.account(session, user_id)
     if user is None or user.status != "active":
         raise InvalidGrantError("the user may no longer sign in")
     if issued_at is not None and user.not_before is not None and issued_at < user.not_before:
+        raise InvalidGrantError("the grant predates the user's revocation")
+    if iat is not None and cutoff.predates(iat, user.not_before):
         raise InvalidGrantError("the grant predates the user's revocation")
     return user

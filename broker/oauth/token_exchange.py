@@ -105,8 +105,7 @@ class TokenExchangeGrant(_Grant, grants.BaseGrant, grants.TokenEndpointMixin):
                                                       jwks_grace=self.server.jwks_grace)
             except IdTokenRejected as exc:
                 raise InvalidGrantError(f"subject_token: {exc.description}") from None
-            issued = dt.datetime.fromtimestamp(int(claims["iat"]), dt.UTC)
-            user = subjects.active_user(db, str(claims["sub"]), issued)
+            user = subjects.active_user(db, str(claims["sub"]), iat=int(claims["iat"]))
             auth_time = claims.get("auth_time")
             return SignIn(user, token_type, dt.datetime.fromtimestamp(auth_time, dt.UTC)
                           if isinstance(auth_time, int) else None,

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from broker import audit
 from broker.config import Settings
 from broker.keys.ring import KeyRing
-from broker.oauth import secrets
+from broker.oauth import cutoff, secrets
 from broker.oauth.errors import InvalidGrantError
 from broker.registry.servers import Server
 from broker.storage import grants
@@ -40,6 +40,7 @@ class AccessTokenFacts:
     acr: str | None = None
     family_id: str | None = None
     email: str | None = None
+    not_before: dt.datetime | None = None  # the user's latest revocation: iat never predates it (oauth.cutoff)
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ class AccessTokens:
 
     def issue(self, session: Session, facts: AccessTokenFacts, now: dt.datetime) -> IssuedAccessToken:
         lifetime = facts.server.access_token_lifetime or self.default_lifetime
-        iat = int(now.timestamp())
+        iat = cutoff.issued_at(now, facts.not_before)
         jti = str(uuid.uuid4())
         claims: dict[str, Any] = {
             "iss": self.issuer, "sub": facts.subject, "aud": facts.server.resource,  # RFC 9068 §2.2
