@@ -23,6 +23,7 @@ from broker.keys import schedule
 from broker.keys.crypto import DecryptionError, Encryptor
 from broker.storage import changes
 from broker.storage import signing_keys as repo
+from broker.storage.hot import Tx
 from broker.storage.models import SigningKey, utcnow
 
 BROKER = "broker"  # the purpose of the broker's own token-signing keys
@@ -42,18 +43,7 @@ class ActiveKey:
                           headers={"kid": self.kid, "typ": typ})
 
 
-@dataclass(frozen=True)
-class KeyRecord:
-    """A signing key's row as the ring caches it (``schedule.KeyTimes``); still encrypted."""
-
-    kid: str
-    purpose: str
-    algorithm: str
-    public_jwk: dict[str, Any]
-    private_key_encrypted: bytes
-    created_at: dt.datetime
-    activates_at: dt.datetime
-    retired_at: dt.datetime | None
+KeyRecord = repo.KeyRow  # a signing key's row as the ring caches it (``schedule.KeyTimes``); still encrypted
 
 
 class KeyRing:
@@ -79,9 +69,19 @@ class KeyRing:
         """This purpose's keys, oldest activation first, from the cache when it is fresh."""
         token = self._recheck.start()
         if token is not None:
-            self._records = tuple(KeyRecord(r.kid, r.purpose, r.algorithm, dict(r.public_jwk), r.private_key_encrypted,
-                                            r.created_at, r.activates_at, r.retired_at)
-                                  for r in repo.list_keys(session, self.purpose))
+            self._records = tuple(repo.rows_of(session, self.purpose))
+            self._recheck.done(token)
+        return self._records
+
+    def fresh_records(self) -> tuple[KeyRecord, ...] | None:
+        """The cached keys while they need no fresh read; None when ``records_hot`` must read them."""
+        return self._records if self._recheck.start() is None else None
+
+    async def records_hot(self, tx: Tx) -> tuple[KeyRecord, ...]:
+        """``records`` in a transaction of the hot lane."""
+        token = self._recheck.start()
+        if token is not None:
+            self._records = tuple(await repo.rows_of_hot(tx, self.purpose))
             self._recheck.done(token)
         return self._records
 
@@ -101,7 +101,11 @@ class KeyRing:
         return self._add(session, activates_at=activates_at, now=now)
 
     def active(self, session: Session, now: dt.datetime | None = None) -> ActiveKey:
-        record = schedule.signing_key(self.records(session), now or utcnow())
+        return self.signer(self.records(session), now or utcnow())
+
+    def signer(self, records: tuple[KeyRecord, ...], now: dt.datetime) -> ActiveKey:
+        """The key that signs at ``now`` among ``records``, decrypted once per ``kid``."""
+        record = schedule.signing_key(records, now)
         if record is None:
             raise LookupError(f"no active {self.purpose} signing key")
         key = self._decrypted.get(record.kid)
@@ -110,8 +114,7 @@ class KeyRing:
         return key
 
     def jwks(self, session: Session, grace: dt.timedelta, now: dt.datetime | None = None) -> dict[str, Any]:
-        keys = schedule.published(self.records(session), now or utcnow(), grace)
-        return {"keys": [dict(k.public_jwk) for k in keys]}
+        return jwk_set(self.records(session), grace, now or utcnow())
 
     def verify_kek(self, session: Session) -> None:
         """Raise ``DecryptionError`` naming the first stored key (of any purpose) this KEK cannot open."""
@@ -138,6 +141,11 @@ class KeyRing:
                          created_at=now, activates_at=activates_at)
         repo.add(session, row)
         return row
+
+
+def jwk_set(records: tuple[KeyRecord, ...], grace: dt.timedelta, now: dt.datetime) -> dict[str, Any]:
+    """The published keys among ``records`` as a JWK set (RFC 7517 §5)."""
+    return {"keys": [dict(k.public_jwk) for k in schedule.published(records, now, grace)]}
 
 
 def generate(algorithm: str, rsa_key_size: int = 3072) -> PrivateKey:

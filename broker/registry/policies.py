@@ -45,6 +45,7 @@ from broker.policy.layered import AdminApiByRegistration
 from broker.policy.model import AccessRequest, Policy, Target
 from broker.registry.servers import ADMIN_API_ID, Server, admin_api, from_row
 from broker.storage import changes, directory, mcp_servers, policies, users
+from broker.storage.hot import Tx
 from broker.storage.models import PolicyVersion, User, utcnow
 
 
@@ -225,17 +226,36 @@ class StoredPolicy:
         engine = session.get_bind()
         if token is None and engine is self._engine:
             return self._compiled
-        token = changes.generation("policy_versions") if token is None else token
+        token = changes.generation("policy_versions") if token is None else token  # before the read
         version = policies.current_version(session)
         if version != self._version or engine is not self._engine:
             _, document = current_document(session)
-            with self._lock:
-                self._compiled, self._version, self._engine = compile(document), version, engine
+            self._keep(document, version, engine)
         self._recheck.done(token)
         return self._compiled
 
+    async def compiled_hot(self, tx: Tx) -> CompiledPolicy:
+        """``compiled`` in a transaction of the hot lane."""
+        token = self._recheck.start()
+        if token is None and tx.cache_key is self._engine:
+            return self._compiled
+        token = changes.generation("policy_versions") if token is None else token  # before the read
+        version = await policies.current_version_hot(tx)
+        if version != self._version or tx.cache_key is not self._engine:
+            text = await policies.document_hot(tx, version) if version else None
+            self._keep(_parse_stored(text) if text is not None else PolicyDocument(), version, tx.cache_key)
+        self._recheck.done(token)
+        return self._compiled
+
+    def _keep(self, document: PolicyDocument, version: int, engine: Any) -> None:
+        with self._lock:
+            self._compiled, self._version, self._engine = compile(document), version, engine
+
     def current(self, session: Session) -> Policy:
         return AdminApiByRegistration(self.compiled(session))
+
+    async def current_hot(self, tx: Tx) -> Policy:
+        return AdminApiByRegistration(await self.compiled_hot(tx))
 
 
 def explain(session: Session, policy: CompiledPolicy, user: User, server: Server, *,

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from broker.policy.layered import SIGN_IN_TARGET
 from broker.registry.resources import InvalidResource, canonical_resource
 from broker.storage import changes, mcp_servers
+from broker.storage.hot import Tx
 from broker.storage.models import McpServer
 
 ADMIN_API_ID = "broker-admin-api"
@@ -53,7 +54,7 @@ class Server:
     builtin: bool = field(default=False, compare=False)
 
 
-def from_row(row: McpServer) -> Server:
+def from_row(row: McpServer | mcp_servers.ServerRow) -> Server:
     return Server(id=row.id, name=row.name, resource=row.resource, scopes=dict(row.scopes),
                   default_scopes=tuple(row.default_scopes), tags=tuple(row.tags),
                   access_token_lifetime=row.access_token_lifetime, enabled=row.enabled)
@@ -76,6 +77,13 @@ def resolve(session: Session, resource: str, issuer: str, *, include_admin_api: 
     ``include_sign_in`` only for a resource the broker stored itself (a code's, a family's, a token's
     ``aud``), never for one a client sent: sign-in is chosen by the absence of ``resource``.
     """
+    return resolve_in(_cached(session), resource, issuer, include_admin_api=include_admin_api,
+                      include_sign_in=include_sign_in)
+
+
+def resolve_in(registry: Registry, resource: str, issuer: str, *, include_admin_api: bool = False,
+               include_sign_in: bool = False) -> Server:
+    """``resolve`` in a registry the caller holds (``registry_hot``)."""
     try:
         canonical = canonical_resource(resource)
     except InvalidResource as exc:
@@ -86,44 +94,71 @@ def resolve(session: Session, resource: str, issuer: str, *, include_admin_api: 
         if include_sign_in:
             return userinfo(issuer)
         raise UnknownResource("the resource is not a registered MCP server")  # even if one was registered there
-    server = _registry(session).get(canonical)
+    server = registry.by_resource.get(canonical)
     if server is None or not server.enabled:
         raise UnknownResource("the resource is not a registered MCP server")
     return server
 
 
-class _Registry:
-    """Every registered server by resource URI and by id, for one database; reread per ``changes.Recheck``."""
+@dataclass(frozen=True)
+class Registry:
+    """Every registered server, enabled or not, by resource URI and by id."""
+
+    by_resource: dict[str, Server]
+    by_id: dict[str, Server]
+
+
+class _Cache:
+    """The registry of one database; reread per ``changes.Recheck``."""
 
     RECHECK_SECONDS = 1.0  # how long a change made by another instance takes to be seen here
 
     def __init__(self) -> None:
         self.recheck = changes.Recheck("mcp_servers", self.RECHECK_SECONDS)
-        self.maps: tuple[dict[str, Server], dict[str, Server]] = ({}, {})  # (by resource, by id), swapped as one
+        self.registry = Registry({}, {})  # swapped as one
 
-    def current(self, session: Session) -> tuple[dict[str, Server], dict[str, Server]]:
+    def current(self, session: Session) -> Registry:
         token = self.recheck.start()
         if token is not None:
-            every = [from_row(row) for row in mcp_servers.list_all(session)]
-            self.maps = ({server.resource: server for server in every}, {server.id: server for server in every})
-            self.recheck.done(token)
-        return self.maps
+            self._keep(mcp_servers.rows(session), token)
+        return self.registry
+
+    async def current_hot(self, tx: Tx) -> Registry:
+        token = self.recheck.start()
+        if token is not None:
+            self._keep(await mcp_servers.rows_hot(tx), token)
+        return self.registry
+
+    def _keep(self, rows: list[mcp_servers.ServerRow], token: int) -> None:
+        every = [from_row(row) for row in rows]
+        self.registry = Registry({server.resource: server for server in every}, {server.id: server for server in every})
+        self.recheck.done(token)
 
 
-_registries: weakref.WeakKeyDictionary[Any, _Registry] = weakref.WeakKeyDictionary()
+_caches: weakref.WeakKeyDictionary[Any, _Cache] = weakref.WeakKeyDictionary()
 
 
-def _registry(session: Session) -> dict[str, Server]:
-    """The cached registry of the database ``session`` talks to (one per engine), by resource URI."""
-    return _cached(session)[0]
+def _cache(key: Any) -> _Cache:
+    cache = _caches.get(key)
+    if cache is None:
+        cache = _caches.setdefault(key, _Cache())
+    return cache
 
 
-def _cached(session: Session) -> tuple[dict[str, Server], dict[str, Server]]:
-    engine = session.get_bind()
-    registry = _registries.get(engine)
-    if registry is None:
-        registry = _registries.setdefault(engine, _Registry())
-    return registry.current(session)
+def _cached(session: Session) -> Registry:
+    """The cached registry of the database ``session`` talks to (one per engine)."""
+    return _cache(session.get_bind()).current(session)
+
+
+async def registry_hot(tx: Tx) -> Registry:
+    """The cached registry, read again in ``tx`` when it is due."""
+    return await _cache(tx.cache_key).current_hot(tx)
+
+
+def fresh_registry(cache_key: Any) -> Registry | None:
+    """The cached registry while it needs no fresh read, else None."""
+    cache = _cache(cache_key)
+    return cache.registry if cache.recheck.start() is None else None
 
 
 def get(session: Session, server_id: str, issuer: str) -> Server | None:
@@ -132,10 +167,13 @@ def get(session: Session, server_id: str, issuer: str) -> Server | None:
         return admin_api(issuer)
     if server_id == USERINFO_ID:
         return userinfo(issuer)
-    return _cached(session)[1].get(server_id)
+    return _cached(session).by_id.get(server_id)
 
 
 def all_scopes(session: Session) -> list[str]:
     """Every scope of every enabled server (for ``scopes_supported``), from the cached registry."""
-    names = {scope for server in _registry(session).values() if server.enabled for scope in server.scopes}
-    return sorted(names)
+    return scopes_of(_cached(session))
+
+
+def scopes_of(registry: Registry) -> list[str]:
+    return sorted({scope for server in registry.by_resource.values() if server.enabled for scope in server.scopes})

@@ -13,12 +13,15 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:
+    from broker.storage.hot import HotLane
 
 CONNECT_TIMEOUT_S = 5  # libpq: a new PostgreSQL connection that is not up by then fails (503, not a hang)
 
@@ -127,7 +130,9 @@ class Database:
 
     def __init__(self, url: str, options: EngineOptions = EngineOptions()):
         self.url = normalise_url(url)
+        self.options = options
         self.engine = make_engine(self.url, options)
+        self._hot: Any = None  # the hot lane (``hot``), made on first use
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
         # SQLite has one writer at a time, and a connection that finds the write lock taken sleeps in
         # SQLite's busy handler (1, 2, 5, 10 ... ms) instead of waking when it is free: see queued_transaction.
@@ -156,6 +161,23 @@ class Database:
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def hot(self) -> HotLane:
+        """The hot lane (``broker.storage.hot``): the token side's transactions, on the event loop."""
+        if self._hot is None:
+            from broker.storage import hot
+
+            options, url = self.options, make_url(self.url)
+            if self.dialect == "sqlite":
+                self._hot = hot.SqliteLane(url.database or ":memory:", self.engine.dialect,
+                                           options.sqlite_busy_timeout_ms, options.sqlite_background_checkpoint,
+                                           cache_key=self.engine)
+            else:
+                dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+                self._hot = hot.PostgresLane(dsn, options.pool_size + options.max_overflow, options.pool_timeout,
+                                             CONNECT_TIMEOUT_S, cache_key=self.engine)
+        return self._hot
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -255,6 +277,8 @@ class Database:
             raise DatabaseError(f"database unreachable: {first_line(exc)}") from None
 
     def dispose(self) -> None:
+        if self._hot is not None:
+            self._hot.close_now()
         if self._now_connection is not None:
             self._now_connection.close()
             self._now_connection = None

@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from broker.storage.hot import Tx
 from broker.storage.models import McpServer
+from broker.storage.prepared import Prepared
+
+
+class ServerRow(NamedTuple):
+    """What a token audience needs of a registered server."""
+
+    id: str
+    name: str
+    resource: str
+    scopes: dict[str, str]
+    default_scopes: list[str]
+    tags: list[str]
+    access_token_lifetime: int | None
+    enabled: bool
+
+
+_SERVERS = McpServer.__table__
+_EVERY = Prepared(select(*(_SERVERS.c[name] for name in ServerRow._fields)).order_by(_SERVERS.c.id), row=ServerRow)
 
 
 def get(session: Session, server_id: str) -> McpServer | None:
@@ -18,6 +39,14 @@ def by_resource(session: Session, resource: str) -> McpServer | None:
 
 def list_all(session: Session) -> list[McpServer]:
     return list(session.scalars(select(McpServer).order_by(McpServer.id)))
+
+
+def rows(session: Session) -> list[ServerRow]:
+    return _EVERY.rows(session, {})
+
+
+async def rows_hot(tx: Tx) -> list[ServerRow]:
+    return await tx.rows(_EVERY, {})
 
 
 def add(session: Session, server: McpServer) -> None:

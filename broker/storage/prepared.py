@@ -34,12 +34,15 @@ class Prepared:
     Rows come back as named tuples with the statement's column keys (labels included).
     """
 
-    def __init__(self, statement: Executable, columns: Sequence[str] | None = None):
+    def __init__(self, statement: Executable, columns: Sequence[str] | None = None, row: type | None = None):
         if isinstance(statement, Insert) and columns is None:
             raise TypeError("an INSERT is prepared for the columns its executions give")
         self.statement = statement
         self.columns = list(columns) if columns is not None else None
-        self._compiled: dict[str, _Compiled] = {}
+        self.row = row
+        if row is not None and tuple(getattr(row, "_fields", ())) != _column_keys(statement):
+            raise TypeError(f"{row.__name__} does not name the statement's columns {_column_keys(statement)}")
+        self._compiled: dict[tuple[str, str], Compiled] = {}
         self._lock = threading.Lock()
 
     def rows(self, session: Session, params: Mapping[str, Any]) -> list[Any]:
@@ -72,12 +75,12 @@ class Prepared:
         finally:
             cursor.close()
 
-    def _run(self, session: Session, params: Mapping[str, Any]) -> tuple[_Compiled, Any]:
+    def _run(self, session: Session, params: Mapping[str, Any]) -> tuple[Compiled, Any]:
         if session.autoflush:  # as Session.execute would: pending ORM changes reach the database first
             session.flush()
         connection = _connection(session)
         dialect = connection.dialect
-        compiled = self._compiled.get(dialect.name) or self._compile(dialect)
+        compiled = self.compiled(dialect)
         dbapi_connection = connection.connection.driver_connection
         values = compiled.values(params)
         cursor = dbapi_connection.cursor()
@@ -88,17 +91,27 @@ class Prepared:
             raise _translated(connection, compiled.sql, error) from error
         return compiled, cursor
 
-    def _compile(self, dialect: Dialect) -> _Compiled:
+    def compiled(self, dialect: Dialect) -> Compiled:
+        """The statement for ``dialect`` (psycopg's and asyncpg's PostgreSQL differ in their parameters)."""
+        found = self._compiled.get((dialect.name, dialect.driver))
+        return found if found is not None else self._compile(dialect)
+
+    def _compile(self, dialect: Dialect) -> Compiled:
         with self._lock:
-            if dialect.name not in self._compiled:
-                self._compiled[dialect.name] = _Compiled(self.statement, dialect, self.columns)
-            return self._compiled[dialect.name]
+            key = (dialect.name, dialect.driver)
+            if key not in self._compiled:
+                self._compiled[key] = Compiled(self.statement, dialect, self.columns, self.row)
+            return self._compiled[key]
 
 
-class _Compiled:
+def _column_keys(statement: Executable) -> tuple[str, ...]:
+    return tuple(column.key for column in getattr(statement, "exported_columns", ()))
+
+
+class Compiled:
     """One statement for one dialect: its SQL, how to build its parameters, how to read its rows."""
 
-    def __init__(self, statement: Executable, dialect: Dialect, columns: list[str] | None):
+    def __init__(self, statement: Executable, dialect: Dialect, columns: list[str] | None, row: type | None):
         compiled = statement.compile(dialect=dialect, column_keys=columns)
         if getattr(compiled, "insert_prefetch", None) or getattr(compiled, "update_prefetch", None):
             raise TypeError("a prepared statement cannot compute Python-side column defaults: give every column")
@@ -116,7 +129,7 @@ class _Compiled:
         self.readers = [column.type.dialect_impl(dialect).result_processor(dialect, None)
                         for column in result_columns]
         self.any_reader = any(self.readers)
-        self.row_type = NamedTuple("PreparedRow", [(column.key, Any) for column in result_columns])  # type: ignore[misc]
+        self.row_type: Any = row or NamedTuple("PreparedRow", [(column.key, Any) for column in result_columns])  # type: ignore[misc]
 
     def values(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         merged = {**self.constants, **params}

@@ -25,9 +25,10 @@ from starlette.types import ASGIApp
 from broker import __version__, bundled
 from broker.oauth.metadata import paths_for
 from broker.storage.db import DatabaseError, first_line
-from broker.web import admin_api, authorize, errors, health, jwks, metrics, signals, token, userinfo
+from broker.web import admin_api, authorize, errors, health, metrics, signals, token, userinfo
 from broker.web.admin import router as admin_console
 from broker.web.cors import PublicCors
+from broker.web.engine import BrokerApp, mount_front
 from broker.web.middleware import BodySizeLimit, RequestContext
 from broker.web.ratelimit import RateLimit, limiter_for
 from broker.web.routes import mount_first
@@ -37,10 +38,10 @@ from broker.web.write_queue import InlineQueue
 log = logging.getLogger("broker.web")
 
 
-def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
+def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> BrokerApp:
     """The broker's ASGI app. ``fallback`` (dev mode's demo MCP server) answers the paths no broker
     route matches; its lifespan runs inside the broker's."""
-    app = FastAPI(title="mcp-auth-broker", version=__version__,
+    app = BrokerApp(title="mcp-auth-broker", version=__version__,
                   description="OAuth 2.1 authorization broker for the Model Context Protocol",
                   docs_url=None, redoc_url=None, lifespan=_lifespan(state, fallback))
     app.state.broker = state
@@ -49,8 +50,7 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
     if state.testidp is not None:  # dev only; matched after the token side (mount_first puts each router ahead)
         from broker.web import testidp
         mount_first(app, testidp.router)
-    for hot in (token.router, jwks.router, token.discovery_router(discovery_paths)):  # matched first
-        mount_first(app, hot)
+    mount_first(app, token.router)  # matched first
     app.mount("/static", StaticFiles(directory=bundled.STATIC), name="static")  # the CSP forbids inline styles
     app.include_router(health.router)
     app.include_router(metrics.router)
@@ -66,6 +66,7 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> FastAPI:
     if fallback is not None:
         app.mount("/", fallback)
     limiter = limiter_for(state.settings)
+    mount_front(app, state, discovery_paths, limiter)
     if limiter is not None:  # inside CORS, so a browser client can read its 429
         app.add_middleware(RateLimit, limiter=limiter,
                            refused=state.metrics.count_rate_limited if state.metrics is not None else None)

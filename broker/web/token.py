@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from broker.federation.errors import InvalidIdToken, UpstreamError, UpstreamRejected
@@ -146,20 +146,6 @@ async def register(request: Request) -> Response:
         return render(state.oauth.register(http_request(request, state, Params([]), session, payload)))
 
     return await in_transaction(state, run)
-
-
-async def metadata_route(request: Request) -> JSONResponse:
-    state = state_of(request)
-    body = await in_transaction(state, state.oauth.metadata, inline=True)
-    return JSONResponse(body, headers={"cache-control": "public, max-age=300"})
-
-
-def discovery_router(paths: list[str]) -> APIRouter:
-    discovery = plain_router(tags=["discovery"])
-    for path in paths:
-        discovery.add_api_route(path, metadata_route, methods=["GET"], summary="Authorization server metadata "
-                                "(RFC 8414)", response_class=JSONResponse)
-    return discovery
 
 
 @router.get("/revocations", summary="Revocation feed for MCP servers that verify tokens locally",

@@ -1,0 +1,53 @@
+"""The token engine's HTTP side: the hot endpoints on a framework-free ASGI application (``Front``), in front of
+FastAPI in the same process (``BrokerApp``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from starlette.routing import BaseRoute
+
+from broker.web.engine.discovery import Discovery
+from broker.web.engine.http import Front, Route
+from broker.web.engine.openapi import documented
+from broker.web.ratelimit import RateLimiter
+from broker.web.state import BrokerState
+
+__all__ = ["BrokerApp", "mount_front"]
+
+
+class BrokerApp(FastAPI):
+    """FastAPI, with the token side's paths answered by ``front`` before FastAPI sees them."""
+
+    front: Front | None = None
+    documented: list[BaseRoute] = []  # the front's paths, for the OpenAPI document (``engine.openapi``)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        front = self.front
+        if front is not None and scope["type"] == "http" and front.serves(scope["path"]):
+            await front(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    def openapi(self) -> dict[str, Any]:
+        if not self.openapi_schema:
+            self.openapi_schema = get_openapi(
+                title=self.title, version=self.version, openapi_version=self.openapi_version,
+                description=self.description, routes=[*self.documented, *self.routes], tags=self.openapi_tags,
+                servers=self.servers, separate_input_output_schemas=self.separate_input_output_schemas)
+        return self.openapi_schema
+
+
+def mount_front(app: BrokerApp, state: BrokerState, discovery_paths: list[str], limiter: RateLimiter | None) -> None:
+    """Serve the token side's paths from the front, and list them in the OpenAPI document."""
+    app.front = front_for(state, discovery_paths, limiter)
+    app.documented = list(documented(discovery_paths).routes)
+
+
+def front_for(state: BrokerState, discovery_paths: list[str], limiter: RateLimiter | None) -> Front:
+    discovery = Discovery(state)
+    routes = [Route("/jwks", frozenset({"GET"}), discovery.jwks, cors=True),
+              *(Route(path, frozenset({"GET"}), discovery.metadata, cors=True) for path in discovery_paths)]
+    return Front(routes, state.settings.server.max_body_bytes, limiter, state.metrics)

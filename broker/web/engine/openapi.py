@@ -1,0 +1,44 @@
+"""The OpenAPI description of the paths the front serves, declared as FastAPI routes that are never mounted:
+FastAPI writes their entries (summary, body, responses) like any other route's, and ``BrokerApp.openapi``
+puts them first in the document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "RFC 6749 §5.2 error: invalid_request, invalid_grant, unauthorized_client, "
+                         "unsupported_grant_type, invalid_scope, invalid_target, unsupported_token_type, "
+                         "insufficient_user_authentication"},
+    401: {"description": "invalid_client (with WWW-Authenticate)"},
+    413: {"description": "Request body too large"},
+}
+TOKEN_ERRORS = {**OAUTH_ERRORS, 503: {"description": "temporarily_unavailable: the identity provider, or a trusted "
+                                                     "ID-JAG issuer's signing keys, could not be reached"},
+                429: {"description": "temporarily_unavailable: rate limited per client or address ([rate_limits]); "
+                                     "Retry-After says when to try again"}}
+FORM_BODY = {"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}}
+
+
+class JwkSetResponse(JSONResponse):
+    media_type = "application/jwk-set+json"  # RFC 7517 §8.5.1
+
+
+def _served_by_the_front() -> None:
+    """Never called: the router below is not mounted; the front answers these paths."""
+    raise AssertionError("documentation only")
+
+
+def documented(discovery_paths: list[str]) -> APIRouter:
+    """The front's endpoints as the OpenAPI document lists them."""
+    docs = APIRouter()
+    docs.add_api_route("/jwks", _served_by_the_front, methods=["GET"], tags=["discovery"],
+                       summary="JSON Web Key Set: active and not-yet-retired signing keys",
+                       response_class=JwkSetResponse)
+    for path in discovery_paths:
+        docs.add_api_route(path, _served_by_the_front, methods=["GET"], tags=["discovery"],
+                           summary="Authorization server metadata (RFC 8414)", response_class=JSONResponse)
+    return docs
