@@ -231,7 +231,8 @@ class JwtIssuer(_Section):
 class SignalIssuer(JwtIssuer):
     """A trusted sender of signed security events (SSF transmitter, or Universal Logout caller)."""
 
-    # The IdP whose subjects (iss_sub) these events name; emails are matched across all users.
+    # The IdP this sender speaks for: its events name that IdP's users only, in every subject format
+    # (broker.lifecycle.signals.subject_users); unset, the users of every configured IdP.
     idp: str | None = None
 
 

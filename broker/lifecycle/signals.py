@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ RISC = "https://schemas.openid.net/secevent/risc/event-type/"
 END_SESSIONS = {CAEP + "session-revoked", CAEP + "credential-change"}
 OFFBOARD = {RISC + "account-disabled", RISC + "account-purged"}
 MAX_TOKEN_BYTES = 16_384
+# How long each event's jti is remembered; an event older than that is refused, whatever its exp says, so
+# no event is ever accepted once its first delivery has been forgotten.
+REPLAY_MEMORY = dt.timedelta(days=7)
 
 
 class SignalError(Exception):
@@ -50,6 +54,7 @@ class VerifiedSignal:
 
     sender: SignalIssuer
     claims: Mapping[str, Any]
+    remember_until: dt.datetime  # its jti, against replay: until it is too old to be accepted anyway
 
 
 class SignedEventVerifier:
@@ -79,7 +84,20 @@ class SignedEventVerifier:
         if alg not in sender.algorithms:  # never none or HS*: only the sender's configured algorithms
             raise SignalError("invalid_key", "the signing algorithm is not allowed for this sender")
         key = await self._key(sender, UnverifiedHeader(alg=alg, kid=header.get("kid")))
-        return VerifiedSignal(sender, self._decode(unverified_token, key, alg, sender, required))
+        claims = self._decode(unverified_token, key, alg, sender, required)
+        self._check_replay_window(claims)
+        issued = dt.datetime.fromtimestamp(float(claims["iat"]), dt.UTC)
+        return VerifiedSignal(sender, claims, issued + REPLAY_MEMORY + dt.timedelta(seconds=self.skew))
+
+    def _check_replay_window(self, claims: Mapping[str, Any]) -> None:
+        iat, jti = claims.get("iat"), claims.get("jti")
+        if not _numeric_date(iat) or ("exp" in claims and not _numeric_date(claims["exp"])):
+            raise SignalError("invalid_request", "iat and exp must be numbers")  # RFC 7519 §2 NumericDate
+        if "jti" in claims and (not isinstance(jti, str) or not jti or len(jti) > 256):
+            raise SignalError("invalid_request", "jti must be a short string")  # RFC 7519 §4.1.7
+        if iat < self.clock() - REPLAY_MEMORY.total_seconds():
+            raise SignalError("invalid_request", f"the event is older than {REPLAY_MEMORY.days} days, longer than "
+                                                 "its id is remembered against replay")
 
     def _decode(self, token: str, key: Any, alg: str, sender: SignalIssuer, required: tuple[str, ...]) -> dict:
         try:
@@ -105,14 +123,23 @@ class SignedEventVerifier:
 
 
 def first_delivery(session: Session, signal: VerifiedSignal, purpose: str, now: dt.datetime) -> bool:
-    """RFC 8417 §2.2 ``jti``: each event is acted on once, across every instance."""
+    """RFC 8417 §2.2 ``jti``: each event is acted on once, across every instance, and remembered until it is
+    older than ``REPLAY_MEMORY`` (plus the clock skew), when it is refused anyway whatever its ``exp``."""
     jti = str(signal.claims.get("jti", ""))
     key = hashlib.sha256(f"{purpose}\0{signal.sender.issuer}\0{jti}".encode()).hexdigest()
-    return grants.first_use_of_jti(session, key, purpose, now + dt.timedelta(days=7))
+    return grants.first_use_of_jti(session, key, purpose, max(signal.remember_until, now))
+
+
+def _numeric_date(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def subject_users(session: Session, subject: Any, sender: SignalIssuer, idps: list[IdpSettings]) -> list[User]:
-    """The broker users a Subject Identifier (RFC 9493: iss_sub, email, opaque, complex) names."""
+    """The broker users a Subject Identifier (RFC 9493: iss_sub, email, opaque, complex) names.
+
+    A sender bound to an IdP (``idp``) names that IdP's users only, in every format: an ``iss_sub`` whose
+    ``iss`` is another IdP's names nobody. An unbound sender speaks for every configured IdP.
+    """
     if not isinstance(subject, Mapping):
         raise SignalError("invalid_request", "the subject identifier is missing")
     fmt = subject.get("format")
@@ -129,10 +156,11 @@ def subject_users(session: Session, subject: Any, sender: SignalIssuer, idps: li
 
 
 def _idp_for(sender: SignalIssuer, iss: str, idps: list[IdpSettings]) -> str | None:
-    for idp in idps:
-        if idp.issuer == iss:
-            return idp.id
-    return sender.idp if iss == sender.issuer else None
+    """The IdP whose users an ``iss_sub`` subject names, as far as this sender may speak for it."""
+    issuers = {idp.id: idp.issuer for idp in idps}
+    if sender.idp is not None:
+        return sender.idp if iss in (sender.issuer, issuers.get(sender.idp)) else None
+    return next((idp_id for idp_id, issuer in issuers.items() if issuer == iss), None)
 
 
 def _by_identity(session: Session, idp_id: str | None, subject: str) -> list[User]:
