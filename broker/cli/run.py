@@ -14,7 +14,7 @@ from broker.cli.common import CliError, common_flags, database_errors, load_sett
 from broker.config import Settings
 from broker.observability.workers import shared_by_workers
 from broker.storage.db import DatabaseError
-from broker.web import create_app
+from broker.web import create_app, shutdown
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -52,7 +52,8 @@ def run_dev(args: argparse.Namespace) -> int:
     print(dev.banner(settings), flush=True)
     app = create_app(state, fallback=dev.demo_app(settings.issuer, dev.demo_feed_secret(settings)))
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
-                proxy_headers=False, server_header=False)
+                proxy_headers=False, server_header=False,
+                timeout_graceful_shutdown=shutdown.Plan.of(settings.server).graceful)
     return 0
 
 
@@ -74,7 +75,8 @@ def run_serve(args: argparse.Namespace) -> int:
         uvicorn.run("broker.app:create_app_from_environment", factory=True, workers=workers,
                     host=args.host or settings.server.host, port=args.port or settings.server.port,
                     log_config=None, access_log=False, server_header=False,
-                    forwarded_allow_ips=settings.server.forwarded_allow_ips)
+                    forwarded_allow_ips=settings.server.forwarded_allow_ips,
+                    timeout_graceful_shutdown=shutdown.Plan.of(settings.server).graceful)
     return 0
 
 

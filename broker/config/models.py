@@ -73,6 +73,10 @@ class ServerSettings(_Section):
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     forwarded_allow_ips: str = "127.0.0.1"
     threads: int = Field(8, ge=1, le=256)
+    # SIGTERM to exit, at most this many seconds: the drain, then in-flight requests finish (or are cut).
+    shutdown_timeout: float = Field(30.0, ge=1, le=3600)
+    # Seconds after SIGTERM during which /readyz answers 503 while everything else is still served.
+    shutdown_drain: float = Field(5.0, ge=0, le=3600)
 
 
 class LoggingSettings(_Section):

@@ -99,6 +99,8 @@ class Metrics:
                                     ["event_type", "outcome"], registry=registry)
         self.rate_limited = Counter("broker_rate_limited", "Requests refused with 429 by endpoint group and "
                                     "key kind (client, address)", ["group", "key"], registry=registry)
+        self.ready = Gauge("broker_readiness_check", "1 if the check passed at this worker's last /readyz, 0 if "
+                           "it failed (the log says why)", ["check"], multiprocess_mode="liveall", registry=registry)
 
     def _define_per_process(self) -> None:
         self.process = {name: Gauge(name, text, multiprocess_mode="liveall", registry=None)
@@ -126,6 +128,11 @@ class Metrics:
 
     def count_rate_limited(self, group: str, key: str) -> None:
         self.rate_limited.labels(group, key).inc()
+
+    def readiness(self, checks: dict[str, bool]) -> None:
+        """The outcome of each readiness check at the last /readyz (True: passed)."""
+        for name, passed in checks.items():
+            self.ready.labels(name).set(1 if passed else 0)
 
     def count_audit_event(self, event: ObservedEvent) -> None:
         """The audit observer: every committed event by type, and the operational counts derived from them."""

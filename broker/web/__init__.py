@@ -25,7 +25,7 @@ from starlette.types import ASGIApp
 from broker import __version__, bundled
 from broker.oauth.metadata import paths_for
 from broker.storage.db import DatabaseError, first_line
-from broker.web import admin_api, authorize, errors, health, metrics, signals, token, userinfo
+from broker.web import admin_api, authorize, errors, health, metrics, shutdown, signals, token, userinfo
 from broker.web.admin import router as admin_console
 from broker.web.cors import PublicCors
 from broker.web.engine import BrokerApp, mount_front
@@ -91,20 +91,33 @@ def _lifespan(state: BrokerState, fallback: ASGIApp | None) -> Any:
         # would scan again: ~50-100 ms pauses in the middle of requests. Frozen, they are never rescanned.
         gc.collect()
         gc.freeze()
+        drain = shutdown.Plan.of(state.settings.server).drain
         try:
-            async with _metrics_running(state), _inline_queue(state), anyio.create_task_group() as tasks:
-                for interval, job in state.periodic:
-                    tasks.start_soon(_every, interval, job)
-                if router is not None:
-                    async with router.lifespan_context(fallback):
-                        yield
-                else:
+            with shutdown.drain_on_sigterm(drain, lambda: _stop_being_ready(state), asyncio.get_running_loop()):
+                async with _serving(state, router, fallback):
                     yield
-                tasks.cancel_scope.cancel()
         finally:
             gc.unfreeze()  # an app that stops inside a longer-lived process (tests) leaves collectable garbage
 
     return lifespan
+
+
+def _stop_being_ready(state: BrokerState) -> None:
+    state.shutting_down = True
+
+
+@asynccontextmanager
+async def _serving(state: BrokerState, router: Any, fallback: ASGIApp | None) -> AsyncIterator[None]:
+    """What runs while the app serves: metrics, the inline queue, the periodic jobs, the fallback's lifespan."""
+    async with _metrics_running(state), _inline_queue(state), anyio.create_task_group() as tasks:
+        for interval, job in state.periodic:
+            tasks.start_soon(_every, interval, job)
+        if router is not None:
+            async with router.lifespan_context(fallback):
+                yield
+        else:
+            yield
+        tasks.cancel_scope.cancel()
 
 
 @asynccontextmanager

@@ -30,6 +30,8 @@ class BrokerState:
     ssf: SignedEventVerifier | None = None  # Shared Signals transmitters, when configured
     logout: SignedEventVerifier | None = None  # Global Token Revocation callers, when configured
     metrics: Metrics | None = None  # when metrics.enabled: fed by the middleware and the audit observer
+    shutting_down: bool = False  # SIGTERM received: /readyz fails while the broker drains (web.shutdown)
+    readiness: tuple[str | None, str] = (None, "")  # the failed check and why, as /readyz last logged it
     inline_queue: InlineQueue | None = None  # SQLite, while the app serves: requests waiting on the event loop
     # (interval in seconds, job): run on a worker thread while the app serves, e.g. sealing the audit chain
     periodic: list[tuple[float, Callable[[], object]]] = field(default_factory=list)

@@ -52,6 +52,18 @@ async def test_a_token_issuance_is_counted_by_grant_and_server(client: httpx.Asy
     assert value(text, "broker_audit_events_total", event_type="token.issued", outcome="success") == 1
 
 
+async def test_each_readiness_check_is_a_gauge(client: httpx.AsyncClient, state) -> None:
+    from broker.storage.db import Database
+
+    assert (await client.get("/readyz")).status_code == 200
+    text = await scrape(client)
+    assert [value(text, "broker_readiness_check", check=c) for c in ("shutdown", "database", "schema")] == [1, 1, 1]
+    healthy, state.database = state.database, Database("postgresql://nobody@127.0.0.1:1/none")
+    assert (await client.get("/readyz")).status_code == 503
+    state.database = healthy
+    assert value(await scrape(client), "broker_readiness_check", check="database") == 0
+
+
 async def test_a_policy_denial_is_counted(client: httpx.AsyncClient, state) -> None:
     redirect = await authorize(client, register_client(state).row.id, pkce()[1], username="bob")
     assert redirect["error"] == "access_denied"

@@ -8,9 +8,11 @@ import logging
 
 import httpx
 import jwt
+import pytest
 from sqlalchemy import text
 
 from broker import logs
+from broker.storage.schema import HEAD
 from tests.conftest import TEST_USERS, TESTIDP_CLIENT
 from tests.support.testidp import log_in, redeem
 
@@ -23,23 +25,39 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 async def test_readyz_when_ready(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"database": "ok", "schema": "ok", "signing_key": "ok"}
+    assert response.json() == {"status": "ready", "checks": {"shutdown": "ok", "database": "ok", "schema": "ok",
+                                                             "signing_key": "ok"}}
 
 
-async def test_readyz_reports_a_stale_schema_as_503(client: httpx.AsyncClient, state) -> None:
+async def test_readyz_names_a_stale_schema_and_logs_the_revision(client: httpx.AsyncClient, state,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
     with state.database.engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
-    response = await client.get("/readyz")
-    assert response.status_code == 503
-    assert "broker db upgrade" in response.json()["checks"]["schema"]
+    with caplog.at_level(logging.INFO, logger="broker.web.health"):
+        first, second = await client.get("/readyz"), await client.get("/readyz")
+    assert first.status_code == second.status_code == 503
+    assert first.json() == {"status": "not ready", "checks": {"shutdown": "ok", "database": "ok", "schema": "failed",
+                                                              "signing_key": "not checked"}}
+    assert "0000" not in first.text
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "broker.web.health"]  # once, not per probe
+    assert logged == f"not ready: schema check failed: the database schema is at 0000, this broker needs {HEAD}"
 
 
-async def test_readyz_reports_an_unreachable_database_as_503(client: httpx.AsyncClient, state) -> None:
+async def test_readyz_keeps_the_database_error_off_the_public_port(client: httpx.AsyncClient, state,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
     from broker.storage.db import Database
 
+    healthy = state.database
     state.database = Database("postgresql://nobody@127.0.0.1:1/none")
-    response = await client.get("/readyz")
-    assert response.status_code == 503 and response.json()["checks"]["database"].startswith("database unreachable")
+    with caplog.at_level(logging.INFO, logger="broker.web.health"):
+        response = await client.get("/readyz")
+        assert response.status_code == 503 and response.json()["checks"]["database"] == "failed"
+        assert "127.0.0.1" not in response.text and "nobody" not in response.text
+        state.database = healthy
+        assert (await client.get("/readyz")).status_code == 200
+    logged = [r.getMessage() for r in caplog.records if r.name == "broker.web.health"]
+    assert logged[0].startswith("not ready: database check failed: database unreachable") and "127.0.0.1" in logged[0]
+    assert logged[1] == "ready again (the database check passes)"
 
 
 async def test_jwks_publishes_the_broker_key_and_not_the_test_idp_key(client: httpx.AsyncClient) -> None:
