@@ -113,7 +113,7 @@ def seed_feed_client(session: Session, secret: str) -> None:
     """The demo MCP server's own client, allowed to read the revocation feed."""
     if clients_repo.get(session, DEMO_FEED_CLIENT_ID) is None:
         clients.register(session, client_id=DEMO_FEED_CLIENT_ID, name="Demo MCP server (revocation feed)",
-                         kind="preregistered", auth_method="client_secret_basic", grant_types=[],
+                         kind="preregistered", auth=clients.BASIC_AUTH, grant_types=[],
                          may_introspect=True, secret=secret)
 
 

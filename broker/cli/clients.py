@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 from typing import Any
 
 from broker.admin import clients as client_admin
@@ -34,8 +36,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     kind.add_argument("--public", dest="confidential", action="store_false",
                       help="no secret; PKCE only (default: native and browser MCP clients)")
     kind.add_argument("--confidential", dest="confidential", action="store_true",
-                      help="authenticates with a client secret (client_secret_basic)")
-    add.set_defaults(confidential=False)
+                      help="authenticates at the token endpoint (default method: client_secret_basic)")
+    add.set_defaults(confidential=None)
+    add.add_argument("--auth-method", action="append", default=[], choices=clients.AUTH_METHODS, metavar="METHOD",
+                     help="how it authenticates: none, client_secret_basic, client_secret_post or private_key_jwt; "
+                          "repeat to allow several (e.g. both secret methods); implies --confidential unless none")
+    keys = add.add_mutually_exclusive_group()
+    keys.add_argument("--jwks", metavar="FILE", help="private_key_jwt: a JSON file with the client's public JWK Set")
+    keys.add_argument("--jwks-uri", metavar="URL",
+                      help="private_key_jwt: an https URL where the broker fetches the client's public JWK Set")
     add.add_argument("--trusted", action="store_true", help="skip the consent page (first-party clients)")
     add.add_argument("--client-credentials", action="store_true",
                      help="may use the client_credentials grant (machine-to-machine; confidential only)")
@@ -68,9 +77,15 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def add_client(args: argparse.Namespace) -> int:
     try:
+        auth = clients.operator_auth(args.auth_method, confidential=args.confidential, jwks=_jwks_file(args.jwks),
+                                     jwks_uri=args.jwks_uri)
+    except ValueError as exc:
+        raise CliError(f"{exc} (see --help: --auth-method, --public, --confidential, --jwks, --jwks-uri)") from None
+    try:
         grants = clients.preregistered_grants(
             redirect_uris=args.redirect_uri, client_credentials=args.client_credentials, id_jag=args.id_jag,
-            token_exchange=args.token_exchange, introspect=args.introspect, confidential=args.confidential)
+            token_exchange=args.token_exchange, introspect=args.introspect,
+            confidential=auth.methods != (clients.PUBLIC_METHOD,))
     except ValueError as exc:
         raise CliError(f"{exc} (see --help: --redirect-uri, --client-credentials, --id-jag, --token-exchange, "
                        "--introspect, --confidential)") from None
@@ -79,8 +94,7 @@ def add_client(args: argparse.Namespace) -> int:
         try:
             new = clients.register(session, client_id=args.client_id, name=args.name, kind="preregistered",
                                    redirect_uris=args.redirect_uri, grant_types=grants, trusted=args.trusted,
-                                   auth_method="client_secret_basic" if args.confidential else "none",
-                                   scopes=args.scope, may_introspect=args.introspect, actor=actor())
+                                   auth=auth, scopes=args.scope, may_introspect=args.introspect, actor=actor())
         except ValueError as exc:
             raise CliError(str(exc)) from None
     record = {**describe(new.row), "client_secret": new.secret}
@@ -93,6 +107,17 @@ def add_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jwks_file(path: str | None) -> Any:
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"--jwks {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise CliError(f"--jwks {path}: not a JSON file") from None
+
+
 def list_clients(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args))
     with database.sessions() as session:
@@ -100,7 +125,8 @@ def list_clients(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
     else:
-        print_table(rows, ["client_id", "name", "kind", "status", "auth_method", "trusted"])
+        print_table([{**r, "auth_methods": " ".join(r["auth_methods"])} for r in rows],
+                    ["client_id", "name", "kind", "status", "auth_methods", "trusted"])
     return 0
 
 
@@ -136,6 +162,7 @@ def set_status(args: argparse.Namespace, status: str) -> int:
 
 def describe(row: Client) -> dict[str, Any]:
     return {"client_id": row.id, "name": row.name, "kind": row.kind, "status": row.status,
-            "auth_method": row.token_endpoint_auth_method, "redirect_uris": list(row.redirect_uris),
+            "auth_method": row.token_endpoint_auth_method, "auth_methods": list(clients.registered_methods(row)),
+            "jwks_uri": row.jwks_uri, "redirect_uris": list(row.redirect_uris),
             "grant_types": list(row.grant_types), "trusted": row.trusted, "scopes": list(row.scopes),
             "may_introspect": row.may_introspect, "created_at": row.created_at.isoformat(timespec="seconds")}

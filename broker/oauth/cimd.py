@@ -29,12 +29,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import SplitResult, unquote, urlsplit
 
-from joserfc.jwk import KeySet
 from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.config import CimdSettings
-from broker.oauth import redirects
+from broker.oauth import client_keys, redirects
 from broker.oauth.ssrf import FetchedDocument, FetchError
 from broker.storage import clients as repo
 from broker.storage.models import Client
@@ -49,8 +48,6 @@ ALLOWED_METHODS = ("none", "private_key_jwt")
 # CIMD: no shared secret can exist between a document and an AS, so no method built on one.
 SYMMETRIC_METHODS = ("client_secret_basic", "client_secret_post", "client_secret_jwt")
 SECRET_FIELDS = ("client_secret", "client_secret_expires_at")
-ASYMMETRIC_KEY_TYPES = ("EC", "RSA", "OKP")
-PRIVATE_KEY_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 DESCRIPTIVE_FIELDS = ("client_uri", "logo_uri", "tos_uri", "policy_uri", "software_id", "software_version")
 
 
@@ -84,13 +81,14 @@ class ClientMetadata:
     token_endpoint_auth_method: str
     grant_types: tuple[str, ...]
     jwks: dict[str, Any] | None
+    jwks_uri: str | None = None
     descriptive: dict[str, Any] = field(default_factory=dict)  # client_uri, logo_uri, ... (shown, never trusted)
 
     def row_values(self) -> dict[str, Any]:
         """The ``clients`` columns this document decides (never status, trusted, scopes or introspection)."""
         return {"name": self.client_name, "redirect_uris": list(self.redirect_uris),
                 "token_endpoint_auth_method": self.token_endpoint_auth_method, "grant_types": list(self.grant_types),
-                "jwks": self.jwks, "jwks_uri": None, "metadata_": dict(self.descriptive)}
+                "jwks": self.jwks, "jwks_uri": self.jwks_uri, "metadata_": dict(self.descriptive)}
 
 
 # ---------------------------------------------------------------- the URL and its host
@@ -160,9 +158,10 @@ def verify_document(client_id: str, unverified_body: bytes) -> ClientMetadata:
     if "authorization_code" not in grant_types:
         raise InvalidDocument("grant_types must include authorization_code")
     _subset(doc, "response_types", ["code"], ("code",))
+    jwks, jwks_uri = _keys(doc) if method == "private_key_jwt" else (None, None)
     return ClientMetadata(client_id=client_id, client_name=_client_name(doc), redirect_uris=_redirect_uris(doc),
                           token_endpoint_auth_method=method, grant_types=tuple(grant_types),
-                          jwks=_jwks(doc) if method == "private_key_jwt" else None, descriptive=_descriptive(doc))
+                          jwks=jwks, jwks_uri=jwks_uri, descriptive=_descriptive(doc))
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -216,25 +215,18 @@ def _auth_method(doc: Mapping[str, Any]) -> str:
     return str(method)
 
 
-def _jwks(doc: Mapping[str, Any]) -> dict[str, Any]:
-    if "jwks_uri" in doc:
-        if "jwks" in doc:
-            raise InvalidDocument("jwks and jwks_uri must not both be present")  # RFC 7591 §2
-        raise InvalidDocument("jwks_uri is not supported by this server yet; put the public keys in jwks")
-    jwks = doc.get("jwks")
-    keys = jwks.get("keys") if isinstance(jwks, dict) else None
-    if not isinstance(keys, list) or not keys or not all(isinstance(k, dict) for k in keys):
-        raise InvalidDocument("private_key_jwt needs the client's public keys in jwks")
-    for key in keys:
-        if key.get("kty") not in ASYMMETRIC_KEY_TYPES:
-            raise InvalidDocument("jwks may hold only public EC, RSA or OKP keys")
-        if any(member in key for member in PRIVATE_KEY_MEMBERS):
-            raise InvalidDocument("jwks contains private key material")
+def _keys(doc: Mapping[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    """``(jwks, jwks_uri)``: exactly one of them (RFC 7591 §2); a jwks_uri is fetched like this document."""
+    if "jwks" in doc and "jwks_uri" in doc:
+        raise InvalidDocument("jwks and jwks_uri must not both be present")  # RFC 7591 §2
     try:
-        KeySet.import_key_set(jwks)
-    except Exception:  # noqa: BLE001 - joserfc raises several classes for malformed keys
-        raise InvalidDocument("jwks is not a valid JWK set") from None
-    return dict(jwks)
+        if "jwks_uri" in doc:
+            return None, client_keys.check_jwks_uri(doc["jwks_uri"])
+        if "jwks" not in doc:
+            raise InvalidDocument("private_key_jwt needs the client's public keys in jwks or jwks_uri")
+        return client_keys.public_jwks(doc["jwks"]), None
+    except client_keys.InvalidKeys as exc:
+        raise InvalidDocument(str(exc)) from None
 
 
 def _subset(doc: Mapping[str, Any], name: str, default: list[str], allowed: Sequence[str]) -> list[str]:
@@ -257,6 +249,11 @@ def _descriptive(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- caching (RFC 9111)
+
+
+def cache_lifetime(fetched: FetchedDocument, cap: float) -> float:
+    """How long a fetched document (or key set) may be reused: its freshness lifetime, capped."""
+    return freshness_lifetime(fetched.headers, fetched.received_at, cap)
 
 
 def freshness_lifetime(headers: Mapping[str, str], received_at: dt.datetime, cap: float) -> float:
@@ -383,7 +380,7 @@ class CimdClients:
         except InvalidDocument as exc:
             log.info("client metadata document %s refused: %s", client_id, exc)
             raise CimdError(f"its metadata document is not acceptable: {exc}") from None
-        lifetime = freshness_lifetime(fetched.headers, fetched.received_at, self.settings.max_cache_seconds)
+        lifetime = cache_lifetime(fetched, self.settings.max_cache_seconds)
         self.cache.put(client_id, metadata, lifetime)
         return metadata
 

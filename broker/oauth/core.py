@@ -7,6 +7,7 @@ connectors); ``broker.web`` calls these methods with plain values and renders th
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,8 @@ from broker.keys.crypto import Encryptor
 from broker.keys.ring import KeyRing
 from broker.oauth import authorize, metadata, selection
 from broker.oauth.cimd import CimdClients, MetadataFetcher
+from broker.oauth.cimd import cache_lifetime as cimd_cache_lifetime
+from broker.oauth.client_keys import ClientKeySets
 from broker.oauth.clients import ClientDirectory
 from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, TemporarilyUnavailableError
 from broker.oauth.id_jag import JWT_BEARER, AssertionKeys
@@ -45,7 +48,9 @@ class OAuthCore:
         self.issuer = settings.issuer
         self.policy = policy
         self.connectors = dict(connectors)
-        self.clients = ClientDirectory(CimdClients(settings.cimd, client_metadata))  # CIMD needs a fetcher
+        key_sets = ClientKeySets(client_metadata, lifetime=functools.partial(
+            cimd_cache_lifetime, cap=settings.cimd.max_cache_seconds))  # jwks_uri: the same SSRF guard as CIMD
+        self.clients = ClientDirectory(CimdClients(settings.cimd, client_metadata), key_sets)  # CIMD needs a fetcher
         self.server = BrokerAuthorizationServer(settings, keyring, policy, self.clients)
         self.login = LoginFlow(settings, encryptor, policy, csrf_key)
         self.assertion_keys = AssertionKeys(settings.id_jag.trusted_issuers, http or upstream_client())

@@ -18,7 +18,7 @@ from broker.oauth.errors import OAuth2Error, describe
 from broker.storage import clients as client_repo
 
 DCR_GRANTS = {"authorization_code", "refresh_token"}
-DCR_AUTH_METHODS = ["none", *clients.SECRET_METHODS]
+DCR_AUTH_METHODS = ["none", *clients.SECRET_METHODS, "private_key_jwt"]  # the last with jwks or jwks_uri
 
 
 class TooManyRegistrations(OAuth2Error):
@@ -56,11 +56,12 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
         if not set(grant_types) <= DCR_GRANTS:
             raise InvalidClientMetadataError("only authorization_code and refresh_token may be registered")
         try:
+            auth = clients.auth_setup([metadata.get("token_endpoint_auth_method", "client_secret_basic")],
+                                      jwks=metadata.get("jwks"), jwks_uri=metadata.get("jwks_uri"))
             new = clients.register(
                 request.db, client_id=client_info["client_id"], name=str(metadata.get("client_name") or "Unnamed"),
-                kind="dcr", redirect_uris=metadata.get("redirect_uris") or [],
-                auth_method=metadata.get("token_endpoint_auth_method", "client_secret_basic"),
-                grant_types=grant_types, status="pending" if self.require_approval else "active",
+                kind="dcr", redirect_uris=metadata.get("redirect_uris") or [], auth=auth, grant_types=grant_types,
+                status="pending" if self.require_approval else "active",
                 registered_from=request.http.client_ip or "unknown", secret=client_info.get("client_secret"),
                 actor=f"dcr:{request.http.client_ip or 'unknown'}",
                 metadata={k: v for k, v in metadata.items() if k in ("client_uri", "logo_uri", "software_id",

@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from authlib.oauth2.rfc6749 import AuthorizationServer
-from authlib.oauth2.rfc6749.authenticate_client import ClientAuthentication
+from authlib.oauth2.rfc6749.authenticate_client import (
+    authenticate_client_secret_basic,
+    authenticate_client_secret_post,
+    authenticate_none,
+)
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from joserfc.errors import BadSignatureError, InvalidKeyIdError
 from joserfc.jwk import KeySet
 
 from broker.config import Settings
 from broker.keys.ring import KeyRing
+from broker.oauth import client_auth
 from broker.oauth.cimd import CimdError
+from broker.oauth.client_keys import InvalidKeys
 from broker.oauth.clients import ClientDirectory, ClientView
 from broker.oauth.errors import InvalidClientError, describe
 from broker.oauth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
@@ -53,7 +61,31 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
         return grant_repo.first_use_of_jti(self.request.db, key, "client-assertion", expires)
 
     def resolve_client_public_key(self, client: ClientView) -> Any:
-        return KeySet.import_key_set(client.row.jwks or {"keys": []})
+        if not client.row.jwks_uri:
+            return KeySet.import_key_set(client.row.jwks or {"keys": []})
+        try:
+            return KeySet.import_key_set(self.server.clients.key_sets.get(client.row.jwks_uri))
+        except InvalidKeys as exc:
+            raise InvalidClientError(description=describe(str(exc))) from None
+
+    def process_assertion_claims(self, assertion: str, resolve_key: Any) -> Any:
+        """The claims; a signature that fails under keys from a ``jwks_uri`` refetches them once (rate limited)."""
+        try:
+            return super().process_assertion_claims(assertion, resolve_key)
+        except InvalidClientError as refused:
+            uri = self.request.client.row.jwks_uri
+            if not uri or not isinstance(refused.__cause__, BadSignatureError | InvalidKeyIdError):
+                raise
+            try:
+                fresh = self.server.clients.key_sets.refetch(uri)
+            except InvalidKeys:
+                fresh = None
+            if fresh is None:
+                raise refused from None
+            return super().process_assertion_claims(assertion, KeySet.import_key_set(fresh))
+
+    def authenticate_client(self, client: ClientView) -> ClientView:
+        return client  # whether it registered private_key_jwt: BrokerAuthorizationServer.authenticate_client
 
 
 class BrokerAuthorizationServer(AuthorizationServer):
@@ -106,8 +138,12 @@ class BrokerAuthorizationServer(AuthorizationServer):
     def authenticate_client(self, request: BrokerRequest, methods: list[str], endpoint: str = "token") -> Any:
         """Client authentication (RFC 6749 §2.3) with the request's own database session.
 
-        authlib may ask for the same client once per method it tries: one lookup (one CIMD fetch) per request.
+        The request's one method must be one this endpoint takes (``methods``) and, once its credential
+        verifies, one the client registered (``broker.oauth.client_auth``). One lookup (one CIMD fetch) per
+        request, however often the method asks for the client.
         """
+        presented = client_auth.presented_method(client_auth.presented_by(request.headers, request.form))
+        client_auth.check_accepted(presented, methods)
         found: dict[str, ClientView | None] = {}
 
         def query(client_id: str) -> ClientView | None:
@@ -117,9 +153,23 @@ class BrokerAuthorizationServer(AuthorizationServer):
                 found[client_id] = self._find_client(request, client_id)
             return found[client_id]
 
-        auth = ClientAuthentication(query)
-        auth.register(PrivateKeyJwt.CLIENT_AUTH_METHOD, PrivateKeyJwt(self, request))
-        return auth(request, methods, endpoint)
+        try:
+            client = self._authenticator(presented, request)(query, request)
+        except InvalidClientError as exc:
+            if presented != client_auth.PRIVATE_KEY_JWT:
+                raise
+            raise client_auth.credential_refused(presented, exc.description) from None  # authlib's, often empty
+        if client is None:
+            raise client_auth.credential_refused(presented)
+        client_auth.check_registered(presented, client.auth_methods)
+        request.auth_method = presented
+        return client
+
+    def _authenticator(self, method: str, request: BrokerRequest) -> Callable[..., ClientView | None]:
+        if method == client_auth.PRIVATE_KEY_JWT:
+            return PrivateKeyJwt(self, request)
+        return {client_auth.NONE: authenticate_none, client_auth.CLIENT_SECRET_BASIC: authenticate_client_secret_basic,
+                client_auth.CLIENT_SECRET_POST: authenticate_client_secret_post}[method]
 
     def _find_client(self, request: BrokerRequest, client_id: str) -> ClientView | None:
         try:

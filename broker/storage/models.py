@@ -130,6 +130,8 @@ class Client(Base):
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | pending | disabled
     secret_hash: Mapped[str | None] = mapped_column(String(64))
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(32), default="none")
+    # Methods an operator allowed beside token_endpoint_auth_method (client_secret_post next to _basic, ...).
+    extra_auth_methods: Mapped[list[str]] = mapped_column(JSON, default=list)
     redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
     grant_types: Mapped[list[str]] = mapped_column(JSON, default=list)
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from broker.storage.db import Database, DatabaseError
 
-HEAD = "0007"
+HEAD = "0008"
 
 
 def require_current(database: Database) -> None:

@@ -2,7 +2,8 @@
 
 - Broker A runs the test IdP, which issues ID-JAGs (RFC 8693 token exchange); A redeems them
   (jwt-bearer grant) for its MCP server MCP-A. The client is the MCP Python SDK's
-  ``IdentityAssertionOAuthProvider``.
+  ``IdentityAssertionOAuthProvider`` with its default client authentication, ``client_secret_post``
+  (``broker clients add --auth-method client_secret_post``).
 - Broker A is also the enterprise IdP for broker B: a client signs its user in at A (OpenID
   Connect), exchanges the ID token at A for an ID-JAG for B, and the SDK redeems it at B for MCP-B.
 - Policy at the IdP side (A decides who may reach B's server) and offboarding stop both paths.
@@ -34,7 +35,6 @@ REDIRECT = "http://127.0.0.1:9/cb"
 EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 ID_JAG = "urn:ietf:params:oauth:token-type:id-jag"
 ID_TOKEN = "urn:ietf:params:oauth:token-type:id_token"
-BASIC = "client_secret_basic"  # how `broker clients add --confidential` registers a client
 AGENT_SECRET = "agent-secret-0123456789abcdef"
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "protected_server.py"
 
@@ -182,15 +182,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     broker_cli(env_a, "servers", "add", "--id", "mcp-a", "--name", "MCP A", "--resource", mcp_a, *scopes)
     broker_cli(env_a, "servers", "add", "--id", "partner-mcp", "--name", "Partner MCP", "--resource", mcp_b, *scopes)
     broker_cli(env_a, "policy", "import", str(tmp / "policy-a.toml"))
-    agent_a = json.loads(broker_cli(env_a, "clients", "add", "--id", "agent-a", "--name", "Agent", "--confidential",
-                                    "--id-jag", "--json"))
+    # The SDK's IdentityAssertionOAuthProvider authenticates with client_secret_post unless told otherwise.
+    agent_a = json.loads(broker_cli(env_a, "clients", "add", "--id", "agent-a", "--name", "Agent",
+                                    "--auth-method", "client_secret_post", "--id-jag", "--json"))
     app_a = json.loads(broker_cli(env_a, "clients", "add", "--id", "app-a", "--name", "Desktop app", "--confidential",
                                   "--redirect-uri", REDIRECT, "--trusted", "--token-exchange", "--json"))
     broker_cli(env_b, "db", "upgrade")
     broker_cli(env_b, "servers", "add", "--id", "mcp-b", "--name", "MCP B", "--resource", mcp_b, *scopes)
     broker_cli(env_b, "policy", "import", str(tmp / "policy-b.toml"))
     agent_b = json.loads(broker_cli(env_b, "clients", "add", "--id", "agent-b", "--name", "Agent at B",
-                                    "--confidential", "--id-jag", "--json"))
+                                    "--auth-method", "client_secret_post", "--auth-method", "client_secret_basic",
+                                    "--id-jag", "--json"))
     a = ServerProcess([*BROKER, "serve", "--port", str(port_a)], env=env_a, log_path=tmp / "a.log", port=port_a)
     b = ServerProcess([*BROKER, "serve", "--port", str(port_b)], env=env_b, log_path=tmp / "b.log", port=port_b)
     server_a = ServerProcess([sys.executable, str(EXAMPLE), "--issuer", issuer_a, "--port", str(port_mcp_a)], env={},
@@ -250,7 +252,7 @@ async def test_sdk_redeems_a_test_idp_id_jag_at_the_broker_and_calls_the_server(
     exchanges: list[httpx.Response] = []
     provider = IdentityAssertionOAuthProvider(
         server_url=setup.mcp_a, storage=InMemoryTokenStorage(), client_id="agent-a",
-        client_secret=setup.agent_a["client_secret"], issuer=setup.a.base_url, token_endpoint_auth_method=BASIC,
+        client_secret=setup.agent_a["client_secret"], issuer=setup.a.base_url,
         assertion_provider=idp_assertion_provider(setup, "alice", exchanges))
     me = await call_whoami(setup.mcp_a, provider)
     assert me["email"] == "alice@example.com" and me["client_id"] == "agent-a"
@@ -260,7 +262,7 @@ async def test_sdk_redeems_a_test_idp_id_jag_at_the_broker_and_calls_the_server(
 async def test_policy_at_the_resource_as_refuses_bob(setup: Setup) -> None:
     provider = IdentityAssertionOAuthProvider(
         server_url=setup.mcp_a, storage=InMemoryTokenStorage(), client_id="agent-a",
-        client_secret=setup.agent_a["client_secret"], issuer=setup.a.base_url, token_endpoint_auth_method=BASIC,
+        client_secret=setup.agent_a["client_secret"], issuer=setup.a.base_url,
         assertion_provider=idp_assertion_provider(setup, "bob", []))
     with pytest.raises(BaseException) as refused:
         await call_whoami(setup.mcp_a, provider)
@@ -310,7 +312,7 @@ async def test_broker_a_is_the_idp_for_broker_b(setup: Setup) -> None:
     tokens = sign_in_at_a(setup, "alice")
     provider = IdentityAssertionOAuthProvider(
         server_url=setup.mcp_b, storage=InMemoryTokenStorage(), client_id="agent-b",
-        client_secret=setup.agent_b["client_secret"], issuer=setup.b.base_url, token_endpoint_auth_method=BASIC,
+        client_secret=setup.agent_b["client_secret"], issuer=setup.b.base_url,
         assertion_provider=broker_a_assertion_provider(setup, tokens["id_token"]))
     me = await call_whoami(setup.mcp_b, provider)
     assert me["client_id"] == "agent-b" and me["email"] == "alice@example.com"
@@ -318,7 +320,8 @@ async def test_broker_a_is_the_idp_for_broker_b(setup: Setup) -> None:
     # A's ID-JAG is for B: A itself refuses it, and B refuses it a second time (single-use jti).
     jag = exchange_at_a(setup, tokens["id_token"], setup.b.base_url, setup.mcp_b).json()["access_token"]
     grant = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": jag, "resource": setup.mcp_b}
-    at_a = httpx.post(f"{setup.a.base_url}/token", data=grant, auth=("agent-a", setup.agent_a["client_secret"]))
+    at_a = httpx.post(f"{setup.a.base_url}/token",
+                      data={**grant, "client_id": "agent-a", "client_secret": setup.agent_a["client_secret"]})
     assert at_a.status_code == 400 and at_a.json()["error"] == "invalid_grant"
     first = httpx.post(f"{setup.b.base_url}/token", data=grant, auth=("agent-b", setup.agent_b["client_secret"]))
     again = httpx.post(f"{setup.b.base_url}/token", data=grant, auth=("agent-b", setup.agent_b["client_secret"]))
@@ -341,9 +344,10 @@ async def test_offboarding_at_a_stops_both_paths(setup: Setup) -> None:
     try:
         refused_b = exchange_at_a(setup, tokens["id_token"], setup.b.base_url, setup.mcp_b)  # (b): A is the IdP
         assert refused_b.status_code == 400 and refused_b.json()["error"] == "invalid_grant"
-        refused_a = httpx.post(f"{setup.a.base_url}/token", auth=("agent-a", setup.agent_a["client_secret"]),
+        refused_a = httpx.post(f"{setup.a.base_url}/token",
                                data={"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer",
-                                     "assertion": jag_for_a, "resource": setup.mcp_a})  # (a): A is the resource AS
+                                     "assertion": jag_for_a, "resource": setup.mcp_a, "client_id": "agent-a",
+                                     "client_secret": setup.agent_a["client_secret"]})  # (a): A is the resource AS
         assert refused_a.status_code == 400 and refused_a.json()["error"] == "invalid_grant"
     finally:
         broker_cli(setup.env_a, "users", "restore", "alice@example.com", "--reason", "e2e cleanup")

@@ -6,7 +6,6 @@ server in tests/unit/oauth/test_cimd_ssrf.py and end to end in tests/e2e/test_ci
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 import uuid
@@ -20,9 +19,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import func, select
 
-from broker.oauth.ssrf import FetchedDocument, FetchError
+from broker.oauth.ssrf import FetchError
 from broker.storage.models import AuditEvent, Client, PendingAuthorization
 from tests.conftest import ISSUER
+from tests.support.metadata_fetcher import FakeMetadataFetcher
 from tests.support.oauth_flow import (
     CLIENT_REDIRECT,
     DEMO_RESOURCE,
@@ -36,30 +36,6 @@ from tests.support.oauth_flow import (
 
 CLIENT_ID = "https://agent.example.com/oauth/client.json"
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-
-
-class FakeMetadataFetcher:
-    """Answers fetches from a table by URL (unknown URLs: HTTP 404) and records every fetch."""
-
-    def __init__(self) -> None:
-        self.responses: dict[str, FetchedDocument | FetchError] = {}
-        self.fetches: list[str] = []
-
-    def serve(self, url: str, document: dict[str, Any] | bytes, cache_control: str | None = "max-age=300") -> None:
-        body = document if isinstance(document, bytes) else json.dumps(document).encode()
-        headers = {"cache-control": cache_control} if cache_control else {}
-        self.responses[url] = FetchedDocument(url=url, body=body, headers=headers,
-                                              received_at=dt.datetime.now(dt.UTC), address="203.0.113.7")
-
-    def fail(self, url: str, reason: str) -> None:
-        self.responses[url] = FetchError(reason)
-
-    def fetch(self, url: str) -> FetchedDocument:
-        self.fetches.append(url)
-        response = self.responses.get(url, FetchError("the server answered HTTP 404, not 200"))
-        if isinstance(response, FetchError):
-            raise response
-        return response
 
 
 def client_document(**overrides: Any) -> dict[str, Any]:
@@ -205,8 +181,8 @@ BAD_DOCUMENTS = {
     "mismatch": (client_document(client_id="https://agent.example.com/oauth/other.json"), "not exactly the URL"),
     "secret": (client_document(client_secret="hunter2"), "contains client_secret"),
     "symmetric": (client_document(token_endpoint_auth_method="client_secret_basic"), "shared secret"),
-    "jwks_uri": (client_document(token_endpoint_auth_method="private_key_jwt", jwks_uri="https://x/jwks"),
-                 "jwks_uri is not supported"),
+    "jwks_uri": (client_document(token_endpoint_auth_method="private_key_jwt", jwks_uri="http://x.example/jwks"),
+                 "jwks_uri must be an https URL"),
     "no name": (client_document(client_name=None), "client_name is required"),
     "bad redirect": (client_document(redirect_uris=["http://attacker.example/cb"]), "only on loopback"),
     "not json": (b"<html>hello</html>", "not valid JSON"),

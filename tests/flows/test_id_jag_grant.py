@@ -340,7 +340,7 @@ async def test_without_trusted_issuers_the_grant_does_not_exist(state, loopback)
             with plain.database.transaction() as session:
                 from broker.oauth import clients
 
-                agent = clients.register(session, name="a", kind="preregistered", auth_method="client_secret_basic",
+                agent = clients.register(session, name="a", kind="preregistered", auth=clients.BASIC_AUTH,
                                          grant_types=[JWT_BEARER])
             response = await http.post("/token", data=grant_form(FakeIdp().assertion(agent.row.id)),
                                        auth=(agent.row.id, agent.secret))

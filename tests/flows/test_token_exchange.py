@@ -39,7 +39,7 @@ def settings(make_settings: Any) -> Any:
 def agent(state: Any) -> Any:
     with state.database.transaction() as session:
         return clients.register(session, client_id=AGENT, name="Agent desktop", kind="preregistered",
-                                auth_method="client_secret_basic", redirect_uris=["http://127.0.0.1:9999/cb"],
+                                auth=clients.BASIC_AUTH, redirect_uris=["http://127.0.0.1:9999/cb"],
                                 grant_types=["authorization_code", "refresh_token", EXCHANGE, JWT_BEARER],
                                 trusted=True)
 
@@ -165,7 +165,7 @@ async def test_subject_tokens_must_be_the_callers_own_id_tokens(client, state, a
     tokens = await sign_in(client, agent)
     with state.database.transaction() as session:
         other = clients.register(session, client_id="other-agent", name="Other", kind="preregistered",
-                                 auth_method="client_secret_basic", redirect_uris=[], grant_types=[EXCHANGE])
+                                 auth=clients.BASIC_AUTH, redirect_uris=[], grant_types=[EXCHANGE])
     stolen = await swap(client, other, tokens["id_token"])  # issued to agent-desktop, presented by another
     assert stolen.json()["error"] == "invalid_grant"
     as_access_token = await swap(client, agent, tokens["access_token"])  # at+jwt is not an ID token
@@ -180,9 +180,9 @@ async def test_unmapped_clients_and_unregistered_grants(client, state, agent) ->
     tokens = await sign_in(client, agent)
     with state.database.transaction() as session:
         unmapped = clients.register(session, client_id="unmapped", name="U", kind="preregistered",
-                                    auth_method="client_secret_basic", redirect_uris=[], grant_types=[EXCHANGE])
+                                    auth=clients.BASIC_AUTH, redirect_uris=[], grant_types=[EXCHANGE])
         plain = clients.register(session, client_id="plain", name="P", kind="preregistered",
-                                 auth_method="client_secret_basic", redirect_uris=[],
+                                 auth=clients.BASIC_AUTH, redirect_uris=[],
                                  grant_types=["client_credentials"])
     assert (await swap(client, unmapped, tokens["id_token"])).json()["error"] == "invalid_target"
     assert (await swap(client, plain, tokens["id_token"])).json()["error"] == "unauthorized_client"

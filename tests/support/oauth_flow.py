@@ -28,16 +28,19 @@ def pkce() -> tuple[str, str]:
     return verifier, challenge
 
 
-def register_client(state: Any, *, name: str = "Test MCP client", auth_method: str = "none",
+def register_client(state: Any, *, name: str = "Test MCP client", auth_method: str | tuple[str, ...] = "none",
                     redirect_uris: list[str] | None = None, trusted: bool = False,
                     grant_types: tuple[str, ...] = ("authorization_code", "refresh_token"),
                     scopes: tuple[str, ...] = (), may_introspect: bool = False, kind: str = "preregistered",
-                    jwks: dict | None = None) -> clients.NewClient:
+                    jwks: dict | None = None, jwks_uri: str | None = None) -> clients.NewClient:
+    """A stored client; ``auth_method`` is one method or several (``clients.auth_setup``)."""
+    methods = (auth_method,) if isinstance(auth_method, str) else auth_method
     with state.database.transaction() as session:
-        return clients.register(session, name=name, kind=kind, auth_method=auth_method,
+        return clients.register(session, name=name, kind=kind,
+                                auth=clients.auth_setup(methods, jwks=jwks, jwks_uri=jwks_uri),
                                 redirect_uris=[CLIENT_REDIRECT] if redirect_uris is None else redirect_uris,
                                 trusted=trusted, grant_types=grant_types, scopes=scopes,
-                                may_introspect=may_introspect, jwks=jwks)
+                                may_introspect=may_introspect)
 
 
 def query(location: str) -> dict[str, str]:

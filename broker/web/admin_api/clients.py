@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -29,7 +30,9 @@ class ClientOut(BaseModel):
     name: str
     kind: str = Field(description="preregistered, dcr or cimd")
     status: str = Field(description="active, pending or disabled")
-    auth_method: str
+    auth_method: str = Field(description="token_endpoint_auth_method (RFC 7591): the first registered method")
+    auth_methods: list[str] = Field(description="every method the client may authenticate with")
+    jwks_uri: str | None = Field(None, description="private_key_jwt: where its public keys are fetched")
     redirect_uris: list[str]
     grant_types: list[str]
     trusted: bool
@@ -49,7 +52,14 @@ class NewClientIn(Body):
     client_id: str | None = Field(None, min_length=1, max_length=200, description="default: generated")
     redirect_uris: list[str] = Field([], max_length=50,
                                      description="exact redirect URIs (users sign in through this client)")
-    confidential: bool = Field(False, description="authenticates with a client secret (client_secret_basic)")
+    confidential: bool | None = Field(None, description="authenticates at the token endpoint (default method: "
+                                                        "client_secret_basic); implied by auth_methods")
+    auth_methods: list[Literal["none", "client_secret_basic", "client_secret_post", "private_key_jwt"]] = Field(
+        [], max_length=3, description="how it authenticates; several allow each of them (default: client_secret_basic "
+                                      "when confidential, none otherwise)")
+    jwks: dict[str, Any] | None = Field(None, description="private_key_jwt: the client's public JWK Set")
+    jwks_uri: str | None = Field(None, max_length=2048,
+                                 description="private_key_jwt: an https URL serving its public JWK Set")
     client_credentials: bool = Field(False, description="may use the client_credentials grant (confidential only)")
     scopes: list[str] = Field([], max_length=50, description="scopes it may hold for itself, e.g. admin:read")
     introspect: bool = Field(False, description="may call the introspection endpoint (confidential only)")
@@ -68,7 +78,9 @@ class TrustedIn(Body):
 
 def describe(row: Client) -> ClientOut:
     return ClientOut(client_id=row.id, name=row.name, kind=row.kind, status=row.status,
-                     auth_method=row.token_endpoint_auth_method, redirect_uris=list(row.redirect_uris),
+                     auth_method=row.token_endpoint_auth_method,
+                     auth_methods=list(clients.registered_methods(row)), jwks_uri=row.jwks_uri,
+                     redirect_uris=list(row.redirect_uris),
                      grant_types=list(row.grant_types), trusted=row.trusted, scopes=list(row.scopes),
                      may_introspect=row.may_introspect, created_at=iso(row.created_at))
 
@@ -103,9 +115,12 @@ def get_client(client_id: str, session: DbSession, caller: Reader) -> ClientOut:
              responses={**errors(e409="The client id is taken", e403=BEYOND), **BAD_BODY})
 def add_client(body: NewClientIn, session: DbSession, caller: Writer) -> NewClientOut:
     try:
+        auth = clients.operator_auth(body.auth_methods, confidential=body.confidential, jwks=body.jwks,
+                                     jwks_uri=body.jwks_uri)
         grants = clients.preregistered_grants(
             redirect_uris=body.redirect_uris, client_credentials=body.client_credentials, id_jag=body.id_jag,
-            token_exchange=body.token_exchange, introspect=body.introspect, confidential=body.confidential)
+            token_exchange=body.token_exchange, introspect=body.introspect,
+            confidential=auth.methods != (clients.PUBLIC_METHOD,))
     except ValueError as exc:
         raise fail(400, "invalid_request", str(exc)) from None
     wanted = client_admin.capabilities(grant_types=grants, may_introspect=body.introspect, trusted=body.trusted)
@@ -115,8 +130,7 @@ def add_client(body: NewClientIn, session: DbSession, caller: Writer) -> NewClie
     try:
         new = clients.register(session, client_id=body.client_id, name=body.name, kind="preregistered",
                                redirect_uris=body.redirect_uris, grant_types=grants, trusted=body.trusted,
-                               auth_method="client_secret_basic" if body.confidential else "none",
-                               scopes=body.scopes, may_introspect=body.introspect, actor=actor(caller))
+                               auth=auth, scopes=body.scopes, may_introspect=body.introspect, actor=actor(caller))
     except ValueError as exc:
         raise fail(400, "invalid_request", str(exc)) from None
     return NewClientOut(**describe(new.row).model_dump(), client_secret=new.secret)
