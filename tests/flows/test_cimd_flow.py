@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from broker.oauth.ssrf import FetchError
 from broker.storage.models import AuditEvent, Client, PendingAuthorization
 from tests.conftest import ISSUER
-from tests.support.metadata_fetcher import FakeMetadataFetcher
+from tests.support.metadata_fetcher import FakeMetadataFetcher, state_fetching_with
 from tests.support.oauth_flow import (
     CLIENT_REDIRECT,
     DEMO_RESOURCE,
@@ -63,17 +63,8 @@ def documents() -> FakeMetadataFetcher:
 
 @pytest.fixture
 def state(settings: Any, migrated: Any, loopback: Any, documents: FakeMetadataFetcher) -> Iterator[Any]:
-    """conftest's ``state``, with the fake fetcher given to the composition root."""
-    from broker import dev
-    from broker.app import build_state, prepare
-
-    broker_state = build_state(settings, http=httpx.AsyncClient(transport=loopback), client_metadata=documents)
-    prepare(broker_state)
-    with broker_state.database.transaction() as session:
-        dev.seed(session, settings.issuer)
-        dev.seed_policy(session)
-    yield broker_state
-    broker_state.database.dispose()
+    with state_fetching_with(settings, loopback, documents) as broker_state:
+        yield broker_state
 
 
 def stored(state: Any, client_id: str = CLIENT_ID) -> Client | None:

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from broker.storage import clients as repo
 from tests.conftest import ISSUER
 from tests.flows.test_admin_api import API, bearer
-from tests.support.metadata_fetcher import FakeMetadataFetcher
+from tests.support.metadata_fetcher import FakeMetadataFetcher, state_fetching_with
 from tests.support.oauth_flow import (
     CLIENT_REDIRECT,
     DEMO_RESOURCE,
@@ -44,17 +44,8 @@ def documents() -> FakeMetadataFetcher:
 
 @pytest.fixture
 def state(settings: Any, migrated: Any, loopback: Any, documents: FakeMetadataFetcher) -> Iterator[Any]:
-    """conftest's ``state``, with the fake fetcher given to the composition root."""
-    from broker import dev
-    from broker.app import build_state, prepare
-
-    broker_state = build_state(settings, http=httpx.AsyncClient(transport=loopback), client_metadata=documents)
-    prepare(broker_state)
-    with broker_state.database.transaction() as session:
-        dev.seed(session, settings.issuer)
-        dev.seed_policy(session)
-    yield broker_state
-    broker_state.database.dispose()
+    with state_fetching_with(settings, loopback, documents) as broker_state:
+        yield broker_state
 
 
 def machine(state: Any, *methods: str, **keys: Any) -> tuple[str, str | None]:

@@ -5,9 +5,13 @@ The network side is tested against a real https server in tests/unit/oauth/test_
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+from collections.abc import Iterator
 from typing import Any
+
+import httpx
 
 from broker.oauth.ssrf import FetchedDocument, FetchError
 
@@ -34,3 +38,20 @@ class FakeMetadataFetcher:
         if isinstance(response, FetchError):
             raise response
         return response
+
+
+@contextlib.contextmanager
+def state_fetching_with(settings: Any, loopback: Any, fetcher: FakeMetadataFetcher) -> Iterator[Any]:
+    """conftest's ``state`` (demo data seeded), with ``fetcher`` given to the composition root."""
+    from broker import dev
+    from broker.app import build_state, prepare
+
+    broker_state = build_state(settings, http=httpx.AsyncClient(transport=loopback), client_metadata=fetcher)
+    prepare(broker_state)
+    with broker_state.database.transaction() as session:
+        dev.seed(session, settings.issuer)
+        dev.seed_policy(session)
+    try:
+        yield broker_state
+    finally:
+        broker_state.database.dispose()
