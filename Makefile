@@ -1,5 +1,5 @@
 # Developer and CI entry points. Each target bootstraps its own venv in .venv.
-#   make run  [ARGS="--port 8000"]     make test [PYTEST_ARGS="-m 'not e2e'"]
+#   make run  [ARGS="--port 8000"]     make test [PYTEST_ARGS="-m 'not e2e'"]     make test-quick
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.installed
 BENCH_SCRIPTS := $(sort $(wildcard bench/*.py))
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test bench soak clean FORCE
+.PHONY: help venv run test test-quick bench soak clean FORCE
 
 help:
 	@echo "make run     start the broker in dev mode (.venv/bin/broker dev \$$ARGS)"
 	@echo "make test    run the test suite (installs PostgreSQL if missing; \$$PYTEST_ARGS)"
+	@echo "make test-quick  unit and flow tests on SQLite only, for the edit loop (\$$PYTEST_ARGS)"
 	@echo "make bench   run every bench/*.py script in order"
 	@echo "make soak    10 minutes of mixed load on broker serve --workers 2 (\$$SOAK_ARGS, e.g. --minutes 3)"
 	@echo "make clean   remove .venv, var/, caches and tests/artifacts"
@@ -43,7 +44,12 @@ test: $(STAMP)
 	bash tests/support/ensure-postgres.sh
 	bash tests/support/ensure-chromium.sh
 	@if [ -f tests/support/oidc_provider/package.json ]; then npm ci --prefix tests/support/oidc_provider --no-audit --no-fund --loglevel=error </dev/null >/dev/null; fi
-	$(VPY) -m pytest $(PYTEST_ARGS)
+	$(VPY) -m pytest $(PYTEST_ARGS) || { status=$$?; [ $$status -ne 5 ] || echo "make test: pytest collected no tests" >&2; exit $$status; }
+
+# The edit loop: no e2e tests, no PostgreSQL, no browser (CI runs `make test`).
+test-quick: $(STAMP)
+	BROKER_TEST_STORES=sqlite $(VPY) -m pytest tests/unit tests/flows -m "not e2e" -q $(PYTEST_ARGS) \
+		|| { status=$$?; [ $$status -ne 5 ] || echo "make test-quick: pytest collected no tests" >&2; exit $$status; }
 
 # bench/run_all.py runs every bench script, then the issue 9 load runs (bench/load_runs.py; needs node
 # and the OIDC provider's npm packages for the peer). BENCH_ARGS="--quick" for a smoke run; other

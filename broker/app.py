@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
-from broker import audit, logs
-from broker import config as config_mod
+from broker import audit, dev, logs
 from broker.audit import AuditKey
 from broker.config import Settings
 from broker.federation.base import ConnectorFactory, build_connectors
@@ -166,7 +165,7 @@ def create_app(settings: Settings) -> FastAPI:
 
 def create_app_from_environment() -> FastAPI:
     """Factory for ``uvicorn --factory`` worker processes: settings from BROKER_CONFIG and BROKER_*."""
-    path = os.environ.get("BROKER_CONFIG")
-    settings = config_mod.load(Path(path) if path else None)
+    path, data_dir = os.environ.get("BROKER_CONFIG"), os.environ.get("BROKER_DATA_DIR")
+    settings = dev.load_settings(Path(path) if path else None, Path(data_dir) if data_dir else None)
     logs.configure(settings.logging.level, settings.logging.format)
     return create_app(settings)

@@ -1,6 +1,6 @@
 """What ``broker dev`` adds: embedded defaults, demo users and the demo MCP server.
 
-Composition-root material (only ``cli`` imports it). Everything here is for a laptop;
+Composition-root material (only ``cli`` and ``app`` import it). Everything here is for a laptop;
 production mode refuses the test IdP these defaults turn on.
 """
 
@@ -11,6 +11,7 @@ import hmac
 import importlib.util
 import logging
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -66,6 +67,51 @@ def ensure_kek_file(data_dir: Path) -> Path:
         with os.fdopen(fd, "w") as fh:
             fh.write(config.new_kek() + "\n")
     return path
+
+
+def load_settings(path: Path | None, data_dir: Path | None, defaults: Mapping[str, Any] | None = None,
+                  env: Mapping[str, str] | None = None) -> config.Settings:
+    """Settings for a command: the file and environment over ``defaults`` (``broker dev``'s own), or over
+    the dev defaults of a data directory ``broker dev`` made (unless the configuration says production).
+
+    A file then overrides only the keys it names; the dev defaults it leaves dangling are dropped.
+    """
+    env = os.environ if env is None else env
+    if defaults is None and not _production(path, env):
+        defaults = defaults_for_data_dir(data_dir or Path(env.get("BROKER_DATA_DIR", "var")))
+    overrides = {"data_dir": str(data_dir)} if data_dir else {}
+    return config.load(path, env=env, defaults=defaults, overrides=overrides,
+                       finish=_drop_dangling(defaults) if defaults else None)
+
+
+def _production(path: Path | None, env: Mapping[str, str]) -> bool:
+    """Whether the file or the environment asks for production mode (then no dev defaults apply)."""
+    if env.get("BROKER_MODE") == config.Mode.PRODUCTION:
+        return True
+    try:
+        return path is not None and config.read_file(path).get("mode") == config.Mode.PRODUCTION
+    except config.ConfigError:
+        return False  # config.load reports it
+
+
+def _drop_dangling(defaults: Mapping[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Drop the dev test IdP when the test IdP is off, and the trust in its ID-JAGs when it is not an IdP."""
+    dev_idps = list(defaults.get("idps", []))
+    dev_trusted = list(defaults.get("id_jag", {}).get("trusted_issuers", []))
+
+    def finish(raw: dict[str, Any]) -> None:
+        testidp = raw.get("testidp")
+        testidp_on = isinstance(testidp, dict) and testidp.get("enabled") is True
+        idps = raw.get("idps")
+        if isinstance(idps, list) and not testidp_on:
+            raw["idps"] = idps = [idp for idp in idps if idp not in dev_idps]
+        ids = {idp.get("id") for idp in idps if isinstance(idp, dict)} if isinstance(idps, list) else set()
+        id_jag = raw.get("id_jag")
+        if isinstance(id_jag, dict) and isinstance(id_jag.get("trusted_issuers"), list):
+            id_jag["trusted_issuers"] = [t for t in id_jag["trusted_issuers"]
+                                         if t not in dev_trusted or (testidp_on and t.get("idp") in ids)]
+
+    return finish
 
 
 def defaults_for_data_dir(data_dir: Path) -> dict[str, Any] | None:
@@ -168,17 +214,15 @@ def _derived_secret(kek_file: Path, label: str) -> str:
 
 
 def banner(settings: config.Settings) -> str:
-    """What a newcomer needs on start: where things are and how to sign in."""
+    """What a newcomer needs on start: where things are and, with the test IdP, how to sign in."""
     issuer = settings.issuer
-    users = ", ".join(f"{u} ({', '.join(g)})" for u, _, g in DEMO_USERS)
     rows = [
         ("issuer", issuer),
         ("discovery", f"{issuer}/.well-known/oauth-authorization-server"),
         ("JWKS", f"{issuer}/jwks"),
-        ("test IdP", f"{issuer}/testidp/.well-known/openid-configuration"),
-        ("demo users", f"{users}; password: {DEMO_PASSWORD}"),
+        *_test_idp_rows(settings),
         ("demo MCP server", f"{issuer}/demo/mcp (server id {DEMO_SERVER_ID})"),
-        ("admin console", f"{issuer}/admin (sign in as carol)"),
+        ("admin console", f"{issuer}/admin" + _console_hint(settings)),
         ("health", f"{issuer}/readyz"),
         ("data", f"{settings.data_dir} ({settings.database_url})"),
     ]
@@ -186,3 +230,24 @@ def banner(settings: config.Settings) -> str:
     lines = ["mcp-auth-broker dev mode: for development only, never for production"]
     lines += [f"  {label.ljust(width)}  {value}" for label, value in rows]
     return "\n".join(lines)
+
+
+def _test_idp_rows(settings: config.Settings) -> list[tuple[str, str]]:
+    """The test IdP and its users, when it runs (a --config may turn it off or bring other users)."""
+    if not settings.testidp.enabled:
+        return []
+    rows = [("test IdP", f"{settings.issuer}/testidp/.well-known/openid-configuration")]
+    users = settings.testidp.users
+    if users:
+        listed = ", ".join(f"{u.username} ({', '.join(u.groups)})" if u.groups else u.username for u in users)
+        if all(u.password.get_secret_value() == DEMO_PASSWORD for u in users):
+            rows.append(("demo users", f"{listed}; password: {DEMO_PASSWORD}"))
+        else:
+            rows.append(("test IdP users", listed))
+    return rows
+
+
+def _console_hint(settings: config.Settings) -> str:
+    admins = set(settings.admin.admin_groups)
+    names = [u.username for u in settings.testidp.users if admins & set(u.groups)] if settings.testidp.enabled else []
+    return f" (sign in as {names[0]})" if names else ""

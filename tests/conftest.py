@@ -8,6 +8,7 @@ SQLite in a temp dir, and a real PostgreSQL server that this suite starts itself
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -21,7 +22,8 @@ from broker.storage.db import Database
 from broker.storage.migrate import upgrade
 
 ISSUER = "http://127.0.0.1:8000"
-STORES = ["sqlite", "postgresql"]
+# BROKER_TEST_STORES=sqlite (`make test-quick`) runs the store-parametrised tests on SQLite only.
+STORES = [s for s in os.environ.get("BROKER_TEST_STORES", "sqlite,postgresql").split(",") if s]
 
 TEST_USERS = [
     {"username": "alice", "password": "alice-pw", "email": "alice@example.com", "name": "Alice Anders",
@@ -51,6 +53,8 @@ def anyio_backend() -> str:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Any]:
+    if "postgresql" not in STORES:
+        pytest.skip("PostgreSQL is not among BROKER_TEST_STORES")
     from tests.support.postgres import PostgresServer
 
     server = PostgresServer().start()

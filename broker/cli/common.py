@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from broker import config, dev, logs
+from broker import dev, logs
 from broker.config import Settings
 from broker.storage.db import Database, DatabaseError, EngineOptions
 from broker.storage.schema import require_current
@@ -36,11 +36,9 @@ def json_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def load_settings(args: argparse.Namespace, defaults: Mapping[str, Any] | None = None) -> Settings:
+    """The command's settings; on a data directory made by `broker dev`, its dev settings under --config."""
     path = args.config or (Path(os.environ["BROKER_CONFIG"]) if os.environ.get("BROKER_CONFIG") else None)
-    overrides = {"data_dir": str(args.data_dir)} if args.data_dir else {}
-    if defaults is None and path is None:  # a data dir made by `broker dev` keeps its dev settings
-        defaults = dev.defaults_for_data_dir(args.data_dir or Path(os.environ.get("BROKER_DATA_DIR", "var")))
-    settings = config.load(path, defaults=defaults, overrides=overrides)
+    settings = dev.load_settings(path, args.data_dir, defaults)
     logs.configure(settings.logging.level, settings.logging.format)
     return settings
 

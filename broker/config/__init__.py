@@ -48,8 +48,9 @@ from broker.config.models import (
     TokenSettings,
     TrustedAssertionIssuer,
 )
-from broker.config.sources import ENV_PREFIX, NON_SETTING_ENV, ConfigError, load, read_secret_files
+from broker.config.sources import ENV_PREFIX, NON_SETTING_ENV, load, read_file, read_secret_files
 from broker.config.types import PLACEHOLDER_SECRETS, decode_kek, is_loopback_host, new_kek, parse_listen
+from broker.config.validation import ConfigError
 
 __all__ = [
     "ENV_PREFIX", "NON_SETTING_ENV", "PLACEHOLDER_SECRETS",
@@ -59,5 +60,5 @@ __all__ = [
     "RateLimitSettings", "RegistrationSettings", "ScimSettings", "ScimToken", "ServerSettings", "Settings",
     "SignalIssuer", "SignalsSettings", "TestIdpClient", "TestIdpSettings", "TestIdpUser", "TokenSettings",
     "TrustedAssertionIssuer",
-    "check", "decode_kek", "is_loopback_host", "load", "new_kek", "parse_listen", "read_secret_files",
+    "check", "decode_kek", "is_loopback_host", "load", "new_kek", "parse_listen", "read_file", "read_secret_files",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from broker.config.models import IdpSettings, MetricsSettings, Mode, Settings
 from broker.config.types import (
@@ -17,22 +18,27 @@ from broker.config.types import (
 HTTPS_IN_PRODUCTION = "production mode requires https (http is allowed only on loopback)"
 
 
-def check(settings: Settings) -> list[str]:
-    """Cross-field and mode checks; one line per problem."""
+def check(settings: Settings, also_known_idps: Collection[str] = ()) -> list[str]:
+    """Cross-field and mode checks; one line per problem.
+
+    ``also_known_idps``: ids of IdP entries refused before these checks, so references to them are not
+    reported as unknown as well.
+    """
+    known = {idp.id for idp in settings.idps} | set(also_known_idps)
     problems = _check_issuer(settings)
     problems += _check_kek(settings)
-    problems += _check_idps(settings)
-    problems += _check_scim(settings)
+    problems += _check_idps(settings, known)
+    problems += _check_scim(settings, known)
     problems += _check_lifetimes(settings)
-    problems += _check_id_jag(settings)
+    problems += _check_id_jag(settings, known)
     problems += _check_metrics(settings.metrics)
     if settings.mode is Mode.PRODUCTION:
         problems += _check_production(settings)
     return problems
 
 
-def _unknown_idp(key: str, idp: str | None, settings: Settings) -> list[str]:
-    if idp is None or idp in {known.id for known in settings.idps}:
+def _unknown_idp(key: str, idp: str | None, known: set[str]) -> list[str]:
+    if idp is None or idp in known:
         return []
     return [f"{key}: {idp!r} is not a configured IdP id"]
 
@@ -71,7 +77,7 @@ _ENTRA_PATH = re.compile(r"^/([0-9a-f-]{36}|organizations|common)/v2\.0$")
 _OKTA_PATH = re.compile(r"^(/oauth2/(?!v1$)[A-Za-z0-9_-]+)?$")
 
 
-def _check_idps(settings: Settings) -> list[str]:
+def _check_idps(settings: Settings, known: set[str]) -> list[str]:
     problems = []
     seen: set[str] = set()
     for i, idp in enumerate(settings.idps):
@@ -82,7 +88,7 @@ def _check_idps(settings: Settings) -> list[str]:
         if idp.type == "test" and not settings.testidp.enabled:
             problems.append(f"idps[{i}].type: 'test' needs testidp.enabled = true")
     for name in settings.federation.link_by_verified_email:
-        problems += _unknown_idp("federation.link_by_verified_email", name, settings)
+        problems += _unknown_idp("federation.link_by_verified_email", name, known)
     return problems
 
 
@@ -115,10 +121,12 @@ def _check_entra(i: int, idp: IdpSettings, path: str) -> list[str]:
     return problems
 
 
-def _check_scim(settings: Settings) -> list[str]:
+def _check_scim(settings: Settings, known: set[str]) -> list[str]:
+    if not settings.scim.enabled:
+        return []  # a section that is off needs no secrets: nothing reads its tokens
     problems = []
     for i, token in enumerate(settings.scim.tokens):
-        problems += _unknown_idp(f"scim.tokens[{i}].idp", token.idp, settings)
+        problems += _unknown_idp(f"scim.tokens[{i}].idp", token.idp, known)
         secret = token.token.get_secret_value().strip() if token.token else ""
         if secret in PLACEHOLDER_SECRETS:
             problems.append(f"scim.tokens[{i}].token: missing or a placeholder (`broker keys new-kek` makes one)")
@@ -127,7 +135,7 @@ def _check_scim(settings: Settings) -> list[str]:
     return problems
 
 
-def _check_id_jag(settings: Settings) -> list[str]:
+def _check_id_jag(settings: Settings, known: set[str]) -> list[str]:
     """The broker never trusts itself as an ID-JAG issuer, nor issues ID-JAGs for itself (SPEC-NOTES 4)."""
     problems = []
     ids: set[str] = set()
@@ -143,7 +151,7 @@ def _check_id_jag(settings: Settings) -> list[str]:
                 problems.append(f"{key}.{field}: {url!r} is not an http(s) URL")
             elif is_plain_http_off_loopback(url):
                 problems.append(f"{key}.{field}: must be https (loopback excepted)")
-        problems += _unknown_idp(f"{key}.idp", trusted.idp, settings)
+        problems += _unknown_idp(f"{key}.idp", trusted.idp, known)
     for i, audience in enumerate(settings.id_jag.audiences):
         if audience.issuer == settings.issuer:
             problems.append(f"id_jag.audiences[{i}].issuer: the broker never issues ID-JAGs for itself")
@@ -158,7 +166,7 @@ def _check_metrics(metrics: MetricsSettings) -> list[str]:
         except ValueError as exc:
             problems.append(f"metrics.listen: {exc}")
     secret = metrics.bearer_token.get_secret_value() if metrics.bearer_token else None
-    if secret is not None and weak_secret(secret):
+    if metrics.enabled and secret is not None and weak_secret(secret):
         problems.append("metrics.bearer_token: at least 32 random characters (`broker keys new-kek` makes one)")
     if metrics.enabled and secret is None and not metrics.listen:
         problems.append("metrics.enabled: set metrics.bearer_token (GET /metrics on the main port), "

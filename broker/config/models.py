@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from broker.config.types import DEFAULT_JWS_ALGORITHMS, Identifier, JwsAlgorithms, decode_kek
+from broker.config.types import DEFAULT_JWS_ALGORITHMS, Identifier, JwsAlgorithms, LogLevel, decode_kek
 
 # A secret given in the settings, or read from the file named by its ``_file`` sibling.
 Secret = SecretStr | None
@@ -80,7 +80,7 @@ class ServerSettings(_Section):
 
 
 class LoggingSettings(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: LogLevel = "INFO"
     format: Literal["json", "text"] = "json"
 
 

@@ -12,7 +12,7 @@ import os
 from typing import Annotated, Literal
 from urllib.parse import SplitResult, urlsplit
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
 # Values from config.example.toml and the docs that must never run in production.
 PLACEHOLDER_SECRETS = {"", "change-me", "changeme", "secret", "password", "CHANGE-ME"}
@@ -24,6 +24,16 @@ Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 JwsAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 JwsAlgorithms = list[JwsAlgorithm]
 DEFAULT_JWS_ALGORITHMS: list[JwsAlgorithm] = ["RS256", "ES256"]
+
+
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+# Python's level names, accepted in any case ("info" is INFO).
+LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR"], BeforeValidator(_upper)]
 
 
 def is_loopback_host(host: str | None) -> bool:

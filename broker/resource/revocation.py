@@ -6,7 +6,9 @@ keeps what it learns in memory: revoked token ids, revoked refresh-token familie
 not-before times and disabled clients. ``is_revoked(claims)`` is the ``BrokerTokenVerifier`` hook.
 
 When the feed cannot be reached the last known state stays in force (soft fail, logged); with
-``fail_closed_after`` set, every token is refused once the feed is that many seconds stale.
+``fail_closed_after`` set, every token is refused once the feed is that many seconds stale. Until the
+first page arrives, failures within ``startup_grace`` seconds are logged at debug level only: a server
+started together with the broker (``broker dev``) polls before the broker listens.
 """
 
 from __future__ import annotations
@@ -28,12 +30,14 @@ FORGET_AFTER = 86400.0  # token ids and families older than any token they could
 class RevocationFeed:
     def __init__(self, issuer: str, client_id: str, client_secret: str, *, interval: float = 2.0,
                  feed_url: str | None = None, http: httpx.AsyncClient | None = None,
-                 fail_closed_after: float | None = None, clock: Callable[[], float] = time.time):
+                 fail_closed_after: float | None = None, clock: Callable[[], float] = time.time,
+                 startup_grace: float = 10.0):
         self.feed_url = feed_url or f"{issuer}/revocations"
         self.auth = httpx.BasicAuth(client_id, client_secret)
         self.interval = interval
         self.fail_closed_after = fail_closed_after
         self.clock = clock
+        self.startup_grace = startup_grace
         self._http = http
         self._owns_http = http is None
         self.cursor = 0
@@ -70,11 +74,14 @@ class RevocationFeed:
 
     async def run(self) -> None:
         """Poll forever (run it in the MCP server's lifespan task group)."""
+        started = self.clock()
         while True:
             try:
                 await self.poll_once()
             except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-                log.warning("revocation feed unavailable: %s", type(exc).__name__)
+                starting = self.synced_at is None and self.clock() - started < self.startup_grace
+                log.log(logging.DEBUG if starting else logging.WARNING, "revocation feed unavailable: %s",
+                        type(exc).__name__)
             await anyio.sleep(self.interval)
 
     async def aclose(self) -> None:

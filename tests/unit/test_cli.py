@@ -105,12 +105,13 @@ def test_configuration_errors_are_listed_one_per_line(env, capsys, monkeypatch, 
     bad = tmp_path / "bad.toml"
     bad.write_text('mode = "production"\nissuer = "http://auth.example.com"\n[server]\nport = "x"\nworkers = 0\n')
     monkeypatch.delenv("BROKER_MODE")
+    monkeypatch.delenv("BROKER_ISSUER")
     code, _, err = run(capsys, "db", "upgrade", "--config", str(bad))
     lines = err.splitlines()
-    assert code == 2 and len(lines) == 2
+    assert code == 2 and len(lines) == 3
     assert all(line.startswith("broker: configuration: ") for line in lines)
     assert "server.port" in lines[0] and "server.workers" in lines[1]
-    # cross-field checks (such as production's https rule) run once the types are right
+    assert "issuer: production mode requires https" in lines[2]  # cross-field checks run beside type errors
 
 
 def test_production_refusal_exits_2(env, capsys, monkeypatch) -> None:

@@ -101,9 +101,10 @@ def test_every_problem_is_reported_at_once_with_its_key(tmp_path: Path) -> None:
             '[server]\nport = "eighty"\nworkers = 0\n[tokens]\naccess_token_lifetime = -5\n')
     found = problems(text, tmp_path=tmp_path)
     keys = sorted(p.split(":")[0] for p in found)
-    assert keys == ["bogus", "server.port", "server.workers", "tokens.access_token_lifetime"]
+    assert keys == ["bogus", "keys.key_encryption_key", "server.port", "server.workers",
+                    "tokens.access_token_lifetime"]  # type errors and cross-field checks together
     assert any(p.startswith("bogus: unknown key") for p in found)
-    assert all("broker.toml" in p for p in found)
+    assert all("broker.toml" in p for p in found if not p.startswith("keys."))
 
 
 def test_unknown_nested_key_is_named(tmp_path: Path) -> None:
@@ -146,8 +147,7 @@ def test_bad_environment_value_names_the_variable() -> None:
     with pytest.raises(ConfigError) as info:
         config.load(None, env=env)
     assert info.value.problems == [
-        "server.port: Input should be a valid integer, unable to parse string as an integer "
-        "(from environment variable BROKER_SERVER__PORT)"]
+        'server.port: must be an integer, not the string "many" (from environment variable BROKER_SERVER__PORT)']
 
 
 def test_unknown_environment_key_is_refused() -> None:
@@ -257,3 +257,159 @@ def test_valid_okta_and_entra_issuers(tmp_path: Path, type_, issuer) -> None:
     idp = (f'[[idps]]\nid = "x"\ntype = "{type_}"\nissuer = "{issuer}"\nclient_id = "c"\n'
            'client_secret = "s3cr3t-value"\n')
     assert load(production(tmp_path, idp), tmp_path=tmp_path).idps[0].issuer == issuer
+
+
+# ---------------------------------------------------------------- strict values, every problem at once
+
+
+@pytest.mark.parametrize("extra,message", [
+    ('[registration]\nenabled = "on"\n', 'registration.enabled: must be true or false, not the string "on"'),
+    ('[server]\nport = "8080"\n', 'server.port: must be an integer, not the string "8080"'),
+    ('[database]\npool_timeout = "5"\n', 'database.pool_timeout: must be a number, not the string "5"'),
+    ('[metrics]\nenabled = 1\n', "metrics.enabled: must be true or false, not 1"),
+])
+def test_strings_and_numbers_are_not_coerced(tmp_path: Path, extra: str, message: str) -> None:
+    assert problems(production(tmp_path, extra), tmp_path=tmp_path) == [
+        f"{message} (from {tmp_path / 'broker.toml'})"]
+
+
+def test_an_integer_is_a_number(tmp_path: Path) -> None:
+    assert load(production(tmp_path, "[database]\npool_timeout = 7\n"), tmp_path=tmp_path).database.pool_timeout == 7.0
+
+
+@pytest.mark.parametrize("level", ["info", "Debug", "WARNING", "error"])
+def test_log_levels_in_any_case(tmp_path: Path, level: str) -> None:
+    settings = load(production(tmp_path, f'[logging]\nlevel = "{level}"\n'), tmp_path=tmp_path)
+    assert settings.logging.level == level.upper()
+
+
+def test_type_errors_and_cross_field_checks_are_reported_together(tmp_path: Path) -> None:
+    text = ('mode = "production"\nissuer = "http://auth.example.com"\n[server]\nport = "8080"\n'
+            "[tokens]\nrefresh_token_idle_lifetime = 9000\nrefresh_token_absolute_lifetime = 8000\n")
+    assert sorted(p.split(" (from")[0] for p in problems(text, tmp_path=tmp_path)) == [
+        "issuer: production mode requires https (http is allowed only on loopback)",
+        "keys.key_encryption_key: required in production mode (set BROKER_KEYS__KEY_ENCRYPTION_KEY or "
+        "keys.key_encryption_key_file; `broker keys new-kek` prints a fresh one)",
+        'server.port: must be an integer, not the string "8080"',
+        "tokens.refresh_token_idle_lifetime: must not exceed tokens.refresh_token_absolute_lifetime",
+    ]
+
+
+def test_a_refused_value_is_reported_once(tmp_path: Path) -> None:
+    # the refused issuer and IdP entry are not reported again as "required" or "not a configured IdP id"
+    extra = ('[[idps]]\nid = "okta"\ntype = "okta-ish"\nissuer = "https://x.okta.com"\nclient_id = "c"\n'
+             '[scim]\nenabled = true\n[[scim.tokens]]\nidp = "okta"\ntoken = "' + "t" * 40 + '"\n')
+    text = production(tmp_path, extra).replace('issuer = "https://auth.example.com"', "issuer = 5")
+    found = [p.split(" (from")[0] for p in problems(text, tmp_path=tmp_path)]
+    assert found == ["issuer: Input should be a valid string",
+                     "idps[0].type: Input should be 'oidc', 'okta', 'entra' or 'test'"]
+
+
+# ---------------------------------------------------------------- environment variables
+
+
+def test_environment_values_are_typed_strictly() -> None:
+    base = {"BROKER_ISSUER": "https://a.example", "BROKER_KEYS__KEY_ENCRYPTION_KEY": KEK}
+    settings = config.load(None, env={**base, "BROKER_REGISTRATION__ENABLED": "true", "BROKER_SERVER__PORT": "8443",
+                                      "BROKER_DATABASE__POOL_TIMEOUT": "2.5", "BROKER_LOGGING__LEVEL": "debug",
+                                      "BROKER_CIMD__ALLOWED_HOSTS": '["a.example", "b.example"]'})
+    assert settings.registration.enabled is True and settings.server.port == 8443
+    assert settings.database.pool_timeout == 2.5 and settings.logging.level == "DEBUG"
+    assert settings.cimd.allowed_hosts == ["a.example", "b.example"]
+    with pytest.raises(ConfigError) as info:
+        config.load(None, env={**base, "BROKER_REGISTRATION__ENABLED": "on", "BROKER_SERVER__PORT": '"8443"'})
+    assert info.value.problems == [
+        'registration.enabled: must be true or false, not the string "on" '
+        "(from environment variable BROKER_REGISTRATION__ENABLED)",
+        'server.port: must be an integer, not the string "8443" (from environment variable BROKER_SERVER__PORT)']
+
+
+def test_text_settings_take_environment_values_verbatim() -> None:
+    env = {"BROKER_ISSUER": "https://a.example", "BROKER_KEYS__KEY_ENCRYPTION_KEY": KEK,
+           "BROKER_SERVER__FORWARDED_ALLOW_IPS": "10.0.0.1,10.0.0.2", "BROKER_SIGNALS__AUDIENCE": "12345",
+           "BROKER_SERVER__HOST": "true"}
+    settings = config.load(None, env=env)
+    assert settings.server.forwarded_allow_ips == "10.0.0.1,10.0.0.2"
+    assert (settings.signals.audience, settings.server.host) == ("12345", "true")
+
+
+def test_environment_naming_an_undeclared_idp_names_the_variable() -> None:
+    env = {"BROKER_ISSUER": "https://a.example", "BROKER_KEYS__KEY_ENCRYPTION_KEY": KEK,
+           "BROKER_IDPS__0__CLIENT_SECRET": "x"}
+    with pytest.raises(ConfigError) as info:
+        config.load(None, env=env)
+    origin = "(from environment variable BROKER_IDPS__0__CLIENT_SECRET)"
+    assert info.value.problems == [f"idps[0].{key}: Field required {origin}" for key in
+                                   ("id", "type", "issuer", "client_id")]
+
+
+def test_idps_can_be_declared_by_environment_alone() -> None:
+    env = {"BROKER_ISSUER": "https://a.example", "BROKER_KEYS__KEY_ENCRYPTION_KEY": KEK,
+           "BROKER_IDPS__0__ID": "okta", "BROKER_IDPS__0__TYPE": "okta", "BROKER_IDPS__0__ISSUER": "https://x.okta.com",
+           "BROKER_IDPS__0__CLIENT_ID": "0oa1", "BROKER_IDPS__0__CLIENT_SECRET": "a-real-secret-0123456789",
+           "BROKER_IDPS__0__EMAIL_DOMAINS": '["example.com"]',
+           "BROKER_IDPS__1__ID": "entra", "BROKER_IDPS__1__TYPE": "entra", "BROKER_IDPS__1__CLIENT_ID": "app",
+           "BROKER_IDPS__1__ISSUER": "https://login.microsoftonline.com/11111111-1111-1111-1111-111111111111/v2.0",
+           "BROKER_IDPS__1__CLIENT_SECRET": "another-real-secret-0123", "BROKER_IDPS__1__ENTRA__GRAPH_ENDPOINT":
+           "https://graph.example"}
+    settings = config.load(None, env=env)
+    assert [(i.id, i.type, i.client_id) for i in settings.idps] == [("okta", "okta", "0oa1"), ("entra", "entra", "app")]
+    assert settings.idps[0].email_domains == ["example.com"]
+    assert settings.idps[1].entra.graph_endpoint == "https://graph.example"
+    assert settings.idps[0].client_secret.get_secret_value() == "a-real-secret-0123456789"
+
+
+def test_environment_list_items_are_numbered_without_gaps(tmp_path: Path) -> None:
+    extra = ('[[idps]]\nid = "okta"\ntype = "okta"\nissuer = "https://x.okta.com"\nclient_id = "c"\n'
+             'client_secret = "s3cr3t"\n')
+    found = problems(production(tmp_path, extra), env={"BROKER_IDPS__2__ID": "late"}, tmp_path=tmp_path)
+    assert found == ["BROKER_IDPS__2__ID: idps[2] cannot be declared before idps[1] "
+                     "(items are numbered from 0 without gaps; the layers below declare 1)"]
+
+
+def test_environment_overrides_one_key_of_a_file_list_item(tmp_path: Path) -> None:
+    extra = '[[idps]]\nid = "okta"\ntype = "okta"\nissuer = "https://x.okta.com"\nclient_id = "c"\n'
+    settings = load(production(tmp_path, extra), env={"BROKER_IDPS__0__SCOPES": '["openid", "groups"]',
+                                                       "BROKER_IDPS__0__CLIENT_SECRET": "from-env-secret"},
+                    tmp_path=tmp_path)
+    assert settings.idps[0].scopes == ["openid", "groups"] and settings.idps[0].id == "okta"
+
+
+# ---------------------------------------------------------------- [extend]: adding to the defaults' lists
+
+
+def test_a_file_list_replaces_the_defaults_list_and_extend_adds_to_it(tmp_path: Path) -> None:
+    defaults = {"mode": "dev", "issuer": "http://127.0.0.1:8000",
+                "cimd": {"allowed_hosts": ["a.example"]}, "admin": {"admin_groups": ["it-admins"]}}
+    text = ('[admin]\nadmin_groups = ["ops"]\n[extend.cimd]\nallowed_hosts = ["b.example"]\n')
+    settings = load(text, tmp_path=tmp_path, defaults=defaults)
+    assert settings.admin.admin_groups == ["ops"]
+    assert settings.cimd.allowed_hosts == ["a.example", "b.example"]
+
+
+def test_extend_adds_list_items_with_their_origin(tmp_path: Path) -> None:
+    defaults = {"mode": "dev", "issuer": "http://127.0.0.1:8000", "testidp": {"enabled": True, "clients": [
+        {"client_id": "one", "client_secret": "s", "redirect_uris": ["http://127.0.0.1/cb"]}]}}
+    text = '[[extend.testidp.clients]]\nclient_id = "two"\nclient_secret = "s"\n'
+    found = problems(text, tmp_path=tmp_path, defaults=defaults)
+    assert found == [f"testidp.clients[1].redirect_uris: Field required (from {tmp_path / 'broker.toml'})"]
+    text += 'redirect_uris = ["http://127.0.0.1/cb2"]\n'
+    assert [c.client_id for c in load(text, tmp_path=tmp_path, defaults=defaults).testidp.clients] == ["one", "two"]
+
+
+def test_extend_refuses_what_is_not_a_list(tmp_path: Path) -> None:
+    found = problems(production(tmp_path, '[extend.server]\nport = 1\n'), tmp_path=tmp_path)
+    assert found == [f"extend.server.port: only lists of settings can be extended (from {tmp_path / 'broker.toml'})"]
+
+
+# ---------------------------------------------------------------- sections that are off
+
+
+def test_a_disabled_section_needs_no_secrets(tmp_path: Path) -> None:
+    extra = ('[[idps]]\nid = "okta"\ntype = "okta"\nissuer = "https://x.okta.com"\nclient_id = "c"\n'
+             'client_secret = "s3cr3t-value"\n[scim]\nenabled = false\n[[scim.tokens]]\nidp = "okta"\n'
+             'token = "change-me"\n[metrics]\nenabled = false\nbearer_token = "short"\n')
+    assert load(production(tmp_path, extra), tmp_path=tmp_path).scim.tokens[0].idp == "okta"
+    found = problems(production(tmp_path, extra.replace("enabled = false", "enabled = true")), tmp_path=tmp_path)
+    assert found == ["scim.tokens[0].token: missing or a placeholder (`broker keys new-kek` makes one)",
+                     "metrics.bearer_token: at least 32 random characters (`broker keys new-kek` makes one)"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+import anyio
 import httpx
 import pytest
 
@@ -46,3 +49,39 @@ async def test_applies_every_kind_and_follows_pages() -> None:
 async def test_stale_feed_fails_open_or_closed_as_configured(fail_closed_after, expected) -> None:
     feed, _ = feed_with([], fail_closed_after=fail_closed_after)
     assert feed.is_revoked(claims(sid=None)) is expected
+
+
+async def run_for(feed: RevocationFeed, polls: int) -> None:
+    with anyio.move_on_after(feed.interval * (polls - 0.5)):
+        await feed.run()
+
+
+def failing_then(pages: list[dict], failures: int, now: list[float]) -> RevocationFeed:
+    def handler(request: httpx.Request) -> httpx.Response:
+        now[0] += 1.0
+        if failures > len(seen):
+            seen.append(request)
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json=pages[0])
+
+    seen: list[httpx.Request] = []
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return RevocationFeed("https://b", "rs", "secret", http=http, clock=lambda: now[0], interval=0.01)
+
+
+async def test_a_feed_not_yet_listening_at_start_is_not_a_warning(caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="broker.resource.revocation")
+    feed = failing_then([{"cursor": 1, "has_more": False, "revocations": []}], failures=2, now=[0.0])
+    await run_for(feed, 4)
+    assert feed.synced_at is not None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [r.getMessage() for r in caplog.records if r.name == "broker.resource.revocation"][:1] == [
+        "revocation feed unavailable: ConnectError"]  # at debug level
+
+
+async def test_a_feed_unavailable_past_the_grace_is_a_warning(caplog) -> None:
+    feed = failing_then([], failures=1000, now=[0.0])
+    feed.startup_grace = 3.0
+    await run_for(feed, 6)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings and set(warnings) == {"revocation feed unavailable: ConnectError"}
