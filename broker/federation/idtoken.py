@@ -74,10 +74,16 @@ def read_header(unverified_id_token: object, algorithms: frozenset[str]) -> Unve
     return UnverifiedHeader(alg=alg, kid=header.get("kid"))
 
 
+class BadSignature(InvalidIdToken):
+    """The signature does not verify with the key used (the IdP may have re-keyed under the same ``kid``)."""
+
+
 def verify_signature(unverified_id_token: str, key: Any, header: UnverifiedHeader) -> SignedClaims:
     """§3.1.3.7 item 6: the signature, with ``key`` from the IdP's JWKS and the checked ``alg``."""
     try:
         signed = jwt.PyJWS().decode_complete(unverified_id_token, key, algorithms=[header.alg])
+    except jwt.InvalidSignatureError:
+        raise BadSignature("the ID token signature is invalid") from None
     except jwt.PyJWTError:
         raise InvalidIdToken("the ID token signature is invalid") from None
     claims = parse_json(signed["payload"])

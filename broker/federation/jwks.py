@@ -4,6 +4,8 @@
 - A token naming an unknown ``kid`` (the IdP rotated keys) triggers one refetch, but at most one
   per ``min_refresh_interval`` seconds per connector, so a flood of forged tokens cannot turn
   the broker into a load generator against the IdP. A failed refetch counts too.
+- So does a signature that fails with the key cached for a known ``kid`` (``verified``): an IdP
+  that re-keyed under the same ``kid`` is believed at once, not after ``ttl`` or a restart.
 - Fetches are serialised by an ``asyncio.Lock``; logins waiting on it reuse the fetch that ran.
 - Failures are never cached; only public signature keys are kept (``oct`` keys, private keys and
   keys marked for encryption are dropped, so an HMAC secret can never come from a JWKS).
@@ -16,7 +18,7 @@ import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import jwt
@@ -32,6 +34,7 @@ _PRIVATE_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 log = logging.getLogger("broker.federation")
 
 Jwk = dict[str, Any]
+T = TypeVar("T")
 
 
 class JwksCache:
@@ -58,6 +61,28 @@ class JwksCache:
             raise InvalidIdToken("the ID token was signed with a key the identity provider does not publish")
         return found
 
+    async def verified(self, header: UnverifiedHeader, verify: Callable[[Any], T],
+                       bad_signature: type[Exception]) -> T:
+        """``verify(key)`` with the key for ``header``. When it raises ``bad_signature``, the JWKS is fetched
+        again (rate limited, as for an unknown ``kid``) and, if the key for that ``kid`` changed, tried once
+        more; otherwise the error stands."""
+        key = await self.key(header)
+        try:
+            return verify(key)
+        except bad_signature:
+            fresh = await self._refresh_for_bad_signature(header, key)
+            if fresh is None:
+                raise
+        return verify(fresh)
+
+    async def _refresh_for_bad_signature(self, header: UnverifiedHeader, failed: Any) -> Any | None:
+        try:
+            keys = await self._refresh(header, self._keys or [], "the cached key did not verify; refetching JWKS")
+            fresh = select_key(keys, header)
+        except (InvalidIdToken, UpstreamUnavailable):
+            return None  # the signature's failure stands
+        return None if fresh is None or fresh is failed else fresh
+
     async def _current(self) -> list[Jwk]:
         if self._keys is not None and self._clock() < self._fetched_at + self._ttl:
             return self._keys
@@ -68,16 +93,19 @@ class JwksCache:
             return self._keys
 
     async def _refresh_for_unknown_kid(self, header: UnverifiedHeader, seen: list[Jwk]) -> list[Jwk]:
+        return await self._refresh(header, seen, "unknown signing key; refetching JWKS")
+
+    async def _refresh(self, header: UnverifiedHeader, seen: list[Jwk], why: str) -> list[Jwk]:
         async with self._lock:
             assert self._keys is not None
             if self._keys is not seen:
                 return self._keys  # refetched while this login waited for the lock
             now = self._clock()
             if self._last_forced_refresh is not None and now < self._last_forced_refresh + self._min_refresh_interval:
-                log.info("unknown signing key; JWKS refetch skipped (rate limit)", extra=self._about(header))
+                log.info(f"{why}: skipped (rate limit)", extra=self._about(header))
                 return self._keys
             self._last_forced_refresh = now
-            log.info("unknown signing key; refetching JWKS", extra=self._about(header))
+            log.info(why, extra=self._about(header))
             await self._fetch_locked()
             return self._keys
 

@@ -199,8 +199,8 @@ class OidcConnector:
         """Every check of OIDC Core §3.1.3.7, then the IdP-specific ones; ``InvalidIdToken`` on failure."""
         try:
             header = idtoken.read_header(unverified_id_token, metadata.id_token_algorithms)
-            key = await self._jwks.key(header)
-            signed_claims = idtoken.verify_signature(unverified_id_token, key, header)
+            signed_claims = await self._jwks.verified(
+                header, lambda key: idtoken.verify_signature(unverified_id_token, key, header), idtoken.BadSignature)
             expected = idtoken.Expected(issuer=self.expected_issuer(signed_claims),
                                         client_id=self.settings.client_id, nonce=nonce,
                                         now=self.clock(), skew=self.clock_skew)

@@ -48,6 +48,10 @@ class SignalError(Exception):
         self.code, self.description, self.status_code = code, description, status_code
 
 
+class BadSignature(SignalError):
+    """The signature does not verify with the key used (the sender may have re-keyed under the same ``kid``)."""
+
+
 @dataclass(frozen=True)
 class VerifiedSignal:
     """A security event whose signature, issuer, audience and times were checked."""
@@ -83,8 +87,8 @@ class SignedEventVerifier:
         alg = header.get("alg")
         if alg not in sender.algorithms:  # never none or HS*: only the sender's configured algorithms
             raise SignalError("invalid_key", "the signing algorithm is not allowed for this sender")
-        key = await self._key(sender, UnverifiedHeader(alg=alg, kid=header.get("kid")))
-        claims = self._decode(unverified_token, key, alg, sender, required)
+        claims = await self._verified(sender, UnverifiedHeader(alg=alg, kid=header.get("kid")),
+                                      lambda key: self._decode(unverified_token, key, alg, sender, required))
         self._check_replay_window(claims)
         issued = dt.datetime.fromtimestamp(float(claims["iat"]), dt.UTC)
         return VerifiedSignal(sender, claims, issued + REPLAY_MEMORY + dt.timedelta(seconds=self.skew))
@@ -106,13 +110,14 @@ class SignedEventVerifier:
         except jwt.InvalidAudienceError:
             raise SignalError("invalid_audience", "the audience is not this broker") from None
         except jwt.InvalidSignatureError:
-            raise SignalError("invalid_key", "the signature does not verify") from None
+            raise BadSignature("invalid_key", "the signature does not verify") from None
         except jwt.PyJWTError as exc:
             raise SignalError("invalid_request", f"the JWT was refused ({type(exc).__name__})") from None
 
-    async def _key(self, sender: SignalIssuer, header: UnverifiedHeader) -> Any:
+    async def _verified(self, sender: SignalIssuer, header: UnverifiedHeader, decode: Callable[[Any], dict]) -> dict:
+        """``decode(key)`` with the sender's key; a bad signature refetches its JWKS once (``JwksCache.verified``)."""
         try:
-            return await self.keys[sender.issuer].key(header)
+            return await self.keys[sender.issuer].verified(header, decode, BadSignature)
         except InvalidIdToken:
             raise SignalError("invalid_key", "the signing key is not one the sender publishes") from None
         except UpstreamError:

@@ -3,19 +3,21 @@
 draft-ietf-oauth-identity-assertion-authz-grant, as the MCP extension
 ``io.modelcontextprotocol/enterprise-managed-authorization`` profiles it (SPEC-NOTES 4).
 
-Fetching an IdP's keys is async and happens before the token request's database transaction
-(``AssertionKeys.prepare``, called by the web layer); verification is synchronous and uses only
-what was prepared, so no HTTP call ever runs while a database connection is held. Nothing in an
-assertion is trusted before its signature: the unverified ``iss`` only chooses the keys, and the
-decode checks it again.
+Fetching an IdP's keys and checking the signature are async and happen before the token request's
+database transaction (``AssertionKeys.prepare``, called by the web layer; a signature that fails
+with the cached key for its ``kid`` fetches the keys once more, rate limited, in case the IdP
+re-keyed); the claim checks are synchronous and use only what was prepared, so no HTTP call ever
+runs while a database connection is held. Nothing in an assertion is trusted before its signature:
+the unverified ``iss`` only chooses the keys, and the signed ``iss`` is checked again.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -49,10 +51,15 @@ class AssertionRejected(Exception):
 
 @dataclass(frozen=True)
 class PreparedKey:
-    """The outcome of looking up the key an assertion names: a key, or why there is none."""
+    """The outcome of checking an assertion's signature before the transaction: its signed claims, or why not.
+
+    ``signed_claims`` are the claims of exactly ``assertion`` once its signature verified with the issuer's
+    key; nothing in them is checked yet (``verify`` does that).
+    """
 
     issuer: str
-    key: Any = None
+    assertion: str = field(default="", repr=False)
+    signed_claims: Mapping[str, Any] | None = None
     failure: AssertionRejected | None = None
 
 
@@ -93,7 +100,8 @@ class AssertionKeys:
                        for t in trusted}
 
     async def prepare(self, assertion: str | None) -> PreparedKey | None:
-        """The key ``assertion`` names, fetched if need be; None when the assertion names no trusted issuer."""
+        """The assertion's signature checked with its issuer's key, fetched if need be (and fetched again once,
+        rate limited, when the cached key for its ``kid`` does not verify); None when it names no trusted issuer."""
         if not assertion:
             return None
         try:
@@ -107,14 +115,41 @@ class AssertionKeys:
         if alg not in trusted.algorithms:  # never none or HS*: only the issuer's configured algorithms
             return PreparedKey(trusted.issuer, failure=AssertionRejected("the signing algorithm is not allowed"))
         try:
-            key = await self.caches[trusted.issuer].key(UnverifiedHeader(alg=alg, kid=header.get("kid")))
+            signed = await self.caches[trusted.issuer].verified(
+                UnverifiedHeader(alg=alg, kid=header.get("kid")), lambda key: _signed_claims(assertion, key, alg),
+                BadSignature)
+        except BadSignature as exc:
+            return PreparedKey(trusted.issuer, failure=exc)
+        except AssertionRejected as exc:
+            return PreparedKey(trusted.issuer, failure=exc)
         except InvalidIdToken:
             return PreparedKey(trusted.issuer, failure=AssertionRejected("the assertion is signed with a key its "
                                                                          "issuer does not publish"))
         except UpstreamError:
             return PreparedKey(trusted.issuer, failure=AssertionRejected("the issuer's signing keys could not be "
                                                                          "fetched", unavailable=True))
-        return PreparedKey(trusted.issuer, key=key)
+        return PreparedKey(trusted.issuer, assertion=assertion, signed_claims=signed)
+
+
+class BadSignature(AssertionRejected):
+    """The signature does not verify with the key used (the issuer may have re-keyed under the same ``kid``)."""
+
+
+def _signed_claims(assertion: str, key: Any, alg: str) -> dict[str, Any]:
+    """The claims of ``assertion`` once its signature verifies with ``key`` (RFC 7515 §5.2); none checked yet."""
+    try:
+        payload = jwt.PyJWS().decode_complete(assertion, key, algorithms=[alg])["payload"]
+    except jwt.InvalidSignatureError:
+        raise BadSignature("the assertion's signature does not verify") from None
+    except jwt.PyJWTError as exc:
+        raise AssertionRejected(f"the assertion was refused ({type(exc).__name__})") from None
+    try:
+        claims = json.loads(payload)
+    except ValueError:
+        raise AssertionRejected("the assertion's payload must be a JSON object") from None
+    if not isinstance(claims, dict):
+        raise AssertionRejected("the assertion's payload must be a JSON object")
+    return claims
 
 
 def verify(assertion: str, *, prepared: PreparedKey | None, trusted: Mapping[str, TrustedAssertionIssuer],
@@ -135,25 +170,34 @@ def verify(assertion: str, *, prepared: PreparedKey | None, trusted: Mapping[str
         raise AssertionRejected("the issuer's signing keys could not be fetched", unavailable=True)
     if prepared.failure is not None:
         raise prepared.failure
-    claims = _decode(assertion, prepared.key, str(header.get("alg")), source, own_issuer, skew)
+    if prepared.signed_claims is None or prepared.assertion != assertion:
+        raise AssertionRejected("the issuer's signing keys could not be fetched", unavailable=True)
+    claims = prepared.signed_claims
+    _check_registered_claims(claims, source, skew=skew, now=now)
     _check_claims(claims, source, own_issuer=own_issuer, client_id=client_id, skew=skew,
                   max_lifetime=max_lifetime, now=now)
     return VerifiedAssertion(source, claims)
 
 
-def _decode(assertion: str, key: Any, alg: str, source: TrustedAssertionIssuer, own_issuer: str,
-            skew: int) -> dict[str, Any]:
-    if alg not in source.algorithms:
-        raise AssertionRejected("the signing algorithm is not allowed")
-    try:
-        return jwt.decode(assertion, key, algorithms=[alg], issuer=source.issuer, leeway=skew,
-                          options={"verify_aud": False, "require": list(REQUIRED_CLAIMS)})
-    except jwt.ExpiredSignatureError:
-        raise AssertionRejected("the assertion has expired") from None
-    except jwt.InvalidSignatureError:
-        raise AssertionRejected("the assertion's signature does not verify") from None
-    except jwt.PyJWTError as exc:
-        raise AssertionRejected(f"the assertion was refused ({type(exc).__name__})") from None
+def _check_registered_claims(claims: Mapping[str, Any], source: TrustedAssertionIssuer, *, skew: int,
+                             now: dt.datetime) -> None:
+    """RFC 7519 §4.1 checks of the signed claims: present, the issuer's, and within their times."""
+    missing = [name for name in REQUIRED_CLAIMS if name not in claims]
+    if missing:
+        raise AssertionRejected(f"the assertion lacks {', '.join(missing)}")  # ID-JAG §3: required claims
+    if claims["iss"] != source.issuer:
+        raise AssertionRejected("the assertion's issuer is not trusted")  # the signed iss, checked again
+    exp, nbf = claims["exp"], claims.get("nbf")
+    if not _numeric(exp) or (nbf is not None and not _numeric(nbf)):
+        raise AssertionRejected("exp and nbf must be numbers")  # RFC 7519 §2 NumericDate
+    if exp <= now.timestamp() - skew:
+        raise AssertionRejected("the assertion has expired")  # RFC 7519 §4.1.4
+    if nbf is not None and nbf > now.timestamp() + skew:
+        raise AssertionRejected("the assertion is not valid yet")  # RFC 7519 §4.1.5
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _check_claims(claims: Mapping[str, Any], source: TrustedAssertionIssuer, *, own_issuer: str, client_id: str,

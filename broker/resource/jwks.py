@@ -4,6 +4,8 @@ The broker publishes a new key before it signs with it, so a token whose ``kid``
 "refetch": but at most once per ``refetch_interval``, so a stream of tokens with invented kids
 cannot become a stream of requests to the broker. The whole set is also refreshed when older
 than ``max_age``, so retired keys drop out. A failed fetch keeps the keys already known.
+A bad signature under a known ``kid`` is a forgery, never a re-key: the broker's ``kid`` is its key's
+RFC 7638 thumbprint, so it is not a reason to refetch (unlike an IdP's keys, ``federation.jwks``).
 """
 
 from __future__ import annotations

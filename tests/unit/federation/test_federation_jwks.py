@@ -113,3 +113,36 @@ async def test_a_flood_of_unknown_kids_costs_at_most_one_refetch(idp: FakeIdp, c
     results = await asyncio.gather(*(log_in(connector) for _ in range(50)), return_exceptions=True)
     assert all(isinstance(result, InvalidIdToken) for result in results)
     assert idp.count(KEYS) == 2
+
+
+async def test_a_key_replaced_under_the_same_kid_is_found_by_one_refetch(idp: FakeIdp,
+                                                                         connector: OidcConnector) -> None:
+    await log_in(connector)
+    idp.key = FakeSigningKey("RS256", kid="key-1")  # the IdP re-keyed, keeping the kid
+    idp.published = [idp.key.jwk]
+    idp.clock.advance(5)  # well inside the cache TTL
+    assert (await log_in(connector)).subject == "00u-alice"
+    assert idp.count(KEYS) == 2
+
+
+async def test_bad_signatures_under_a_known_kid_refetch_at_most_once_per_interval(idp: FakeIdp,
+                                                                                  connector: OidcConnector) -> None:
+    await log_in(connector)
+    idp.signing_key = FakeSigningKey("RS256", kid="key-1")  # forged with the published kid
+    results = await asyncio.gather(*(log_in(connector) for _ in range(20)), return_exceptions=True)
+    assert all(isinstance(r, InvalidIdToken) and "signature" in r.description for r in results), results
+    assert idp.count(KEYS) == 2  # the first fetch, then one refetch in the first 30 s
+    idp.clock.advance(31)
+    with pytest.raises(InvalidIdToken):
+        await log_in(connector)
+    assert idp.count(KEYS) == 3
+
+
+async def test_a_failed_refetch_after_a_bad_signature_keeps_the_signature_error(idp: FakeIdp,
+                                                                                connector: OidcConnector) -> None:
+    await log_in(connector)
+    idp.signing_key = FakeSigningKey("RS256", kid="key-1")
+    idp.routes["/oauth2/default/v1/keys"] = lambda request: httpx.Response(503)
+    with pytest.raises(InvalidIdToken, match="signature"):
+        await log_in(connector)
+    assert idp.count(KEYS) == 2
