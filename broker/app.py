@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -31,13 +32,14 @@ from broker.oauth.core import OAuthCore
 from broker.oauth.ssrf import HttpsMetadataFetcher
 from broker.observability import Metrics, MetricsUnavailable, workers
 from broker.registry.policies import StoredPolicy
-from broker.storage import housekeeping
+from broker.storage import housekeeping, schema
 from broker.storage.db import Database, EngineOptions
 from broker.storage.models import utcnow
-from broker.storage.schema import require_current
 from broker.testidp.provider import TESTIDP_KEY_PURPOSE, TestIdentityProvider
 from broker.web import create_app as create_web_app
 from broker.web.state import BrokerState
+
+log = logging.getLogger("broker.app")
 
 
 class StartupError(Exception):
@@ -145,7 +147,10 @@ def build_metrics(settings: Settings, database: Database) -> Metrics | None:
 
 def prepare(state: BrokerState) -> None:
     """Refuse to serve on a stale schema or a wrong key-encryption key; create missing signing keys."""
-    require_current(state.database)
+    found = schema.require_usable(state.database)
+    if found.verdict is schema.Verdict.AHEAD:
+        log.info("the database schema is at revision %s, newer than this broker (%s); it supports releases from %s "
+                 "on, so this one serves", found.revision, schema.HEAD, found.oldest_code)
     with state.database.transaction() as session:
         try:
             state.keyring.verify_kek(session)

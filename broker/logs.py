@@ -91,3 +91,4 @@ def configure(level: str = "INFO", fmt: str = "json", stream: Any = None) -> Non
         logger.propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # access lines come from the broker, without queries
     logging.getLogger("httpx").setLevel(logging.WARNING)  # httpx logs full URLs, queries included
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # INFO: its plugin set-up and each step; the CLI reports

@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 
 from alembic import context
+from sqlalchemy import inspect
 
 from broker.storage.db import make_engine
 from broker.storage.models import Base
+from broker.storage.schema import record_support
 
 config = context.config
 target_metadata = Base.metadata
@@ -32,11 +34,21 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
+def _record_support(ctx, step, heads, run_args) -> None:
+    """After each step, in its transaction: the oldest code revision the schema now supports (the
+    revision's ``compatible_with``, or the revision itself), for releases that do not know it."""
+    if len(heads) != 1 or not inspect(ctx.connection).has_table("schema_support"):
+        return
+    [revision] = heads
+    record_support(ctx.connection, getattr(context.script.get_revision(revision).module, "compatible_with", revision))
+
+
 def run_migrations_online() -> None:
     engine = _engine()
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata,
-                          render_as_batch=connection.dialect.name == "sqlite")
+                          render_as_batch=connection.dialect.name == "sqlite",
+                          on_version_apply=(_record_support, *config.attributes.get("on_version_apply", ())))
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()

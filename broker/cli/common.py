@@ -14,7 +14,7 @@ from typing import Any
 from broker import dev, logs
 from broker.config import Settings
 from broker.storage.db import Database, DatabaseError, EngineOptions
-from broker.storage.schema import require_current
+from broker.storage.schema import require_usable
 
 
 class CliError(Exception):
@@ -51,7 +51,7 @@ def open_database(settings: Settings, require_schema: bool = True) -> Database:
             sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms))
         database.ping()
         if require_schema:
-            require_current(database)
+            require_usable(database)
     except DatabaseError as exc:
         raise CliError(str(exc)) from None
     return database

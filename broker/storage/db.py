@@ -272,7 +272,7 @@ class Database:
             with self.engine.connect() as conn:
                 return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         except (OperationalError, ProgrammingError) as exc:
-            if _is_missing_table(exc):
+            if is_missing_table(exc):
                 return None
             raise DatabaseError(f"database unreachable: {first_line(exc)}") from None
 
@@ -285,7 +285,8 @@ class Database:
         self.engine.dispose()
 
 
-def _is_missing_table(exc: Exception) -> bool:
+def is_missing_table(exc: Exception) -> bool:
+    """The error says the table does not exist (SQLite, PostgreSQL)."""
     message = str(exc).lower()
     return "no such table" in message or "does not exist" in message and "relation" in message
 

@@ -289,6 +289,15 @@ class AuditChainHead(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class SchemaSupport(Base):
+    """The oldest code revision the schema supports (one row; written by the migration environment,
+    read by releases that do not know the database's revision: ``broker.storage.schema``)."""
+
+    __tablename__ = "schema_support"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    oldest_code_revision: Mapped[str] = mapped_column(String(32))
+
+
 class PendingAuthorization(Base):
     """An authorization request between ``/authorize`` and the code: upstream login, then consent.
 

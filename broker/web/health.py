@@ -13,10 +13,9 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from broker.keys import schedule
-from broker.storage import signing_keys
+from broker.storage import schema, signing_keys
 from broker.storage.db import DatabaseError
 from broker.storage.models import utcnow
-from broker.storage.schema import HEAD
 from broker.web.deps import State
 from broker.web.state import BrokerState
 
@@ -48,9 +47,9 @@ def _first_failure(state: BrokerState) -> tuple[str | None, str]:
     if state.shutting_down:
         return "shutdown", "the process received SIGTERM and is draining"
     try:
-        revision = state.database.schema_revision()
-        if revision != HEAD:
-            return "schema", f"the database schema is at {revision}, this broker needs {HEAD}"
+        problem = schema.read(state.database).problem()
+        if problem:
+            return "schema", problem
         with state.database.sessions() as session:
             keys = signing_keys.list_keys(session, state.keyring.purpose)
     except DatabaseError as exc:

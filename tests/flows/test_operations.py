@@ -32,15 +32,16 @@ async def test_readyz_when_ready(client: httpx.AsyncClient) -> None:
 async def test_readyz_names_a_stale_schema_and_logs_the_revision(client: httpx.AsyncClient, state,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     with state.database.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     with caplog.at_level(logging.INFO, logger="broker.web.health"):
         first, second = await client.get("/readyz"), await client.get("/readyz")
     assert first.status_code == second.status_code == 503
     assert first.json() == {"status": "not ready", "checks": {"shutdown": "ok", "database": "ok", "schema": "failed",
                                                               "signing_key": "not checked"}}
-    assert "0000" not in first.text
+    assert "0001" not in first.text
     [logged] = [r.getMessage() for r in caplog.records if r.name == "broker.web.health"]  # once, not per probe
-    assert logged == f"not ready: schema check failed: the database schema is at 0000, this broker needs {HEAD}"
+    assert logged == ("not ready: schema check failed: the database schema is at revision 0001, this broker needs "
+                      f"{HEAD}: run `broker db upgrade`")
 
 
 async def test_readyz_keeps_the_database_error_off_the_public_port(client: httpx.AsyncClient, state,

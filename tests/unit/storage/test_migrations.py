@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from broker.storage import schema
 from broker.storage.db import Database, DatabaseError
 from broker.storage.migrate import alembic_config, head_revision, upgrade
 from broker.storage.models import Base
-from broker.storage.schema import require_current
+from broker.storage.schema import require_usable
+from tests.support.migration_chain import CONTRACT, EXPAND, migrate, next_release
 
 REQUIRED_TABLES = {
     "users", "upstream_identities", "groups", "group_memberships", "clients", "mcp_servers",
@@ -41,6 +43,47 @@ def test_the_serving_code_needs_the_newest_migration() -> None:
     assert schema.HEAD == head_revision(), "a migration landed: set broker.storage.schema.HEAD to its revision"
 
 
+def test_the_serving_code_knows_every_revision_of_the_chain() -> None:
+    revisions = {s.revision for s in ScriptDirectory.from_config(alembic_config()).walk_revisions()}
+    assert schema.KNOWN == revisions
+
+
+def test_every_migration_says_which_code_still_runs_on_its_schema() -> None:
+    scripts = list(reversed(list(ScriptDirectory.from_config(alembic_config()).walk_revisions())))
+    previous = "0000"
+    for script in scripts:
+        if script.revision < schema.RECORDED_FROM:
+            continue
+        declared = script.module.compatible_with
+        assert previous <= declared <= script.revision, f"{script.revision}: compatible_with {declared!r}"
+        previous = declared
+
+
+def test_upgrade_records_the_oldest_code_the_schema_supports(empty: Database) -> None:
+    upgrade(empty)
+    head = ScriptDirectory.from_config(alembic_config()).get_revision(head_revision())
+    assert schema.read(empty) == schema.SchemaState(head_revision(), head.module.compatible_with)
+    assert schema.read(empty).verdict is schema.Verdict.CURRENT
+
+
+def test_this_release_serves_on_an_expanded_schema_and_refuses_a_contracted_one(empty: Database, tmp_path) -> None:
+    chain = next_release(tmp_path)
+    upgrade(empty)
+    migrate(chain, empty, EXPAND)
+    expanded = require_usable(empty)
+    assert (expanded.revision, expanded.oldest_code, expanded.verdict) == (EXPAND, schema.HEAD, schema.Verdict.AHEAD)
+    assert upgrade(empty) == (EXPAND, EXPAND)  # this release's `broker db upgrade` leaves it alone
+    migrate(chain, empty, CONTRACT)
+    with pytest.raises(DatabaseError) as refused:
+        require_usable(empty)
+    assert str(refused.value) == (f"the database schema is at revision {CONTRACT}, newer than this broker "
+                                  f"({schema.HEAD}), and supports releases from revision {EXPAND} on: run a "
+                                  f"release that knows revision {CONTRACT}")
+    with pytest.raises(DatabaseError, match=f"run a release that knows revision {CONTRACT}"):
+        upgrade(empty)
+    assert schema.read(empty).revision == CONTRACT
+
+
 def test_upgrade_twice_is_a_no_op(empty: Database) -> None:
     upgrade(empty)
     assert upgrade(empty) == (head_revision(), head_revision())
@@ -65,15 +108,15 @@ def test_downgrade_to_empty_and_back(empty: Database) -> None:
 
 def test_empty_database_is_refused_naming_the_command(empty: Database) -> None:
     with pytest.raises(DatabaseError, match=r"run `broker db upgrade`"):
-        require_current(empty)
+        require_usable(empty)
 
 
 def test_out_of_date_schema_is_refused_naming_the_command(empty: Database) -> None:
     upgrade(empty)
     with empty.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0000'"))
-    with pytest.raises(DatabaseError, match=r"at revision 0000, this broker needs .*: run `broker db upgrade`"):
-        require_current(empty)
+        conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+    with pytest.raises(DatabaseError, match=r"at revision 0001, this broker needs .*: run `broker db upgrade`"):
+        require_usable(empty)
 
 
 def test_sqlite_uses_wal_and_a_busy_timeout(tmp_path) -> None:

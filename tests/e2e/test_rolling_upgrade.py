@@ -1,0 +1,108 @@
+"""A rolling upgrade, with this release as the one already running: the next release's additive migration
+is applied under a running ``broker serve``, which keeps answering throughout and after; the contracting
+migration that follows takes it out of rotation with advice that works, never ``broker db upgrade``."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from broker.storage.db import Database
+from broker.storage.schema import HEAD
+from tests.support.http_flow import REDIRECT, sign_in
+from tests.support.migration_chain import CONTRACT, EXPAND, migrate, next_release
+from tests.support.postgres import free_port
+from tests.support.processes import BROKER, ServerProcess, everyone_may_reach, run_broker, serve_config
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'broker.db'}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    yield server.create_database("rolling")
+    server.drop_database("rolling")
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    done = run_broker(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+class Traffic:
+    """Refreshes (each rotates the family) and readiness probes against one broker, on a thread."""
+
+    def __init__(self, base: str, client_id: str, resource: str, refresh_token: str):
+        self.base, self.client_id, self.resource, self.token = base, client_id, resource, refresh_token
+        self.answers: list[tuple[float, str, int]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base, timeout=10) as http:
+            while not self.stop.is_set():
+                response = http.post("/token", data={"grant_type": "refresh_token", "refresh_token": self.token,
+                                                     "client_id": self.client_id, "resource": self.resource})
+                self.answers.append((time.monotonic(), "refresh", response.status_code))
+                if response.status_code == 200:
+                    self.token = response.json()["refresh_token"]
+                self.answers.append((time.monotonic(), "readyz", http.get("/readyz").status_code))
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(30)
+
+
+def test_the_running_release_serves_through_an_expand_and_steps_aside_at_a_contract(
+        tmp_path: Path, database_url: str) -> None:
+    port = free_port()
+    issuer, resource = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/mcp"
+    env = {"BROKER_CONFIG": str(serve_config(tmp_path / "broker.toml", issuer, database_url))}
+    cli(env, "db", "upgrade")
+    cli(env, "servers", "add", "--id", "mcp", "--name", "MCP", "--resource", resource, "--scopes", "read")
+    cli(env, "policy", "import", str(everyone_may_reach("mcp", tmp_path)))
+    app = json.loads(cli(env, "clients", "add", "--name", "app", "--redirect-uri", REDIRECT, "--trusted", "--json"))
+    chain, database = next_release(tmp_path, sleep=2.0), Database(database_url)
+    server = ServerProcess([*BROKER, "serve", "--port", "{port}"], env=env, log_path=tmp_path / "serve.log",
+                           port=port, cwd=tmp_path)
+    try:
+        with server:
+            tokens = sign_in(issuer, app["client_id"], resource, "alice", "alice-pw")
+            with Traffic(issuer, app["client_id"], resource, tokens["refresh_token"]) as traffic:
+                time.sleep(0.5)
+                started = time.monotonic()
+                migrate(chain, database, EXPAND)  # the next release's `broker db upgrade`, under this one
+                ended = time.monotonic()
+                time.sleep(0.5)
+            during = [a for a in traffic.answers if started <= a[0] <= ended]
+            assert len([a for a in during if a[1] == "refresh"]) >= 3, traffic.answers
+            assert {status for _, _, status in traffic.answers} == {200}
+            assert sign_in(issuer, app["client_id"], resource, "alice", "alice-pw")["access_token"]
+            status = json.loads(cli(env, "db", "status", "--json"))
+            assert (status["database"], status["state"], status["serves"]) == (EXPAND, "ahead", True)
+
+            migrate(chain, database, CONTRACT)  # once every instance runs the next release
+            probe = httpx.get(f"{issuer}/readyz")
+            assert probe.status_code == 503 and probe.json()["checks"]["schema"] == "failed"
+            refused = run_broker("db", "upgrade", env=env)
+        advice = (f"the database schema is at revision {CONTRACT}, newer than this broker ({HEAD}), and supports "
+                  f"releases from revision {EXPAND} on: run a release that knows revision {CONTRACT}")
+        assert (refused.returncode, refused.stderr) == (2, f"broker: {advice}\n")
+        log = server.output()
+        assert f"not ready: schema check failed: {advice}" in log and "broker db upgrade" not in log
+    finally:
+        database.dispose()
