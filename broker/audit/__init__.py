@@ -8,8 +8,8 @@ stay outside it. ``verify`` walks the chain and names the first event that does 
 ``observe`` lets an in-process listener (metrics) see each event once its transaction commits.
 """
 
-from broker.audit.chain import AuditKey, VerifyResult, seal, verify
+from broker.audit.chain import AuditKey, VerifyResult, seal, sealed_count, verify
 from broker.audit.events import record
 from broker.audit.observers import ObservedEvent, observe
 
-__all__ = ["AuditKey", "ObservedEvent", "VerifyResult", "observe", "record", "seal", "verify"]
+__all__ = ["AuditKey", "ObservedEvent", "VerifyResult", "observe", "record", "seal", "sealed_count", "verify"]

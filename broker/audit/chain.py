@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,8 +114,10 @@ class VerifyResult:
     reason: str = ""
 
 
-def verify(session: Session, key: AuditKey, batch: int = 2000) -> VerifyResult:
-    """Walk the chain from the start; the first event that does not fit is reported."""
+def verify(session: Session, key: AuditKey, batch: int = 2000,
+           progress: Callable[[int], None] | None = None) -> VerifyResult:
+    """Walk the chain from the start; the first event that does not fit is reported.
+    ``progress(1)`` is called for each event found intact."""
     expected_seq, prev = 1, ""
     query = select(AuditEvent).where(AuditEvent.chain_seq.is_not(None)).order_by(AuditEvent.chain_seq)
     for row in session.scalars(query.execution_options(yield_per=batch)):
@@ -122,7 +125,15 @@ def verify(session: Session, key: AuditKey, batch: int = 2000) -> VerifyResult:
         if problem:
             return _broken(session, expected_seq - 1, row, problem)
         expected_seq, prev = expected_seq + 1, row.hash or ""
+        if progress is not None:
+            progress(1)
     return _check_head(session, key, expected_seq - 1, prev)
+
+
+def sealed_count(session: Session) -> int:
+    """How many events the chain holds (what ``verify`` walks)."""
+    return int(session.scalar(select(func.count()).select_from(AuditEvent)
+                              .where(AuditEvent.chain_seq.is_not(None))) or 0)
 
 
 def _check(key: AuditKey, row: AuditEvent, expected_seq: int, prev: str) -> str:

@@ -6,12 +6,14 @@ import argparse
 import datetime as dt
 import json
 import sys
+from dataclasses import asdict
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from broker import audit
 from broker.audit.chain import canonical
-from broker.cli.common import CliError, common_flags, load_settings, open_database
+from broker.cli.common import CliError, common_flags, json_flag, load_settings, open_database, print_json
+from broker.cli.progress import Progress
 from broker.storage.models import AuditEvent
 
 
@@ -23,6 +25,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Seal pending events, then walk the whole chain. Exit 0 when intact; exit 1 naming the "
                     "first event that was altered, removed, inserted or reordered.")
     verify_p.add_argument("--no-seal", action="store_true", help="verify only what is sealed; change nothing")
+    json_flag(verify_p)
     verify_p.set_defaults(handler=verify)
     export_p = sub.add_parser("export", parents=[common_flags()], help="stream events as JSON lines",
                               description="Write events (oldest first) to stdout, one JSON object per line.")
@@ -55,7 +58,12 @@ def verify(args: argparse.Namespace) -> int:
             while audit.seal(session, key):
                 pass
     with database.sessions() as session:
-        result = audit.verify(session, key)
+        progress = Progress("audit verify: events checked", audit.sealed_count(session))
+        result = audit.verify(session, key, progress=progress.advance)
+        progress.done()
+    if args.json:
+        print_json(asdict(result))
+        return 0 if result.ok else 1
     if result.ok:
         print(f"audit chain intact: {result.checked} events, head {result.head_seq}:{result.head_hash[:16]}"
               + (f", {result.unsealed} not yet sealed" if result.unsealed else ""))
@@ -72,8 +80,12 @@ def export(args: argparse.Namespace) -> int:
     if args.since:
         query = query.where(AuditEvent.occurred_at >= args.since)
     with database.sessions() as session:
+        progress = Progress("audit export: events written",
+                            session.scalar(select(func.count()).select_from(query.order_by(None).subquery())))
         for event in session.scalars(query.execution_options(yield_per=1000)):
             record = json.loads(canonical(event))
             record.update(occurred_at=event.occurred_at.isoformat(), chain_seq=event.chain_seq, hash=event.hash)
             sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+            progress.advance()
+        progress.done()
     return 0

@@ -76,6 +76,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def add_client(args: argparse.Namespace) -> int:
+    if not args.name.strip():
+        raise CliError("--name: must not be empty (users see it on the consent page)")
     try:
         auth = clients.operator_auth(args.auth_method, confidential=args.confidential, jwks=_jwks_file(args.jwks),
                                      jwks_uri=args.jwks_uri)

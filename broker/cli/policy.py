@@ -6,6 +6,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import Any
 
 from broker.cli.common import CliError, actor, common_flags, json_flag, load_settings, open_database, print_json
 from broker.lifecycle import offboarding
@@ -28,6 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     import_p.add_argument("file", type=Path, metavar="FILE")
     import_p.add_argument("--dry-run", action="store_true", help="show the rule diff and who gains or loses access")
     import_p.add_argument("--comment", default="", help="why (kept with the version and in the audit log)")
+    json_flag(import_p)
     import_p.set_defaults(handler=import_file)
     rollback_p = sub.add_parser("rollback", parents=[common_flags()], help="make an earlier version current again",
                                 description="Store version V's document as a new version (history is never "
@@ -91,17 +93,46 @@ def import_file(args: argparse.Namespace) -> int:
             result = policies.import_policy(session, text, issuer=settings.issuer, author=actor(),
                                             comment=args.comment, dry_run=args.dry_run)
         except PolicyError as exc:
-            for problem in exc.problems:
-                where = f"line {problem.line}" if problem.line else "file"
-                rule = f" (rule {problem.rule_id})" if problem.rule_id else ""
-                print(f"broker: {args.file}: {where}{rule}: {problem.message}", file=sys.stderr)
-            print(f"broker: {len(exc.problems)} problem(s); nothing was applied", file=sys.stderr)
-            return 2
+            return _refused(args, exc)
+    if args.json:
+        print_json(import_record(result, args.dry_run))
+        return 0
     print(render_document_diff(result.rule_changes) or "no rule changes")
     for line in access_report(result):
         print(line)
     print("dry run: nothing applied" if args.dry_run else f"policy version {result.version} is now in force")
     return 0
+
+
+def _refused(args: argparse.Namespace, exc: PolicyError) -> int:
+    """Every problem with its line (as JSON on stdout with --json), a summary on stderr; exit 2."""
+    if args.json:
+        print_json({"applied": False, "problems": [{"line": p.line, "rule_id": p.rule_id, "message": p.message}
+                                                   for p in exc.problems]})
+    else:
+        for problem in exc.problems:
+            where = f"line {problem.line}" if problem.line else "file"
+            rule = f" (rule {problem.rule_id})" if problem.rule_id else ""
+            print(f"broker: {args.file}: {where}{rule}: {problem.message}", file=sys.stderr)
+    print(f"broker: {len(exc.problems)} problem(s); nothing was applied", file=sys.stderr)
+    return 2
+
+
+def import_record(result: policies.ImportResult, dry_run: bool) -> dict[str, Any]:
+    """``policy import --json``: the fields of the admin API's answer to the same import."""
+    return {
+        "applied": not dry_run, "dry_run": dry_run, "version": result.version, "base_version": result.base_version,
+        "review_digest": result.review,
+        "rule_changes": [{"kind": c.kind, "rule_id": c.rule_id} for c in result.rule_changes],
+        "diff": render_document_diff(result.rule_changes),
+        "subject_changes": [{"subject_kind": c.row.kind, "subject": c.row.key, "server_id": c.server_id,
+                             "kind": c.kind, "before_scopes": sorted(c.before_scopes),
+                             "after_scopes": sorted(c.after_scopes)} for c in result.subject_changes],
+        "access_changes": [{"user_id": c.user.id, "email": c.user.email, "server_id": c.server_id, "kind": c.kind,
+                            "before_scopes": sorted(c.before_scopes), "after_scopes": sorted(c.after_scopes)}
+                           for c in result.access_changes],
+        "known_users": result.known_users,
+    }
 
 
 def access_report(result: policies.ImportResult) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 
 import uvicorn
@@ -35,8 +36,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    if not 0 < args.port < 65536:
-        raise CliError(f"--port: {args.port} is not a valid port")
+    _check_port(args.port)
     data_dir = args.data_dir or Path("var")
     settings = load_settings(args, defaults=dev.defaults(args.host, args.port, data_dir))
     database = open_database(settings, require_schema=False)
@@ -57,7 +57,13 @@ def run_dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_port(port: int | None) -> None:
+    if port is not None and not 0 < port < 65536:
+        raise CliError(f"--port: {port} is not a valid port (1-65535)")
+
+
 def run_serve(args: argparse.Namespace) -> int:
+    _check_port(args.port)
     settings = load_settings(args)
     checked = _prepared_state(settings)  # fail here, once, before forking workers
     checked.database.dispose()
@@ -70,6 +76,10 @@ def run_serve(args: argparse.Namespace) -> int:
     workers = args.workers or settings.server.workers
     if workers < 1:
         raise CliError("--workers: must be at least 1")
+    if workers > 1 and checked.database.dialect == "sqlite":
+        print(f"broker: warning: {workers} workers on SQLite share one file and its single write lock (they wait "
+              "for each other, and fail with 'database is locked' past database.sqlite_busy_timeout_ms); use "
+              "PostgreSQL for more than one worker", file=sys.stderr, flush=True)
     os.environ["BROKER_SERVER__WORKERS"] = str(workers)  # each worker enforces its share of every rate limit
     with shared_by_workers(settings.metrics, workers):
         uvicorn.run("broker.app:create_app_from_environment", factory=True, workers=workers,
