@@ -94,6 +94,7 @@ class Progress:
         self.done = 0
         self.started = time.monotonic()
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._ticker = threading.Thread(target=self._tick, name="migration-progress", daemon=True)
 
     def __enter__(self) -> Progress:
@@ -106,10 +107,11 @@ class Progress:
 
     def applied(self, **kw: Any) -> None:
         """alembic's ``on_version_apply``: a step has run (in its transaction)."""
-        self.done += 1
-        if self.elapsed() >= self.FIRST and self.done <= len(self.steps):
-            self.report(f"migrated {self.steps[self.done - 1]} [{self.done}/{len(self.steps)}] "
-                        f"at {self.elapsed():.1f} s")
+        with self._lock:
+            self.done += 1
+            if self.elapsed() >= self.FIRST and self.done <= len(self.steps):
+                self.report(f"migrated {self.steps[self.done - 1]} [{self.done}/{len(self.steps)}] "
+                            f"at {self.elapsed():.1f} s")
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -117,7 +119,8 @@ class Progress:
     def _tick(self) -> None:
         wait = self.FIRST
         while not self._stop.wait(wait):
-            if self.done < len(self.steps):
-                self.report(f"migrating {self.steps[self.done]} [{self.done + 1}/{len(self.steps)}], "
-                            f"{self.elapsed():.0f} s so far")
             wait = self.EVERY
+            with self._lock:  # never a step reported as running after the line saying it ran
+                if self.done < len(self.steps):
+                    self.report(f"migrating {self.steps[self.done]} [{self.done + 1}/{len(self.steps)}], "
+                                f"{self.elapsed():.0f} s so far")
