@@ -6,6 +6,7 @@ import pytest
 
 from broker.storage import users
 from broker.storage.models import Group, ScimUser
+from tests.conftest import ISSUER
 from tests.flows.test_scim_helpers import (
     CORP_TOKEN,
     GROUP_SCHEMA,
@@ -58,7 +59,8 @@ async def test_okta_group_push(client, state) -> None:
     assert (await scim.get(f"/Groups/{group_id}")).json()["displayName"] == "Platform Eng"
     assert "Platform Eng" in groups_of(state, ids["alice"])
     alice = (await scim.get(f"/Users/{ids['alice']}")).json()
-    assert alice["groups"] == [{"value": group_id, "display": "Platform Eng", "type": "direct"}]
+    assert alice["groups"] == [{"value": group_id, "$ref": f"{ISSUER}/scim/v2/Groups/{group_id}",
+                                "display": "Platform Eng", "type": "direct"}]
 
     assert (await scim.delete(f"/Groups/{group_id}")).status_code == 204
     assert_scim_error(await scim.get(f"/Groups/{group_id}"), 404)

@@ -48,15 +48,21 @@ from broker.lifecycle.scim.wire import (
     text_value,
     validate,
     wants,
+    without_attributeless_schemas,
 )
 from broker.storage import scim as store
 from broker.storage.models import Group as GroupRow
 from broker.storage.models import ScimGroup, ScimUser, User
 
 ENDPOINT = "Groups"
+# Entra ID names its AD group schema on the groups it creates (its own examples), without attributes under it.
+ENTRA_GROUP_SCHEMAS = ("urn:ietf:params:scim:schemas:extension:ADSCIM:2.0:Group",
+                       "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group")
+USERS_ENDPOINT = "Users"  # where members live (broker.lifecycle.scim.users.ENDPOINT)
 
 
 def create(session: Session, request: ScimRequest, payload: dict[str, Any]) -> ScimResult:
+    payload = without_attributeless_schemas(payload, ENTRA_GROUP_SCHEMAS)
     require_schema(payload, Group.__schema__)
     resource = validate(Group, payload, Context.RESOURCE_CREATION_REQUEST)
     idp = request.client.idp_id
@@ -97,6 +103,7 @@ def search(session: Session, request: ScimRequest, params: list[tuple[str, str]]
 
 
 def replace(session: Session, request: ScimRequest, group_id: str, payload: dict[str, Any]) -> ScimResult:
+    payload = without_attributeless_schemas(payload, ENTRA_GROUP_SCHEMAS)
     require_schema(payload, Group.__schema__)
     wanted = validate(Group, payload, Context.RESOURCE_REPLACEMENT_REQUEST)
     row, scim_row = _load(session, request, group_id)
@@ -196,7 +203,8 @@ def _resource(request: ScimRequest, row: GroupRow, scim_row: ScimGroup,
     meta = Meta(resource_type="Group", created=scim_row.created_at, last_modified=scim_row.updated_at,
                 location=request.location(ENDPOINT, row.id))
     listed = None if members is None else [
-        GroupMember(value=member.id, display=user.display_name or None, type="User") for member, user in members]
+        GroupMember(value=member.id, ref=request.location(USERS_ENDPOINT, member.id),  # RFC 7643 §4.2: $ref
+                    display=user.display_name or None, type="User") for member, user in members]
     return Group(id=row.id, display_name=row.name, external_id=row.external_id, members=listed, meta=meta)
 
 

@@ -65,6 +65,10 @@ ENDPOINT = "Users"
 _ENTERPRISE = str(EnterpriseUser.__schema__)
 _MANAGER_PATH = f"{_ENTERPRISE}:manager".lower()
 _EMAILISH = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# Why externalId is required and fixed, and what the IdP must send in it (docs/scim.md: Okta, Entra ID).
+EXTERNAL_ID_RULE = ("it is the user's subject at the IdP, which the broker matches logins on (Okta: the user id "
+                    "00u..., its default; Entra ID: map objectId to externalId); to change it, delete the user and "
+                    "provision it again")
 # Kept in their own columns, or never kept at all (password), or computed (groups, meta).
 _NOT_STORED = ("id", "meta", "groups", "password", "userName", "externalId", "active")
 
@@ -74,8 +78,7 @@ def create(session: Session, request: ScimRequest, payload: dict[str, Any]) -> S
     resource = validate(UserResource, _entra_manager(payload, request), Context.RESOURCE_CREATION_REQUEST)
     idp = request.client.idp_id
     user_name = text_value(resource.user_name, "userName", 320)
-    external_id = text_value(resource.external_id, "externalId", 255,
-                             why="the broker matches it to the subject of the user's logins at the IdP")
+    external_id = text_value(resource.external_id, "externalId", 255, why=EXTERNAL_ID_RULE)
     if store.live_user_where(session, idp, user_name_key=fold(user_name)) is not None:
         raise UniquenessException(detail="userName is already in use")
     user, linked, previous = _user_for(session, request, external_id, resource)
@@ -130,6 +133,11 @@ def patch(session: Session, request: ScimRequest, scim_id: str, payload: dict[st
     row, user = _load(session, request, scim_id)
     resource = _resource(request, row, user, None)
     apply_patch(operations, resource)
+    if resource.external_id is None:  # a remove (or a null): as immutable as a replace would be
+        raise MutabilityException(detail=f"externalId cannot be removed: {EXTERNAL_ID_RULE}")
+    if resource.active is None:
+        raise MutabilityException(detail="active cannot be removed: replace it with false to deactivate the user "
+                                         "(offboarded at once) or true to reactivate")
     _save(session, request, row, user, resource)
     return _answer(session, request, 200, row, user, Context.RESOURCE_PATCH_RESPONSE)
 
@@ -202,8 +210,7 @@ def _save(session: Session, request: ScimRequest, row: ScimUser, user: User, res
     """Write a replaced or patched resource back: names, profile, then the active state."""
     user_name = text_value(resource.user_name, "userName", 320)
     if (resource.external_id or row.external_id) != row.external_id:
-        raise MutabilityException(detail="externalId is the subject the IdP's logins are matched on: it cannot "
-                                         "change (delete the user and provision it again)")
+        raise MutabilityException(detail=f"externalId cannot change: {EXTERNAL_ID_RULE}")
     key = fold(user_name)
     if key != row.user_name_key and store.live_user_where(session, row.idp_id, user_name_key=key) is not None:
         raise UniquenessException(detail="userName is already in use")
@@ -300,7 +307,8 @@ def _resource(request: ScimRequest, row: ScimUser, user: User, groups: list[Grou
             "meta": Meta(resource_type="User", created=row.created_at, last_modified=row.updated_at,
                          location=request.location(ENDPOINT, row.id))}
     if groups:
-        data["groups"] = [GroupMembership(value=g.id, display=g.name, type="direct") for g in groups]
+        data["groups"] = [GroupMembership(value=g.id, ref=request.location("Groups", g.id), display=g.name,
+                                          type="direct") for g in groups]
     return UserResource.model_validate(data)
 
 

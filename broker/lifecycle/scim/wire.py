@@ -160,6 +160,16 @@ def require_schema(payload: Mapping[str, Any], urn: URN | str) -> None:
         raise InvalidSyntaxException(detail=f"'schemas' must contain {urn}")
 
 
+def without_attributeless_schemas(payload: dict[str, Any], urns: Sequence[str]) -> dict[str, Any]:
+    """``payload`` without those of ``urns`` in its ``schemas`` that carry no attributes: a vendor names them
+    out of habit, and an extension the broker cannot store is refused only when it holds something."""
+    schemas = payload.get("schemas")
+    if not isinstance(schemas, list):
+        return payload
+    drop = {urn.lower() for urn in urns} - {key.lower() for key in payload}
+    return {**payload, "schemas": [s for s in schemas if not (isinstance(s, str) and s.lower() in drop)]}
+
+
 def validate(model: type[M], payload: Any, context: Context) -> M:
     """``payload`` as ``model`` in a request ``context``, every failure a SCIM error."""
     try:
