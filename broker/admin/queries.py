@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
+from broker.admin.audit_search import denial_conditions
+from broker.admin.names import Names, for_events, lookup
 from broker.storage.models import (
     AuditEvent,
     Client,
@@ -20,7 +23,6 @@ from broker.storage.models import (
 
 PAGE_SIZE = 50
 ISSUED = ("token.issued", "token.refreshed")
-DENIED = ("authorization.denied", "authorization.decision", "authorization.failed")
 OFFBOARDED = ("user.offboarded", "user.sessions_revoked")
 
 
@@ -36,13 +38,17 @@ class Dashboard:
     hours: list[dt.datetime]
     recent_denials: list[AuditEvent]
     recent_offboardings: list[AuditEvent]
+    names: Names
 
 
 def dashboard(session: Session, now: dt.datetime) -> Dashboard:
+    """Counts, the hourly chart and the recent lists; a denial counts once (``audit_search.denial_conditions``)."""
     start = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=23)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    issued = _per_hour(session, ISSUED, start, None)
-    denied = _per_hour(session, DENIED, start, "denied")
+    issued = _per_hour(session, [AuditEvent.event_type.in_(ISSUED)], start)
+    denied = _denials_per_hour(session, start)
+    recent_denials = _recent(session, denial_conditions())
+    recent_offboardings = _recent(session, [AuditEvent.event_type.in_(OFFBOARDED)])
     return Dashboard(
         users=_count(session, select(func.count()).select_from(User)),
         active_today=_count(session, select(func.count()).select_from(User).where(User.last_login_at >= today)),
@@ -52,31 +58,37 @@ def dashboard(session: Session, now: dt.datetime) -> Dashboard:
             AuditEvent.event_type.in_(ISSUED), AuditEvent.occurred_at >= now - dt.timedelta(hours=24))),
         issued_per_hour=issued, denied_per_hour=denied,
         hours=[start + dt.timedelta(hours=i) for i in range(24)],
-        recent_denials=_recent(session, DENIED, outcome="denied"),
-        recent_offboardings=_recent(session, OFFBOARDED))
+        recent_denials=recent_denials, recent_offboardings=recent_offboardings,
+        names=for_events(session, recent_denials + recent_offboardings))
 
 
 def _count(session: Session, query: Select) -> int:
     return int(session.scalar(query) or 0)
 
 
-def _per_hour(session: Session, types: Sequence[str], start: dt.datetime, outcome: str | None) -> list[int]:
-    query = select(AuditEvent.occurred_at).where(AuditEvent.event_type.in_(types), AuditEvent.occurred_at >= start)
-    if outcome:
-        query = query.where(AuditEvent.outcome == outcome)
+def _per_hour(session: Session, where: Sequence[ColumnElement[bool]], start: dt.datetime) -> list[int]:
+    """Events per hour since ``start``: 24 range counts in one statement, each on an index of the time."""
+    edges = [start + dt.timedelta(hours=i) for i in range(25)]
+    counts = [select(func.count()).select_from(AuditEvent)
+              .where(*where, AuditEvent.occurred_at >= low, AuditEvent.occurred_at < high).scalar_subquery()
+              for low, high in itertools.pairwise(edges)]
+    return [int(n or 0) for n in session.execute(select(*counts)).one()]
+
+
+def _denials_per_hour(session: Session, start: dt.datetime) -> list[int]:
+    """Denials are few: read their times, newest first on the outcome index, back to the first event since
+    ``start`` (no event since then has a smaller id), and count them here."""
+    first = select(func.min(AuditEvent.id)).where(AuditEvent.occurred_at >= start).scalar_subquery()
+    times = session.scalars(select(AuditEvent.occurred_at).where(
+        *denial_conditions(), AuditEvent.id >= first, AuditEvent.occurred_at >= start))
     buckets = [0] * 24
-    for at in session.scalars(query.execution_options(yield_per=5000)):
-        index = int((at - start).total_seconds() // 3600)
-        if 0 <= index < 24:
-            buckets[index] += 1
+    for at in times:
+        buckets[min(int((at - start).total_seconds() // 3600), 23)] += 1
     return buckets
 
 
-def _recent(session: Session, types: Sequence[str], outcome: str | None = None, limit: int = 8) -> list[AuditEvent]:
-    query = select(AuditEvent).where(AuditEvent.event_type.in_(types))
-    if outcome:
-        query = query.where(AuditEvent.outcome == outcome)
-    return list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
+def _recent(session: Session, where: Sequence[ColumnElement[bool]], limit: int = 8) -> list[AuditEvent]:
+    return list(session.scalars(select(AuditEvent).where(*where).order_by(AuditEvent.id.desc()).limit(limit)))
 
 
 @dataclass(frozen=True)
@@ -101,60 +113,37 @@ def search_users(session: Session, text: str, page: int, status: str | None = No
 
 @dataclass(frozen=True)
 class UserDetail:
+    """A user's page: who, their sessions (refresh-token families, by client and server name), recent events."""
+
     user: User
     groups: list[str]
     identities: list[UpstreamIdentity]
     families: list[RefreshTokenFamily]
     recent_events: list[AuditEvent] = field(default_factory=list)
+    names: Names = field(default_factory=Names)
+    servers_by_resource: dict[str, str] = field(default_factory=dict)  # resource URI -> server name
+    offboarding: AuditEvent | None = None  # the event that offboarded them, while they are
 
 
 def user_detail(session: Session, user: User, groups: list[str]) -> UserDetail:
     identities = list(session.scalars(select(UpstreamIdentity).where(UpstreamIdentity.user_id == user.id)))
-    families = list(session.scalars(select(RefreshTokenFamily).where(
-        RefreshTokenFamily.user_id == user.id, RefreshTokenFamily.revoked_at.is_(None))
-        .order_by(RefreshTokenFamily.last_used_at.desc()).limit(PAGE_SIZE)))
+    families = live_families(session, user.id)
     events = list(session.scalars(select(AuditEvent).where(AuditEvent.user_id == user.id)
                                   .order_by(AuditEvent.id.desc()).limit(10)))
-    return UserDetail(user, groups, identities, families, events)
+    offboarding = None if user.status == "active" else session.scalars(
+        select(AuditEvent).where(AuditEvent.user_id == user.id, AuditEvent.event_type == "user.offboarded")
+        .order_by(AuditEvent.id.desc()).limit(1)).first()
+    seen = for_events(session, events + ([offboarding] if offboarding else []))
+    clients = lookup(session, client_ids=[f.client_id for f in families]).clients
+    found = Names(seen.users, {**seen.clients, **clients}, seen.servers, seen.emails)
+    resources = {f.resource for f in families}
+    by_resource = dict(session.execute(select(McpServer.resource, McpServer.name)
+                                       .where(McpServer.resource.in_(resources))).all()) if resources else {}
+    return UserDetail(user, groups, identities, families, events, found, by_resource, offboarding)
 
 
-@dataclass(frozen=True)
-class AuditFilter:
-    user_id: str = ""
-    server_id: str = ""
-    client_id: str = ""
-    event_type: str = ""
-    since: dt.datetime | None = None
-    until: dt.datetime | None = None
-
-    def apply(self, query: Select) -> Select:
-        if self.user_id:
-            query = query.where(AuditEvent.user_id == self.user_id)
-        if self.server_id:
-            query = query.where(AuditEvent.server_id == self.server_id)
-        if self.client_id:
-            query = query.where(AuditEvent.client_id == self.client_id)
-        if self.event_type:
-            query = query.where(AuditEvent.event_type == self.event_type)
-        if self.since:
-            query = query.where(AuditEvent.occurred_at >= self.since)
-        if self.until:
-            query = query.where(AuditEvent.occurred_at < self.until)
-        return query
-
-
-def audit_page(session: Session, where: AuditFilter, before_id: int | None) -> tuple[list[AuditEvent], int | None]:
-    """Newest first, ``PAGE_SIZE`` at a time (keyset on id); returns the rows and the next page's cursor."""
-    query = where.apply(select(AuditEvent))
-    if before_id is not None:
-        query = query.where(AuditEvent.id < before_id)
-    rows = list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(PAGE_SIZE + 1)))
-    return rows[:PAGE_SIZE], rows[PAGE_SIZE - 1].id if len(rows) > PAGE_SIZE else None
-
-
-def audit_stream(session: Session, where: AuditFilter) -> Select:
-    return where.apply(select(AuditEvent)).order_by(AuditEvent.id).execution_options(yield_per=1000)
-
-
-def event_types(session: Session) -> list[str]:
-    return list(session.scalars(select(AuditEvent.event_type).distinct().order_by(AuditEvent.event_type)))
+def live_families(session: Session, user_id: str) -> list[RefreshTokenFamily]:
+    """The user's refresh-token families that are not revoked, most recently used first (a page at most)."""
+    return list(session.scalars(select(RefreshTokenFamily).where(
+        RefreshTokenFamily.user_id == user_id, RefreshTokenFamily.revoked_at.is_(None))
+        .order_by(RefreshTokenFamily.last_used_at.desc()).limit(PAGE_SIZE)))

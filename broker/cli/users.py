@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from broker.admin import queries
 from broker.cli.common import (
     CliError,
     actor,
@@ -17,7 +18,7 @@ from broker.cli.common import (
     print_json,
     print_table,
 )
-from broker.lifecycle import offboarding
+from broker.lifecycle import offboarding, sessions
 from broker.storage import users as user_repo
 from broker.storage.models import RefreshTokenFamily, UpstreamIdentity, User, utcnow
 
@@ -48,6 +49,15 @@ def register(commands: argparse._SubParsersAction) -> None:
     restore_p.add_argument("user", metavar="USER", help="user id, email, or IDP:SUBJECT")
     restore_p.add_argument("--reason", default="restored from the command line", help="why (audit log)")
     restore_p.set_defaults(handler=restore_user)
+    session_p = sub.add_parser(
+        "revoke-session", parents=[common_flags()], help="revoke one session of a user",
+        description="Revoke one session (a refresh-token family: one client, one MCP server) of a user; their "
+                    "other sessions and their sign-in stay. `broker users show USER` lists the sessions.")
+    session_p.add_argument("user", metavar="USER", help="user id, email, or IDP:SUBJECT")
+    session_p.add_argument("session", metavar="SESSION", help="the session id")
+    session_p.add_argument("--reason", default="revoked from the command line", help="why (audit log)")
+    json_flag(session_p)
+    session_p.set_defaults(handler=revoke_session)
 
 
 def _find(session: Any, reference: str) -> User:
@@ -82,6 +92,8 @@ def show_user(args: argparse.Namespace) -> int:
                   "live_refresh_families": session.scalar(
                       select(func.count()).select_from(RefreshTokenFamily)
                       .where(RefreshTokenFamily.user_id == user.id, RefreshTokenFamily.revoked_at.is_(None))),
+                  "sessions": [f"{f.id} ({f.client_id} at {f.resource}, last used {_iso(f.last_used_at)})"
+                               for f in queries.live_families(session, user.id)],
                   "offboarded_at": _iso(user.offboarded_at), "offboard_reason": user.offboard_reason}
     if args.json:
         print_json(record)
@@ -112,6 +124,22 @@ def restore_user(args: argparse.Namespace) -> int:
         if not offboarding.restore_user(session, user, reason=args.reason, actor=actor(), now=utcnow()):
             raise CliError(f"user {user.id} is not offboarded")
     print(f"user {user.id} restored; tokens issued before the offboarding stay revoked")
+    return 0
+
+
+def revoke_session(args: argparse.Namespace) -> int:
+    database = open_database(load_settings(args))
+    with database.transaction() as session:
+        user = _find(session, args.user)
+        try:
+            family = sessions.revoke_session(session, user.id, args.session, reason=args.reason, actor=actor(),
+                                             now=utcnow(), source="cli")
+        except sessions.UnknownSession as exc:
+            raise CliError(str(exc)) from None
+    if args.json:
+        print_json({"user_id": user.id, "session_id": family.id, "revoked_at": _iso(family.revoked_at)})
+    else:
+        print(f"session {family.id} of user {user.id} revoked ({family.client_id} at {family.resource})")
     return 0
 
 

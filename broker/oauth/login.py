@@ -26,7 +26,7 @@ from broker.oauth import codes, oidc_claims, provisioning, redirects, secrets, s
 from broker.oauth.authorize import AuthorizationRequest, redirect_location
 from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, OAuth2Error
 from broker.oauth.tokens import scope_string
-from broker.policy import PolicySource
+from broker.policy import Decision, PolicySource
 from broker.registry import servers
 from broker.storage import clients, grants, users
 from broker.storage.models import Consent, User
@@ -144,11 +144,16 @@ class LoginFlow:
                        now: dt.datetime) -> Redirect | ConsentNeeded:
         return self.complete(session, self._pending(session, pending_id), identity, now)
 
-    def fail(self, session: Session, pending: grants.Pending, error: OAuth2Error) -> Redirect:
+    def fail(self, session: Session, pending: grants.Pending, error: OAuth2Error,
+             decision: Decision | None = None) -> Redirect:
+        """End the sign-in with ``error``; the one event that says it was refused (with the policy's reasons
+        when the policy refused it: the audit log's denials show them)."""
         self._settle(session, pending, "failed")
+        why = {} if decision is None else {"rule_ids": list(decision.rule_ids), "reason": decision.reason}
         audit.record(session, "authorization.failed", actor=pending.client_id, user_id=pending.user_id,
                      client_id=pending.client_id, server_id=pending.server_id, outcome="denied",
-                     data={"error": error.error, "description": error.description, "idp": pending.idp_id or None})
+                     data={"error": error.error, "description": error.description, "idp": pending.idp_id or None,
+                           **why})
         return Redirect(redirect_location(pending.redirect_uri, self.issuer, pending.state, error=error.error,
                                           error_description=error.description or None))
 
@@ -177,7 +182,7 @@ class LoginFlow:
                      data={"rule_ids": list(decision.rule_ids), "reason": decision.reason,
                            "scopes": sorted(decision.scopes), "requested": sorted(requested or ())})
         if not decision.allowed:
-            return self.fail(session, pending, AccessDeniedError(NOT_ALLOWED))
+            return self.fail(session, pending, AccessDeniedError(NOT_ALLOWED), decision)
         pending = pending._replace(
             granted_scope=scope_string(decision.scopes), acr=identity.acr,
             auth_time=dt.datetime.fromtimestamp(identity.auth_time, dt.UTC) if identity.auth_time else now)

@@ -260,6 +260,7 @@ _DERIVED: dict[str, Callable[[Metrics, ObservedEvent], None]] = {
     "authorization.step_up_required": _denied("step_up"),
     "user.offboarded": _revoked("user_offboarded"),
     "user.sessions_revoked": _revoked("user_sessions_revoked"),
+    "user.session_revoked": _revoked("session_revoked"),
     "token.revoked": _token_revoked,
     "refresh_token.reuse_detected": _reuse_detected,
     "authorization_code.replayed": _code_replayed,

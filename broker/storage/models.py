@@ -261,7 +261,8 @@ class AuditEvent(Base):
     """
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_type_time", "event_type", "occurred_at"),)
+    __table_args__ = (Index("ix_audit_events_type_time", "event_type", "occurred_at"),
+                      Index("ix_audit_events_outcome_id", "outcome", "id"))  # denials, newest first
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

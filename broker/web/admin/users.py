@@ -9,13 +9,22 @@ from sqlalchemy.orm import Session
 from broker.admin import queries
 from broker.admin import sessions as console_sessions
 from broker.admin.sessions import OFFBOARD, VIEW, ConsoleUser
-from broker.lifecycle import offboarding
+from broker.lifecycle import offboarding, sessions
 from broker.registry import policies
 from broker.registry import servers as registry
 from broker.storage import mcp_servers
 from broker.storage import users as user_repo
 from broker.storage.models import User, utcnow
-from broker.web.admin.common import ConsoleRoute, NotFound, back, console_call, page_number, read_form, render
+from broker.web.admin.common import (
+    ConsoleRoute,
+    NotFound,
+    Refused,
+    back,
+    console_call,
+    page_number,
+    read_form,
+    render,
+)
 from broker.web.deps import State
 
 router = APIRouter(prefix="/admin/users", route_class=ConsoleRoute, include_in_schema=False)
@@ -99,6 +108,38 @@ async def offboard(user_id: str, request: Request, state: State) -> Response:
         offboarding.revoke_user(db, user, reason=reason[:1000], actor=console.actor, now=now, source="console")
         console_sessions.end_all_for(db, user.id, now)  # their console sessions too
         return back(f"/admin/users/{user.id}?done=offboarded")
+
+    return await console_call(request, state, OFFBOARD, act, csrf=form.get("csrf_token"))
+
+
+@router.get("/{user_id}/sessions/{family_id}")
+async def confirm_session_revoke(user_id: str, family_id: str, request: Request, state: State) -> Response:
+    """What revoking this one session ends, and a button to do it."""
+    def view(db: Session, console: ConsoleUser) -> Response:
+        user = _user(db, user_id)
+        info = queries.user_detail(db, user, user_repo.group_names(db, user.id))
+        family = next((f for f in info.families if f.id == family_id), None)
+        if family is None:
+            raise NotFound("live session with that id for this user")
+        return render(request, "admin/session_revoke.html", console, {"info": info, "family": family,
+                                                                       "nav": "users"})
+
+    return await console_call(request, state, OFFBOARD, view)
+
+
+@router.post("/{user_id}/sessions/{family_id}")
+async def revoke_session(user_id: str, family_id: str, request: Request, state: State) -> Response:
+    form = await read_form(request)
+
+    def act(db: Session, console: ConsoleUser) -> Response:
+        user = _user(db, user_id)
+        reason = form.get("reason", "").strip() or "revoked from the admin console"
+        try:
+            sessions.revoke_session(db, user.id, family_id, reason=reason[:1000], actor=console.actor, now=utcnow(),
+                                    source="console")
+        except sessions.UnknownSession:
+            raise Refused("Nothing to revoke", "This session is not live any more (revoked or ended).", 409) from None
+        return back(f"/admin/users/{user.id}?done=session-revoked")
 
     return await console_call(request, state, OFFBOARD, act, csrf=form.get("csrf_token"))
 

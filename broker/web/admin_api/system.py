@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from broker import audit
+from broker.admin import audit_search, names
 from broker.admin import keys as key_admin
-from broker.admin import queries
 from broker.storage import signing_keys
 from broker.storage.models import AuditEvent, SigningKey, utcnow
 from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso
@@ -31,11 +31,20 @@ class EventOut(BaseModel):
     data: dict[str, Any]
     chain_seq: int | None
     hash: str | None
+    actor_name: str = Field(description="the actor as a person reads it (a client's name, a console user)")
+    user_email: str | None = None
+    user_name: str | None = None
+    client_name: str | None = None
+    server_name: str | None = None
 
 
 class AuditPage(BaseModel):
     events: list[EventOut] = Field(description="newest first")
-    next_before: int | None = Field(description="pass as `before` for the next (older) page; null: no more")
+    next_before: int | None = Field(description="pass as `before` for the next (older) page; null: no more. A text "
+                                    "search (`q`) reads 20,000 events a page, so a page may hold fewer than 50 "
+                                    "events, or none, while older ones remain to be searched")
+    unmatched: str | None = Field(None, description="why nothing can match (a user, client or server name that "
+                                                    "matches nothing, or too much)")
 
 
 class VerifyOut(BaseModel):
@@ -68,25 +77,41 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
 
 
-@router.get("/audit", summary="Audit events, newest first, a page at a time (admin:read)",
+@router.get("/audit", summary="Search audit events, newest first, a page at a time (admin:read)",
             response_model=AuditPage, responses={**errors(), **BAD_BODY})
 def audit_events(session: DbSession, caller: Reader, event_type: str = Query("", max_length=100),
-                 user: str = Query("", max_length=320), server: str = Query("", max_length=200),
-                 client: str = Query("", max_length=2000),
+                 user: str = Query("", max_length=320, description="user id, or part of an email or name"),
+                 server: str = Query("", max_length=200, description="server id, or part of its name"),
+                 client: str = Query("", max_length=2000, description="client id, or part of its name"),
+                 outcome: Literal["", "allowed", "denied", "error", "revoked", "ignored"] = Query(
+                     "", description="allowed: success or allowed; error: rejected or error"),
+                 q: str = Query("", max_length=200, description="text in the actor, the event type or its data "
+                                                                "(20,000 events a page)"),
+                 denials: bool = Query(False, description="every refused request once (a denied sign-in is its "
+                                                          "authorization.failed event)"),
                  since: dt.datetime | None = Query(None, description="ISO 8601; events at or after"),
                  until: dt.datetime | None = Query(None, description="ISO 8601; events before"),
                  before: int | None = Query(None, ge=1, le=2**62,
                                             description="the previous page's next_before")) -> AuditPage:
-    where = queries.AuditFilter(user_id=user.strip(), server_id=server.strip(), client_id=client.strip(),
-                                event_type=event_type.strip(), since=_utc(since), until=_utc(until))
-    rows, next_before = queries.audit_page(session, where, before)
-    return AuditPage(events=[_event(row) for row in rows], next_before=next_before)
+    query = audit_search.AuditQuery(user=user.strip(), client=client.strip(), server=server.strip(),
+                                    event_type=event_type.strip(), outcome=outcome, text=q.strip(), denials=denials,
+                                    since=_utc(since), until=_utc(until))
+    search = audit_search.resolve(session, query)
+    result = audit_search.page(session, search, before)
+    found = names.for_events(session, result.rows)
+    return AuditPage(events=[_event(row, found) for row in result.rows], next_before=result.next_before,
+                     unmatched=search.unmatched)
 
 
-def _event(row: AuditEvent) -> EventOut:
+def _event(row: AuditEvent, found: names.Names) -> EventOut:
+    person = found.user(row.user_id)
     return EventOut(id=row.id, occurred_at=row.occurred_at.isoformat(), event_type=row.event_type, actor=row.actor,
                     user_id=row.user_id, client_id=row.client_id, server_id=row.server_id, outcome=row.outcome,
-                    data=dict(row.data or {}), chain_seq=row.chain_seq, hash=row.hash)
+                    data=dict(row.data or {}), chain_seq=row.chain_seq, hash=row.hash,
+                    actor_name=found.actor(row.actor).label, user_email=person.email if person else None,
+                    user_name=person.display_name or None if person else None,
+                    client_name=found.clients.get(row.client_id or ""),
+                    server_name=found.servers.get(row.server_id or ""))
 
 
 @router.get("/audit/verify", summary="Walk the audit chain and report the first event that does not fit "

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
-from broker.admin import queries
-from broker.lifecycle import offboarding
+from broker.admin import names, queries
+from broker.lifecycle import offboarding, sessions
 from broker.storage import users as user_repo
 from broker.storage.models import RefreshTokenFamily, UpstreamIdentity, User, utcnow
 from broker.web.admin_api.common import BAD_BODY, Body, Reader, Revoker, actor, errors, fail, iso, not_found
@@ -38,12 +38,37 @@ class Identity(BaseModel):
     email: str | None
 
 
+class SessionOut(BaseModel):
+    """One live session: a refresh-token family one client holds for one MCP server."""
+
+    id: str = Field(description="the session (refresh-token family) id, for `/sessions/{id}/revoke`")
+    client_id: str
+    client_name: str | None
+    resource: str
+    scope: str
+    created_at: str | None
+    last_used_at: str | None
+    expires_at: str | None
+
+
 class UserDetail(UserSummary):
     groups: list[str]
     identities: list[Identity]
     live_refresh_families: int
+    sessions: list[SessionOut] = Field(description="live sessions, most recently used first (50 at most)")
     offboarded_at: str | None
     offboard_reason: str | None
+
+
+class SessionRevokeBody(Body):
+    reason: str = Field("revoked through the admin API", min_length=1, max_length=1000,
+                        description="why (kept in the audit log)")
+
+
+class SessionRevoked(BaseModel):
+    user_id: str
+    session_id: str
+    revoked_at: str
 
 
 class RevokeBody(Body):
@@ -95,9 +120,15 @@ def get_user(user: str, session: DbSession, caller: Reader) -> UserDetail:
     identities = session.scalars(select(UpstreamIdentity).where(UpstreamIdentity.user_id == row.id))
     live = session.scalar(select(func.count()).select_from(RefreshTokenFamily)
                           .where(RefreshTokenFamily.user_id == row.id, RefreshTokenFamily.revoked_at.is_(None)))
+    families = queries.live_families(session, row.id)
+    client_names = names.lookup(session, client_ids=[f.client_id for f in families]).clients
     return UserDetail(**summary(row).model_dump(), groups=user_repo.group_names(session, row.id),
                       identities=[Identity(idp=i.idp_id, subject=i.subject, email=i.email) for i in identities],
                       live_refresh_families=int(live or 0), offboarded_at=iso(row.offboarded_at),
+                      sessions=[SessionOut(id=f.id, client_id=f.client_id, client_name=client_names.get(f.client_id),
+                                           resource=f.resource, scope=f.scope, created_at=iso(f.created_at),
+                                           last_used_at=iso(f.last_used_at), expires_at=iso(f.expires_at))
+                                for f in families],
                       offboard_reason=row.offboard_reason)
 
 
@@ -109,6 +140,22 @@ def revoke_user(user: str, body: RevokeBody, session: DbSession, caller: Revoker
                                      now=utcnow(), source="admin-api")
     return RevokeResult(user_id=result.user_id, families_revoked=result.families_revoked,
                         already_offboarded=result.already_offboarded, not_before=result.not_before.isoformat())
+
+
+@router.post("/users/{user}/sessions/{session_id}/revoke",
+             summary="Revoke one session of a user (one refresh-token family); their other sessions and their "
+                     "sign-in stay (security:revoke)", response_model=SessionRevoked,
+             responses={**errors(e404="No such user, or no live session with that id for this user"), **BAD_BODY})
+def revoke_session(user: str, session_id: str, session: DbSession, caller: Revoker,
+                   body: SessionRevokeBody | None = None) -> SessionRevoked:
+    target = _find(session, user)
+    reason = body.reason if body is not None else SessionRevokeBody().reason
+    try:
+        family = sessions.revoke_session(session, target.id, session_id, reason=reason, actor=actor(caller),
+                                         now=utcnow(), source="admin-api")
+    except sessions.UnknownSession as exc:
+        raise not_found(str(exc)) from None
+    return SessionRevoked(user_id=target.id, session_id=family.id, revoked_at=iso(family.revoked_at) or "")
 
 
 @router.post("/users/{user}/restore", summary="Let an offboarded user sign in again; tokens from before stay "
