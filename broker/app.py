@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 from fastapi import FastAPI
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 from broker import audit, dev, logs
 from broker.audit import AuditKey
 from broker.config import Settings
+from broker.federation import calls
 from broker.federation.base import ConnectorFactory, build_connectors
 from broker.federation.entra import EntraConnector
 from broker.federation.http import upstream_client
@@ -40,6 +42,9 @@ from broker.web import create_app as create_web_app
 from broker.web.state import BrokerState
 
 log = logging.getLogger("broker.app")
+
+if TYPE_CHECKING:
+    from broker.observability.tracing import Tracing
 
 
 class StartupError(Exception):
@@ -125,12 +130,12 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
     periodic = [(AUDIT_SEAL_INTERVAL, seal_audit_chain), (PURGE_INTERVAL, purge_expired_rows)]
     if database.dialect == "sqlite":
         periodic.append((CHECKPOINT_INTERVAL, database.checkpoint))
-    metrics = build_metrics(settings, database)
+    metrics, tracing = build_metrics(settings, database), build_tracing(settings)
     if metrics is not None and metrics.multiprocess_dir:
         periodic.append((settings.metrics.refresh_interval, metrics.refresh))
     return BrokerState(settings=settings, database=database, keyring=keyring, oauth=oauth, testidp=testidp,
                        ssf=ssf, logout=logout, upstream_check=UpstreamCheck(settings, encryptor),
-                       metrics=metrics, periodic=periodic)
+                       metrics=metrics, tracing=tracing, periodic=periodic)
 
 
 def build_metrics(settings: Settings, database: Database) -> Metrics | None:
@@ -139,10 +144,26 @@ def build_metrics(settings: Settings, database: Database) -> Metrics | None:
     if not settings.metrics.enabled:
         return None
     try:
-        return Metrics(settings.metrics, pool=lambda: database.engine.pool,
-                       multiprocess_dir=os.environ.get(workers.ENV))
+        metrics = Metrics(settings.metrics, pool=lambda: database.engine.pool,
+                          multiprocess_dir=os.environ.get(workers.ENV))
     except MetricsUnavailable as exc:
         raise StartupError(f"metrics: {exc}") from None
+    metrics.watch(calls.observe(metrics.observe_upstream))
+    return metrics
+
+
+def build_tracing(settings: Settings, exporter: object = None) -> Tracing | None:
+    """OpenTelemetry spans for requests and upstream calls when ``tracing.enabled`` (the otel extra)."""
+    if not settings.tracing.enabled:
+        return None
+    from broker.observability.tracing import Tracing, TracingUnavailable
+
+    try:
+        tracing = Tracing(settings.tracing, exporter)
+    except TracingUnavailable as exc:
+        raise StartupError(str(exc)) from None
+    tracing.watch(calls.observe(tracing.on_upstream))
+    return tracing
 
 
 def prepare(state: BrokerState) -> None:

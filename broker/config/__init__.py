@@ -46,6 +46,7 @@ from broker.config.models import (
     TestIdpSettings,
     TestIdpUser,
     TokenSettings,
+    TracingSettings,
     TrustedAssertionIssuer,
 )
 from broker.config.sources import ENV_PREFIX, NON_SETTING_ENV, load, read_file, read_secret_files
@@ -59,6 +60,6 @@ __all__ = [
     "IdpClaimsSettings", "IdpSettings", "KeysSettings", "LoggingSettings", "MetricsSettings", "Mode",
     "RateLimitSettings", "RegistrationSettings", "ScimSettings", "ScimToken", "ServerSettings", "Settings",
     "SignalIssuer", "SignalsSettings", "TestIdpClient", "TestIdpSettings", "TestIdpUser", "TokenSettings",
-    "TrustedAssertionIssuer",
+    "TracingSettings", "TrustedAssertionIssuer",
     "check", "decode_kek", "is_loopback_host", "load", "new_kek", "parse_listen", "read_file", "read_secret_files",
 ]

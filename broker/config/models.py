@@ -97,6 +97,20 @@ class MetricsSettings(_Section):
     refresh_interval: float = Field(5.0, ge=0.5, le=300)
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry traces (the otel extra): off by default, and then nothing of OpenTelemetry is loaded."""
+
+    enabled: bool = False
+    # "otlp" (OTLP over HTTP) or "console" (spans as JSON on stdout, to try it out).
+    exporter: Literal["otlp", "console"] = "otlp"
+    # The OTLP/HTTP traces URL; empty: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT, else
+    # http://localhost:4318/v1/traces.
+    endpoint: str = ""
+    service_name: str = "mcp-auth-broker"
+    # Share of the traces started here that are kept (a caller's traceparent decides for its own).
+    sample_ratio: float = Field(1.0, ge=0, le=1)
+
+
 class EndpointLimit(_Section):
     """Requests per fixed window, per key; 0 means unlimited."""
 
@@ -299,6 +313,7 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    tracing: TracingSettings = TracingSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     testidp: TestIdpSettings = TestIdpSettings()
     idps: list[IdpSettings] = []

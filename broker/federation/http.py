@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from broker.federation import calls
 from broker.federation.errors import UpstreamUnavailable
 
 MAX_RESPONSE_BYTES = 1 << 20  # discovery documents, JWKS and token responses are a few KB
@@ -91,17 +92,21 @@ class UpstreamHttp:
                                   headers={**ACCEPT_JSON, **headers})
 
     async def request(self, method: str, url: str, *, what: str, timeout: float, **kwargs: Any) -> UpstreamResponse:
-        try:
-            async with asyncio.timeout(timeout):  # httpx timeouts are per phase; this bounds the whole exchange
-                async with self._http.stream(method, url, timeout=timeout, follow_redirects=False,
-                                             **kwargs) as response:
-                    raw = await _read_capped(response)
-        except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
-            self._warn(what, problem=type(exc).__name__)
-            raise UpstreamUnavailable(f"the identity provider's {what} could not be reached") from None
-        except _TooLarge:
-            self._warn(what, problem="response too large")
-            raise UpstreamUnavailable(f"the identity provider's {what} sent too large a response") from None
+        with calls.timed("idp", self._idp_id, calls.endpoint_of(what)) as outcome:
+            try:
+                async with asyncio.timeout(timeout):  # httpx timeouts are per phase; this bounds the whole exchange
+                    async with self._http.stream(method, url, timeout=timeout, follow_redirects=False,
+                                                 **kwargs) as response:
+                        outcome.status(response.status_code)
+                        raw = await _read_capped(response)
+            except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
+                outcome.value = "timeout" if isinstance(exc, TimeoutError | httpx.TimeoutException) else "unreachable"
+                self._warn(what, problem=type(exc).__name__)
+                raise UpstreamUnavailable(f"the identity provider's {what} could not be reached") from None
+            except _TooLarge:
+                outcome.value = "too_large"
+                self._warn(what, problem="response too large")
+                raise UpstreamUnavailable(f"the identity provider's {what} sent too large a response") from None
         return UpstreamResponse(response.status_code, parse_json(raw))
 
     def _warn(self, what: str, **details: Any) -> None:

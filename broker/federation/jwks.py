@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import httpx
 import jwt
 
+from broker.federation import calls
 from broker.federation.errors import InvalidIdToken, UpstreamUnavailable
 from broker.federation.idtoken import UnverifiedHeader
 
@@ -173,15 +174,20 @@ def _public_key(jwk_json: str, alg: str) -> Any:
     return jwt.PyJWK(json.loads(jwk_json), algorithm=alg).key
 
 
-def http_fetcher(http: httpx.AsyncClient, jwks_uri: str, name: str) -> Callable[[], Awaitable[Any]]:
-    """A ``JwksCache`` fetch function: GET ``jwks_uri`` (5 s timeout); failures are ``UpstreamUnavailable``."""
+def http_fetcher(http: httpx.AsyncClient, jwks_uri: str, name: str, kind: str = "idp") -> Callable[[], Awaitable[Any]]:
+    """A ``JwksCache`` fetch function: GET ``jwks_uri`` (5 s timeout); failures are ``UpstreamUnavailable``.
+    ``kind`` and ``name`` label the call (``broker.federation.calls``): id_jag_issuer, signal_sender."""
 
     async def fetch() -> Any:
-        try:
-            response = await http.get(jwks_uri, timeout=5.0)
-            response.raise_for_status()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise UpstreamUnavailable(f"keys of {name} unavailable") from exc
+        with calls.timed(kind, name, "jwks") as outcome:
+            try:
+                response = await http.get(jwks_uri, timeout=5.0)
+                outcome.status(response.status_code)
+                response.raise_for_status()
+                return response.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                if isinstance(exc, httpx.TimeoutException):
+                    outcome.value = "timeout"
+                raise UpstreamUnavailable(f"keys of {name} unavailable") from exc
 
     return fetch

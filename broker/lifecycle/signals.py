@@ -68,7 +68,7 @@ class SignedEventVerifier:
         self.skew = skew
         self.clock = clock
         self.senders = {s.issuer: s for s in senders}
-        self.keys = {s.issuer: JwksCache(http_fetcher(http, s.jwks_uri, s.id), idp_id=s.id, ttl=600,
+        self.keys = {s.issuer: JwksCache(http_fetcher(http, s.jwks_uri, s.id, "signal_sender"), idp_id=s.id, ttl=600,
                                          min_refresh_interval=30, clock=clock) for s in senders}
 
     async def verify(self, unverified_token: str, *, typ: str | None, required: tuple[str, ...]) -> VerifiedSignal:

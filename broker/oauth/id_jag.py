@@ -95,8 +95,8 @@ class AssertionKeys:
     def __init__(self, trusted: list[TrustedAssertionIssuer], http: httpx.AsyncClient,
                  clock: Callable[[], float] = time.time):
         self.trusted = {t.issuer: t for t in trusted}
-        self.caches = {t.issuer: JwksCache(http_fetcher(http, t.jwks_uri, t.id), idp_id=t.id, ttl=KEYS_TTL,
-                                           min_refresh_interval=KEYS_MIN_REFRESH, clock=clock)
+        self.caches = {t.issuer: JwksCache(http_fetcher(http, t.jwks_uri, t.id, "id_jag_issuer"), idp_id=t.id,
+                                           ttl=KEYS_TTL, min_refresh_interval=KEYS_MIN_REFRESH, clock=clock)
                        for t in trusted}
 
     async def prepare(self, assertion: str | None) -> PreparedKey | None:

@@ -37,6 +37,8 @@ from urllib.parse import urlsplit
 
 import httpcore
 
+from broker.federation import calls
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]
 """``(host, port) -> addresses``; the real one is ``system_resolver``, tests inject their own."""
@@ -153,6 +155,14 @@ class HttpsMetadataFetcher:
 
     def fetch(self, url: str) -> FetchedDocument:
         """The ``200`` body at ``url``; ``FetchError`` for anything else (with a reason a person understands)."""
+        with calls.timed("cimd", "cimd", "document") as outcome:
+            try:
+                return self._fetch(url, outcome)
+            except FetchError:
+                outcome.value = outcome.value or "refused"  # a guard said no, or the answer was not a document
+                raise
+
+    def _fetch(self, url: str, outcome: calls.Outcome) -> FetchedDocument:
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
             raise FetchError("only https URLs are fetched")
@@ -160,10 +170,11 @@ class HttpsMetadataFetcher:
         deadline = _Deadline(self.timeout)
         try:
             address = self._pinned_address(parts.hostname, port, deadline)
-            return self._get(url, parts.hostname, port, address, deadline)
+            return self._get(url, parts.hostname, port, address, deadline, outcome)
         except FetchError:
             raise
         except Exception as exc:  # noqa: BLE001 - whatever the network did, the caller gets one clear line
+            outcome.value = "timeout" if deadline.expired else "unreachable"
             if deadline.expired:
                 raise FetchError(f"no complete answer within {self.timeout:g} seconds") from None
             raise FetchError(_describe(exc)) from None
@@ -188,7 +199,8 @@ class HttpsMetadataFetcher:
                 raise FetchError(f"{host} {verb} {reason}, which is never fetched from")
         return _dial_form(addresses[0])
 
-    def _get(self, url: str, host: str, port: int, address: str, deadline: _Deadline) -> FetchedDocument:
+    def _get(self, url: str, host: str, port: int, address: str, deadline: _Deadline,
+             outcome: calls.Outcome) -> FetchedDocument:
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         request_url = httpcore.URL(scheme=b"https", host=host.encode("ascii"), port=port, target=target.encode("ascii"))
@@ -199,6 +211,7 @@ class HttpsMetadataFetcher:
                                      max_connections=1, retries=0, http1=True, http2=False) as pool:
             with pool.stream("GET", request_url, headers=headers, extensions={"timeout": timeouts}) as response:
                 received = _headers(response.headers)
+                outcome.status(response.status)
                 _check_status(response.status)
                 _check_framing(received, self.max_bytes)
                 body = self._read(response.iter_stream())

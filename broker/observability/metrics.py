@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,6 +33,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from broker import __version__
 from broker.audit import ObservedEvent, observe
 from broker.config import MetricsSettings, parse_listen
 from broker.observability.listener import MetricsListener
@@ -50,6 +52,16 @@ PROCESS_GAUGES = (("process_resident_memory_bytes", "Resident memory size in byt
                   ("process_start_time_seconds", "Start time of the process since unix epoch in seconds"))
 
 PoolSource = Callable[[], Any]  # returns the SQLAlchemy pool to read (the engine may be replaced)
+
+
+class UpstreamCallLike(Protocol):
+    """What a finished upstream call tells (``broker.federation.calls.UpstreamCall``)."""
+
+    peer_kind: str
+    peer: str
+    endpoint: str
+    outcome: str
+    seconds: float
 
 
 class MetricsUnavailable(Exception):
@@ -81,7 +93,7 @@ class Metrics:
         self._last_cpu = 0.0
         self._refresh_lock = threading.Lock()
         self.listener: MetricsListener | None = None
-        self._stop_observing = observe(self.count_audit_event)
+        self._closers: list[Callable[[], None]] = [observe(self.count_audit_event)]
 
     def _define(self, registry: CollectorRegistry | None) -> None:
         self.requests = Counter("broker_http_requests", "HTTP requests by route template, method and status class",
@@ -99,6 +111,15 @@ class Metrics:
                                     ["event_type", "outcome"], registry=registry)
         self.rate_limited = Counter("broker_rate_limited", "Requests refused with 429 by endpoint group and "
                                     "key kind (client, address)", ["group", "key"], registry=registry)
+        self.build_info = Gauge("broker_build_info", "The running release: always 1, with its version and Python's",
+                                ["version", "python"], multiprocess_mode="max", registry=registry)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.upstream = Counter("broker_upstream_requests", "Calls to IdPs, ID-JAG issuers, signal senders and CIMD "
+                                "hosts by peer kind, configured id, endpoint and outcome",
+                                ["peer_kind", "peer", "endpoint", "outcome"], registry=registry)
+        self.upstream_latency = Histogram("broker_upstream_request_duration_seconds", "Duration of calls to IdPs, "
+                                          "ID-JAG issuers, signal senders and CIMD hosts",
+                                          ["peer_kind", "peer", "endpoint"], buckets=BUCKETS, registry=registry)
         self.ready = Gauge("broker_readiness_check", "1 if the check passed at this worker's last /readyz, 0 if "
                            "it failed (the log says why)", ["check"], multiprocess_mode="liveall", registry=registry)
 
@@ -125,6 +146,15 @@ class Metrics:
     def _new_children(self, route: str, method: str, status_class: int) -> tuple[Any, Any]:
         labels = (route, method if method in METHODS else "other", f"{status_class}xx")
         return self.requests.labels(*labels), self.latency.labels(*labels)
+
+    def observe_upstream(self, call: UpstreamCallLike) -> None:
+        """One finished call to a third party (``broker.federation.calls``, subscribed by the composition root)."""
+        self.upstream.labels(call.peer_kind, call.peer, call.endpoint, call.outcome).inc()
+        self.upstream_latency.labels(call.peer_kind, call.peer, call.endpoint).observe(call.seconds)
+
+    def watch(self, stop: Callable[[], None]) -> None:
+        """Call ``stop`` at ``close`` (the subscriptions the composition root made for these metrics)."""
+        self._closers.append(stop)
 
     def count_rate_limited(self, group: str, key: str) -> None:
         self.rate_limited.labels(group, key).inc()
@@ -178,7 +208,8 @@ class Metrics:
         if self.listener is not None:
             self.listener.stop()
             self.listener = None
-        self._stop_observing()
+        while self._closers:
+            self._closers.pop()()
         if self.multiprocess_dir:
             mark_process_dead(os.getpid(), self.multiprocess_dir)
 

@@ -77,6 +77,8 @@ def create_app(state: BrokerState, fallback: ASGIApp | None = None) -> BrokerApp
     app.add_middleware(RequestContext)
     if state.metrics is not None:  # outermost: times everything, 413s and 429s included
         app.add_middleware(metrics.RequestMetrics, metrics=state.metrics)
+    if state.tracing is not None:  # around the front too: every request is a span
+        app.wrap(state.tracing.middleware)
     return app
 
 
@@ -109,7 +111,8 @@ def _stop_being_ready(state: BrokerState) -> None:
 @asynccontextmanager
 async def _serving(state: BrokerState, router: Any, fallback: ASGIApp | None) -> AsyncIterator[None]:
     """What runs while the app serves: metrics, the inline queue, the periodic jobs, the fallback's lifespan."""
-    async with _metrics_running(state), _inline_queue(state), anyio.create_task_group() as tasks:
+    async with _metrics_running(state), _tracing_running(state), _inline_queue(state), \
+            anyio.create_task_group() as tasks:
         for interval, job in state.periodic:
             tasks.start_soon(_every, interval, job)
         if router is not None:
@@ -149,6 +152,16 @@ async def _metrics_running(state: BrokerState) -> AsyncIterator[None]:
         yield
     finally:
         state.metrics.close()
+
+
+@asynccontextmanager
+async def _tracing_running(state: BrokerState) -> AsyncIterator[None]:
+    """At shutdown: stop tracing upstream calls, and export the spans still queued."""
+    try:
+        yield
+    finally:
+        if state.tracing is not None:
+            state.tracing.close()
 
 
 async def _every(interval: float, job: Any) -> None:

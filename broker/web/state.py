@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from broker.lifecycle.upstream_check import UpstreamCheck
     from broker.oauth.core import OAuthCore
     from broker.observability import Metrics
+    from broker.observability.tracing import Tracing
     from broker.testidp.provider import TestIdentityProvider
     from broker.web.write_queue import InlineQueue
 
@@ -30,6 +31,7 @@ class BrokerState:
     ssf: SignedEventVerifier | None = None  # Shared Signals transmitters, when configured
     logout: SignedEventVerifier | None = None  # Global Token Revocation callers, when configured
     metrics: Metrics | None = None  # when metrics.enabled: fed by the middleware and the audit observer
+    tracing: Tracing | None = None  # when tracing.enabled: spans around every request and upstream call
     shutting_down: bool = False  # SIGTERM received: /readyz fails while the broker drains (web.shutdown)
     readiness: tuple[str | None, str] = (None, "")  # the failed check and why, as /readyz last logged it
     inline_queue: InlineQueue | None = None  # SQLite, while the app serves: requests waiting on the event loop

@@ -52,6 +52,26 @@ async def test_a_token_issuance_is_counted_by_grant_and_server(client: httpx.Asy
     assert value(text, "broker_audit_events_total", event_type="token.issued", outcome="success") == 1
 
 
+async def test_upstream_calls_are_counted_and_timed_by_peer_and_endpoint(client: httpx.AsyncClient, state) -> None:
+    app_client = register_client(state, trusted=True)
+    await tokens_for(client, app_client.row.id)
+    text = await scrape(client)
+    for endpoint in ("discovery", "jwks", "token"):
+        assert value(text, "broker_upstream_requests_total", peer_kind="idp", peer="test", endpoint=endpoint,
+                     outcome="2xx") >= 1, endpoint
+        assert value(text, "broker_upstream_request_duration_seconds_count", peer_kind="idp", peer="test",
+                     endpoint=endpoint) >= 1, endpoint
+
+
+async def test_build_info_names_the_release(client: httpx.AsyncClient) -> None:
+    import platform
+
+    from broker import __version__
+
+    assert value(await scrape(client), "broker_build_info", version=__version__,
+                 python=platform.python_version()) == 1
+
+
 async def test_each_readiness_check_is_a_gauge(client: httpx.AsyncClient, state) -> None:
     from broker.storage.db import Database
 

@@ -3,6 +3,7 @@ FastAPI in the same process (``BrokerApp``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,8 +24,19 @@ class BrokerApp(FastAPI):
 
     front: Front | None = None
     documented: list[BaseRoute] = []  # the front's paths, for the OpenAPI document (``engine.openapi``)
+    outermost: Any = None  # instrumentation around everything, the front included (``wrap``)
+
+    def wrap(self, middleware: Callable[[Any], Any]) -> None:
+        """Put ``middleware`` (an ASGI app factory) around the front and FastAPI alike: tracing."""
+        self.outermost = middleware(self.dispatch)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.outermost is not None:
+            await self.outermost(scope, receive, send)
+            return
+        await self.dispatch(scope, receive, send)
+
+    async def dispatch(self, scope: Any, receive: Any, send: Any) -> None:
         front = self.front
         if front is not None and scope["type"] == "http" and front.serves(scope["path"]):
             await front(scope, receive, send)
