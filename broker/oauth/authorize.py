@@ -47,6 +47,7 @@ class AuthorizationRequest:
     code_challenge: str
     nonce: str | None
     login_hint: str | None
+    prompt: frozenset[str] = frozenset()  # OIDC Core §3.1.2.1 values; consent: ask even when consented
 
 
 class AuthorizationError(Exception):
@@ -135,11 +136,20 @@ def _validate_rest(session: Session, params: Params, issuer: str, client: Client
     oidc = oidc_claims.requested((params.get("scope") or "").split(" "))
     if server.id == servers.USERINFO_ID:
         requested = oidc  # a sign-in asks for exactly its OIDC scopes
-    if params.get("prompt") == "none":
-        raise OAuth2Error("the user must sign in", error="login_required")  # OIDC Core §3.1.2.6
+    prompt = _prompt(params)
     return AuthorizationRequest(client=client, redirect_uri=redirect_uri, state=state, server=server,
                                 requested_scopes=requested, oidc_scopes=oidc, code_challenge=challenge,
-                                nonce=params.get("nonce"), login_hint=params.get("login_hint"))
+                                nonce=params.get("nonce"), login_hint=params.get("login_hint"), prompt=prompt)
+
+
+def _prompt(params: Params) -> frozenset[str]:
+    """OIDC Core §3.1.2.1 ``prompt``: space-delimited; ``none`` alone or not at all."""
+    values = frozenset((params.get("prompt") or "").split())
+    if "none" in values and len(values) > 1:
+        raise InvalidRequest("prompt none cannot be combined with other values")  # OIDC Core §3.1.2.1
+    if values == {"none"}:
+        raise OAuth2Error("the user must sign in", error="login_required")  # OIDC Core §3.1.2.6
+    return values
 
 
 def _server(session: Session, params: Params, issuer: str) -> servers.Server:

@@ -102,7 +102,7 @@ class LoginFlow:
             state=request.state, code_challenge=request.code_challenge, code_challenge_method="S256",
             nonce=request.nonce, idp_id="", upstream_state_hash=secrets.digest(secrets.new_token()),
             upstream_nonce="", upstream_verifier_encrypted=b"", oidc_scope=oidc_claims.stored(request.oidc_scopes),
-            created_at=now, expires_at=now + self.login_timeout)
+            prompt=" ".join(sorted(request.prompt))[:64] or None, created_at=now, expires_at=now + self.login_timeout)
         return pending_id
 
     def start_upstream(self, session: Session, pending_id: str | None, idp_id: str, browser: str | None,
@@ -257,6 +257,8 @@ class LoginFlow:
                                          "or its cookie was lost. Start again from your application.", 403)
 
     def _consented(self, session: Session, pending: grants.Pending, granted: frozenset[str]) -> bool:
+        if "consent" in (pending.prompt or "").split():
+            return False  # OIDC Core §3.1.2.1: prompt=consent asks again, trusted client or not (docs/decisions)
         client = clients.record(session, pending.client_id)
         if client is not None and client.trusted:
             return True

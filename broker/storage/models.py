@@ -328,6 +328,7 @@ class PendingAuthorization(Base):
     auth_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     acr: Mapped[str | None] = mapped_column(String(255))
     oidc_scope: Mapped[str | None] = mapped_column(String(64))  # the OIDC scopes asked for, when openid was
+    prompt: Mapped[str | None] = mapped_column(String(64))  # OIDC prompt values asked for (consent: ask again)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
 
