@@ -10,6 +10,7 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ import httpx
 from fastapi import FastAPI
 
 from broker import audit, dev, logs
+from broker.admin import keys as key_admin
 from broker.audit import AuditKey
 from broker.config import Settings
 from broker.federation import calls
@@ -54,6 +56,7 @@ class StartupError(Exception):
 AUDIT_SEAL_INTERVAL = 1.0  # seconds: how long an event may wait for its place in the chain
 AUDIT_SEAL_BATCH = 100  # events per sealing transaction (a few ms of holding the write lock)
 CHECKPOINT_INTERVAL = 1.0  # seconds: SQLite only; how much WAL a request may leave for the background checkpoint
+ROTATION_CHECK_MAX = 60.0  # seconds between checks of keys.rotate_every at most
 PURGE_INTERVAL = 600.0  # seconds between passes deleting expired pending sign-ins, codes, jti records
 
 CONNECTOR_TYPES: dict[str, type[OidcConnector]] = {"oidc": OidcConnector, "test": OidcConnector,
@@ -130,12 +133,25 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
     periodic = [(AUDIT_SEAL_INTERVAL, seal_audit_chain), (PURGE_INTERVAL, purge_expired_rows)]
     if database.dialect == "sqlite":
         periodic.append((CHECKPOINT_INTERVAL, database.checkpoint))
+    if settings.keys.rotate_every:
+        periodic.append(scheduled_rotation(settings, database, keyring))
     metrics, tracing = build_metrics(settings, database), build_tracing(settings)
     if metrics is not None and metrics.multiprocess_dir:
         periodic.append((settings.metrics.refresh_interval, metrics.refresh))
     return BrokerState(settings=settings, database=database, keyring=keyring, oauth=oauth, testidp=testidp,
                        ssf=ssf, logout=logout, upstream_check=UpstreamCheck(settings, encryptor),
                        metrics=metrics, tracing=tracing, periodic=periodic)
+
+
+def scheduled_rotation(settings: Settings, database: Database, keyring: KeyRing) -> tuple[float, Callable[[], None]]:
+    """The periodic job of ``keys.rotate_every``, checked a twentieth as often as it rotates (1-60 s)."""
+    every, delay = settings.keys.rotate_every, settings.keys.activation_delay
+
+    def rotate_signing_key_when_due() -> None:
+        with database.queued_transaction() as session:
+            key_admin.rotate_on_schedule(session, keyring, every, delay)
+
+    return min(ROTATION_CHECK_MAX, max(1.0, every / 20)), rotate_signing_key_when_due
 
 
 def build_metrics(settings: Settings, database: Database) -> Metrics | None:

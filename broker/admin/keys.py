@@ -1,4 +1,4 @@
-"""Key rotation as operators trigger it (CLI, console, admin API): one function, one audit event."""
+"""Key rotation as operators trigger it (CLI, console, admin API) and on schedule: one audit event each."""
 
 from __future__ import annotations
 
@@ -11,15 +11,31 @@ from broker.keys import schedule
 from broker.keys.ring import KeyRing
 from broker.storage.models import SigningKey
 
+SCHEDULE = "broker:schedule"  # the actor of scheduled rotations in the audit log
+
 
 def rotate(session: Session, keyring: KeyRing, delay_seconds: int, actor: str) -> SigningKey:
     """Publish a new key now that signs after ``delay_seconds`` (``keys.activation_delay``, or 0 after a
     compromise)."""
     row = keyring.rotate(session, dt.timedelta(seconds=delay_seconds))
+    _rotated(session, row, actor)
+    return row
+
+
+def rotate_on_schedule(session: Session, keyring: KeyRing, every_seconds: int, delay_seconds: int,
+                       now: dt.datetime | None = None) -> SigningKey | None:
+    """``keys.rotate_every``: publish the next key when it is due (``KeyRing.rotate_if_due``)."""
+    row = keyring.rotate_if_due(session, dt.timedelta(seconds=every_seconds), dt.timedelta(seconds=delay_seconds),
+                                now)
+    if row is not None:
+        _rotated(session, row, SCHEDULE)
+    return row
+
+
+def _rotated(session: Session, row: SigningKey, actor: str) -> None:
     audit.record(session, "key.rotated", actor=actor,
                  data={"after": {"kid": row.kid, "algorithm": row.algorithm,
                                  "activates_at": row.activates_at.isoformat()}})
-    return row
 
 
 def state(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> str:

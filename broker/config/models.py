@@ -44,6 +44,7 @@ class KeysSettings(_Section):
     key_encryption_key: Secret = None
     key_encryption_key_file: SecretFile = None
     activation_delay: int = Field(3600, ge=0, le=30 * 86400)
+    rotate_every: int = Field(0, ge=0, le=366 * 86400)  # seconds; 0: only `broker keys rotate` rotates
     rsa_key_size: Literal[2048, 3072, 4096] = 3072
 
 

@@ -95,8 +95,21 @@ class KeyRing:
     def rotate(self, session: Session, delay: dt.timedelta, now: dt.datetime | None = None) -> SigningKey:
         """Publish a new key now that starts signing after ``delay``; older keys retire then."""
         now = now or utcnow()
-        activates_at = now + delay
-        for old in schedule.retirements_for_rotation(repo.list_keys(session, self.purpose), activates_at):
+        return self._succeed(session, repo.list_keys(session, self.purpose), now + delay, now)
+
+    def rotate_if_due(self, session: Session, every: dt.timedelta, delay: dt.timedelta,
+                      now: dt.datetime | None = None) -> SigningKey | None:
+        """Scheduled rotation (``schedule.next_activation``): the new key, or None when none is due. The
+        keys stay locked until the caller commits, so instances running this at once add one key."""
+        now = now or utcnow()
+        repo.lock_keys(session, self.purpose)
+        keys = repo.list_keys(session, self.purpose)
+        activates_at = schedule.next_activation(keys, now, every, delay)
+        return None if activates_at is None else self._succeed(session, keys, activates_at, now)
+
+    def _succeed(self, session: Session, keys: list[SigningKey], activates_at: dt.datetime,
+                 now: dt.datetime) -> SigningKey:
+        for old in schedule.retirements_for_rotation(keys, activates_at):
             old.retired_at = activates_at
         return self._add(session, activates_at=activates_at, now=now)
 

@@ -40,6 +40,21 @@ def published(keys: Iterable[K], now: dt.datetime, grace: dt.timedelta) -> list[
     return sorted((k for k in keys if is_published(k, now, grace)), key=lambda k: k.activates_at)
 
 
+def next_activation(keys: Iterable[KeyTimes], now: dt.datetime, every: dt.timedelta,
+                    delay: dt.timedelta) -> dt.datetime | None:
+    """Scheduled rotation: when the next key starts signing, if it is time to publish it now; else None.
+
+    The newest key is succeeded ``every`` after it started signing, and its successor is published ``delay``
+    before that (at once, and activating ``delay`` later, when the schedule was missed). Nothing is due while
+    a key is still pending, so a schedule shorter than the delay rotates every ``delay``.
+    """
+    newest = max(keys, key=lambda k: (k.activates_at, k.created_at), default=None)
+    if newest is None or newest.activates_at > now:
+        return None
+    due = newest.activates_at + every
+    return max(due, now + delay) if now + delay >= due else None
+
+
 def retirements_for_rotation(keys: Iterable[K], new_activates_at: dt.datetime) -> list[K]:
     """Keys that stop signing when a key activating at ``new_activates_at`` takes over.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from broker.storage.hot import Tx
@@ -34,6 +34,13 @@ _OF_PURPOSE = Prepared(select(*(_KEYS.c[name] for name in KeyRow._fields))
 def list_keys(session: Session, purpose: str) -> list[SigningKey]:
     return list(session.scalars(select(SigningKey).where(SigningKey.purpose == purpose)
                                 .order_by(SigningKey.activates_at)))
+
+
+def lock_keys(session: Session, purpose: str) -> None:
+    """Hold the purpose's keys until the transaction ends: a write that changes nothing takes the rows'
+    locks on PostgreSQL and the write lock on SQLite, so what is read next is what a rival committed."""
+    session.execute(update(SigningKey).where(SigningKey.purpose == purpose)
+                    .values(retired_at=SigningKey.retired_at).execution_options(synchronize_session=False))
 
 
 def rows_of(session: Session, purpose: str) -> list[KeyRow]:

@@ -15,10 +15,10 @@ import pytest
 
 from broker.storage.db import Database
 from broker.storage.schema import HEAD
-from tests.support.http_flow import REDIRECT, sign_in
+from tests.support.http_flow import sign_in
 from tests.support.migration_chain import CONTRACT, EXPAND, migrate, next_release
 from tests.support.postgres import free_port
-from tests.support.processes import BROKER, ServerProcess, everyone_may_reach, run_broker, serve_config
+from tests.support.processes import BROKER, ServerProcess, registered_app, run_broker, serve_config
 
 pytestmark = pytest.mark.e2e
 
@@ -72,17 +72,14 @@ def test_the_running_release_serves_through_an_expand_and_steps_aside_at_a_contr
     port = free_port()
     issuer, resource = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/mcp"
     env = {"BROKER_CONFIG": str(serve_config(tmp_path / "broker.toml", issuer, database_url))}
-    cli(env, "db", "upgrade")
-    cli(env, "servers", "add", "--id", "mcp", "--name", "MCP", "--resource", resource, "--scopes", "read")
-    cli(env, "policy", "import", str(everyone_may_reach("mcp", tmp_path)))
-    app = json.loads(cli(env, "clients", "add", "--name", "app", "--redirect-uri", REDIRECT, "--trusted", "--json"))
+    app = registered_app(env, resource, tmp_path)
     chain, database = next_release(tmp_path, sleep=2.0), Database(database_url)
     server = ServerProcess([*BROKER, "serve", "--port", "{port}"], env=env, log_path=tmp_path / "serve.log",
                            port=port, cwd=tmp_path)
     try:
         with server:
-            tokens = sign_in(issuer, app["client_id"], resource, "alice", "alice-pw")
-            with Traffic(issuer, app["client_id"], resource, tokens["refresh_token"]) as traffic:
+            tokens = sign_in(issuer, app, resource, "alice", "alice-pw")
+            with Traffic(issuer, app, resource, tokens["refresh_token"]) as traffic:
                 time.sleep(0.5)
                 started = time.monotonic()
                 migrate(chain, database, EXPAND)  # the next release's `broker db upgrade`, under this one
@@ -91,7 +88,7 @@ def test_the_running_release_serves_through_an_expand_and_steps_aside_at_a_contr
             during = [a for a in traffic.answers if started <= a[0] <= ended]
             assert len([a for a in during if a[1] == "refresh"]) >= 3, traffic.answers
             assert {status for _, _, status in traffic.answers} == {200}
-            assert sign_in(issuer, app["client_id"], resource, "alice", "alice-pw")["access_token"]
+            assert sign_in(issuer, app, resource, "alice", "alice-pw")["access_token"]
             status = json.loads(cli(env, "db", "status", "--json"))
             assert (status["database"], status["state"], status["serves"]) == (EXPAND, "ahead", True)
 

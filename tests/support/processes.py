@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -116,3 +117,17 @@ client_id = "broker"
 client_secret = "testidp-secret-0123456789"
 {extra}''')
     return path
+
+
+def registered_app(env: dict[str, str], resource: str, directory: Path, trusted: bool = True) -> str:
+    """``broker db upgrade``, an MCP server ``mcp`` at ``resource`` (scope ``read``) that everyone may reach,
+    and a public client ``app`` redirecting to ``tests.support.http_flow.REDIRECT``; returns its client_id."""
+    for command in (("db", "upgrade"),
+                    ("servers", "add", "--id", "mcp", "--name", "MCP", "--resource", resource, "--scopes", "read"),
+                    ("policy", "import", str(everyone_may_reach("mcp", directory)))):
+        done = run_broker(*command, env=env, cwd=directory)
+        assert done.returncode == 0, done.stderr
+    added = run_broker("clients", "add", "--name", "app", "--redirect-uri", "http://127.0.0.1:9/cb", "--json",
+                       *(["--trusted"] if trusted else []), env=env, cwd=directory)
+    assert added.returncode == 0, added.stderr
+    return str(json.loads(added.stdout)["client_id"])

@@ -71,6 +71,50 @@ def test_rotation_publishes_at_once_and_signs_after_the_delay(migrated: Database
         assert first.kid not in {k["kid"] for k in ring.jwks(session, GRACE, now=T0 + 2 * HOUR + GRACE)["keys"]}
 
 
+def kids(ring: KeyRing, session, now: dt.datetime) -> set[str]:
+    return {k["kid"] for k in ring.jwks(session, GRACE, now=now)["keys"]}
+
+
+def test_scheduled_rotation_publishes_ahead_and_the_old_key_leaves_once_its_tokens_expired(
+        migrated: Database, ring: KeyRing) -> None:
+    day, second = dt.timedelta(days=1), dt.timedelta(seconds=1)
+    with migrated.transaction() as session:
+        first = ring.ensure(session, T0)
+        assert ring.rotate_if_due(session, day, HOUR, now=T0 + day - HOUR - second) is None
+        second_key = ring.rotate_if_due(session, day, HOUR, now=T0 + day - HOUR)
+        assert second_key is not None and second_key.activates_at == T0 + day
+        assert ring.rotate_if_due(session, day, HOUR, now=T0 + day - HOUR) is None  # once
+        assert kids(ring, session, T0 + day - HOUR) == {first.kid, second_key.kid}
+        assert ring.active(session, T0 + day - second).kid == first.kid
+        assert ring.active(session, T0 + day).kid == second_key.kid
+        assert kids(ring, session, T0 + day + GRACE - second) == {first.kid, second_key.kid}
+        assert kids(ring, session, T0 + day + GRACE) == {second_key.kid}
+        third = ring.rotate_if_due(session, day, HOUR, now=T0 + 2 * day - HOUR)
+        assert third is not None and third.activates_at == T0 + 2 * day
+
+
+def test_instances_rotating_at_once_add_one_key(migrated: Database, ring: KeyRing) -> None:
+    import threading
+
+    day = dt.timedelta(days=1)
+    with migrated.transaction() as session:
+        ring.ensure(session, T0)
+    start = threading.Barrier(2)
+
+    def instance() -> None:
+        start.wait()
+        with migrated.transaction() as session:  # the second waits for the first's lock, then finds its key
+            ring.rotate_if_due(session, day, HOUR, now=T0 + day)
+
+    threads = [threading.Thread(target=instance) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with migrated.sessions() as session:
+        assert len(signing_keys.list_keys(session, "broker")) == 2
+
+
 def test_rs256_is_optional(migrated: Database) -> None:
     ring = KeyRing(Encryptor(os.urandom(32)), algorithm="RS256", rsa_key_size=2048)
     with migrated.transaction() as session:

@@ -58,3 +58,27 @@ def test_an_immediate_rotation_supersedes_a_pending_key() -> None:
         key.retired_at = T0
     urgent = Key("urgent", T0, T0)
     assert schedule.signing_key([pending, urgent], T0 + 2 * HOUR).kid == "urgent"
+
+
+DAY = dt.timedelta(days=1)
+
+
+def test_scheduled_rotation_publishes_the_next_key_one_delay_before_it_is_due() -> None:
+    current = Key("k0", T0, T0)
+    assert schedule.next_activation([current], T0 + DAY - HOUR - dt.timedelta(seconds=1), DAY, HOUR) is None
+    assert schedule.next_activation([current], T0 + DAY - HOUR, DAY, HOUR) == T0 + DAY
+
+
+def test_a_missed_schedule_rotates_at_once_still_one_delay_ahead() -> None:
+    current = Key("k0", T0, T0)
+    assert schedule.next_activation([current], T0 + 3 * DAY, DAY, HOUR) == T0 + 3 * DAY + HOUR
+
+
+def test_nothing_is_due_while_a_key_is_pending() -> None:
+    keys = [Key("k0", T0, T0, retired_at=T0 + DAY), Key("k1", T0 + DAY - HOUR, T0 + DAY)]
+    assert schedule.next_activation(keys, T0 + DAY - HOUR / 2, dt.timedelta(minutes=1), HOUR) is None
+    assert schedule.next_activation(keys, T0 + DAY, dt.timedelta(minutes=1), HOUR) == T0 + DAY + HOUR
+
+
+def test_no_key_no_schedule() -> None:
+    assert schedule.next_activation([], T0, DAY, HOUR) is None
