@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Literal
 
-from broker.policy.document import ClaimMatch, Conditions, Rule, Subjects, Targets
+from broker.policy.document import ALL, ClaimMatch, Conditions, Rule, Subjects, Targets
 from broker.policy.model import Decision, Subject, Target
 
 Aspect = Literal["subject", "target", "condition"]
@@ -149,6 +149,25 @@ def describe_targets(targets: Targets) -> str:
 
 
 # -------------------------------------------------------------------- conditions
+
+
+def describe_conditions(c: Conditions) -> str:
+    """The conditions as a line a person reads (empty: none)."""
+    parts = [f"through client {', '.join(c.clients)}" if c.clients else "",
+             f"acr {', '.join(c.acr)}" if c.acr else "", f"amr has {', '.join(c.amr)}" if c.amr else "",
+             f"from {timestamp(c.not_before)}" if c.not_before else "",
+             f"through {timestamp(c.not_after)}" if c.not_after else ""]
+    return "; ".join(part for part in parts if part)
+
+
+def describe_rule(rule: Rule) -> dict[str, str]:
+    """A rule as the console's rules table shows it: one line per aspect."""
+    scopes = "all of the server's" if rule.scopes == ALL else " ".join(rule.scopes)
+    if rule.effect == "deny" and rule.scopes == ALL:
+        scopes = "the whole server"
+    return {"effect": rule.effect, "subjects": describe_subjects(rule.subjects) or "none",
+            "targets": describe_targets(rule.targets) or "none", "scopes": scopes,
+            "conditions": describe_conditions(rule.conditions), "description": rule.description}
 
 
 def _condition_checks(c: Conditions, client_id: str, subject: Subject, now: dt.datetime, any_client: bool,

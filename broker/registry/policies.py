@@ -7,6 +7,7 @@ call these functions, never copies of them.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -116,8 +117,10 @@ def review_digest(base_version: int, text: str) -> str:
     """Binds a dry run to what it showed: the version it was computed against and the exact document.
 
     Applying with a digest is refused unless both still hold, so what is applied is what was reviewed.
+    Line ends do not count: a browser sends every form field back with CR LF.
     """
-    return hashlib.sha256(f"policy-review\0{base_version}\0{text}".encode()).hexdigest()
+    lines = text.replace("\r\n", "\n").replace("\r", "\n")
+    return hashlib.sha256(f"policy-review\0{base_version}\0{lines}".encode()).hexdigest()
 
 
 def import_policy(session: Session, text: str, *, issuer: str, author: str, comment: str = "",
@@ -127,36 +130,55 @@ def import_policy(session: Session, text: str, *, issuer: str, author: str, comm
     ``reviewed``: the digest of the dry run this apply follows; ``StaleReview`` unless it still matches.
     """
     document = parse_policy(text, known_servers(session, issuer))
+    result = _changes(session, text, document, now, reviewed)
+    if dry_run:
+        return result
+    version = _store(session, dump_policy(document), author, comment or "imported")
+    audit.record(session, "policy.changed", actor=author, data={
+        "before_version": result.base_version, "after_version": version, "comment": comment,
+        "rules": [{"kind": c.kind, "rule_id": c.rule_id} for c in result.rule_changes],
+        "access_changes": len(result.access_changes), "reviewed": reviewed is not None})
+    return dataclasses.replace(result, version=version)
+
+
+def _changes(session: Session, text: str, document: PolicyDocument, now: dt.datetime | None,
+             reviewed: str | None) -> ImportResult:
+    """What making ``document`` (written as ``text``) the policy would change; checks ``reviewed`` first."""
     before_version, before = current_document(session)
     digest = review_digest(before_version, text)
     if reviewed is not None and not hmac.compare_digest(reviewed, digest):
         raise StaleReview(f"the policy is now version {before_version}, or the document differs from the one "
                           "reviewed: review the changes again")
-    rule_changes = diff_documents(before, document)
     old, new, when, targets = compile(before), compile(document), now or utcnow(), _targets(session)
     facts = user_facts(session)
-    access = diff_access(old, new, targets, facts, now=when)
     rows = subject_rows(PolicyDocument(before.rules + document.rules))
-    subjects = diff_subjects(old, new, targets, rows, now=when)
-    if dry_run:
-        return ImportResult(None, rule_changes, access, subjects, len(facts), before_version, digest)
-    version = _store(session, dump_policy(document), author, comment or "imported")
-    audit.record(session, "policy.changed", actor=author, data={
-        "before_version": before_version, "after_version": version, "comment": comment,
-        "rules": [{"kind": c.kind, "rule_id": c.rule_id} for c in rule_changes],
-        "access_changes": len(access), "reviewed": reviewed is not None})
-    return ImportResult(version, rule_changes, access, subjects, len(facts), before_version, digest)
+    return ImportResult(None, diff_documents(before, document), diff_access(old, new, targets, facts, now=when),
+                        diff_subjects(old, new, targets, rows, now=when), len(facts), before_version, digest)
 
 
-def rollback(session: Session, version: int, *, author: str) -> int:
-    """Make an earlier version current again, as a new version (history is never rewritten)."""
+def review_rollback(session: Session, version: int, *, now: dt.datetime | None = None) -> tuple[str, ImportResult]:
+    """What rolling back to ``version`` would change (its document is restored as stored, unchecked), and the
+    document: ``rollback(..., reviewed=result.review)`` applies exactly this."""
+    row = policies.get(session, version)
+    if row is None:
+        raise UnknownVersion(f"no policy version {version}")
+    return row.document, _changes(session, row.document, _parse_stored(row.document), now, None)
+
+
+def rollback(session: Session, version: int, *, author: str, reviewed: str | None = None) -> int:
+    """Make an earlier version current again, as a new version (history is never rewritten).
+
+    ``reviewed``: the digest of ``review_rollback``'s answer; ``StaleReview`` unless it still matches."""
     row = policies.get(session, version)
     if row is None:
         raise UnknownVersion(f"no policy version {version}")
     before = policies.current_version(session)
+    if reviewed is not None and not hmac.compare_digest(reviewed, review_digest(before, row.document)):
+        raise StaleReview(f"the policy is now version {before}: review the rollback again")
     new = _store(session, row.document, author, f"rollback to version {version}")
     audit.record(session, "policy.rolled_back", actor=author,
-                 data={"before_version": before, "after_version": new, "restored_version": version})
+                 data={"before_version": before, "after_version": new, "restored_version": version,
+                       "reviewed": reviewed is not None})
     return new
 
 

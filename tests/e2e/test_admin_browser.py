@@ -103,13 +103,13 @@ def test_carol_runs_the_console_in_chromium(broker: ServerProcess, tmp_path: Pat
         assert "crm.example.com" in page.text_content("#servers")
         screenshot(page, "admin-04-servers")
 
-        # a policy rule, by import with a dry run first
-        page.goto(f"{issuer}/admin/policies")
+        # a policy rule, reviewed first (the editor cannot apply)
+        page.goto(f"{issuer}/admin/policies/edit")
         page.fill("#document", DEV_POLICY + SALES_RULE)
         page.fill("#comment", "sales may read the demo server")
-        page.click("#dry-run-button")
-        assert "added rule sales-crm" in page.text_content("#dry-run")
-        screenshot(page, "admin-05-policy-dry-run")
+        page.click("#review-button")
+        assert "sales-crm" in page.text_content("#rule-changes")
+        screenshot(page, "admin-05-policy-review")
         page.click("#apply")
         page.wait_for_selector("#done")
         assert "sales-crm" in page.text_content("#rules")

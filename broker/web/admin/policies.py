@@ -1,5 +1,6 @@
-"""Policies: the version in force (TOML and a rules table), import with a dry-run diff, history and
-rollback, the simulator (explain) and who-can. All through ``broker.registry.policies``, as the CLI."""
+"""Policies: the rules in force as a table (TOML one click away), changes reviewed before they apply (a whole
+file, one rule, or a rollback: the dry run's page carries the only Apply, bound to its document by a digest
+checked here), history, the simulator (explain) and who-can. All through ``broker.registry.policies``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from sqlalchemy.orm import Session
 
 from broker.admin.sessions import MANAGE, VIEW, ConsoleUser
 from broker.lifecycle import offboarding
-from broker.policy import PolicyError, hypothetical, parse_claims, render_document_diff
+from broker.policy import PolicyError, RuleChange, hypothetical, parse_claims, render_document_diff
+from broker.policy.explain import describe_rule
 from broker.policy.policyfile import dump_rule
 from broker.registry import policies
 from broker.registry import servers as registry
@@ -19,6 +21,7 @@ from broker.web.admin.common import ConsoleRoute, Refused, back, console_call, r
 from broker.web.deps import State
 
 router = APIRouter(prefix="/admin/policies", route_class=ConsoleRoute, include_in_schema=False)
+RULE_ASPECTS = ("effect", "subjects", "targets", "scopes", "conditions", "description")
 NEW_RULE = """[[rules]]
 id = "new-rule"
 description = ""
@@ -35,8 +38,7 @@ servers = ["demo"]"""
 def _context(db: Session) -> dict[str, object]:
     version, document = policies.current_document(db)
     return {"version": version, "text": policies.export(db), "history": versions.history(db),
-            "new_rule": NEW_RULE,
-            "rules": [(rule, dump_rule(rule)) for rule in document.rules],
+            "new_rule": NEW_RULE, "rules": [(rule, describe_rule(rule), dump_rule(rule)) for rule in document.rules],
             "servers": mcp_servers.list_all(db), "nav": "policies"}
 
 
@@ -49,14 +51,33 @@ async def overview(request: Request, state: State) -> Response:
     return await console_call(request, state, VIEW, view)
 
 
-@router.post("/import")
-async def import_policy(request: Request, state: State) -> Response:
-    """``dry_run`` shows the rule diff and who gains or loses access; ``apply`` stores the next version."""
+@router.get("/edit")
+async def edit(request: Request, state: State) -> Response:
+    """The policy file in an editor; the only way on is a review of the changes."""
+    def view(db: Session, console: ConsoleUser) -> Response:
+        return _editor(request, db, console, policies.export(db), "")
+
+    return await console_call(request, state, MANAGE, view)
+
+
+@router.post("/edit")
+async def edit_again(request: Request, state: State) -> Response:
+    """Back from a review to the editor, with the draft as it was."""
     form = await read_form(request)
 
     def act(db: Session, console: ConsoleUser) -> Response:
-        return _review_or_apply(request, state, db, console, form.get("document", ""), form.get("comment", ""),
-                                apply=form.get("action") == "apply")
+        return _editor(request, db, console, form.get("document", ""), form.get("comment", ""))
+
+    return await console_call(request, state, MANAGE, act, csrf=form.get("csrf_token"))
+
+
+@router.post("/review")
+async def review(request: Request, state: State) -> Response:
+    """The dry run of a whole policy file: the rule changes and who gains or loses what, then Apply."""
+    form = await read_form(request)
+
+    def act(db: Session, console: ConsoleUser) -> Response:
+        return _review(request, state, db, console, form.get("document", ""), form.get("comment", ""))
 
     return await console_call(request, state, MANAGE, act, csrf=form.get("csrf_token"))
 
@@ -73,41 +94,115 @@ async def change_rule(request: Request, state: State) -> Response:
         snippet = "" if removing else form.get("rule", "").strip()
         draft = "\n".join([*kept, *([snippet + "\n"] if snippet else [])])
         what = f"remove rule {replace}" if removing else (f"edit rule {replace}" if replace else "add a rule")
-        return _review_or_apply(request, state, db, console, draft, what, apply=False)
+        return _review(request, state, db, console, draft, what)
 
     return await console_call(request, state, MANAGE, act, csrf=form.get("csrf_token"))
-
-
-def _review_or_apply(request: Request, state: State, db: Session, console: ConsoleUser, text: str, comment: str,
-                     apply: bool) -> Response:
-    """Validate a whole policy document; show the rule diff and access changes, or store it."""
-    try:
-        result = policies.import_policy(db, text, issuer=state.settings.issuer, author=console.actor,
-                                        comment=comment[:500], dry_run=not apply)
-    except PolicyError as exc:
-        return render(request, "admin/policies.html", console,
-                      {**_context(db), "draft": text, "comment": comment,
-                       "problems": [str(p) for p in exc.problems]}, 400)
-    if apply:
-        return back(f"/admin/policies?done={result.version}")
-    return render(request, "admin/policies.html", console,
-                  {**_context(db), "draft": text, "comment": comment,
-                   "diff": render_document_diff(result.rule_changes) or "no rule changes",
-                   "access": [c.render() for c in result.access_changes], "dry_run": True})
 
 
 @router.post("/rollback")
-async def rollback(request: Request, state: State) -> Response:
+async def review_rollback(request: Request, state: State) -> Response:
+    """What rolling back to a version would change, then Apply (a rollback is a change like any other)."""
     form = await read_form(request)
 
     def act(db: Session, console: ConsoleUser) -> Response:
+        version = _version(form.get("version", ""))
+        document, result = _rollback_review(db, version)
+        return _review_page(request, db, console, document, f"rollback to version {version}", result,
+                            rollback=version)
+
+    return await console_call(request, state, MANAGE, act, csrf=form.get("csrf_token"))
+
+
+@router.post("/apply")
+async def apply(request: Request, state: State) -> Response:
+    """Store the reviewed document (or rollback), only if it is exactly what the review showed and the policy
+    has not changed since; otherwise show the review again."""
+    form = await read_form(request)
+
+    def act(db: Session, console: ConsoleUser) -> Response:
+        text, comment, reviewed = form.get("document", ""), form.get("comment", "")[:500], form.get("review", "")
         try:
-            version = policies.rollback(db, int(form.get("version", "")), author=console.actor)
-        except (ValueError, policies.UnknownVersion):
+            if form.get("rollback"):
+                version = policies.rollback(db, _version(form["rollback"]), author=console.actor, reviewed=reviewed)
+            else:
+                version = policies.import_policy(db, text, issuer=state.settings.issuer, author=console.actor,
+                                                 comment=comment, reviewed=reviewed).version
+        except policies.StaleReview as exc:
+            return _stale(request, state, db, console, form, str(exc))
+        except policies.UnknownVersion:
             raise Refused("No such version", "That policy version does not exist.", 400) from None
+        except PolicyError as exc:  # a reviewed document no longer fits the servers (one was changed meanwhile)
+            return _editor(request, db, console, text, comment, [str(p) for p in exc.problems], 400)
         return back(f"/admin/policies?done={version}")
 
     return await console_call(request, state, MANAGE, act, csrf=form.get("csrf_token"))
+
+
+def _version(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise Refused("No such version", "That policy version does not exist.", 400) from None
+
+
+def _rollback_review(db: Session, version: int) -> tuple[str, policies.ImportResult]:
+    try:
+        return policies.review_rollback(db, version)
+    except policies.UnknownVersion:
+        raise Refused("No such version", "That policy version does not exist.", 400) from None
+
+
+def _editor(request: Request, db: Session, console: ConsoleUser, text: str, comment: str,
+            problems: list[str] | None = None, status: int = 200) -> Response:
+    version, _ = policies.current_document(db)
+    return render(request, "admin/policy_edit.html", console,
+                  {"version": version, "draft": text, "comment": comment, "problems": problems or [],
+                   "nav": "policies"}, status)
+
+
+def _review(request: Request, state: State, db: Session, console: ConsoleUser, text: str, comment: str) -> Response:
+    """Validate a whole policy document; the review page, or the editor with every problem."""
+    try:
+        result = policies.import_policy(db, text, issuer=state.settings.issuer, author=console.actor,
+                                        comment=comment[:500], dry_run=True)
+    except PolicyError as exc:
+        return _editor(request, db, console, text, comment, [str(p) for p in exc.problems], 400)
+    return _review_page(request, db, console, text, comment, result)
+
+
+def _review_page(request: Request, db: Session, console: ConsoleUser, text: str, comment: str,
+                 result: policies.ImportResult, rollback: int | None = None, stale: str = "",
+                 status: int = 200) -> Response:
+    changes = [(change, _fields(change)) for change in result.rule_changes]
+    return render(request, "admin/policy_review.html", console, {
+        "document": text, "comment": comment, "result": result, "changes": changes, "rollback": rollback,
+        "diff": render_document_diff(result.rule_changes), "known_note": policies.known_users_note(result),
+        "stale": stale, "nav": "policies"}, status)
+
+
+def _fields(change: RuleChange) -> list[tuple[str, str, str]]:
+    """(aspect, before, after) for every aspect of the rule that the change touches."""
+    before = describe_rule(change.before) if change.before else {}
+    after = describe_rule(change.after) if change.after else {}
+    return [(name, before.get(name, ""), after.get(name, "")) for name in RULE_ASPECTS
+            if before.get(name, "") != after.get(name, "")]
+
+
+def _stale(request: Request, state: State, db: Session, console: ConsoleUser, form: dict[str, str],
+           why: str) -> Response:
+    """An apply that does not match its review: nothing stored; the review of what was sent, as of now."""
+    if form.get("rollback"):
+        version = _version(form["rollback"])
+        document, result = _rollback_review(db, version)
+        return _review_page(request, db, console, document, f"rollback to version {version}", result,
+                            rollback=version, stale=why, status=409)
+    text, comment = form.get("document", ""), form.get("comment", "")
+    try:
+        result = policies.import_policy(db, text, issuer=state.settings.issuer, author=console.actor,
+                                        comment=comment[:500], dry_run=True)
+    except PolicyError as exc:
+        return _editor(request, db, console, text, comment, [str(p) for p in exc.problems], 400)
+    return _review_page(request, db, console, text, comment, result, stale=why, status=409)
 
 
 @router.get("/simulate")
