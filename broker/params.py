@@ -11,8 +11,10 @@ refused when read, so the authorization endpoint can first validate ``client_id`
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable
-from typing import Self
+from typing import Any, Self
 from urllib.parse import parse_qsl
 
 MAX_FIELDS = 64
@@ -109,3 +111,51 @@ def _parse(text: str, error: type[Exception]) -> list[tuple[str, str]]:
 
 def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
+
+
+# ---------------------------------------------------------------- JSON from requests (bodies, JWT segments)
+
+MAX_JSON_DEPTH = 32  # nothing the broker reads nests deeper; deeper input only costs recursion
+
+
+class JsonError(ValueError):
+    """Request JSON that is not UTF-8, not JSON, holds NaN, an infinite number or a NUL character (which no
+    parameter may hold and PostgreSQL cannot store), or nests too deep."""
+
+
+def load_json(raw: bytes | str) -> Any:
+    """Parse JSON from a request strictly (RFC 8259): ``JsonError`` rather than a crash, whatever the input."""
+    try:
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except RecursionError:
+        raise JsonError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, digits past int's limit, NaN
+        raise JsonError(f"not valid JSON ({type(exc).__name__})") from None
+    _check_shape(value, MAX_JSON_DEPTH)
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError("a number too large for a float")
+    return number
+
+
+def _check_shape(value: Any, limit: int) -> None:
+    """No container deeper than ``limit``, no NUL in a string or a key (level by level: no recursion)."""
+    level: list[Any] = [value]  # the values at depth 1, then 2, ...
+    for _ in range(limit + 1):
+        if any(isinstance(item, str) and "\x00" in item for item in level):
+            raise JsonError("a JSON string holds a NUL character")
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
+            return
+        level = [part for item in containers
+                 for part in ([*item.keys(), *item.values()] if isinstance(item, dict) else item)]
+    raise JsonError(f"JSON nested deeper than {limit} levels")

@@ -134,9 +134,9 @@ def well_typed(claims: Any) -> bool:
     if not isinstance(claims, dict):
         return False
     for name, kind in (*_REQUIRED.items(), *_OPTIONAL.items()):
-        value = claims.get(name)
-        if value is None and name in _OPTIONAL:
+        if name in _OPTIONAL and name not in claims:
             continue
+        value = claims.get(name)
         if not isinstance(value, kind) or isinstance(value, bool) or value == "":
             return False
     return True

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from typing import Any
+
+from broker.params import load_json
 
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]+")  # RFC 7515 §2: the URL-safe alphabet, no padding
 
@@ -45,8 +46,8 @@ def _object(segment: str) -> dict[str, Any]:
     if not _BASE64URL.fullmatch(segment) or len(segment) % 4 == 1:
         raise MalformedJws("not base64url")
     try:
-        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (binascii.Error, ValueError) as exc:  # json's errors and UnicodeDecodeError are ValueErrors
+        value = load_json(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (binascii.Error, ValueError) as exc:  # JsonError is a ValueError: not UTF-8, not JSON, too deep
         raise MalformedJws("not base64url JSON") from exc
     if not isinstance(value, dict):
         raise NotJsonObjects("not a JSON object")

@@ -19,6 +19,25 @@ from broker.storage import clients as client_repo
 
 DCR_GRANTS = {"authorization_code", "refresh_token"}
 DCR_AUTH_METHODS = ["none", *clients.SECRET_METHODS, "private_key_jwt"]  # the last with jwks or jwks_uri
+_STRINGS = ("token_endpoint_auth_method", "client_name", "client_uri", "logo_uri", "scope", "tos_uri", "policy_uri",
+            "jwks_uri", "software_id", "software_version", "software_statement")
+_LISTS_OF_STRINGS = ("redirect_uris", "grant_types", "response_types", "contacts")
+
+
+def check_metadata_types(metadata: dict[str, Any]) -> None:
+    """RFC 7591 §2: every client metadata field the broker or authlib reads has its JSON type, before either
+    reads it (``InvalidClientMetadataError`` naming the field). Unknown fields are ignored, as §2 says."""
+    for name in _STRINGS:
+        if name in metadata and not isinstance(metadata[name], str):
+            raise InvalidClientMetadataError(f"{name} must be a string")
+    for name in _LISTS_OF_STRINGS:
+        value = metadata.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise InvalidClientMetadataError(f"{name} must be an array of strings")
+    jwks = metadata.get("jwks", {"keys": []})
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) \
+            or not all(isinstance(key, dict) for key in jwks["keys"]):
+        raise InvalidClientMetadataError("jwks must be a JWK Set: an object whose keys is an array of objects")
 
 
 class TooManyRegistrations(OAuth2Error):
@@ -39,6 +58,11 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
         if client_repo.count_registered_from(request.db, address, since) >= self.max_per_hour:
             raise TooManyRegistrations("too many registrations from this address; try again later")
         return True
+
+    def extract_client_metadata(self, request: Any) -> dict[str, Any]:
+        if isinstance(request.payload.data, dict):
+            check_metadata_types(request.payload.data)
+        return super().extract_client_metadata(request)
 
     def get_server_metadata(self) -> dict[str, Any]:
         return {"grant_types_supported": sorted(DCR_GRANTS), "response_types_supported": ["code"],

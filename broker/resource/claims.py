@@ -100,6 +100,10 @@ def verify_claims(unverified_claims: Mapping[str, Any], *, issuer: str, resource
     jwt_id = _string(c, "jti")
     scope = c.get("scope")
     _require(isinstance(scope, str), "scope missing")
+    # The broker never signs an optional claim of another type: such a token was not made by it as it is.
+    _require(all(_optional_string(c, name) is not None for name in ("sid", "email", "acr") if name in c),
+             "sid, email or acr is not a string")
+    _require("auth_time" not in c or _is_number(c["auth_time"]), "auth_time is not a number")
     return VerifiedClaims(
         issuer=issuer, subject=subject, audience=resource, client_id=client_id,
         scopes=tuple(scope.split()), jwt_id=jwt_id, issued_at=int(iat), expires_at=int(exp),

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import secrets
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from broker.oauth.errors import AuthorizationPageError, InvalidRequest
 from broker.oauth.params import Params
 from broker.oauth.request import HttpRequest
+from broker.params import JsonError, load_json
 from broker.storage.db import BUSY, DatabaseError, WriteLockTaken
 from broker.web.state import BrokerState
 from broker.web.templates import templates
@@ -135,7 +135,8 @@ async def in_transaction(state: BrokerState, fn: Callable[..., T], *args: Any, i
 
 
 def json_body(raw: bytes) -> Any:
+    """The request's JSON (``broker.params.load_json``: strict, bounded depth), or None when it is not."""
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        return load_json(raw)
+    except JsonError:
         return None

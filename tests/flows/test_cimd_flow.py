@@ -6,12 +6,13 @@ server in tests/unit/oauth/test_cimd_ssrf.py and end to end in tests/e2e/test_ci
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import jwt
@@ -321,3 +322,19 @@ async def test_generated_client_ids_are_never_fetched(client: httpx.AsyncClient,
     assert_error_page(await start(client, "mcp_unknown"), "Unknown application")
     assert_error_page(await start(client, "http://agent.example.com/oauth/client.json"), "Unknown application")
     assert documents.fetches == []
+
+
+@pytest.mark.parametrize("served", [True, False], ids=["document served", "document unavailable"])
+async def test_invalid_client_for_a_metadata_document_client_by_basic_is_401(client: httpx.AsyncClient,
+                                                                              documents: FakeMetadataFetcher,
+                                                                              served: bool) -> None:
+    """RFC 6749 §5.2: a client that authenticated with the Authorization header gets 401 invalid_client with
+    WWW-Authenticate, whether its document could be used or not."""
+    if served:
+        documents.serve(CLIENT_ID, client_document())
+    encoded = base64.b64encode(f"{quote(CLIENT_ID, safe='')}:a-secret".encode()).decode()  # RFC 6749 §2.3.1
+    for grant in ({"grant_type": "authorization_code", "code": "x"}, {"grant_type": "client_credentials"}):
+        response = await client.post("/token", data=grant, headers={"authorization": f"Basic {encoded}"})
+        assert response.status_code == 401, response.text
+        assert response.json()["error"] == "invalid_client"
+        assert response.headers["www-authenticate"].startswith("Basic")

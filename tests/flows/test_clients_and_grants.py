@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from broker.cli import main
 from broker.storage.models import Client
 from tests.conftest import ISSUER
+from tests.support.hostile import signed, verdict, watched_logs, wrong_claims
 from tests.support.oauth_flow import (
     CLIENT_REDIRECT,
     DEMO_RESOURCE,
@@ -177,6 +178,31 @@ async def test_private_key_jwt_signed_by_another_key(client: httpx.AsyncClient, 
         "grant_type": "client_credentials", "resource": DEMO_RESOURCE, "client_assertion": forged,
         "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"})
     assert response.json()["error"] == "invalid_client"
+
+
+async def test_a_client_assertion_with_any_claim_of_the_wrong_type_is_invalid_client(app, key_client) -> None:
+    """Signed with the client's own registered key, so every claim is read (RFC 7523 §3): one of the wrong JSON
+    type, or a required one missing (iat and nbf are optional), is invalid_client, never a crash or a
+    traceback."""
+    key, client_id = key_client
+    now = int(time.time())
+    genuine = {"iss": client_id, "sub": client_id, "aud": f"{ISSUER}/token", "iat": now, "exp": now + 60,
+               "jti": "j", "nbf": now - 1}
+    form = {"grant_type": "client_credentials", "resource": DEMO_RESOURCE,
+            "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}
+    problems, tried = [], 0
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url=ISSUER) as raw:
+        for name, case, variant in wrong_claims(genuine):
+            fresh = variant if name == "jti" else {**variant, "jti": str(uuid.uuid4())}
+            with watched_logs() as seen:
+                response = await raw.post("/token", data={**form, "client_assertion": signed(
+                    fresh, key, "ES256", {"kid": "k1"})})
+            tried += 1
+            problem = verdict(response.status_code, seen)
+            if problem or (response.status_code < 400 and not (case == "missing" and name in ("iat", "nbf"))):
+                problems.append(f"{name} {case}: {response.status_code} {response.text[:100]} {problem or ''}")
+    assert tried > 100 and not problems, "\n".join(problems[:30])
 
 
 # ---------------------------------------------------------------- CLI

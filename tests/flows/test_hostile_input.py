@@ -43,6 +43,7 @@ from broker.storage.models import (
     User,
 )
 from tests.conftest import ISSUER
+from tests.support.hostile import AUTHORIZATION, verdict, watched_logs, wrong_claims
 from tests.support.oauth_flow import (
     CLIENT_REDIRECT,
     DEMO_RESOURCE,
@@ -524,4 +525,127 @@ async def test_a_nul_byte_anywhere_is_a_4xx(client: httpx.AsyncClient, state: An
         assert query(response.headers["location"])["error"] == "invalid_request"
     else:
         assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert snapshot(state) == before
+
+
+# ---------------------------------------------------------------- the broker's own tokens, claims of the wrong type
+
+
+def broker_signed(state: Any, claims: dict[str, Any], typ: str = "at+jwt") -> str:
+    """What only the broker's signing key could produce: a valid signature over whatever claims."""
+    with state.database.sessions() as session:
+        key = state.keyring.active(session)
+    return jwt.api_jws.encode(json.dumps(claims).encode(), key.private_key, algorithm=key.algorithm,
+                              headers={"kid": key.kid, "typ": typ})
+
+
+ACCESS_TOKEN_CLAIMS = ("iss", "sub", "aud", "client_id", "scope", "jti", "iat", "exp")  # RFC 9068 §2.2
+
+
+async def test_a_broker_signed_token_with_any_claim_of_the_wrong_type_is_refused_everywhere(
+        raw: httpx.AsyncClient, state: Any, app: Any, resource_server: Any) -> None:
+    """/introspect, /userinfo, the admin API and the resource-side verifier read every claim of a token the
+    broker signed: whatever shape a claim has, a required one missing or of the wrong JSON type (and an
+    optional one of the wrong type) is 'not a valid token' everywhere, never a crash or a traceback."""
+    robot = register_client(state, name="Robot", auth_method="client_secret_basic", redirect_uris=[],
+                            grant_types=("client_credentials",), scopes=("admin:read",))
+    genuine = claims(sub=robot.row.id, client_id=robot.row.id, scope="admin:read", email="robot@example.com",
+                     acr="mfa", auth_time=int(time.time()))
+    assert (await raw.get("/admin/api/v1/servers", headers={"authorization": f"Bearer {broker_signed(state, genuine)}"})
+            ).status_code == 200  # the control: as it stands, the token is good
+    before, problems, tried = snapshot(state), [], 0
+    async with verifier_for(app) as verifier:
+        for name, case, variant in wrong_claims(genuine):
+            if case == "missing" and name not in ACCESS_TOKEN_CLAIMS:
+                continue  # an optional claim may be absent
+            token, tried = broker_signed(state, variant), tried + 1
+            with watched_logs() as seen:
+                introspected = await raw.post("/introspect", data={"token": token},
+                                              auth=(resource_server.row.id, resource_server.secret))
+                userinfo = await raw.get("/userinfo", headers={"authorization": f"Bearer {token}"})
+                admin = await raw.get("/admin/api/v1/servers", headers={"authorization": f"Bearer {token}"})
+                verified = await verifier.verify_token(token)
+            statuses = (introspected.status_code, userinfo.status_code, admin.status_code)
+            refused = (introspected.status_code == 413 or introspected.json() == {"active": False}) \
+                and userinfo.status_code == 401 and admin.status_code == 401 and verified is None
+            problem = verdict(max(statuses), seen)
+            if problem or not refused:
+                problems.append(f"{name} {case}: {statuses} {introspected.text[:60]} verified={verified is not None} "
+                                f"{problem or ''}")
+    assert tried > 150 and not problems, "\n".join(problems[:30])
+    assert snapshot(state) == before
+
+
+@pytest.fixture
+async def raw(app: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client that reports a crash as the 500 a server would send, instead of raising it."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url=ISSUER) as http:
+        yield http
+
+
+# ---------------------------------------------------------------- malformed client credentials and metadata
+
+
+BAD_BASIC = {name: value for name, value in AUTHORIZATION.items() if name.startswith("Basic") or name == "only spaces"}
+CLIENT_AUTH = [("POST", "/token", "grant_type=client_credentials"), ("POST", "/revoke", "token=x"),
+               ("POST", "/introspect", "token=x"), ("GET", "/revocations", None)]
+
+
+@pytest.mark.parametrize("header", BAD_BASIC.values(), ids=BAD_BASIC.keys())
+async def test_malformed_basic_credentials_are_401_invalid_client(raw: httpx.AsyncClient, state: Any,
+                                                                  header: bytes) -> None:
+    """RFC 6749 §2.3.1 and §5.2: credentials in the Authorization header that are not base64 of UTF-8
+    ``client_id:client_secret`` are a 401 invalid_client at every endpoint that authenticates clients."""
+    before = snapshot(state)
+    for method, path, form in CLIENT_AUTH:
+        with watched_logs() as seen:
+            response = await raw.request(method, path, content=form, headers=[
+                (b"authorization", header), (b"content-type", b"application/x-www-form-urlencoded")])
+        assert verdict(response.status_code, seen) is None, (path, verdict(response.status_code, seen))
+        if header.strip():  # a header of only spaces carries no credentials: the usual refusal
+            assert response.status_code == 401, (path, response.status_code, response.text)
+            assert response.json()["error"] == "invalid_client"
+            assert response.headers["www-authenticate"].startswith("Basic")
+    assert snapshot(state) == before
+
+
+TYPE_CONFUSED_METADATA = {
+    "redirect URI a number": {"redirect_uris": [1]},
+    "redirect URI an object": {"redirect_uris": [{}]},
+    "redirect URI null": {"redirect_uris": [None]},
+    "redirect URIs a string": {"redirect_uris": "http://127.0.0.1/cb"},
+    "grant type an object": {"redirect_uris": [CLIENT_REDIRECT], "grant_types": [{}]},
+    "jwks a string": {"redirect_uris": [CLIENT_REDIRECT], "jwks": "x"},
+    "jwks keys not objects": {"redirect_uris": [CLIENT_REDIRECT], "jwks": {"keys": [1]}},
+    "client_uri a number": {"redirect_uris": [CLIENT_REDIRECT], "client_uri": 5},
+    "client_name a list": {"redirect_uris": [CLIENT_REDIRECT], "client_name": ["x"]},
+    "contacts a string": {"redirect_uris": [CLIENT_REDIRECT], "contacts": "a@example.com"},
+    "token_endpoint_auth_method null": {"redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": None},
+    "client_name with a NUL": {"redirect_uris": [CLIENT_REDIRECT], "client_name": "x\x00y"},
+}
+
+
+@pytest.mark.parametrize("metadata", TYPE_CONFUSED_METADATA.values(), ids=TYPE_CONFUSED_METADATA.keys())
+async def test_client_metadata_of_the_wrong_type_is_invalid_client_metadata(raw: httpx.AsyncClient, state: Any,
+                                                                            metadata: dict) -> None:
+    before = snapshot(state)
+    with watched_logs() as seen:
+        response = await raw.post("/register", json=metadata)
+    assert verdict(response.status_code, seen) is None
+    assert response.status_code == 400 and response.json()["error"] in ("invalid_client_metadata",
+                                                                         "invalid_redirect_uri"), response.text
+    assert snapshot(state) == before
+
+
+NESTED = {"arrays 40 deep": "[" * 40 + "]" * 40, "objects 40 deep": '{"a":' * 40 + "1" + "}" * 40,
+          "arrays past the recursion limit": "[" * 1_500 + "]" * 1_500}  # deeper: tests/fuzz/test_hostile_classes.py
+
+
+@pytest.mark.parametrize("body", NESTED.values(), ids=NESTED.keys())
+async def test_json_nested_too_deep_is_a_400(raw: httpx.AsyncClient, state: Any, body: str) -> None:
+    before = snapshot(state)
+    with watched_logs() as seen:
+        response = await raw.post("/register", content=body, headers={"content-type": "application/json"})
+    assert verdict(response.status_code, seen) is None and response.status_code == 400, response.text
     assert snapshot(state) == before

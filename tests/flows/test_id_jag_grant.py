@@ -8,6 +8,7 @@ refusal leaves no trace but an audit event.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from broker.lifecycle import offboarding
 from broker.oauth import provisioning
 from broker.storage.models import AuditEvent, SeenJti, UpstreamIdentity, User, utcnow
 from tests.conftest import ISSUER
+from tests.support.hostile import signed, verdict, watched_logs, wrong_claims
 from tests.support.id_jag import ID_JAG_TYP, IDP_ISSUER, JWT_BEARER, FakeIdp, grant_form, trusted_issuer
 from tests.support.oauth_flow import DEMO_RESOURCE, register_client
 
@@ -184,6 +186,31 @@ async def test_hostile_assertions_get_invalid_grant_and_leave_only_an_audit_even
     assert counts(state) == before  # no user, no identity, no jti recorded
     assert len(rejections(state)) == 1
     assert assertion not in str(rejections(state))  # never the assertion itself
+
+
+REQUIRED = ("iss", "sub", "aud", "client_id", "jti", "exp", "iat")  # broker.oauth.id_jag.REQUIRED_CLAIMS
+
+
+async def test_an_assertion_with_any_claim_of_the_wrong_type_is_refused_cleanly(app, state, idp, agent,
+                                                                                 alice) -> None:
+    """Signed by the trusted IdP's own key, so every claim is read: a required claim missing or of the wrong JSON
+    type is invalid_grant; an optional one of the wrong type is refused or ignored; nothing crashes or logs a
+    traceback."""
+    genuine = {**idp.claims(agent.row.id), "acr": "mfa", "amr": ["pwd"], "auth_time": int(time.time()),
+               "tenant": "t1", "name": "Alice"}
+    problems, tried = [], 0
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url=ISSUER) as raw:
+        for name, case, variant in wrong_claims(genuine):
+            fresh = variant if name == "jti" else {**variant, "jti": uuid.uuid4().hex}
+            assertion = signed(fresh, idp.ec_key, "ES256", {"kid": "ec-1", "typ": ID_JAG_TYP})
+            with watched_logs() as seen:
+                response = await redeem(raw, agent, assertion)
+            tried += 1
+            problem = verdict(response.status_code, seen)
+            if problem or (name in REQUIRED and response.status_code < 400):
+                problems.append(f"{name} {case}: {response.status_code} {response.text[:100]} {problem or ''}")
+    assert tried > 150 and not problems, "\n".join(problems[:30])
 
 
 async def test_a_jti_is_good_once_across_instances(client, state, idp, agent, alice, settings, loopback) -> None:

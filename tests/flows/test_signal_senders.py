@@ -24,6 +24,7 @@ from tests.flows.test_security_signals import (
     push,
     signed_set,
 )
+from tests.support.hostile import signed, verdict, watched_logs, wrong_claims
 from tests.support.oauth_flow import authorize, exchange, pkce, refresh, register_client
 
 TEST_IDP = f"{ISSUER}/testidp"
@@ -151,3 +152,32 @@ async def test_event_claims_of_the_wrong_type_are_refused(client: httpx.AsyncCli
     assert response.status_code == 400, response.text
     with state.database.sessions() as session:
         assert not session.query(AuditEvent).filter(AuditEvent.event_type == "user.offboarded").count()
+
+
+@pytest.mark.parametrize("sender_idp", ["test"])
+async def test_any_claim_of_a_signed_event_in_the_wrong_type_is_refused_cleanly(app: Any, state: Any) -> None:
+    """SETs and Global Token Revocation bearers signed with the sender's own key: a claim of the wrong JSON type
+    is a 4xx (or, for what the broker only reads when it is right, ignored), never a crash or a traceback."""
+    nobody = {"format": "email", "email": "nobody@example.com"}
+    now = int(time.time())
+    event = {"iss": TRANSMITTER, "aud": ISSUER, "iat": now, "jti": "x", "sub_id": nobody,
+             "events": {ACCOUNT_DISABLED: {"subject": nobody}}, "txn": "t"}
+    bearer = {"iss": TRANSMITTER, "aud": ISSUER, "iat": now, "exp": now + 60, "jti": "x"}
+    problems, tried = [], 0
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url=ISSUER) as raw:
+        for kind, genuine in (("SET", event), ("logout bearer", bearer)):
+            for name, case, variant in wrong_claims(genuine):
+                fresh = variant if name == "jti" else {**variant, "jti": str(uuid.uuid4())}
+                with watched_logs() as seen:
+                    if kind == "SET":
+                        token = signed(fresh, KEY, "ES256", {"kid": "t1", "typ": "secevent+jwt"})
+                        response = await push(raw, token)
+                    else:
+                        response = await global_logout(raw, nobody, signed(fresh, KEY, "ES256", {"kid": "t1"}))
+                tried += 1
+                problem = verdict(response.status_code, seen)
+                if problem or (name in ("iss", "aud", "iat", "jti", "exp", "events") and response.status_code < 400):
+                    problems.append(f"{kind} {name} {case}: {response.status_code} {response.text[:100]} "
+                                    f"{problem or ''}")
+    assert tried > 150 and not problems, "\n".join(problems[:30])

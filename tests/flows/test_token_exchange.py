@@ -17,6 +17,7 @@ from broker.lifecycle import offboarding
 from broker.oauth import clients
 from broker.storage.models import AuditEvent, User, utcnow
 from tests.conftest import ISSUER
+from tests.support.hostile import signed, verdict, watched_logs, wrong_claims
 from tests.support.id_jag import ID_JAG_TYP, JWT_BEARER, FakeIdp, grant_form, trusted_issuer
 from tests.support.oauth_flow import DEMO_RESOURCE, authorize, exchange, pkce
 
@@ -204,3 +205,25 @@ async def test_metadata_advertises_issuing_id_jags(client) -> None:
     assert document["identity_chaining_requested_token_types_supported"] == [ID_JAG]
     assert EXCHANGE in document["grant_types_supported"]
     assert PARTNER not in str(document)
+
+
+async def test_an_id_token_with_any_claim_of_the_wrong_type_is_refused_cleanly(app, client, state, agent) -> None:
+    """Subject tokens signed with the broker's own key, so every claim is read: one of the wrong JSON type, or a
+    required one missing, is invalid_grant (an optional one of the wrong type is ignored); never a crash or a
+    traceback."""
+    tokens = await sign_in(client, agent)
+    genuine = jwt.decode(tokens["id_token"], options={"verify_signature": False})
+    with state.database.sessions() as session:
+        key = state.keyring.active(session)
+    problems, tried = [], 0
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url=ISSUER) as raw:
+        for name, case, variant in wrong_claims(genuine):
+            token = signed(variant, key.private_key, key.algorithm, {"kid": key.kid, "typ": "JWT"})
+            with watched_logs() as seen:
+                response = await swap(raw, agent, token)
+            tried += 1
+            problem = verdict(response.status_code, seen)
+            if problem or (name in ("iss", "sub", "aud", "exp", "iat") and response.status_code < 400):
+                problems.append(f"{name} {case}: {response.status_code} {response.text[:100]} {problem or ''}")
+    assert tried > 100 and not problems, "\n".join(problems[:30])

@@ -14,6 +14,7 @@ import pytest
 from broker.config import IdpSettings
 from broker.federation import InvalidIdToken, IssuerMismatch, UpstreamUnavailable
 from broker.federation.entra import EntraConnector, EntraIssuer, GraphGroupDirectory, allowed_tenants, parse_issuer
+from tests.support.hostile import signed, wrong_claims
 from tests.unit.federation.fakes import (
     ALICE_OID,
     CLIENT_ID,
@@ -403,3 +404,28 @@ async def test_graph_never_logs_the_secret_or_tokens(http: httpx.AsyncClient, gr
     for secret in (CLIENT_SECRET, *graph.issued):
         assert secret not in logged
     assert CLIENT_SECRET not in repr(graph_directory)
+
+
+@pytest.mark.parametrize("extra", [{}, overage_claims()], ids=["groups", "group overage"])
+async def test_any_claim_of_the_wrong_type_is_refused_or_ignored_never_a_crash(idp: FakeIdp,
+                                                                                connector: EntraConnector,
+                                                                                extra: dict) -> None:
+    """Every claim the Entra connector reads (oid, tid, groups, the overage pointers, xms_edov, the email
+    claims) in each wrong JSON type: ``InvalidIdToken`` or an identity without it, no other exception."""
+    idp.claim_changes |= {"email": "alice@contoso.example", "xms_edov": True, "upn": "alice@contoso.example",
+                          **extra}
+    genuine = idp.claims()
+    problems, tried = [], 0
+    for name, case, variant in wrong_claims(genuine):
+        idp.id_token = signed(variant, idp.key.private_key, idp.key.alg, {"kid": idp.key.kid, "typ": "JWT"})
+        tried += 1
+        try:
+            await log_in(connector)
+        except (InvalidIdToken, UpstreamUnavailable):
+            continue
+        except Exception as exc:  # noqa: BLE001 - the point: nothing else may escape
+            problems.append(f"{name} {case}: {type(exc).__name__}: {str(exc)[:80]}")
+            continue
+        if name in ("iss", "sub", "aud", "exp", "iat", "nonce", "oid", "tid"):
+            problems.append(f"{name} {case}: accepted")
+    assert tried > 150 and not problems, "\n".join(problems)

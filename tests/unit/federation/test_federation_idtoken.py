@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from broker.federation import InvalidIdToken, OidcConnector
+from tests.support.hostile import signed, wrong_claims
 from tests.unit.federation.fakes import (
     CLIENT_ID,
     DROP,
@@ -253,3 +254,23 @@ async def test_unknown_kid_refetches_once_then_fails(idp: FakeIdp, connector: Oi
 async def test_id_token_missing_from_the_token_response_is_refused(idp: FakeIdp, connector: OidcConnector) -> None:
     idp.token_body = {"access_token": "x", "token_type": "Bearer"}
     await refused(connector, "no ID token")
+
+
+async def test_any_claim_of_the_wrong_type_is_refused_or_ignored_never_a_crash(idp: FakeIdp,
+                                                                                connector: OidcConnector) -> None:
+    """Signed by the IdP's own key, every claim of the ID token is read: a required one missing or of another JSON
+    type is ``InvalidIdToken``; an optional one of another type is refused or ignored; no other exception."""
+    problems, tried = [], 0
+    for name, case, variant in wrong_claims(idp.claims()):
+        idp.id_token = signed(variant, idp.key.private_key, idp.key.alg, {"kid": idp.key.kid, "typ": "JWT"})
+        tried += 1
+        try:
+            await log_in(connector)
+        except InvalidIdToken:
+            continue
+        except Exception as exc:  # noqa: BLE001 - the point: nothing else may escape
+            problems.append(f"{name} {case}: {type(exc).__name__}: {str(exc)[:80]}")
+            continue
+        if name in ("iss", "sub", "aud", "exp", "iat", "nonce"):
+            problems.append(f"{name} {case}: accepted")
+    assert tried > 150 and not problems, "\n".join(problems)
