@@ -13,7 +13,8 @@ raising ``ConfigError``; nothing is read from or written to the database here.
 
 The package: ``types`` (value types each rule is written in once), ``models`` (one model per
 section: a new setting is a field there), ``checks`` (rules across fields and the mode),
-``sources`` (file, environment, defaults and flags; origins; secret files). Import from here.
+``sources`` (file, environment, defaults and flags; origins; secret files), ``provenance`` (where each
+value came from and whether it differs from its default, for the console). Import from here.
 """
 
 from broker.config.checks import check

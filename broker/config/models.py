@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from broker.config.types import DEFAULT_JWS_ALGORITHMS, Identifier, JwsAlgorithms, LogLevel, decode_kek
 
@@ -324,6 +324,7 @@ class Settings(_Section):
     signals: SignalsSettings = SignalsSettings()
     admin: AdminSettings = AdminSettings()
     id_jag: IdJagSettings = IdJagSettings()
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)  # key -> the layer that set it (provenance)
 
     @property
     def database_url(self) -> str:

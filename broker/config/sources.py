@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
+from broker.config import provenance
 from broker.config.checks import check
 from broker.config.models import Settings
 from broker.config.schema import Loc, is_list, is_text, slot
@@ -53,6 +54,7 @@ def load(
     problems += found + file_problems + unchecked.keep(check(settings, unchecked.idp_ids))
     if problems:
         raise ConfigError(problems)
+    provenance.attach(settings, origins, defaults)
     return settings
 
 
@@ -89,8 +91,8 @@ def merge_file(raw: dict[str, Any], document: dict[str, Any], origins: Origins, 
 
 def _merge(base: dict[str, Any], update: Mapping[str, Any], origins: Origins, origin: str, loc: Loc = ()) -> None:
     for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
-            _merge(base[key], value, origins, origin, (*loc, key))
+        if isinstance(value, Mapping) and isinstance(base.get(key, {}), dict):  # a table's origin is per key
+            _merge(base.setdefault(key, {}), value, origins, origin, (*loc, key))
         else:
             base[key] = _deep_copy(value)
             origins.set((*loc, key), origin)

@@ -53,6 +53,10 @@ class Origins:
     def set(self, loc: Loc, origin: str) -> None:
         self._by_key[dotted(loc)] = origin
 
+    def as_dict(self) -> dict[str, str]:
+        """Every key set, dotted, with the layer that set it last."""
+        return dict(self._by_key)
+
     def of(self, loc: Loc) -> str | None:
         """The origin of ``loc`` or of the nearest key above it; else of the first key set below it."""
         for depth in range(len(loc), 0, -1):

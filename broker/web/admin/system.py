@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -11,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from broker.admin import keys as key_admin
 from broker.admin.sessions import MANAGE, VIEW, ConsoleUser
+from broker.config import provenance
 from broker.storage import signing_keys
 from broker.storage.models import utcnow
 from broker.web.admin.common import ConsoleRoute, back, console_call, read_form, render
@@ -45,11 +45,17 @@ async def rotate(request: Request, state: State) -> Response:
 
 @router.get("/settings")
 async def settings(request: Request, state: State) -> Response:
+    """Every setting: its effective value, where it came from, and its default where it differs."""
+    changed_only = request.query_params.get("changed") == "1"
+
     def view(db: Session, console: ConsoleUser) -> Response:
-        dumped = state.settings.model_dump(mode="json")  # every SecretStr dumps as "**********"
-        general = {k: v for k, v in dumped.items() if not isinstance(v, dict | list)}
-        sections = [("general", json.dumps(general, indent=2))]
-        sections += [(name, json.dumps(value, indent=2)) for name, value in dumped.items() if name not in general]
-        return render(request, "admin/settings.html", console, {"sections": sections, "nav": "settings"})
+        found = [e for e in provenance.entries(state.settings) if e.differs or not changed_only]
+        sections: dict[str, list[provenance.Entry]] = {}
+        for entry in found:
+            section = entry.key.split(".")[0].split("[")[0] if "." in entry.key else "general"
+            sections.setdefault(section, []).append(entry)
+        return render(request, "admin/settings.html", console,
+                      {"sections": list(sections.items()), "changed_only": changed_only,
+                       "differing": sum(e.differs for e in found), "nav": "settings"})
 
     return await console_call(request, state, VIEW, view)
