@@ -157,6 +157,10 @@ class AuthorizationCodeGrant(_Grant, grants.AuthorizationCodeGrant):
 
 
 class RefreshTokenGrant(_Grant, grants.RefreshTokenGrant):
+    """Every check that can refuse runs before the refresh token is spent: a refused refresh (a wider scope,
+    another resource, a user or server no longer there, policy) leaves the token usable, as RFC 6749 §5.2 errors
+    change nothing. Only reuse of a rotated token revokes its family (RFC 9700 §4.14.2)."""
+
     TOKEN_ENDPOINT_AUTH_METHODS = list(AUTH_METHODS)
 
     def validate_token_request(self) -> None:
@@ -165,24 +169,27 @@ class RefreshTokenGrant(_Grant, grants.RefreshTokenGrant):
         if not presented:
             raise InvalidRequest("the refresh_token parameter is required")
         resource = self._resource_param(required=False)
-        rotated = self.server.refresh_tokens.rotate(self.request.db, presented, client.client_id, self.request.now)
-        if resource is not None and resource != rotated.family.resource:
+        requested = scopes.parse(self.request.form.get("scope"))
+        db, now = self.request.db, self.request.now
+        family = self.server.refresh_tokens.current(db, presented, client.client_id, now)  # read, not spent
+        if resource is not None and resource != family.resource:
             raise InvalidTargetError("the refresh token was issued for another resource")  # RFC 8707 §2.2
+        held = frozenset(family.scope.split()) if family.scope else frozenset()
+        if requested is not None and not requested <= held:
+            raise InvalidScopeError("scope exceeds what was granted")  # RFC 6749 §6
+        user = subjects.active_user(db, family.user_id, family.created_at)  # offboarding ends refresh
+        server = _enabled_server(db, family.resource, self.server.issuer, revoke=(family.id, self))
+        granted = self._decide(subjects.user_subject(db, user), client.client_id, server, requested or held) & held
+        if not granted:
+            raise InvalidGrantError(NOT_ALLOWED)
         self.request.client = client
-        self.request.refresh_token = rotated
+        self.request.refresh_token = self.server.refresh_tokens.rotate(db, presented, client.client_id, now)
+        self.request.target = (user, server, held, granted)
 
     def create_token_response(self) -> tuple:
         rotated, client, db, now = self.request.refresh_token, self.request.client, self.request.db, self.request.now
         family = rotated.family
-        user = subjects.active_user(db, family.user_id, family.created_at)  # offboarding ends refresh
-        server = _enabled_server(db, family.resource, self.server.issuer, revoke=(family.id, self))
-        held = frozenset(family.scope.split()) if family.scope else frozenset()
-        requested = scopes.parse(self.request.form.get("scope"))
-        if requested is not None and not requested <= held:
-            raise InvalidScopeError("scope exceeds what was granted")  # RFC 6749 §6
-        granted = self._decide(subjects.user_subject(db, user), client.client_id, server, requested or held) & held
-        if not granted:
-            raise InvalidGrantError(NOT_ALLOWED)
+        user, server, held, granted = self.request.target
         if granted != held:  # policy only ever narrows a family (scopes can only shrink)
             grant_repo.narrow_family(db, family.id, scope_string(granted))
         issued = self.server.access_tokens.issue(db, AccessTokenFacts(

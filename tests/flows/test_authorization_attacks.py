@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from broker.storage.models import AuthorizationCode, RefreshTokenFamily
+from broker.storage.models import AuditEvent, AuthorizationCode, RefreshTokenFamily
 from tests.conftest import ISSUER
 from tests.support.oauth_flow import (
     CLIENT_REDIRECT,
@@ -250,7 +250,57 @@ async def test_refresh_cannot_widen_scope_or_change_resource(client, state) -> N
     wider = await refresh(client, new.row.id, narrowed.json()["refresh_token"], scope="tools:read tools:call")
     assert wider.json()["error"] == "invalid_scope"
     other = await refresh(client, new.row.id, narrowed.json()["refresh_token"], resource="https://other.example")
-    assert other.json()["error"] == "invalid_grant"  # rotated above: reuse
+    assert other.json()["error"] == "invalid_target"
+
+
+REFUSED_REFRESHES = {
+    "a wider scope": ({"scope": "tools:read tools:call admin:read"}, "invalid_scope"),
+    "a scope the server lacks": ({"scope": "tools:read nonsense"}, "invalid_scope"),
+    "another registered server": ({"resource": "https://crm.example.com/mcp"}, "invalid_target"),
+    "an unregistered resource": ({"resource": "https://other.example/mcp"}, "invalid_target"),
+    "a malformed resource": ({"resource": "not a uri"}, "invalid_target"),
+}
+
+
+@pytest.mark.parametrize(("extra", "error"), REFUSED_REFRESHES.values(), ids=REFUSED_REFRESHES.keys())
+async def test_a_refused_refresh_changes_nothing(client, state, extra, error) -> None:
+    """RFC 6749 §5.2: an error changes nothing. The refresh token is checked before it is spent, so the client's
+    next correct refresh works, and nothing is revoked or audited as reuse."""
+    from broker.registry import admin as registry_admin
+
+    with state.database.transaction() as session:
+        registry_admin.add(session, registry_admin.ServerSpec(id="crm", name="CRM", resource="https://crm.example.com/mcp",
+                                                              scopes={"crm:read": "Read"}, default_scopes=["crm:read"]))
+    new = register_client(state)
+    body = await tokens_for(client, new.row.id)
+    narrowed = await refresh(client, new.row.id, body["refresh_token"], scope="tools:read")
+    assert narrowed.status_code == 200, narrowed.text
+    refused = await refresh(client, new.row.id, narrowed.json()["refresh_token"], **extra)
+    assert refused.status_code == 400 and refused.json()["error"] == error, refused.text
+    again = await refresh(client, new.row.id, narrowed.json()["refresh_token"])
+    assert again.status_code == 200, again.text
+    assert again.json()["scope"] == "tools:read"
+    with state.database.sessions() as session:
+        assert not session.scalars(select(AuditEvent).where(
+            AuditEvent.event_type == "refresh_token.reuse_detected")).all()
+
+
+async def test_a_policy_refusal_at_refresh_leaves_the_token_for_when_access_returns(client, state) -> None:
+    """Policy says no today (the user left the group): invalid_grant, and the refresh token is not spent, so it
+    works again once policy allows."""
+    from broker.storage import users as user_repo
+    from broker.storage.models import User
+
+    new = register_client(state)
+    body = await tokens_for(client, new.row.id)
+    with state.database.transaction() as session:
+        alice = session.scalars(select(User).where(User.email == "alice@example.com")).one()
+        user_repo.set_groups(session, alice.id, "idp:test", [])
+    refused = await refresh(client, new.row.id, body["refresh_token"])
+    assert refused.json()["error"] == "invalid_grant"
+    with state.database.transaction() as session:
+        user_repo.set_groups(session, alice.id, "idp:test", ["engineering"])
+    assert (await refresh(client, new.row.id, body["refresh_token"])).status_code == 200
 
 
 async def test_offboarded_user_cannot_refresh(client, state) -> None:
