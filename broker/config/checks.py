@@ -87,6 +87,9 @@ def _check_idps(settings: Settings, known: set[str]) -> list[str]:
         problems += _check_idp_issuer(i, idp)
         if idp.type == "test" and not settings.testidp.enabled:
             problems.append(f"idps[{i}].type: 'test' needs testidp.enabled = true")
+        if idp.check_upstream_on_refresh and not idp.store_refresh_token:
+            problems.append(f"idps[{i}].check_upstream_on_refresh: needs store_refresh_token = true (the check "
+                            "uses the IdP's refresh token)")
     for name in settings.federation.link_by_verified_email:
         problems += _unknown_idp("federation.link_by_verified_email", name, known)
     return problems

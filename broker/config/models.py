@@ -198,6 +198,12 @@ class IdpSettings(_Section):
     store_refresh_token: bool = True
     # At every refresh at the broker, first refresh upstream; a refusal there ends the user's sessions.
     check_upstream_on_refresh: bool = False
+    # With that check on, prompt=consent goes with offline_access (OIDC Core §11); None: the connector's
+    # default (generic OIDC: yes; Okta, Entra ID, the test IdP: no).
+    offline_access_consent: bool | None = None
+    # The userinfo endpoint (OIDC Core §5.3): "auto" asks it when the ID token lacks a mapped claim
+    # (email, name, groups); "always" at every sign-in; "never".
+    userinfo: Literal["auto", "always", "never"] = "auto"
 
 
 class FederationSettings(_Section):

@@ -31,6 +31,10 @@ class ProviderMetadata:
     id_token_algorithms: frozenset[str]  # advertised, within idtoken.ALLOWED_ALGORITHMS
     token_endpoint_auth_methods: tuple[str, ...]
     authorization_response_iss_parameter_supported: bool
+    userinfo_endpoint: str | None = None  # OIDC Core §5.3
+    revocation_endpoint: str | None = None  # RFC 7009 (RFC 8414 §2)
+    scopes_supported: tuple[str, ...] | None = None  # None: not advertised
+    grant_types_supported: tuple[str, ...] | None = None
 
 
 def discovery_url(issuer: str) -> str:
@@ -56,7 +60,25 @@ def parse_metadata(document: Any, *, issuer: str) -> ProviderMetadata:
                                      if isinstance(auth_methods, list) else DEFAULT_AUTH_METHODS),
         authorization_response_iss_parameter_supported=(
             document.get("authorization_response_iss_parameter_supported") is True),
+        userinfo_endpoint=_optional_endpoint(document, "userinfo_endpoint", issuer),
+        revocation_endpoint=_optional_endpoint(document, "revocation_endpoint", issuer),
+        scopes_supported=_strings(document.get("scopes_supported")),
+        grant_types_supported=_strings(document.get("grant_types_supported")),
     )
+
+
+def _optional_endpoint(document: dict[str, Any], name: str, issuer: str) -> str | None:
+    """An optional endpoint: absent, or as valid as a required one (else treated as absent)."""
+    if name not in document:
+        return None
+    try:
+        return _endpoint(document, name, issuer)
+    except UpstreamUnavailable:
+        return None
+
+
+def _strings(value: Any) -> tuple[str, ...] | None:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else None
 
 
 def _endpoint(document: dict[str, Any], name: str, issuer: str) -> str:

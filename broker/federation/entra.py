@@ -124,6 +124,13 @@ class EntraConnector(OidcConnector):
     """A ``Connector`` for Entra ID single- and multi-tenant apps (see the module docstring)."""
 
     subject_claim = "oid"
+    offline_access_consent = False  # Entra ID issues refresh tokens for offline_access without a prompt
+
+    def userinfo_claims(self) -> tuple[str, ...]:
+        """None: Entra's ID tokens carry the profile, ``email_of`` falls back to ``preferred_username``/``upn``,
+        and its UserInfo (Microsoft Graph) has no groups (overage goes to Graph itself); ``userinfo = "always"``
+        still asks it."""
+        return ()
 
     def __init__(self, settings: IdpSettings, *, redirect_uri: str, http: httpx.AsyncClient,
                  clock_skew: int = 60, clock: Callable[[], float] = time.time,

@@ -72,9 +72,10 @@ class UpstreamHttp:
         self._idp_id = idp_id
         self._explain = explain
 
-    async def get_json(self, url: str, *, what: str, timeout: float) -> Any:
+    async def get_json(self, url: str, *, what: str, timeout: float, headers: Mapping[str, str] | None = None) -> Any:
         """GET a JSON document; anything but 200 with JSON is ``UpstreamUnavailable``."""
-        response = await self.request("GET", url, what=what, timeout=timeout, headers=ACCEPT_JSON)
+        response = await self.request("GET", url, what=what, timeout=timeout,
+                                      headers={**ACCEPT_JSON, **(headers or {})})
         if response.status_code != 200:
             detail = self._explain(response) if self._explain else None
             self._warn(what, status=response.status_code, detail=detail)

@@ -37,7 +37,7 @@ import httpx
 
 from broker.config import IdpClaimsSettings, IdpSettings
 from broker.federation import claims as read
-from broker.federation import idtoken
+from broker.federation import idtoken, userinfo
 from broker.federation.discovery import MetadataCache, ProviderMetadata, discovery_url, parse_metadata
 from broker.federation.errors import (
     InvalidIdToken,
@@ -53,6 +53,7 @@ from broker.federation.jwks import JwksCache
 
 S256 = "S256"
 OPENID = "openid"
+OFFLINE_ACCESS = "offline_access"  # OIDC Core §11: ask for a refresh token
 _CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # RFC 7636 §4.2: base64url of a SHA-256 digest
 
 log = logging.getLogger("broker.federation")
@@ -64,6 +65,7 @@ class TokenResponse:
 
     unverified_id_token: str = field(repr=False)
     refresh_token: str | None = field(repr=False)
+    access_token: str | None = field(default=None, repr=False)  # only for the UserInfo endpoint
 
 
 class UpstreamEmail(NamedTuple):
@@ -82,6 +84,7 @@ class OidcConnector:
     request_timeout: float = 10.0  # total, per request to the IdP
     subject_claim = "sub"  # the default when [idps.claims] leaves ``subject`` unset
     groups_claim = "groups"  # likewise for ``groups``
+    offline_access_consent = True  # OIDC Core §11: prompt=consent with offline_access, unless configured
 
     def __init__(self, settings: IdpSettings, *, redirect_uri: str, http: httpx.AsyncClient,
                  clock_skew: int = 60, clock: Callable[[], float] = time.time):
@@ -105,6 +108,24 @@ class OidcConnector:
         """The configured scopes; ``openid`` first, added if missing (OIDC Core §3.1.2.1: REQUIRED)."""
         return " ".join(dict.fromkeys([OPENID, *self.settings.scopes]))
 
+    @property
+    def wants_refresh_token(self) -> bool:
+        """Whether sign-ins ask for a refresh token: the upstream check at refresh needs one."""
+        return self.settings.check_upstream_on_refresh and self.settings.store_refresh_token
+
+    @property
+    def asks_consent_for_refresh_token(self) -> bool:
+        configured = self.settings.offline_access_consent
+        if configured is not None:
+            return configured
+        return self.offline_access_consent and self.settings.type != "test"
+
+    def refresh_token_request(self, metadata: ProviderMetadata) -> tuple[list[str], dict[str, str]]:
+        """The scopes and parameters that ask this IdP for a refresh token; none when the IdP cannot issue one."""
+        if not self.wants_refresh_token or refresh_token_obstacle(metadata) is not None:
+            return [], {}
+        return [OFFLINE_ACCESS], ({"prompt": "consent"} if self.asks_consent_for_refresh_token else {})
+
     async def metadata(self) -> ProviderMetadata:
         return await self._metadata.get()
 
@@ -118,9 +139,10 @@ class OidcConnector:
         if not isinstance(code_challenge, str) or not _CODE_CHALLENGE.match(code_challenge):
             raise ValueError("code_challenge must be an S256 challenge (43 base64url characters)")
         metadata = await self.metadata()
-        params = {"response_type": "code", "client_id": self.settings.client_id,
-                  "redirect_uri": self.redirect_uri, "scope": self.scope, "state": state, "nonce": nonce,
-                  "code_challenge": code_challenge, "code_challenge_method": S256}
+        extra_scopes, extra_params = self.refresh_token_request(metadata)
+        params = {"response_type": "code", "client_id": self.settings.client_id, "redirect_uri": self.redirect_uri,
+                  "scope": " ".join(dict.fromkeys([*self.scope.split(), *extra_scopes])), "state": state,
+                  "nonce": nonce, "code_challenge": code_challenge, "code_challenge_method": S256, **extra_params}
         if login_hint:
             params["login_hint"] = login_hint  # OIDC Core §3.1.2.1: a hint, the IdP still authenticates
         return with_query(metadata.authorization_endpoint, params)
@@ -130,6 +152,12 @@ class OidcConnector:
         metadata = await self.metadata()
         tokens = await self.redeem(metadata, code=code, code_verifier=code_verifier)
         claims = await self.verify_id_token(tokens.unverified_id_token, metadata, nonce=nonce)
+        claims = await self.with_userinfo(claims, tokens, metadata)
+        if self.wants_refresh_token and tokens.refresh_token is None:
+            log.warning("the identity provider issued no refresh token at this sign-in: check_upstream_on_refresh "
+                        "cannot run for the sessions it starts (%s)", refresh_token_obstacle(metadata)
+                        or "it ignored offline_access; see offline_access_consent and the app's refresh token grant",
+                        extra={"idp": self.idp_id})
         identity = await self.identity_from(claims, tokens)
         log.info("upstream login verified", extra={"idp": self.idp_id})
         return identity
@@ -211,6 +239,44 @@ class OidcConnector:
             raise
         return verified_claims
 
+    # ------------------------------------------------------------ UserInfo (OIDC Core §5.3)
+
+    async def with_userinfo(self, claims: VerifiedClaims, tokens: TokenResponse,
+                            metadata: ProviderMetadata) -> VerifiedClaims:
+        """The claims, completed from UserInfo when configured or when a mapped claim is missing."""
+        lacking = userinfo.missing(claims, self.userinfo_claims())
+        mode = self.settings.userinfo
+        if mode == "never" or (mode == "auto" and not lacking):
+            self._log_missing(lacking, "the ID token (userinfo = never)")
+            return claims
+        if metadata.userinfo_endpoint is None or tokens.access_token is None:
+            self._log_missing(lacking, "the ID token, and the IdP offers no userinfo endpoint or access token")
+            return claims
+        if lacking:
+            log.info("the ID token lacks mapped claims; asking userinfo", extra={"idp": self.idp_id,
+                                                                                 "missing": lacking})
+        found = await self.http.get_json(metadata.userinfo_endpoint, what="userinfo endpoint",
+                                         timeout=self.request_timeout,
+                                         headers={"authorization": f"Bearer {tokens.access_token}"})
+        try:
+            completed = userinfo.merged(claims, found)
+        except InvalidIdToken as rejected:
+            log.warning("upstream userinfo rejected", extra={"idp": self.idp_id, "reason": rejected.description})
+            raise
+        self._log_missing(userinfo.missing(completed, self.userinfo_claims()), "the ID token or userinfo")
+        return completed
+
+    def userinfo_claims(self) -> tuple[str, ...]:
+        """The mapped claims whose absence from the ID token sends the connector to UserInfo."""
+        names = self.claim_names
+        return (names.email, names.name, names.groups)
+
+    def _log_missing(self, names: list[str], where: str) -> None:
+        if names:
+            log.warning("the identity provider sent no %s in %s: the user signs in without them (check the "
+                        "scopes and the IdP's claim settings)", ", ".join(names), where,
+                        extra={"idp": self.idp_id, "missing": names})
+
     # ------------------------------------------------------------ hooks for per-IdP connectors
 
     async def fetch_metadata(self) -> ProviderMetadata:
@@ -285,6 +351,15 @@ class OidcConnector:
         return await self.http.get_json(metadata.jwks_uri, what="JWKS", timeout=self.request_timeout)
 
 
+def refresh_token_obstacle(metadata: ProviderMetadata) -> str | None:
+    """Why this IdP cannot issue the broker a refresh token, as its discovery document says; None if it may."""
+    if metadata.grant_types_supported is not None and "refresh_token" not in metadata.grant_types_supported:
+        return "its discovery document does not list the refresh_token grant"
+    if metadata.scopes_supported is not None and OFFLINE_ACCESS not in metadata.scopes_supported:
+        return "its discovery document does not list the offline_access scope"
+    return None
+
+
 def claim_names(configured: IdpClaimsSettings, *, subject: str, groups: str) -> IdpClaimsSettings:
     """The configured claim names; ``subject`` and ``groups`` the operator left unset take these defaults."""
     defaults = {"subject": subject, "groups": groups}
@@ -296,8 +371,10 @@ def _read_tokens(body: dict[str, object]) -> TokenResponse:
     if not isinstance(unverified_id_token, str) or not unverified_id_token:
         raise InvalidIdToken("the identity provider returned no ID token")  # OIDC Core §3.1.3.3: REQUIRED
     refresh_token = body.get("refresh_token")
+    access_token = body.get("access_token")
     return TokenResponse(unverified_id_token=unverified_id_token,
-                         refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None)
+                         refresh_token=refresh_token if isinstance(refresh_token, str) and refresh_token else None,
+                         access_token=access_token if isinstance(access_token, str) and access_token else None)
 
 
 def basic_authorization(client_id: str, client_secret: str) -> str:

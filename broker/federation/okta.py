@@ -109,6 +109,8 @@ def describe(code: str) -> str:
 class OktaConnector(OidcConnector):
     """A ``Connector`` for Okta's org or custom authorization servers (see the module docstring)."""
 
+    offline_access_consent = False  # Okta issues refresh tokens for offline_access when the app allows the grant
+
     def __init__(self, settings: IdpSettings, *, redirect_uri: str, http: httpx.AsyncClient,
                  clock_skew: int = 60, clock: Callable[[], float] = time.time):
         self.okta_issuer = parse_issuer(settings.issuer)  # a wrong form fails at start, not at a login

@@ -4,23 +4,35 @@ still accepts them, using the IdP refresh token stored (encrypted) at login.
 Configured per IdP (``check_upstream_on_refresh``). A refusal upstream ends the user's sessions
 here (every family revoked, earlier access tokens dead) and the refresh fails; an unreachable IdP
 fails the refresh without ending anything.
+
+The connector asks for what its IdP needs to issue a refresh token (``offline_access``, with
+``prompt=consent`` where OIDC Core §11 wants it). When the check cannot run, it is said loudly: at
+start-up for an IdP whose discovery document rules refresh tokens out (``report_capabilities``), at a
+sign-in that brought no refresh token (the connector), and at a refresh that finds none stored.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.config import Settings
+from broker.federation.errors import UpstreamError
+from broker.federation.oidc import refresh_token_obstacle
 from broker.keys.crypto import DecryptionError, Encryptor
 from broker.lifecycle import offboarding
 from broker.oauth import secrets
 from broker.storage import grants
 from broker.storage.models import UpstreamIdentity, User
+
+log = logging.getLogger("broker.lifecycle")
 
 
 @dataclass(frozen=True)
@@ -49,12 +61,40 @@ class UpstreamCheck:
             UpstreamIdentity.user_id == family.user_id, UpstreamIdentity.idp_id.in_(self.idps),
             UpstreamIdentity.refresh_token_encrypted.is_not(None)).order_by(UpstreamIdentity.last_login_at.desc()))
         if identity is None:
+            self._say_unchecked(session, family.user_id)
             return None
         try:
             token = self.encryptor.decrypt(identity.refresh_token_encrypted or b"", _aad(identity.id)).decode()
         except DecryptionError:
             return None
         return PendingCheck(family.user_id, identity.idp_id, identity.id, token)
+
+    def _say_unchecked(self, session: Session, user_id: str) -> None:
+        idps = sorted(set(session.scalars(select(UpstreamIdentity.idp_id).where(
+            UpstreamIdentity.user_id == user_id, UpstreamIdentity.idp_id.in_(self.idps)))))
+        if idps:
+            log.warning("check_upstream_on_refresh cannot run for this refresh: no refresh token from IdP %s is "
+                        "stored for the user, so the refresh is not checked upstream", ", ".join(idps),
+                        extra={"user_id": user_id, "idps": idps})
+
+    async def report_capabilities(self, connectors: Mapping[str, Any]) -> None:
+        """At start-up: say, per IdP with the check, whether it can issue the broker refresh tokens."""
+        for idp_id in sorted(self.idps):
+            connector = connectors.get(idp_id)
+            if connector is None or not hasattr(connector, "metadata"):
+                continue
+            try:
+                obstacle = refresh_token_obstacle(await connector.metadata())
+            except UpstreamError as exc:
+                log.warning("check_upstream_on_refresh for IdP %s: its discovery document could not be read (%s); "
+                            "the first sign-in will show whether it issues refresh tokens", idp_id, exc)
+                continue
+            if obstacle is not None:
+                log.error("check_upstream_on_refresh for IdP %s cannot run: %s, so sign-ins there bring no refresh "
+                          "token and refreshes are not checked upstream", idp_id, obstacle)
+            else:
+                consent = " with prompt=consent" if connector.asks_consent_for_refresh_token else ""
+                log.info("check_upstream_on_refresh for IdP %s: sign-ins ask for offline_access%s", idp_id, consent)
 
     def accepted(self, session: Session, check: PendingCheck, rotated: str | None) -> None:
         if rotated:

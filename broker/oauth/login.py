@@ -83,6 +83,7 @@ class LoginFlow:
         self.csrf_key = csrf_key
         self.linked_idps = frozenset(settings.federation.link_by_verified_email)
         self.keeps_refresh_tokens = {idp.id for idp in settings.idps if idp.store_refresh_token}
+        self.checks_upstream = {idp.id for idp in settings.idps if idp.check_upstream_on_refresh}
 
     # ---------------------------------------------------------------- to the IdP and back
 
@@ -167,7 +168,7 @@ class LoginFlow:
         audit.record(session, "login.success", actor=f"idp:{identity.idp_id}", user_id=user.id,
                      client_id=pending.client_id, server_id=pending.server_id,
                      data={"idp": identity.idp_id, "acr": identity.acr, "amr": list(identity.amr),
-                           "groups": sorted(identity.groups)})
+                           "groups": sorted(identity.groups), **self._upstream_check_data(identity)})
         if user.status != "active":
             return self.fail(session, pending, AccessDeniedError("the user may not sign in"))
         server = servers.get(session, pending.server_id, self.issuer)
@@ -190,6 +191,12 @@ class LoginFlow:
             return self._issue_code(session, pending, user, now)
         self._settle(session, pending, "consent")
         return ConsentNeeded(pending.id)
+
+    def _upstream_check_data(self, identity: Identity) -> dict[str, bool]:
+        """For an IdP with check_upstream_on_refresh: whether this sign-in brought what the check needs."""
+        if identity.idp_id not in self.checks_upstream:
+            return {}
+        return {"upstream_refresh_token": identity.upstream_refresh_token is not None}
 
     # ---------------------------------------------------------------- consent
 

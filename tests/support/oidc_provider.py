@@ -12,6 +12,9 @@ Its signing keys are kept in the work directory, so a provider restarted on the 
 same directory (``OidcProvider(workdir, ..., port=idp.port)``) serves the JWKS the broker has cached,
 as a real IdP would after a restart; sessions and grants are in memory and do not survive.
 
+``strict=True`` keeps oidc-provider's own defaults: claims only at userinfo, refresh tokens only for
+``offline_access`` asked with ``prompt=consent``; ``revoke_grants(sub)`` then removes a user's grants.
+
 Its login page is a form with ``username`` and ``password``, which ``McpBrowser`` fills in as it does
 the test IdP's. Its consent page is its own (hidden ``prompt=consent``, buttons ``decision=allow|deny``):
 ``ProviderBrowser`` is ``McpBrowser`` plus an answer to that page, and nothing else.
@@ -71,8 +74,9 @@ class OidcProvider:
     """``node server.js`` on 127.0.0.1:``port``; started by ``start()`` or ``with``, stopped by ``stop()``."""
 
     def __init__(self, workdir: Path, *, clients: Sequence[ProviderClient], users: Sequence[ProviderUser],
-                 port: int | None = None):
+                 port: int | None = None, strict: bool = False):
         self.workdir = workdir
+        self.strict = strict  # oidc-provider's defaults: claims at userinfo only, refresh tokens only with consent
         self.clients = list(clients)
         self.users = list(users)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -108,6 +112,12 @@ class OidcProvider:
         """SIGTERM (then SIGKILL) its process group; the exit code, 0 for a clean stop."""
         return self._process.stop(timeout)
 
+    def revoke_grants(self, sub: str) -> int:
+        """Strict providers: revoke every grant of user ``sub`` (their tokens die); how many were revoked."""
+        response = httpx.post(f"{self.issuer}/test/revoke-grants", data={"sub": sub}, timeout=5)
+        response.raise_for_status()
+        return int(response.json()["revoked"])
+
     def output(self) -> str:
         """Everything the provider printed (warnings, errors, the ready line)."""
         return self._process.output()
@@ -116,6 +126,7 @@ class OidcProvider:
         config = {
             "port": self.port,
             "keys_path": str(self.workdir / "signing-keys.json"),
+            "strict": self.strict,
             "clients": [{**asdict(c), "redirect_uris": list(c.redirect_uris)} for c in self.clients],
             "users": [{**asdict(u), "groups": list(u.groups)} for u in self.users],
         }

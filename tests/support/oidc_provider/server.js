@@ -8,6 +8,7 @@
 //   {
 //     "port": 9000,                                  // used when --port is absent
 //     "keys_path": "/tmp/x/signing-keys.json",       // optional: signing keys survive restarts
+//     "strict": false,                               // true: oidc-provider's own defaults (see below)
 //     "clients": [{"client_id": "...", "client_secret": "...",
 //                  "redirect_uris": ["http://127.0.0.1:8000/callback/corp"]}],
 //     "users": [{"username": "alice", "password": "...", "sub": "alice", "email": "alice@corp.example",
@@ -17,6 +18,12 @@
 // Issuer: http://127.0.0.1:<port>. oidc-provider accepts an http issuer as it is; it only marks its
 // cookies `Secure` when the request is https, so nothing is relaxed for loopback http (no `proxy`, no
 // NODE_ENV). Its own default checks stay on; what differs from the defaults is listed in `configuration`.
+//
+// With "strict": true the provider keeps oidc-provider's defaults where this file otherwise relaxes them:
+// claims of the granted scopes only at userinfo (conformIdTokenClaims), and refresh tokens only for
+// offline_access asked with prompt=consent (OIDC Core §11); clients may use the refresh_token grant, and
+// token revocation (RFC 7009) is on. A test-only route then revokes a user's grants, as a user removing
+// the application at the IdP would: POST /test/revoke-grants with form field `sub`.
 //
 // Interactions are ours (devInteractions accept any password): GET /interaction/:uid shows a login form
 // (`username`, `password`) or a consent form (hidden `prompt=consent`, buttons `decision=allow|deny`).
@@ -44,6 +51,8 @@ if (!Number.isInteger(port) || port <= 0 || port > 65535) {
   process.exit(2);
 }
 const issuer = `http://${HOST}:${port}`;
+const strict = config.strict === true;
+const grantsByAccount = new Map(); // strict: the grants consent created, per account, for /test/revoke-grants
 const users = new Map(config.users.map((u) => [u.sub ?? u.username, { ...u, sub: u.sub ?? u.username }]));
 
 // ------------------------------------------------------------------ signing keys
@@ -69,27 +78,27 @@ const configuration = {
     client_id: c.client_id,
     client_secret: c.client_secret,
     redirect_uris: c.redirect_uris,
-    grant_types: ['authorization_code'],
+    grant_types: strict ? ['authorization_code', 'refresh_token'] : ['authorization_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
     id_token_signed_response_alg: 'ES256',
   })),
   jwks: signingKeys(),
   cookies: { keys: [randomBytes(32).toString('base64url')] },
-  scopes: ['openid', 'email', 'profile', 'groups'],
+  scopes: strict ? ['openid', 'offline_access', 'email', 'profile', 'groups'] : ['openid', 'email', 'profile', 'groups'],
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],
     profile: ['name'],
     groups: ['groups'],
   },
-  // The broker reads the ID token only (no userinfo call), as enterprise IdPs are set up for it:
-  // put the claims of the granted scopes into the ID token even though an access token is issued too.
-  conformIdTokenClaims: false,
+  // Relaxed: put the claims of the granted scopes into the ID token even though an access token is issued
+  // too, as enterprise IdPs are often set up. Strict: oidc-provider's default, claims only at userinfo.
+  conformIdTokenClaims: strict,
   responseTypes: ['code'],
   pkce: { required: () => true }, // every client, confidential ones included (OAuth 2.1)
   ttl: { Interaction: 600, Session: 3600, Grant: 3600, AccessToken: 600, IdToken: 600 }, // seconds
-  features: { devInteractions: { enabled: false } },
+  features: { devInteractions: { enabled: false }, revocation: { enabled: strict } },
   interactions: { url: (_ctx, interaction) => `/interaction/${interaction.uid}` },
   async findAccount(_ctx, sub) {
     const user = users.get(sub);
@@ -183,11 +192,26 @@ async function submitConsent(req, res) {
   for (const [indicator, scopes] of Object.entries(details.missingResourceScopes ?? {})) {
     grant.addResourceScope(indicator, scopes.join(' '));
   }
-  const result = { consent: { grantId: await grant.save() } };
+  const savedId = await grant.save();
+  grantsByAccount.set(session.accountId, new Set([...(grantsByAccount.get(session.accountId) ?? []), savedId]));
+  const result = { consent: { grantId: savedId } };
   return provider.interactionFinished(req, res, result, { mergeWithLastSubmission: true });
 }
 
 const INTERACTION = /^\/interaction\/([A-Za-z0-9_-]+)(?:\/(login|consent))?$/;
+
+// strict only: what a user removing the application at the IdP does; every token of those grants dies.
+async function revokeGrants(req, res) {
+  const sub = (await readForm(req)).get('sub');
+  const revoked = [];
+  for (const grantId of grantsByAccount.get(sub) ?? []) {
+    const grant = await provider.Grant.find(grantId);
+    if (grant) { await grant.destroy(); revoked.push(grantId); }
+  }
+  grantsByAccount.delete(sub);
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ revoked: revoked.length }));
+}
 
 async function interaction(req, res, match) {
   const [, uid, step] = match;
@@ -202,7 +226,11 @@ async function interaction(req, res, match) {
 const providerCallback = provider.callback();
 
 const server = createServer((req, res) => {
-  const match = INTERACTION.exec(new URL(req.url, issuer).pathname);
+  const path = new URL(req.url, issuer).pathname;
+  if (strict && path === '/test/revoke-grants' && req.method === 'POST') {
+    return revokeGrants(req, res).catch((err) => page(res, 'Failed', escape(err.message), 500));
+  }
+  const match = INTERACTION.exec(path);
   if (!match) return providerCallback(req, res);
   return interaction(req, res, match).catch((err) => {
     console.error(`interaction failed: ${err.name}: ${err.message}`);
