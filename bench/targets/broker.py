@@ -22,7 +22,7 @@ from bench.harness.http1 import Links
 from bench.harness.servers import postmaster_pid, start_pinned
 from bench.targets.browser import PASSWORD, REDIRECT, Client, sign_in
 from bench.targets.fake_idp import FakeIdp
-from broker import config
+from tests.support.broker_config import dev_settings, merged, with_testidp, write
 from tests.support.postgres import PostgresServer, free_port
 from tests.support.processes import BROKER, ServerProcess, everyone_may_reach, run_broker
 
@@ -30,7 +30,6 @@ USERS = 64
 # The rate limiter stays on (its cost is part of every request) with limits no run reaches: the load
 # comes from one address and a few clients, which the default limits would refuse within a minute.
 NO_LIMIT = 10**8  # the largest limit the settings accept
-TESTIDP_SECRET = "testidp-secret-0123456789"
 
 
 @dataclass
@@ -71,7 +70,7 @@ def create(store: str, idp: FakeIdp, pg: PostgresServer | None, instances: int =
         assert pg is not None
         url, db_root = pg.create_database(f"bench_{uuid.uuid4().hex[:8]}"), postmaster_pid(pg.port)
     setup = BrokerSetup(store, directory, url, [free_port() for _ in range(instances)], idp, db_root=db_root)
-    setup.config_path.write_text(_toml(setup))
+    write(setup.config_path, _settings(setup))
     setup.env = {"BROKER_CONFIG": str(setup.config_path)}
     for args in (("db", "upgrade"),
                  ("servers", "add", "--id", "mcp", "--name", "MCP", "--resource", setup.resource, "--scopes",
@@ -102,46 +101,17 @@ def _cli(setup: BrokerSetup, *args: str) -> str:
     return done.stdout
 
 
-def _toml(setup: BrokerSetup) -> str:
-    users = "".join(f'[[testidp.users]]\nusername = "{u}"\npassword = "{PASSWORD}"\nemail = "{u}@example.com"\n'
-                    f'groups = ["engineering"]\n' for u in setup.users())
-    return f'''mode = "dev"
-issuer = "{setup.issuer}"
-[database]
-url = "{setup.database_url}"
-[keys]
-key_encryption_key = "{config.new_kek()}"
-[tokens]
-access_token_lifetime = 3600
-authorization_code_lifetime = 600
-[logging]
-level = "WARNING"
-format = "text"
-[rate_limits.token]
-per_client = {NO_LIMIT}
-per_address = {NO_LIMIT}
-[rate_limits.authorize]
-per_client = {NO_LIMIT}
-per_address = {NO_LIMIT}
-[testidp]
-enabled = true
-{users}[[testidp.clients]]
-client_id = "broker"
-client_secret = "{TESTIDP_SECRET}"
-redirect_uris = ["{setup.issuer}/callback/test"]
-[[idps]]
-id = "test"
-type = "test"
-issuer = "{setup.issuer}/testidp"
-client_id = "broker"
-client_secret = "{TESTIDP_SECRET}"
-[[id_jag.trusted_issuers]]
-id = "bench-idp"
-issuer = "{setup.idp.issuer}"
-jwks_uri = "{setup.idp.issuer}/jwks"
-algorithms = ["ES256"]
-provision_users = true
-'''
+def _settings(setup: BrokerSetup) -> dict:
+    users = [{"username": u, "password": PASSWORD, "email": f"{u}@example.com", "groups": ["engineering"]}
+             for u in setup.users()]
+    unlimited = {"per_client": NO_LIMIT, "per_address": NO_LIMIT}
+    return dev_settings(setup.issuer, setup.database_url, **merged(with_testidp(setup.issuer, users=users), {
+        "tokens": {"access_token_lifetime": 3600, "authorization_code_lifetime": 600},
+        "logging": {"level": "WARNING"},
+        "rate_limits": {"token": unlimited, "authorize": unlimited},
+        "id_jag": {"trusted_issuers": [{"id": "bench-idp", "issuer": setup.idp.issuer,
+                                        "jwks_uri": f"{setup.idp.issuer}/jwks", "algorithms": ["ES256"],
+                                        "provision_users": True}]}}))
 
 
 class BrokerTarget:

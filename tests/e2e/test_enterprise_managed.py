@@ -24,7 +24,7 @@ import httpx
 import pytest
 from mcp.client.auth.extensions.identity_assertion import IdentityAssertionOAuthProvider
 
-from broker import config
+from tests.support.broker_config import ALICE, BOB, dev_settings, merged, with_testidp, write
 from tests.support.mcp_client import InMemoryTokenStorage, call_whoami
 from tests.support.oauth_flow import _ACTION, hidden_fields, pkce
 from tests.support.postgres import free_port
@@ -52,73 +52,23 @@ class Setup:
     agent_b: dict  # B's client for path (b): redeems A's ID-JAGs
 
 
-def config_a(issuer: str, issuer_b: str, mcp_b: str, tmp: Path) -> str:
-    return f'''mode = "dev"
-issuer = "{issuer}"
-[database]
-url = "sqlite:///{tmp / 'a.db'}"
-[keys]
-key_encryption_key = "{config.new_kek()}"
-[logging]
-format = "text"
-[testidp]
-enabled = true
-id_jag_audiences = ["{issuer}"]
-[[testidp.users]]
-username = "alice"
-password = "alice-pw"
-email = "alice@example.com"
-groups = ["engineering"]
-[[testidp.users]]
-username = "bob"
-password = "bob-pw"
-email = "bob@example.com"
-groups = ["sales"]
-[[testidp.clients]]
-client_id = "broker"
-client_secret = "testidp-secret-0123456789"
-redirect_uris = ["{issuer}/callback/test"]
-[[testidp.clients]]
-client_id = "agent"
-client_secret = "{AGENT_SECRET}"
-redirect_uris = ["{REDIRECT}"]
-resource_client_id = "agent-a"
-[[idps]]
-id = "test"
-type = "test"
-issuer = "{issuer}/testidp"
-client_id = "broker"
-client_secret = "testidp-secret-0123456789"
-[[id_jag.trusted_issuers]]
-id = "testidp"
-issuer = "{issuer}/testidp"
-jwks_uri = "{issuer}/testidp/jwks"
-algorithms = ["ES256"]
-idp = "test"
-provision_users = true
-[[id_jag.audiences]]
-issuer = "{issuer_b}"
-resources = ["{mcp_b}"]
-clients = {{ "app-a" = "agent-b" }}
-'''
+def config_a(issuer: str, issuer_b: str, mcp_b: str, tmp: Path) -> dict:
+    """Broker A: the test IdP (also issuing ID-JAGs for A itself) and token exchange for B."""
+    agent = {"client_id": "agent", "client_secret": AGENT_SECRET, "redirect_uris": [REDIRECT],
+             "resource_client_id": "agent-a"}
+    return dev_settings(issuer, f"sqlite:///{tmp / 'a.db'}", **merged(
+        with_testidp(issuer, users=[ALICE, BOB], clients=[agent], id_jag_audiences=[issuer]),
+        {"id_jag": {"trusted_issuers": [{"id": "testidp", "issuer": f"{issuer}/testidp",
+                                         "jwks_uri": f"{issuer}/testidp/jwks", "algorithms": ["ES256"],
+                                         "idp": "test", "provision_users": True}],
+                    "audiences": [{"issuer": issuer_b, "resources": [mcp_b], "clients": {"app-a": "agent-b"}}]}}))
 
 
-def config_b(issuer: str, issuer_a: str, tmp: Path) -> str:
-    return f'''mode = "dev"
-issuer = "{issuer}"
-[database]
-url = "sqlite:///{tmp / 'b.db'}"
-[keys]
-key_encryption_key = "{config.new_kek()}"
-[logging]
-format = "text"
-[[id_jag.trusted_issuers]]
-id = "broker-a"
-issuer = "{issuer_a}"
-jwks_uri = "{issuer_a}/jwks"
-algorithms = ["ES256"]
-provision_users = true
-'''
+def config_b(issuer: str, issuer_a: str, tmp: Path) -> dict:
+    """Broker B: trusts broker A's ID-JAGs."""
+    return dev_settings(issuer, f"sqlite:///{tmp / 'b.db'}", id_jag={"trusted_issuers": [
+        {"id": "broker-a", "issuer": issuer_a, "jwks_uri": f"{issuer_a}/jwks", "algorithms": ["ES256"],
+         "provision_users": True}]})
 
 
 POLICY_A = '''# Path (a): anyone from the test IdP reaches MCP-A, except bob. Path (b): engineering reaches B's server.
@@ -172,8 +122,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     port_a, port_b, port_mcp_a, port_mcp_b = (free_port() for _ in range(4))
     issuer_a, issuer_b = f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"
     mcp_a, mcp_b = f"http://127.0.0.1:{port_mcp_a}/demo/mcp", f"http://127.0.0.1:{port_mcp_b}/demo/mcp"
-    (tmp / "a.toml").write_text(config_a(issuer_a, issuer_b, mcp_b, tmp))
-    (tmp / "b.toml").write_text(config_b(issuer_b, issuer_a, tmp))
+    write(tmp / "a.toml", config_a(issuer_a, issuer_b, mcp_b, tmp))
+    write(tmp / "b.toml", config_b(issuer_b, issuer_a, tmp))
     (tmp / "policy-a.toml").write_text(POLICY_A)
     (tmp / "policy-b.toml").write_text(POLICY_B)
     env_a, env_b = {"BROKER_CONFIG": str(tmp / "a.toml")}, {"BROKER_CONFIG": str(tmp / "b.toml")}

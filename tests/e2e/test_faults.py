@@ -102,7 +102,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         url = pg.create_database("faults")
         ports = [free_port(), free_port()]
         issuer = f"http://127.0.0.1:{ports[0]}"
-        serve_config(tmp_path / "broker.toml", issuer, url, extra="[rate_limits]\nenabled = false\n")
+        serve_config(tmp_path / "broker.toml", issuer, url, rate_limits={"enabled": False})
         env = {"BROKER_CONFIG": str(tmp_path / "broker.toml")}
         cli(env, "db", "upgrade")
         cli(env, "servers", "add", "--id", "mcp", "--name", "MCP", "--resource", f"{issuer}/mcp", "--scopes", "read")

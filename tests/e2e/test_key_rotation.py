@@ -30,8 +30,8 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
 def test_a_running_broker_rotates_on_schedule(tmp_path: Path) -> None:
     port = free_port()
     issuer, resource = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/mcp"
-    extra = f"[tokens]\naccess_token_lifetime = {LIFETIME}\nid_token_lifetime = {LIFETIME}\nclock_skew = 0\n"
-    env = {"BROKER_CONFIG": str(serve_config(tmp_path / "broker.toml", issuer, extra=extra)),
+    tokens = {"access_token_lifetime": LIFETIME, "id_token_lifetime": LIFETIME, "clock_skew": 0}
+    env = {"BROKER_CONFIG": str(serve_config(tmp_path / "broker.toml", issuer, tokens=tokens)),
            "BROKER_KEYS__ROTATE_EVERY": "6", "BROKER_KEYS__ACTIVATION_DELAY": "3"}
     app = registered_app(env, resource, tmp_path)
     with ServerProcess([*BROKER, "serve", "--port", "{port}"], env=env, log_path=tmp_path / "serve.log", port=port,

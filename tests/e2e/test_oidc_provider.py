@@ -29,6 +29,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
 from broker import config
+from tests.support.broker_config import write
 from tests.support.mcp_browser import BrowserError
 from tests.support.oidc_provider import OidcProvider, ProviderBrowser, ProviderClient, ProviderUser
 from tests.support.postgres import free_port
@@ -69,34 +70,12 @@ class Federation:
 
 def broker_config(path: Path, *, issuer: str, port: int, database: Path, idp: OidcProvider,
                   client: ProviderClient) -> Path:
-    s = json.dumps  # a JSON string is a TOML basic string
-    path.write_text(f"""\
-mode = "production"
-issuer = {s(issuer)}
-data_dir = {s(str(path.parent))}
-
-[database]
-url = {s(f"sqlite:///{database}")}
-
-[keys]
-key_encryption_key = {s(config.new_kek())}
-
-[registration]
-enabled = true
-
-[server]
-host = "127.0.0.1"
-port = {port}
-
-[[idps]]
-id = {s(IDP_ID)}
-type = "oidc"
-display_name = "Corp SSO"
-issuer = {s(idp.issuer)}
-client_id = {s(client.client_id)}
-client_secret = {s(client.client_secret)}
-scopes = ["openid", "email", "profile", "groups"]
-""", encoding="utf-8")
+    write(path, {"mode": "production", "issuer": issuer, "data_dir": str(path.parent),
+                 "database": {"url": f"sqlite:///{database}"}, "keys": {"key_encryption_key": config.new_kek()},
+                 "registration": {"enabled": True}, "server": {"host": "127.0.0.1", "port": port},
+                 "idps": [{"id": IDP_ID, "type": "oidc", "display_name": "Corp SSO", "issuer": idp.issuer,
+                           "client_id": client.client_id, "client_secret": client.client_secret,
+                           "scopes": ["openid", "email", "profile", "groups"]}]})
     path.chmod(0o600)
     return path
 

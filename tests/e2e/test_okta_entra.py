@@ -20,6 +20,7 @@ import jwt
 import pytest
 
 from broker import config
+from tests.support.broker_config import write
 from tests.support.fake_idps import FakeClient, FakeEntra, FakeOkta, FakeUser, loopback_url, serve
 from tests.support.oauth_flow import hidden_fields, pkce
 from tests.support.postgres import free_port
@@ -58,44 +59,17 @@ def upstreams(issuer: str) -> tuple[FakeOkta, FakeEntra]:
     return okta, entra
 
 
-def broker_config(issuer: str, data_dir: Path, okta: FakeOkta, entra: FakeEntra) -> str:
-    return f"""
-mode = "production"
-issuer = "{issuer}"
-data_dir = "{data_dir}"
-
-[keys]
-key_encryption_key = "{config.new_kek()}"
-
-[registration]
-enabled = true
-
-[logging]
-format = "json"
-
-[[idps]]
-id = "okta"
-type = "okta"
-display_name = "Okta"
-issuer = "{okta.issuer}"
-client_id = "okta-client"
-client_secret = "okta-e2e-secret"
-scopes = ["openid", "email", "profile", "groups"]
-email_domains = ["okta.example"]
-
-[[idps]]
-id = "entra"
-type = "entra"
-display_name = "Entra ID"
-issuer = "{entra.issuer(TENANT)}"
-client_id = "entra-client"
-client_secret = "entra-e2e-secret"
-email_domains = ["entra.example"]
-
-[idps.entra]
-group_names = {{ "{ENGINEERING}" = "engineering" }}
-graph_endpoint = "{entra.graph_endpoint}"
-"""
+def broker_config(issuer: str, data_dir: Path, okta: FakeOkta, entra: FakeEntra) -> dict:
+    return {"mode": "production", "issuer": issuer, "data_dir": str(data_dir),
+            "keys": {"key_encryption_key": config.new_kek()}, "registration": {"enabled": True},
+            "logging": {"format": "json"},
+            "idps": [{"id": "okta", "type": "okta", "display_name": "Okta", "issuer": okta.issuer,
+                      "client_id": "okta-client", "client_secret": "okta-e2e-secret",
+                      "scopes": ["openid", "email", "profile", "groups"], "email_domains": ["okta.example"]},
+                     {"id": "entra", "type": "entra", "display_name": "Entra ID", "issuer": entra.issuer(TENANT),
+                      "client_id": "entra-client", "client_secret": "entra-e2e-secret",
+                      "email_domains": ["entra.example"],
+                      "entra": {"group_names": {ENGINEERING: "engineering"}, "graph_endpoint": entra.graph_endpoint}}]}
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -112,7 +86,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     okta, entra = upstreams(issuer)
     fakes = [serve(okta), serve(entra)]
     config_path = base / "broker.toml"
-    config_path.write_text(broker_config(issuer, base / "var", okta, entra))
+    write(config_path, broker_config(issuer, base / "var", okta, entra))
     env = {"BROKER_CONFIG": str(config_path)}
     resource = f"http://127.0.0.1:{free_port()}/mcp"
     try:

@@ -25,9 +25,9 @@ REGISTRATION = json.dumps({"client_name": "slow", "redirect_uris": ["http://127.
 def serving(tmp_path: Path, drain: float, timeout: float, workers: int = 1, database_url: str | None = None,
             ) -> ServerProcess:
     port = free_port()
-    extra = (f"[registration]\nenabled = true\n[server]\nshutdown_drain = {drain}\n"
-             f"shutdown_timeout = {timeout}\n")
-    config = serve_config(tmp_path / "broker.toml", f"http://127.0.0.1:{port}", database_url, extra=extra)
+    config = serve_config(tmp_path / "broker.toml", f"http://127.0.0.1:{port}", database_url,
+                          registration={"enabled": True},
+                          server={"shutdown_drain": drain, "shutdown_timeout": timeout})
     env = {"BROKER_CONFIG": str(config)}
     assert run_broker("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
     return ServerProcess([*BROKER, "serve", "--port", "{port}", "--workers", str(workers)], env=env,

@@ -10,10 +10,11 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
-from broker.config import new_kek
+from tests.support import broker_config
 from tests.support.postgres import free_port
 
 BROKER = [sys.executable, "-m", "broker.cli"]
@@ -88,35 +89,12 @@ def everyone_may_reach(server_id: str, directory: Path) -> Path:
 
 
 def serve_config(path: Path, issuer: str, database_url: str | None = None, kek: str | None = None,
-                 extra: str = "") -> Path:
+                 **sections: Any) -> Path:
     """A config file for ``broker serve`` whose upstream IdP is its built-in test IdP with one user,
-    alice / alice-pw (group engineering); ``database_url`` None: SQLite under the working directory."""
-    database = f'[database]\nurl = "{database_url}"\n' if database_url else ""
-    path.write_text(f'''mode = "dev"
-issuer = "{issuer}"
-{database}[keys]
-key_encryption_key = "{kek or new_kek()}"
-[logging]
-format = "text"
-[testidp]
-enabled = true
-[[testidp.users]]
-username = "alice"
-password = "alice-pw"
-email = "alice@example.com"
-groups = ["engineering"]
-[[testidp.clients]]
-client_id = "broker"
-client_secret = "testidp-secret-0123456789"
-redirect_uris = ["{issuer}/callback/test"]
-[[idps]]
-id = "test"
-type = "test"
-issuer = "{issuer}/testidp"
-client_id = "broker"
-client_secret = "testidp-secret-0123456789"
-{extra}''')
-    return path
+    alice / alice-pw (group engineering); ``database_url`` None: SQLite under the working directory;
+    ``sections`` merge over that (``rate_limits={"enabled": False}``)."""
+    return broker_config.write(path, broker_config.merged(
+        broker_config.dev_settings(issuer, database_url, kek, **broker_config.with_testidp(issuer)), sections))
 
 
 def registered_app(env: dict[str, str], resource: str, directory: Path, trusted: bool = True) -> str:
