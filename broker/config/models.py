@@ -130,6 +130,8 @@ class RateLimitSettings(_Section):
 
     enabled: bool = True
     token: EndpointLimit = EndpointLimit(per_client=6000, per_address=6000)
+    # /revoke: public clients revoke with a client_id alone, and each revocation is a feed entry
+    revocation: EndpointLimit = EndpointLimit(per_client=600, per_address=600)
     authorize: EndpointLimit = EndpointLimit(per_client=3000, per_address=600)
     registration: AddressLimit = AddressLimit(per_address=60)
     scim: EndpointLimit = EndpointLimit(per_client=6000, per_address=6000)

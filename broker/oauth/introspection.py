@@ -225,22 +225,26 @@ class BrokerRevocationEndpoint(_PerRequest, RevocationEndpoint):
         return find_token(self._request, token_string, token_type_hint)
 
     def revoke_token(self, token: Any, request: Any) -> None:
+        """Revoke, and audit, only what is not revoked yet: a repeated revocation is answered alike (§2.2) and
+        writes nothing, so it cannot grow the revocation feed or the audit log."""
         now = request.now
         if isinstance(token, RefreshTokenRecord):  # revoking a refresh token revokes its family (§2.1)
             family = token.family
-            grants.revoke_family(request.db, family.id, "revoked by the client", now)
-            audit.record(request.db, "token.revoked", actor=family.client_id, user_id=family.user_id,
-                         client_id=family.client_id, outcome="revoked",
-                         data={"token_type": "refresh_token", "family_id": family.id})
+            if grants.revoke_family(request.db, family.id, "revoked by the client", now):
+                audit.record(request.db, "token.revoked", actor=family.client_id, user_id=family.user_id,
+                             client_id=family.client_id, outcome="revoked",
+                             data={"token_type": "refresh_token", "family_id": family.id})
             return
         claims = token.claims
-        audit.record(request.db, "token.revoked", actor=claims["client_id"], client_id=claims["client_id"],
-                     user_id=claims["sub"] if claims.get("sid") else None, outcome="revoked",
-                     data={"token_type": "access_token", "jti": claims["jti"], "family_id": claims.get("sid")})
-        grants.revoke_token_id(request.db, claims["jti"], dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
-                               "revoked by the client", claims["client_id"])
+        revoked = grants.revoke_token_id(request.db, claims["jti"], dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
+                                         "revoked by the client", claims["client_id"])
         if claims.get("sid"):  # and an access token its refresh token (§2.1: SHOULD)
-            grants.revoke_family(request.db, claims["sid"], "access token revoked by the client", now)
+            revoked = grants.revoke_family(request.db, claims["sid"], "access token revoked by the client",
+                                           now) or revoked
+        if revoked:
+            audit.record(request.db, "token.revoked", actor=claims["client_id"], client_id=claims["client_id"],
+                         user_id=claims["sub"] if claims.get("sid") else None, outcome="revoked",
+                         data={"token_type": "access_token", "jti": claims["jti"], "family_id": claims.get("sid")})
 
 
 class BrokerIntrospectionEndpoint(_PerRequest, IntrospectionEndpoint):

@@ -159,9 +159,14 @@ def revocations_since(session: Session, cursor: int, now: dt.datetime, limit: in
 # ---------------------------------------------------------------- revocations
 
 
-def revoke_token_id(session: Session, jti: str, expires_at: dt.datetime, reason: str, actor: str) -> None:
+def revoke_token_id(session: Session, jti: str, expires_at: dt.datetime, reason: str, actor: str) -> bool:
+    """Revoke an access token's id once: False, and nothing written, if it is revoked already (so revoking the
+    same token again and again adds nothing to the revocation feed that every MCP server downloads)."""
+    if is_token_id_revoked(session, jti):
+        return False
     session.add(Revocation(kind="token", subject=jti, expires_at=expires_at, reason=reason, actor=actor))
     session.flush()
+    return True
 
 
 _REVOKED_TOKEN_ID = (select(Revocation.__table__.c.id)

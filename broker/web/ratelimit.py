@@ -1,5 +1,5 @@
-"""Rate limits per client and per source address on ``/token``, ``/authorize``, ``/register`` and
-``/scim/v2/*`` (``[rate_limits]``; the choice and its limits are in docs/operations.md).
+"""Rate limits per client and per source address on ``/token``, ``/revoke``, ``/authorize``, ``/register``
+and ``/scim/v2/*`` (``[rate_limits]``; the choice and its limits are in docs/operations.md).
 
 Fixed windows counted in this process, aligned to multiples of the window length so every key
 starts afresh together and the counts are simply dropped. Each worker enforces its share of a limit
@@ -8,7 +8,7 @@ number; with several broker instances each allows that much. A refused request i
 no key. Keys: the source address as uvicorn derived it (``server.forwarded_allow_ips`` decides whether
 ``X-Forwarded-For`` is believed, as everywhere in the broker) and a client key that is never
 verified here and used for nothing else: the ``client_id`` of Basic authentication or of the form
-(``/token``), of the query (``/authorize``), or a digest of the bearer credential (SCIM).
+(``/token``, ``/revoke``), of the query (``/authorize``), or a digest of the bearer credential (SCIM).
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from broker.web.templates import templates
 
 Clock = Callable[[], float]
 ROUTE_KEY = "broker.route"  # scope key: the route label a refused request is measured under
-PATHS = {"/token": "token", "/authorize": "authorize", "/register": "registration"}
+PATHS = {"/token": "token", "/revoke": "revocation", "/authorize": "authorize", "/register": "registration"}
+CLIENT_FORM_GROUPS = ("token", "revocation")  # keyed by the client_id of Basic authentication or of the form
 SCIM_PREFIX = "/scim/v2"
 MAX_KEY_LENGTH = 256
 
@@ -108,8 +109,9 @@ def limiter_for(settings: Settings, clock: Clock = time.monotonic) -> RateLimite
         return math.ceil(limit / workers) if limit else 0
 
     rules = {group: Rule(section.window, share(getattr(section, "per_client", 0)), share(section.per_address))
-             for group, section in (("token", limits.token), ("authorize", limits.authorize),
-                                    ("registration", limits.registration), ("scim", limits.scim))}
+             for group, section in (("token", limits.token), ("revocation", limits.revocation),
+                                    ("authorize", limits.authorize), ("registration", limits.registration),
+                                    ("scim", limits.scim))}
     return RateLimiter(rules, limits.max_keys, clock)
 
 
@@ -154,7 +156,7 @@ async def _client_key(group: str, scope: Scope, receive: Receive) -> tuple[str |
     if group == "scim":
         credential = _header(scope, b"authorization")
         return (hashlib.sha256(credential).hexdigest()[:32] if credential else None), receive
-    if group != "token":
+    if group not in CLIENT_FORM_GROUPS:
         return None, receive
     basic = basic_client_id(_header(scope, b"authorization"))
     if basic is not None or scope["method"] != "POST" or not _is_form(scope):
@@ -272,5 +274,5 @@ async def _refuse_scim(scope: Scope, receive: Receive, send: Send, wait: int) ->
                                   (b"retry-after", str(wait).encode())])
 
 
-_REFUSALS = {"token": _refuse_token, "registration": _refuse_register, "authorize": _refuse_authorize,
-             "scim": _refuse_scim}
+_REFUSALS = {"token": _refuse_token, "revocation": _refuse_token, "registration": _refuse_register,
+             "authorize": _refuse_authorize, "scim": _refuse_scim}

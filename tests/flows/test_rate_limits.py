@@ -14,7 +14,8 @@ from tests.support.oauth_flow import register_client
 
 SCIM_TOKEN = secrets.token_urlsafe(30)
 METRICS_TOKEN = secrets.token_urlsafe(30)
-LIMITS = {"token": {"per_client": 2, "per_address": 5}, "authorize": {"per_client": 1, "per_address": 5},
+LIMITS = {"token": {"per_client": 2, "per_address": 5}, "revocation": {"per_client": 3, "per_address": 8},
+          "authorize": {"per_client": 1, "per_address": 5},
           "registration": {"per_address": 1}, "scim": {"per_client": 1, "per_address": 5}}
 
 
@@ -49,6 +50,16 @@ async def test_the_address_limit_holds_whatever_client_ids_are_named(client: htt
     assert statuses[-1] == 429 and 429 not in statuses[:5]  # X-Forwarded-For is uvicorn's to believe, not ours
     async with other_address(app, "192.0.2.8") as elsewhere:
         assert (await elsewhere.post("/token", data={"client_id": "c0"})).status_code != 429
+
+
+async def test_revocation_answers_429_per_client_as_oauth_json(client: httpx.AsyncClient, app) -> None:
+    """A public client id is all /revoke needs, so it is limited like /token (and tighter by default)."""
+    form = {"token": "unknown", "client_id": "public-client"}
+    assert [(await client.post("/revoke", data=form)).status_code for _ in range(3)] == [400, 400, 400]
+    refused = await client.post("/revoke", data=form)
+    assert refused.status_code == 429 and refused.json()["error"] == "temporarily_unavailable"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60 and refused.headers["cache-control"] == "no-store"
+    assert (await client.post("/revoke", data={**form, "client_id": "another"})).status_code == 400
 
 
 async def test_authorize_answers_429_with_a_page(client: httpx.AsyncClient, state) -> None:
@@ -91,4 +102,5 @@ async def test_the_limits_are_on_by_default(make_settings: Any) -> None:
     from broker.web.ratelimit import limiter_for
 
     limiter = limiter_for(make_settings())
-    assert limiter is not None and all(limiter.applies(g) for g in ("token", "authorize", "registration", "scim"))
+    assert limiter is not None and all(limiter.applies(g) for g in ("token", "revocation", "authorize", "registration",
+                                                                          "scim"))

@@ -55,3 +55,27 @@ async def test_a_client_cannot_revoke_another_clients_tokens(client: httpx.Async
     introspected = await client.post("/introspect", data={"token": tokens["access_token"]}, auth=(rs.row.id, rs.secret))
     assert introspected.json()["active"] is True
     assert (await refresh(client, owner.row.id, tokens["refresh_token"])).status_code == 200
+
+
+async def test_revoking_a_token_again_adds_nothing_to_the_feed(client: httpx.AsyncClient, state) -> None:
+    """Each revocation is an entry every MCP server downloads: revoking the same token again (any number of
+    times, access or refresh token) answers 200 as RFC 7009 §2.2 says and writes no entry and no audit event."""
+    from sqlalchemy import func, select
+
+    from broker.storage.models import AuditEvent
+
+    rs = resource_server(state)
+    app_client = register_client(state, trusted=True)
+    tokens = await tokens_for(client, app_client.row.id)
+    other = await tokens_for(client, app_client.row.id)
+    for token in (tokens["access_token"], other["refresh_token"]):
+        for _ in range(25):
+            revoked = await client.post("/revoke", data={"token": token, "client_id": app_client.row.id})
+            assert revoked.status_code == 200
+    feed = (await client.get("/revocations?since=0&limit=1000", auth=(rs.row.id, rs.secret))).json()
+    kinds = sorted(entry["kind"] for entry in feed["revocations"])
+    assert kinds == ["family", "family", "token"]  # the token, its family, the other family
+    with state.database.sessions() as session:
+        audited = session.scalar(select(func.count()).select_from(AuditEvent)
+                                 .where(AuditEvent.event_type == "token.revoked"))
+    assert audited == 2
