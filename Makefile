@@ -48,7 +48,7 @@ test: $(STAMP)
 
 # The edit loop: no e2e tests, no PostgreSQL, no browser (CI runs `make test`).
 test-quick: $(STAMP)
-	BROKER_TEST_STORES=sqlite $(VPY) -m pytest tests/unit tests/flows -m "not e2e" -q $(PYTEST_ARGS) \
+	TEST_STORES=sqlite $(VPY) -m pytest tests/unit tests/flows -m "not e2e" -q $(PYTEST_ARGS) \
 		|| { status=$$?; [ $$status -ne 5 ] || echo "make test-quick: pytest collected no tests" >&2; exit $$status; }
 
 # bench/run_all.py runs every bench script, then the issue 9 load runs (bench/load_runs.py; needs node

@@ -22,8 +22,8 @@ from broker.storage.db import Database
 from broker.storage.migrate import upgrade
 
 ISSUER = "http://127.0.0.1:8000"
-# BROKER_TEST_STORES=sqlite (`make test-quick`) runs the store-parametrised tests on SQLite only.
-STORES = [s for s in os.environ.get("BROKER_TEST_STORES", "sqlite,postgresql").split(",") if s]
+# TEST_STORES=sqlite (`make test-quick`) runs the store-parametrised tests on SQLite only.
+STORES = [s for s in os.environ.get("TEST_STORES", "sqlite,postgresql").split(",") if s]
 
 TEST_USERS = [
     {"username": "alice", "password": "alice-pw", "email": "alice@example.com", "name": "Alice Anders",
@@ -54,7 +54,7 @@ def anyio_backend() -> str:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[Any]:
     if "postgresql" not in STORES:
-        pytest.skip("PostgreSQL is not among BROKER_TEST_STORES")
+        pytest.skip("PostgreSQL is not among TEST_STORES")
     from tests.support.postgres import PostgresServer
 
     server = PostgresServer().start()
