@@ -99,9 +99,19 @@ def _names(session: Session, model: type[Client] | type[McpServer], ids: set[str
 def for_events(session: Session, events: Iterable[AuditEvent]) -> Names:
     """Names for everything a page of events mentions, actors included."""
     rows = list(events)
-    actors = [event.actor or "" for event in rows]
-    clients = [event.client_id for event in rows if event.client_id]
-    clients += [a.partition(":")[2] if a.startswith("client:") else a for a in actors]
-    emails = [a.partition(":")[2] for a in actors if a.startswith("console:")]
-    return lookup(session, [event.user_id for event in rows if event.user_id], clients,
+    clients, emails = _actor_ids([event.actor or "" for event in rows])
+    return lookup(session, [event.user_id for event in rows if event.user_id],
+                  clients + [event.client_id for event in rows if event.client_id],
                   [event.server_id for event in rows if event.server_id], emails)
+
+
+def for_actors(session: Session, actors: Iterable[str]) -> Names:
+    """Names for actor strings alone (a policy version's author)."""
+    clients, emails = _actor_ids(list(actors))
+    return lookup(session, client_ids=clients, emails=emails)
+
+
+def _actor_ids(actors: list[str]) -> tuple[list[str], list[str]]:
+    """The client ids and console emails actor strings may name."""
+    clients = [a.partition(":")[2] if a.startswith("client:") else a for a in actors]
+    return clients, [a.partition(":")[2] for a in actors if a.startswith("console:")]

@@ -27,7 +27,7 @@ MASK = "**********"
 class Entry:
     key: str  # dotted, list items by index: ``idps[0].client_id``
     value: str  # as TOML would read it (JSON); secrets masked
-    default: str  # the built-in default (a list item's field: the field's default)
+    default: str  # the built-in default (a list item's field: the field's default); "" when there is none
     source: str  # "default", "broker dev", a file's path, "environment variable BROKER_...", "command line"
     secret: bool
 
@@ -71,12 +71,15 @@ def _walk(model: BaseModel, default: BaseModel | None, loc: Loc) -> Iterator[tup
                 yield from _walk(item, None, (*here, index))
         else:
             secret = SecretStr in (field.annotation, *get_args(field.annotation))
-            yield here, _shown(value, secret), _shown(fallback, secret), secret
+            yield here, _shown(value, secret), "" if fallback is _NONE else _shown(fallback, secret), secret
+
+
+_NONE = object()  # a required field: no default
 
 
 def _field_default(field: Any) -> Any:
     value = field.get_default(call_default_factory=True)
-    return None if value is PydanticUndefined else value
+    return _NONE if value is PydanticUndefined else value
 
 
 def _shown(value: Any, secret: bool) -> str:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
+from broker.admin import names
 from broker.admin.sessions import MANAGE, VIEW, ConsoleUser
 from broker.lifecycle import offboarding
 from broker.policy import PolicyError, RuleChange, hypothetical, parse_claims, render_document_diff
@@ -37,7 +38,9 @@ servers = ["demo"]"""
 
 def _context(db: Session) -> dict[str, object]:
     version, document = policies.current_document(db)
-    return {"version": version, "text": policies.export(db), "history": versions.history(db),
+    history = versions.history(db)
+    return {"version": version, "text": policies.export(db), "history": history,
+            "authors": names.for_actors(db, [row.author for row in history]),
             "new_rule": NEW_RULE, "rules": [(rule, describe_rule(rule), dump_rule(rule)) for rule in document.rules],
             "servers": mcp_servers.list_all(db), "nav": "policies"}
 
