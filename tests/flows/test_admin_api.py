@@ -303,6 +303,7 @@ NEW_PATHS = {
     ("post", "/clients/{client_id}/approve"), ("post", "/clients/{client_id}/disable"),
     ("put", "/clients/{client_id}/trusted"),
     ("get", "/users"), ("get", "/users/{user}"), ("post", "/users/{user}/revoke"), ("post", "/users/{user}/restore"),
+    ("post", "/users/{user}/sessions/{session_id}/revoke"),
     ("get", "/policy"), ("post", "/policy"), ("get", "/policy/versions"), ("post", "/policy/explain"),
     ("get", "/policy/who-can"), ("post", "/policy/rollback"), ("get", "/access"),
     ("get", "/audit"), ("get", "/audit/verify"), ("get", "/keys"), ("post", "/keys/rotate"),
