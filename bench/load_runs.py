@@ -79,21 +79,42 @@ def find(rows: list[Row], suite: str, scenario: str, store: str, workers: str, c
 
 
 def comparisons(rows: list[Row], workers: list[str], clients: list[int]) -> list[str]:
-    """The ratios DESIGN.md's targets are stated in, from this run's rows."""
+    """The ratios the targets are stated in (docs and bench/RESULTS.md), from this run's rows."""
     lines = []
     for w in workers:
         for n in clients:
-            pg = ratio(find(rows, "broker", "refresh", "postgresql", w, n), find(rows, "bare", "refresh",
-                                                                                 "postgresql", w, n))
-            sq = ratio(find(rows, "broker", "refresh", "sqlite", w, n), find(rows, "bare", "refresh", "sqlite", w, n))
-            peer_refresh = ratio(find(rows, "broker", "refresh", "sqlite", w, n),
-                                 find(rows, "peer", "refresh", "memory", "1", n))
-            peer_intro = ratio(find(rows, "broker", "introspect", "sqlite", w, n),
-                               find(rows, "peer", "introspect", "memory", "1", n))
-            lines.append(f"- {w} worker(s), {n} clients: broker refresh = {pg} of bare on PostgreSQL, {sq} of bare "
-                         f"on SQLite; broker/oidc-provider: refresh (SQLite) {peer_refresh}, introspection (SQLite) "
-                         f"{peer_intro}")
+            def broker(scenario: str, store: str = "sqlite", w: str = w, n: int = n) -> Row | None:
+                return find(rows, "broker", scenario, store, w, n)
+
+            def peer(scenario: str, n: int = n) -> Row | None:
+                return find(rows, "peer", scenario, "memory", "1", n)
+
+            bare = {(flavour, store): find(rows, f"bare {flavour}", "refresh", store, w, n)
+                    for flavour in ("raw", "fastapi") for store in ("sqlite", "postgresql")}
+            lines += [
+                f"- {w} worker(s), {n} clients:",
+                f"  - refresh (SQLite) vs oidc-provider's refresh: {ratio(broker('refresh'), peer('refresh'))} "
+                "(target >= 120 %)",
+                f"  - client credentials vs oidc-provider's: "
+                f"{ratio(broker('client-credentials'), peer('client-credentials'))} (target >= 120 %)",
+                f"  - introspection vs oidc-provider's: {ratio(broker('introspect'), peer('introspect'))} "
+                "(target >= 100 %)",
+                f"  - ID-JAG vs oidc-provider's refresh: {ratio(broker('id-jag'), peer('refresh'))} (target >= 100 %)",
+                f"  - refresh on PostgreSQL vs the raw bare endpoint on PostgreSQL: "
+                f"{ratio(broker('refresh', 'postgresql'), bare['raw', 'postgresql'])} (target >= 75 %)",
+                f"  - refresh (SQLite) vs the raw bare endpoint: {ratio(broker('refresh'), bare['raw', 'sqlite'])}; "
+                f"vs the FastAPI bare endpoint: {ratio(broker('refresh'), bare['fastapi', 'sqlite'])}",
+                f"  - refresh p99 vs oidc-provider's: {p99_ratio(broker('refresh'), peer('refresh'))} "
+                "(target <= 1.5x at 64 clients)",
+            ]
     return lines
+
+
+def p99_ratio(numerator: Row | None, denominator: Row | None) -> str:
+    if numerator is None or denominator is None or not denominator.median("p99_ms"):
+        return "n/a"
+    return (f"{numerator.median('p99_ms') / denominator.median('p99_ms'):.2f}x "
+            f"({numerator.median('p99_ms'):.0f} vs {denominator.median('p99_ms'):.0f} ms)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,12 +26,20 @@ from tests.support.processes import ServerProcess
 ROOT = Path(__file__).resolve().parents[2]
 
 
+APPS = {"fastapi": "bench.bare.refresh_app:create_app", "raw": "bench.bare.raw_app:create_app"}
+
+
 class BareTarget:
+    """``flavour``: "fastapi" (the least a refresh does on the broker's framework) or "raw" (on a raw ASGI
+    callable with the drivers and cryptography directly: this machine's floor for Python)."""
+
     introspect_auth = b""
     refresh_auth = b""
 
-    def __init__(self, store: str, database_url: str, directory: Path, workers: int, db_root: int | None) -> None:
-        self.store, self.workers, self.name = store, str(workers), f"bare {store}"
+    def __init__(self, store: str, database_url: str, directory: Path, workers: int, db_root: int | None,
+                 flavour: str = "fastapi") -> None:
+        self.store, self.workers, self.name = store, str(workers), f"bare {flavour} {store}"
+        self.flavour = flavour
         self.database_url, self.directory, self.workers_n, self.db_root = database_url, directory, workers, db_root
         self.ports = [free_port()]
         self.engine = make_engine(database_url)
@@ -47,9 +55,9 @@ class BareTarget:
         env = {"BENCH_BARE_DATABASE_URL": self.database_url, "BENCH_BARE_KEY": str(key),
                "BENCH_BARE_ISSUER": f"http://127.0.0.1:{self.ports[0]}", "PYTHONPATH": str(ROOT)}
         self.process = start_pinned(
-            [sys.executable, "-m", "uvicorn", "--factory", "bench.bare.refresh_app:create_app", "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "--factory", APPS[self.flavour], "--host", "127.0.0.1",
              "--port", str(self.ports[0]), "--workers", self.workers, "--no-access-log", "--log-level", "warning"],
-            env, self.directory / f"bare-w{self.workers}.log", self.ports[0], "/readyz", cwd=ROOT)
+            env, self.directory / f"bare-{self.flavour}-w{self.workers}.log", self.ports[0], "/readyz", cwd=ROOT)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -2,7 +2,8 @@
 // tests/support/oidc_provider/node_modules), configured with the broker's token format:
 //   - JWT access tokens (RFC 9068) for one resource indicator, signed ES256, 1 h like the broker's bench config;
 //   - refresh tokens rotated on every use (rotateRefreshToken: true), kept in the default in-memory adapter;
-//   - confidential clients authenticating with client_secret_basic: "app" (refresh) and "rs" (introspection).
+//   - confidential clients authenticating with client_secret_basic: "app" (refresh), "rs" (introspection) and
+//     "m2m" (client_credentials, the same JWT access token for the one resource).
 // BENCHMARK ONLY: in-memory storage, plain http on loopback, and POST /bench/mint, which creates grants
 // and tokens through the provider's own model API (Grant, RefreshToken, AccessToken .save() into the
 // adapter) instead of driving the interaction pages, so setup costs nothing that the runs measure.
@@ -50,7 +51,8 @@ const client = (clientId, grantTypes) => ({
 });
 
 const provider = new Provider(issuer, {
-  clients: [client('app', ['authorization_code', 'refresh_token']), client('rs', [])],
+  clients: [client('app', ['authorization_code', 'refresh_token']), client('rs', []),
+    { ...client('m2m', []), grant_types: ['client_credentials'], scope: SCOPE }],
   jwks: { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), alg: 'ES256', use: 'sig' }] },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   scopes: ['openid', 'offline_access'],
@@ -61,6 +63,7 @@ const provider = new Provider(issuer, {
   },
   features: {
     devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
     introspection: { enabled: true },
     resourceIndicators: {
       enabled: true,

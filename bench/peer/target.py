@@ -36,6 +36,7 @@ class PeerTarget:
     name, store, workers = "oidc-provider", "memory", "1"
     refresh_auth = basic_auth("app", SECRET)
     introspect_auth = basic_auth("rs", SECRET)
+    machine_auth = basic_auth("m2m", SECRET)
     introspect_path = "/token/introspection"
 
     def __init__(self) -> None:
@@ -55,6 +56,10 @@ class PeerTarget:
         if self.process is not None:
             self.process.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
+
+    @property
+    def machine_resource(self) -> str:
+        return f"http://127.0.0.1:{self.ports[0]}/mcp"
 
     def server_pids(self) -> list[int]:
         return [self.process.proc.pid] if self.process and self.process.proc else []

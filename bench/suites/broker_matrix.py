@@ -13,13 +13,14 @@ from collections.abc import Callable
 from bench.bare.target import BareTarget
 from bench.harness.runner import Plan, Scenario, measure
 from bench.harness.stats import Row
-from bench.scenarios import code_exchange, id_jag, introspection, login, metadata, refresh
+from bench.scenarios import client_credentials, code_exchange, id_jag, introspection, login, metadata, refresh
 from bench.targets import broker
 from bench.targets.fake_idp import FakeIdp
 from tests.support.postgres import PostgresServer
 
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "refresh": refresh.Refresh,
+    "client-credentials": client_credentials.ClientCredentials,
     "code-exchange": code_exchange.CodeExchange,
     "id-jag": id_jag.IdJag,
     "introspect": introspection.Introspection,
@@ -43,9 +44,11 @@ def run(store: str, pg: PostgresServer | None, idp: FakeIdp, plan: Plan, scenari
                         target.revive()  # after a crash in the previous cell (seen and noted there)
                         rows.append(measure(target, scenario, n, plan, "broker"))
             if with_bare:
-                with BareTarget(store, setup.database_url, setup.directory, count, setup.db_root) as bare:
-                    scenario = refresh.Refresh()
-                    rows += [measure(bare, scenario, n, plan, "bare") for n in clients]
+                for flavour in ("raw", "fastapi"):
+                    with BareTarget(store, setup.database_url, setup.directory, count, setup.db_root,
+                                    flavour) as bare:
+                        scenario = refresh.Refresh()
+                        rows += [measure(bare, scenario, n, plan, f"bare {flavour}") for n in clients]
     finally:
         broker.remove(setup, pg)
     return rows

@@ -30,6 +30,7 @@ USERS = 64
 # The rate limiter stays on (its cost is part of every request) with limits no run reaches: the load
 # comes from one address and a few clients, which the default limits would refuse within a minute.
 NO_LIMIT = 10**8  # the largest limit the settings accept
+MACHINE = "bench-m2m"  # the client_credentials client's id
 
 
 @dataclass
@@ -75,13 +76,23 @@ def create(store: str, idp: FakeIdp, pg: PostgresServer | None, instances: int =
     for args in (("db", "upgrade"),
                  ("servers", "add", "--id", "mcp", "--name", "MCP", "--resource", setup.resource, "--scopes",
                   "tools:read"),
-                 ("policy", "import", str(everyone_may_reach("mcp", directory)))):
+                 ("policy", "import", str(_policy(directory)))):
         _cli(setup, *args)
     for name, flags in (("app", ["--trusted", "--redirect-uri", REDIRECT]), ("rs", ["--introspect"]),
-                        ("agent", ["--id-jag"])):
+                        ("agent", ["--id-jag"]),
+                        ("m2m", ["--id", MACHINE, "--client-credentials", "--scope", "tools:read"])):
         record = json.loads(_cli(setup, "clients", "add", "--name", name, "--confidential", *flags, "--json"))
         setup.clients[name] = Client(record["client_id"], record["client_secret"])
     return setup
+
+
+def _policy(directory: Path) -> Path:
+    """Every user may reach the one MCP server, and so may the machine client, for itself."""
+    path = everyone_may_reach("mcp", directory)
+    path.write_text(path.read_text() + f'\n[[rules]]\nid = "machine"\neffect = "allow"\nscopes = "*"\n\n'
+                                       f'[rules.subjects]\nclients = ["{MACHINE}"]\n\n'
+                                       f'[rules.targets]\nservers = ["mcp"]\n')
+    return path
 
 
 def remove(setup: BrokerSetup, pg: PostgresServer | None) -> None:
@@ -167,6 +178,14 @@ class BrokerTarget:
     @property
     def introspect_auth(self) -> bytes:
         return self.setup.clients["rs"].auth
+
+    @property
+    def machine_auth(self) -> bytes:
+        return self.setup.clients["m2m"].auth
+
+    @property
+    def machine_resource(self) -> str:
+        return self.setup.resource
 
     introspect_path = "/introspect"
 

@@ -10,6 +10,7 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from broker.audit import observers
+from broker.storage.hot import Tx
 from broker.storage.models import AuditEvent, utcnow
 from broker.storage.prepared import Prepared
 
@@ -23,18 +24,29 @@ FORBIDDEN_KEYS = frozenset({"token", "access_token", "refresh_token", "id_token"
 def record(session: Session, event_type: str, *, actor: str = "", user_id: str | None = None,
            client_id: str | None = None, server_id: str | None = None, outcome: str = "success",
            data: Mapping[str, Any] | None = None, at: dt.datetime | None = None) -> None:
-    """Add one event to the caller's transaction (committed, or not, with the change it describes).
+    """Add one event to the caller's transaction (committed, or not, with the change it describes)."""
+    values = _values(event_type, actor, user_id, client_id, server_id, outcome, data, at)
+    _INSERT.rowcount(session, values)
+    observers.note(session, event_type, outcome, client_id, server_id, values["data"])
 
-    A Core INSERT on a prebuilt statement: every token issuance records one, so it is on the hot path.
-    """
+
+async def record_hot(tx: Tx, event_type: str, *, actor: str = "", user_id: str | None = None,
+                     client_id: str | None = None, server_id: str | None = None, outcome: str = "success",
+                     data: Mapping[str, Any] | None = None, at: dt.datetime | None = None) -> None:
+    """``record`` in a transaction of the hot lane; listeners hear of the event once it commits."""
+    values = _values(event_type, actor, user_id, client_id, server_id, outcome, data, at)
+    await tx.rowcount(_INSERT, values)
+    observers.note_hot(tx, event_type, outcome, client_id, server_id, values["data"])
+
+
+def _values(event_type: str, actor: str, user_id: str | None, client_id: str | None, server_id: str | None,
+            outcome: str, data: Mapping[str, Any] | None, at: dt.datetime | None) -> dict[str, Any]:
     payload = dict(data or {})
     bad = FORBIDDEN_KEYS & set(_all_keys(payload))
     if bad:
         raise ValueError(f"audit data must not carry credentials ({', '.join(sorted(bad))})")
-    _INSERT.rowcount(session, {"occurred_at": at or utcnow(), "event_type": event_type, "actor": actor[:320],
-                              "user_id": user_id, "client_id": client_id, "server_id": server_id, "outcome": outcome,
-                              "data": payload})
-    observers.note(session, event_type, outcome, client_id, server_id, payload)
+    return {"occurred_at": at or utcnow(), "event_type": event_type, "actor": actor[:320], "user_id": user_id,
+            "client_id": client_id, "server_id": server_id, "outcome": outcome, "data": payload}
 
 
 def _all_keys(value: Any) -> list[str]:

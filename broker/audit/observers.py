@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from broker.storage.hot import Tx
+
 log = logging.getLogger("broker.audit")
 
 _PENDING = "broker.audit.observed"  # key in Session.info: events recorded in the open transaction
@@ -66,6 +68,14 @@ def note(session: Session, event_type: str, outcome: str, client_id: str | None,
         session.info.setdefault(_PENDING, []).append(ObservedEvent(event_type, outcome, client_id, server_id, data))
 
 
+def note_hot(tx: Tx, event_type: str, outcome: str, client_id: str | None, server_id: str | None,
+             data: Mapping[str, Any]) -> None:
+    """``note`` for a transaction of the hot lane."""
+    if _listeners:
+        observed = ObservedEvent(event_type, outcome, client_id, server_id, data)
+        tx.after_commit(lambda: _deliver([observed]))
+
+
 def _hook_sessions() -> None:
     global _hooked
     if not _hooked:
@@ -76,8 +86,11 @@ def _hook_sessions() -> None:
 
 def _committed(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
-    if not pending:
-        return
+    if pending:
+        _deliver(pending)
+
+
+def _deliver(pending: list[ObservedEvent]) -> None:
     for listener in _listeners:
         for observed in pending:
             try:

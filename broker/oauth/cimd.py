@@ -353,12 +353,26 @@ class CimdClients:
         self.fetcher = fetcher
         self.cache = cache or DocumentCache()
 
-    def resolve(self, session: Session, client_id: str, row: Client | None) -> Client:
-        """The client's row (``row`` is the stored one, if any); see the module docstring for the contract."""
+    def check(self, client_id: str) -> None:
+        """``CimdError`` unless this server accepts this client_id URL (its rules and host lists)."""
         if not self.settings.enabled or self.fetcher is None:
             raise CimdError("this server does not accept client metadata documents (URL client ids)")
         parts = check_client_id_url(client_id)
         check_host(parts.hostname or "", self.settings.allowed_hosts, self.settings.denied_hosts)
+
+    def fresh(self, client_id: str) -> ClientMetadata | None:
+        """The verified document, when it needs no fetch; else None (``fetch`` it, outside any transaction)."""
+        self.check(client_id)
+        return self.cache.get(client_id)
+
+    def fetch(self, client_id: str) -> ClientMetadata:
+        """Fetch, verify and cache the document (blocking: the network); ``CimdError`` when it cannot be used."""
+        self.check(client_id)
+        return self._fetch(client_id)
+
+    def resolve(self, session: Session, client_id: str, row: Client | None) -> Client:
+        """The client's row (``row`` is the stored one, if any); see the module docstring for the contract."""
+        self.check(client_id)
         if row is not None and row.status != "active":
             return row  # disabled or held by an administrator: refused by the caller, whatever the document says
         metadata = self.cache.get(client_id)

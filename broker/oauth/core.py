@@ -26,6 +26,7 @@ from broker.oauth.cimd import CimdClients, MetadataFetcher
 from broker.oauth.cimd import cache_lifetime as cimd_cache_lifetime
 from broker.oauth.client_keys import ClientKeySets
 from broker.oauth.clients import ClientDirectory
+from broker.oauth.engine import TokenEngine
 from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, TemporarilyUnavailableError
 from broker.oauth.id_jag import JWT_BEARER, AssertionKeys
 from broker.oauth.jwt_bearer import ASSERTION_KEY
@@ -56,6 +57,7 @@ class OAuthCore:
         self.assertion_keys = AssertionKeys(settings.id_jag.trusted_issuers, http or upstream_client())
         self.registration = BrokerRegistrationEndpoint(self.server, settings.registration.require_approval,
                                                        settings.registration.max_per_hour_per_address)
+        self.engine = TokenEngine(settings, keyring, policy, self.clients.cimd, self.assertion_keys)
 
     def metadata(self, session: Session) -> dict[str, Any]:
         return metadata.authorization_server_metadata(self.settings, servers.all_scopes(session))

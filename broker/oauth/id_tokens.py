@@ -17,7 +17,7 @@ import jwt
 from sqlalchemy.orm import Session
 
 from broker.config import Settings
-from broker.keys.ring import KeyRing
+from broker.keys.ring import ActiveKey, KeyRing
 from broker.oauth import cutoff, oidc_claims
 from broker.storage.models import User
 from broker.storage.users import Account
@@ -52,6 +52,14 @@ class IdTokens:
               nonce: str | None, auth_time: dt.datetime | None, acr: str | None, access_token: str | None,
               now: dt.datetime) -> str:
         """An ID token for ``client_id`` about ``user``; the caller checked the user may still sign in."""
+        return self.sign(self.keyring.active(session, now), user=user, client_id=client_id,
+                         user_claims=oidc_claims.user_claims(session, user, oidc_scopes), nonce=nonce,
+                         auth_time=auth_time, acr=acr, access_token=access_token, now=now)
+
+    def sign(self, key: ActiveKey, *, user: User | Account, client_id: str, user_claims: dict[str, Any],
+             nonce: str | None, auth_time: dt.datetime | None, acr: str | None, access_token: str | None,
+             now: dt.datetime) -> str:
+        """``issue`` with the claims about the user and the signing key at hand."""
         iat = cutoff.issued_at(now, user.not_before)  # a subject token for exchange: never before a revocation
         claims: dict[str, Any] = {
             "iss": self.issuer, "sub": user.id, "aud": client_id, "azp": client_id,  # OIDC Core §2
@@ -63,8 +71,7 @@ class IdTokens:
             claims["acr"] = acr
         if nonce is not None:
             claims["nonce"] = nonce  # OIDC Core §3.1.2.1: echoed unmodified, only when the request had one
-        claims |= oidc_claims.user_claims(session, user, oidc_scopes)
-        key = self.keyring.active(session, now)
+        claims |= user_claims
         if access_token is not None:
             claims["at_hash"] = at_hash(access_token, key.algorithm)  # OIDC Core §3.1.3.6
         return key.sign(claims, typ=ID_TOKEN_TYP)
@@ -72,29 +79,17 @@ class IdTokens:
     def verify(self, session: Session, token: str, *, client_id: str, now: dt.datetime,
                jwks_grace: dt.timedelta) -> dict[str, Any]:
         """The claims of an ID token this broker issued to ``client_id``, or ``IdTokenRejected``."""
+        return self.verify_with(self.keyring.jwks(session, jwks_grace, now)["keys"], token, client_id=client_id,
+                                now=now)
+
+    def verify_with(self, published: list[dict[str, Any]], token: str, *, client_id: str,
+                    now: dt.datetime) -> dict[str, Any]:
+        """``verify`` against the broker's published keys (``published``, as in its JWKS)."""
         unverified_id_token = token
-        jwk = self._key_for(session, unverified_id_token, now, jwks_grace)
+        jwk = _key_for(published, unverified_id_token)
         signed = _signed_claims(unverified_id_token, jwk)
         self._check_claims(signed, client_id, int(now.timestamp()))
         return signed
-
-    def _key_for(self, session: Session, unverified_id_token: str, now: dt.datetime,
-                 jwks_grace: dt.timedelta) -> dict[str, Any]:
-        try:
-            header = jwt.get_unverified_header(unverified_id_token)
-        except jwt.PyJWTError:
-            raise IdTokenRejected("the ID token is not a signed JWT") from None
-        typ = header.get("typ")
-        if typ is not None and (not isinstance(typ, str) or typ.lower() != ID_TOKEN_TYP.lower()):
-            raise IdTokenRejected("the ID token is typed as another kind of token")  # RFC 8725 §3.11
-        keys = {k["kid"]: k for k in self.keyring.jwks(session, jwks_grace, now)["keys"]}
-        jwk = keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
-        if jwk is None:
-            raise IdTokenRejected("the ID token is not signed by a key of this broker")  # only our published keys
-        if header.get("alg") != jwk["alg"] or jwk["alg"] not in _HASHES:
-            # RFC 8725 §3.1: only the key's own asymmetric algorithm; never none, never HS* keyed with it
-            raise IdTokenRejected("the ID token algorithm is not the key's")
-        return jwk
 
     def _check_claims(self, claims: dict[str, Any], client_id: str, now: int) -> None:
         if claims.get("iss") != self.issuer:
@@ -108,6 +103,24 @@ class IdTokens:
             raise IdTokenRejected("the ID token has expired")  # OIDC Core §3.1.3.7 item 9
         if iat > now + self.clock_skew:
             raise IdTokenRejected("the ID token was issued in the future")  # OIDC Core §3.1.3.7 item 10
+
+
+def _key_for(published: list[dict[str, Any]], unverified_id_token: str) -> dict[str, Any]:
+    try:
+        header = jwt.get_unverified_header(unverified_id_token)
+    except jwt.PyJWTError:
+        raise IdTokenRejected("the ID token is not a signed JWT") from None
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.lower() != ID_TOKEN_TYP.lower()):
+        raise IdTokenRejected("the ID token is typed as another kind of token")  # RFC 8725 §3.11
+    keys = {k["kid"]: k for k in published}
+    jwk = keys.get(header.get("kid")) if isinstance(header.get("kid"), str) else None
+    if jwk is None:
+        raise IdTokenRejected("the ID token is not signed by a key of this broker")  # only our published keys
+    if header.get("alg") != jwk["alg"] or jwk["alg"] not in _HASHES:
+        # RFC 8725 §3.1: only the key's own asymmetric algorithm; never none, never HS* keyed with it
+        raise IdTokenRejected("the ID token algorithm is not the key's")
+    return jwk
 
 
 def _signed_claims(unverified_id_token: str, jwk: dict[str, Any]) -> dict[str, Any]:

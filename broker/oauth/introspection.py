@@ -9,21 +9,18 @@ and not revoked since it was issued, and its MCP server is still enabled.
 from __future__ import annotations
 
 import datetime as dt
-import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from sqlalchemy.orm import Session
 
 from broker import audit
-from broker.federation.jwks import key_object
-from broker.oauth import cutoff, jws, secrets
+from broker.oauth import cutoff, secrets
 from broker.oauth.clients import AUTH_METHODS, SECRET_METHODS
-from broker.oauth.tokens import ACCESS_TOKEN_TYP
+from broker.oauth.verification import verify_signed
 from broker.registry import servers
 from broker.storage import grants, users
 from broker.storage.models import RefreshTokenFamily
@@ -58,88 +55,11 @@ class RefreshTokenRecord(_Record):
         return self.family.client_id == client.client_id
 
 
-class VerifiedAccessTokens:
-    """Claims of access tokens whose signature and issuer already verified, by the token's SHA-256.
-
-    A resource server that introspects asks about the same token on every call it serves, and checking
-    an ES256 signature with pyjwt costs ~280 µs, more than all of the database reads that follow. An entry
-    counts only while the key that signed it is still published with the same algorithm and the token
-    has not expired; what can change (revocation, the user, the client, the server) is read from the
-    database on every call regardless. Bounded, oldest out first; shared by the worker's threads.
-    """
-
-    def __init__(self, size: int = 4096):
-        self.size = size
-        self._entries: dict[str, tuple[str, str, dict[str, Any]]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, digest: str, keys: dict[str, Any], now: dt.datetime) -> dict[str, Any] | None:
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        kid, alg, claims = entry
-        jwk = keys.get(kid)
-        if jwk is None or jwk["alg"] != alg or claims["exp"] <= now.timestamp():
-            return None
-        return dict(claims)  # a copy: no caller can change what the next request reads
-
-    def put(self, digest: str, kid: str, alg: str, claims: dict[str, Any]) -> None:
-        with self._lock:
-            if digest not in self._entries and len(self._entries) >= self.size:
-                del self._entries[next(iter(self._entries))]
-            self._entries[digest] = (kid, alg, claims)
-
-
 def verify_own_access_token(session: Session, server: Any, unverified_token: str,
                             now: dt.datetime) -> dict[str, Any] | None:
     """Claims of an access token this broker signed and that has not expired; None otherwise."""
-    try:
-        header = jws.unverified_header(unverified_token)
-    except jws.MalformedJws:
-        return None
-    if str(header.get("typ", "")).lower() != ACCESS_TOKEN_TYP:  # RFC 9068 §4: typ must be at+jwt
-        return None
-    kid = header.get("kid")
-    if not isinstance(kid, str):
-        return None
-    keys = {k["kid"]: k for k in server.keyring.jwks(session, server.jwks_grace, now)["keys"]}
-    jwk = keys.get(kid)
-    if jwk is None or header.get("alg") != jwk["alg"]:  # only our published keys, only their algorithm
-        return None
-    digest = secrets.digest(unverified_token)
-    cached = server.verified_access_tokens.get(digest, keys, now)
-    if cached is not None:
-        return cached
-    try:  # iat may be up to a second ahead of the clock (oauth.cutoff.issued_at); exp decides below
-        claims = jwt.decode(unverified_token, key_object(jwk, jwk["alg"]), algorithms=[jwk["alg"]],
-                            issuer=server.issuer, leeway=0,
-                            options={"verify_aud": False, "verify_iat": False,
-                                     "require": ["exp", "iat", "jti", "sub"]})
-    except jwt.PyJWTError:
-        return None
-    if not well_typed(claims):  # signed by our key, yet not shaped as we sign: never trusted
-        return None
-    if claims["exp"] <= now.timestamp():  # the request's clock decides, as it does for a cached token
-        return None
-    server.verified_access_tokens.put(digest, jwk["kid"], jwk["alg"], claims)
-    return claims
-
-
-_REQUIRED = {"iss": str, "sub": str, "aud": str, "client_id": str, "scope": str, "jti": str, "iat": int, "exp": int}
-_OPTIONAL = {"sid": str, "email": str, "acr": str, "auth_time": int}
-
-
-def well_typed(claims: Any) -> bool:
-    """Whether every claim the broker reads has the JSON type the broker signs it with (no bool for int)."""
-    if not isinstance(claims, dict):
-        return False
-    for name, kind in (*_REQUIRED.items(), *_OPTIONAL.items()):
-        if name in _OPTIONAL and name not in claims:
-            continue
-        value = claims.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool) or value == "":
-            return False
-    return True
+    published = server.keyring.jwks(session, server.jwks_grace, now)["keys"]
+    return verify_signed(published, server.issuer, server.verified_access_tokens, unverified_token, now)
 
 
 def find_token(request: Any, token: str, hint: str | None) -> AccessTokenRecord | RefreshTokenRecord | None:

@@ -46,6 +46,19 @@ def user_claims(session: Session, user: User | Account, oidc_scopes: frozenset[s
     return claims
 
 
+def account_claims(account: Account, oidc_scopes: frozenset[str]) -> dict[str, Any]:
+    """``user_claims`` of an ``Account``, which carries its latest sign-in already."""
+    claims: dict[str, Any] = {}
+    if "email" in oidc_scopes and account.email:
+        claims["email"] = account.email
+        verified = (account.login_email == account.email and account.login_claims is not None
+                    and account.login_claims.get("email_verified") is True)
+        claims["email_verified"] = verified  # OIDC Core §5.1: that sign-in speaks only for its own address
+    if "profile" in oidc_scopes and account.display_name:
+        claims["name"] = account.display_name
+    return claims
+
+
 def _email_verified(session: Session, user: User | Account) -> bool:
     """What the IdP of the user's latest sign-in said about this address (the connector's verdict)."""
     latest = session.scalar(select(UpstreamIdentity).where(UpstreamIdentity.user_id == user.id)

@@ -35,11 +35,12 @@ from broker.oauth.clients import ClientDirectory, ClientView
 from broker.oauth.errors import InvalidClientError, describe
 from broker.oauth.grants import AuthorizationCodeGrant, ClientCredentialsGrant, RefreshTokenGrant
 from broker.oauth.id_tokens import IdTokens
-from broker.oauth.introspection import BrokerIntrospectionEndpoint, BrokerRevocationEndpoint, VerifiedAccessTokens
+from broker.oauth.introspection import BrokerIntrospectionEndpoint, BrokerRevocationEndpoint
 from broker.oauth.jwt_bearer import JwtBearerGrant
 from broker.oauth.request import BrokerJsonRequest, BrokerRequest, HttpRequest
 from broker.oauth.token_exchange import TokenExchangeGrant
 from broker.oauth.tokens import AccessTokens, RefreshTokens
+from broker.oauth.verification import VerifiedAccessTokens
 from broker.policy import PolicySource
 from broker.storage import grants as grant_repo
 

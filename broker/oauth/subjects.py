@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from collections.abc import Mapping
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -24,10 +26,15 @@ def user_subject(session: Session, user: User | users.Account) -> Subject:
         idp_id, login_claims = (latest.idp_id, latest.claims) if latest else (None, None)
     else:
         idp_id, login_claims = user.login_idp_id, user.login_claims
+    return subject_of(user.id, user.email, idp_id, login_claims, users.group_names(session, user.id))
+
+
+def subject_of(user_id: str, email: str | None, idp_id: str | None, login_claims: Mapping[str, Any] | None,
+               groups: list[str]) -> Subject:
+    """The policy subject of a user with these groups and the claims of their latest sign-in."""
     claims = dict(login_claims) if login_claims else {}
     amr = claims.get("amr")
-    return Subject(kind="user", id=user.id, email=user.email, idp_id=idp_id,
-                   groups=frozenset(users.group_names(session, user.id)), claims=claims,
+    return Subject(kind="user", id=user_id, email=email, idp_id=idp_id, groups=frozenset(groups), claims=claims,
                    acr=claims.get("acr") if isinstance(claims.get("acr"), str) else None,
                    amr=tuple(a for a in amr if isinstance(a, str)) if isinstance(amr, list) else ())
 
@@ -37,7 +44,8 @@ def with_login(subject: Subject, *, acr: str | None, amr: tuple[str, ...]) -> Su
     return dataclasses.replace(subject, acr=acr, amr=amr)
 
 
-def client_subject(client: ClientView) -> Subject:
+def client_subject(client: ClientView | Any) -> Subject:
+    """The client as the subject of its own grant (client credentials); ``client.row`` holds its scopes."""
     return Subject(kind="client", id=client.client_id, client_scopes=frozenset(client.row.scopes))
 
 
@@ -58,7 +66,11 @@ def active_user(session: Session, user_id: str, issued_at: dt.datetime | None = 
 
     ``issued_at``: when a stored grant (code, refresh-token family) was made; ``iat``: a signed token's.
     """
-    user = users.account(session, user_id)
+    return usable(users.account(session, user_id), issued_at, iat)
+
+
+def usable(user: users.Account | None, issued_at: dt.datetime | None, iat: int | None) -> users.Account:
+    """``user``, if they may still receive tokens from a grant made at ``issued_at`` (or a token of ``iat``)."""
     if user is None or user.status != "active":
         raise InvalidGrantError("the user may no longer sign in")
     if issued_at is not None and user.not_before is not None and issued_at < user.not_before:

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.config import Settings
-from broker.keys.ring import KeyRing
+from broker.keys.ring import ActiveKey, KeyRing
 from broker.oauth import cutoff, secrets
 from broker.oauth.errors import InvalidGrantError
 from broker.registry.servers import Server
@@ -61,6 +61,10 @@ class AccessTokens:
         self.keyring = keyring
 
     def issue(self, session: Session, facts: AccessTokenFacts, now: dt.datetime) -> IssuedAccessToken:
+        return self.sign(self.keyring.active(session, now), facts, now)
+
+    def sign(self, key: ActiveKey, facts: AccessTokenFacts, now: dt.datetime) -> IssuedAccessToken:
+        """The access token ``facts`` describe, signed with ``key`` (the one active at ``now``)."""
         lifetime = facts.server.access_token_lifetime or self.default_lifetime
         iat = cutoff.issued_at(now, facts.not_before)
         jti = str(uuid.uuid4())
@@ -77,8 +81,7 @@ class AccessTokens:
             claims["sid"] = facts.family_id  # the refresh-token family: revoking it kills these tokens too
         if facts.email:
             claims["email"] = facts.email
-        token = self.keyring.active(session, now).sign(claims, typ=ACCESS_TOKEN_TYP)
-        return IssuedAccessToken(token, jti, lifetime)
+        return IssuedAccessToken(key.sign(claims, typ=ACCESS_TOKEN_TYP), jti, lifetime)
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,7 @@ class RefreshTokens:
         if family is None:
             self._reject_unknown_or_reused(session, presented_hash, now)
         assert family is not None
-        self._check_usable(family, client_id, now)
+        self.check_usable(family, client_id, now)
         return family
 
     def revoke(self, session: Session, family_id: str, reason: str, now: dt.datetime) -> bool:
@@ -144,7 +147,7 @@ class RefreshTokens:
             raise InvalidGrantError("refresh token was already used")
         raise InvalidGrantError("unknown refresh token")
 
-    def _check_usable(self, family: RefreshTokenFamily, client_id: str, now: dt.datetime) -> None:
+    def check_usable(self, family: RefreshTokenFamily | grants.FamilyRow, client_id: str, now: dt.datetime) -> None:
         if family.client_id != client_id:
             raise InvalidGrantError("refresh token was issued to another client")  # RFC 6749 §6
         if family.revoked_at is not None:

@@ -55,3 +55,6 @@ class StaticPolicy:
 
     def current(self, session: object) -> Policy:
         return self.policy
+
+    async def current_hot(self, tx: object) -> Policy:
+        return self.policy

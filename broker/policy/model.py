@@ -65,7 +65,11 @@ class Policy(Protocol):
 
 
 class PolicySource(Protocol):
-    """Where the protocol core gets the policy in force for this request (it may have changed)."""
+    """Where the protocol core gets the policy in force for this request (it may have changed): in a cold-lane
+    session, or in a transaction of the hot lane."""
 
     def current(self, session: Any) -> Policy:
+        ...
+
+    async def current_hot(self, tx: Any) -> Policy:
         ...

@@ -3,30 +3,83 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import functools
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from broker.storage.hot import Tx
 from broker.storage.models import Client
 from broker.storage.prepared import Prepared
+
+# What a metadata-document client's row is made of when the token side stores it (all given: no defaults).
+CIMD_COLUMNS = ["id", "name", "kind", "status", "secret_hash", "token_endpoint_auth_method", "redirect_uris",
+                "grant_types", "jwks", "jwks_uri", "trusted", "scopes", "may_introspect", "registered_from",
+                "metadata", "created_at", "updated_at"]
 
 
 def get(session: Session, client_id: str) -> Client | None:
     return session.get(Client, client_id)
 
 
+class ClientRow(NamedTuple):
+    """A client's columns, named as ``Client``'s attributes: what every token request reads."""
+
+    id: str
+    name: str
+    kind: str
+    status: str
+    secret_hash: str | None
+    token_endpoint_auth_method: str
+    redirect_uris: list[str]
+    grant_types: list[str]
+    jwks: dict[str, Any] | None
+    jwks_uri: str | None
+    trusted: bool
+    scopes: list[str]
+    may_introspect: bool
+    registered_from: str | None
+    metadata_: dict[str, Any]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
 _TABLE = Client.__table__
 _RECORD = Prepared(select(*(column.label("metadata_") if column.name == "metadata" else column for column in _TABLE.c))
-                   .where(_TABLE.c.id == bindparam("client_id")))
+                   .where(_TABLE.c.id == bindparam("client_id")), row=ClientRow)
+_INSERT_IF_ABSENT = {name: Prepared(insert_fn(_TABLE).on_conflict_do_nothing(index_elements=["id"])
+                                    .returning(_TABLE.c.id), columns=CIMD_COLUMNS)
+                     for name, insert_fn in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
 
 
-def record(session: Session, client_id: str) -> Any:
-    """The client's columns (named as ``Client``'s attributes), read-only: what every token request needs,
-    without the ORM's cost of an object."""
+def record(session: Session, client_id: str) -> ClientRow | None:
+    """The client's columns, read-only: what every token request needs, without the ORM's cost of an object."""
     return _RECORD.first(session, {"client_id": client_id})
+
+
+async def record_hot(tx: Tx, client_id: str) -> ClientRow | None:
+    return await tx.first(_RECORD, {"client_id": client_id})
+
+
+async def insert_if_absent_hot(tx: Tx, values: dict[str, Any]) -> bool:
+    """``insert_if_absent`` for a metadata-document client: every column of ``CIMD_COLUMNS``."""
+    return await tx.scalar(_INSERT_IF_ABSENT[tx.dialect], values) is not None
+
+
+async def update_hot(tx: Tx, client_id: str, values: dict[str, Any], now: dt.datetime) -> None:
+    """Set some columns of a client, and its ``updated_at`` to ``now``."""
+    values = {**values, "updated_at": now}
+    await tx.rowcount(_update(tuple(sorted(values))), {"b_id": client_id, **{f"v_{k}": v for k, v in values.items()}})
+
+
+@functools.cache
+def _update(columns: tuple[str, ...]) -> Prepared:
+    values = {_TABLE.c[name if name != "metadata_" else "metadata"].key: bindparam(f"v_{name}",
+              type_=_TABLE.c[name if name != "metadata_" else "metadata"].type) for name in columns}
+    return Prepared(update(_TABLE).where(_TABLE.c.id == bindparam("b_id")).values(values))
 
 
 def add(session: Session, client: Client) -> None:

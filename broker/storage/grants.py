@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, case, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from broker.storage.hot import Tx
 from broker.storage.models import (
     AuthorizationCode,
     Client,
@@ -32,6 +33,65 @@ from broker.storage.prepared import Prepared
 # Access tokens of a revoked family die within their lifetime; the feed keeps the entry a day.
 FAMILY_TOKEN_HORIZON = dt.timedelta(days=1)
 
+
+class CodeRow(NamedTuple):
+    """An authorization code's columns."""
+
+    code_hash: str
+    client_id: str
+    user_id: str
+    redirect_uri: str
+    resource: str
+    scope: str
+    code_challenge: str
+    code_challenge_method: str
+    nonce: str | None
+    auth_time: dt.datetime | None
+    acr: str | None
+    oidc_scope: str | None
+    family_id: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    used_at: dt.datetime | None
+
+
+class FamilyRow(NamedTuple):
+    """A refresh-token family's columns."""
+
+    id: str
+    client_id: str
+    user_id: str
+    resource: str
+    scope: str
+    current_hash: str
+    generation: int
+    auth_time: dt.datetime | None
+    acr: str | None
+    oidc_scope: str | None
+    created_at: dt.datetime
+    last_used_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+    revoked_reason: str | None
+
+
+class TokenStanding(NamedTuple):
+    """Everything about an access token that can change after it was signed (``access_token_standing``)."""
+
+    revoked_id: int | None
+    client_status: str | None
+    family: str | None
+    user_status: str | None
+    user_not_before: dt.datetime | None
+
+
+class RevocationRow(NamedTuple):
+    id: int
+    kind: str
+    subject: str
+    not_before: dt.datetime | None
+    created_at: dt.datetime
+
 # ---------------------------------------------------------------- authorization codes
 
 
@@ -47,7 +107,8 @@ _CLAIM_CODE = Prepared(update(_CODES)
                        .where(_CODES.c.code_hash == bindparam("b_hash"), _CODES.c.used_at.is_(None),
                               _CODES.c.expires_at > bindparam("b_now"))
                        .values(used_at=bindparam("b_now"))
-                       .returning(*_CODES.c))
+                       .returning(*_CODES.c), row=CodeRow)
+_CODE = Prepared(select(*_CODES.c).where(_CODES.c.code_hash == bindparam("b_hash")), row=CodeRow)
 _CODE_FAMILY = Prepared(update(_CODES).where(_CODES.c.code_hash == bindparam("b_hash"))
                         .values(family_id=bindparam("b_family")))
 
@@ -69,6 +130,19 @@ def set_code_family(session: Session, code_hash: str, family_id: str) -> None:
 
 def code(session: Session, code_hash: str) -> AuthorizationCode | None:
     return session.get(AuthorizationCode, code_hash, populate_existing=True)
+
+
+async def claim_code_hot(tx: Tx, code_hash: str, now: dt.datetime) -> CodeRow | None:
+    return await tx.first(_CLAIM_CODE, {"b_hash": code_hash, "b_now": now})
+
+
+async def set_code_family_hot(tx: Tx, code_hash: str, family_id: str) -> None:
+    await tx.rowcount(_CODE_FAMILY, {"b_hash": code_hash, "b_family": family_id})
+
+
+async def code_hot(tx: Tx, code_hash: str) -> CodeRow | None:
+    """A code as stored, used or not (nothing changes)."""
+    return await tx.first(_CODE, {"b_hash": code_hash})
 
 
 # ---------------------------------------------------------------- refresh-token families
@@ -93,7 +167,7 @@ _ROTATE = Prepared(update(_FAMILIES)
                           _FAMILIES.c.expires_at > bindparam("b_now"), _FAMILIES.c.last_used_at > bindparam("b_idle"))
                    .values(current_hash=bindparam("b_new"), generation=_FAMILIES.c.generation + 1,
                            last_used_at=bindparam("b_now"))
-                   .returning(*_FAMILIES.c))
+                   .returning(*_FAMILIES.c), row=FamilyRow)
 _ROTATED = Prepared(insert(RotatedRefreshToken.__table__), columns=["token_hash", "family_id", "rotated_at"])
 # PostgreSQL: the rotation and the rotated token's record in one statement (one round trip, not two).
 _ROTATION = _ROTATE.statement.cte("rotation")
@@ -102,9 +176,25 @@ _ROTATE_AND_RECORD = Prepared(select(*_ROTATION.c).add_cte(
     .from_select(["token_hash", "family_id", "rotated_at"],
                  select(bindparam("b_old", type_=_FAMILIES.c.current_hash.type), _ROTATION.c.id,
                         bindparam("b_now", type_=_FAMILIES.c.last_used_at.type)))
-    .cte("recorded")))
+    .cte("recorded")), row=FamilyRow)
 _START_FAMILY = Prepared(insert(_FAMILIES).returning(*_FAMILIES.c),
-                         columns=[c.key for c in _FAMILIES.c if c.key not in ("revoked_at", "revoked_reason")])
+                         columns=[c.key for c in _FAMILIES.c if c.key not in ("revoked_at", "revoked_reason")],
+                         row=FamilyRow)
+_BY_CURRENT = Prepared(select(*_FAMILIES.c).where(_FAMILIES.c.current_hash == bindparam("b_hash")), row=FamilyRow)
+_ROTATED_TABLE = RotatedRefreshToken.__table__
+_BY_ROTATED = Prepared(select(*_FAMILIES.c).join(_ROTATED_TABLE, _ROTATED_TABLE.c.family_id == _FAMILIES.c.id)
+                       .where(_ROTATED_TABLE.c.token_hash == bindparam("b_hash")), row=FamilyRow)
+_NARROW = Prepared(update(_FAMILIES).where(_FAMILIES.c.id == bindparam("b_id")).values(scope=bindparam("b_scope")))
+_REVOKE_FAMILY = Prepared(update(_FAMILIES).where(_FAMILIES.c.id == bindparam("b_id"), _FAMILIES.c.revoked_at.is_(None))
+                          .values(revoked_at=bindparam("b_now"), revoked_reason=bindparam("b_reason")))
+_REVOCATIONS = Revocation.__table__
+_ADD_REVOCATION = Prepared(insert(_REVOCATIONS), columns=["kind", "subject", "not_before", "reason", "actor",
+                                                          "created_at", "expires_at"])
+_SINCE = Prepared(select(_REVOCATIONS.c.id, _REVOCATIONS.c.kind, _REVOCATIONS.c.subject, _REVOCATIONS.c.not_before,
+                         _REVOCATIONS.c.created_at)
+                  .where(_REVOCATIONS.c.id > bindparam("b_cursor"))
+                  .where(_REVOCATIONS.c.expires_at.is_(None) | (_REVOCATIONS.c.expires_at > bindparam("b_now")))
+                  .order_by(_REVOCATIONS.c.id).limit(bindparam("b_limit")), row=RevocationRow)
 
 
 def start_family(session: Session, **columns: Any) -> Any:
@@ -127,6 +217,56 @@ def rotate_current(session: Session, old_hash: str, new_hash: str, client_id: st
     if family is not None:
         _ROTATED.rowcount(session, {"token_hash": old_hash, "family_id": family.id, "rotated_at": now})
     return family
+
+
+async def start_family_hot(tx: Tx, **columns: Any) -> FamilyRow:
+    family = await tx.first(_START_FAMILY, columns)
+    assert family is not None
+    return family
+
+
+async def rotate_current_hot(tx: Tx, old_hash: str, new_hash: str, client_id: str, now: dt.datetime,
+                             idle_cutoff: dt.datetime) -> FamilyRow | None:
+    """``rotate_current`` on the hot lane."""
+    params = {"b_old": old_hash, "b_new": new_hash, "b_client": client_id, "b_now": now, "b_idle": idle_cutoff}
+    if tx.dialect == "postgresql":
+        return await tx.first(_ROTATE_AND_RECORD, params)
+    family = await tx.first(_ROTATE, params)  # SQLite has no UPDATE inside WITH
+    if family is not None:
+        await tx.rowcount(_ROTATED, {"token_hash": old_hash, "family_id": family.id, "rotated_at": now})
+    return family
+
+
+async def family_by_current_hot(tx: Tx, token_hash: str) -> FamilyRow | None:
+    return await tx.first(_BY_CURRENT, {"b_hash": token_hash})
+
+
+async def family_by_rotated_hot(tx: Tx, token_hash: str) -> FamilyRow | None:
+    return await tx.first(_BY_ROTATED, {"b_hash": token_hash})
+
+
+async def narrow_family_hot(tx: Tx, family_id: str, scope: str) -> None:
+    await tx.rowcount(_NARROW, {"b_id": family_id, "b_scope": scope})
+
+
+async def revoke_family_hot(tx: Tx, family_id: str, reason: str, now: dt.datetime) -> bool:
+    """``revoke_family`` on the hot lane."""
+    if await tx.rowcount(_REVOKE_FAMILY, {"b_id": family_id, "b_now": now, "b_reason": reason[:200]}) != 1:
+        return False
+    await tx.rowcount(_ADD_REVOCATION, {"kind": "family", "subject": family_id, "not_before": None,
+                                        "reason": reason[:200], "actor": "", "created_at": now,
+                                        "expires_at": now + FAMILY_TOKEN_HORIZON})
+    return True
+
+
+async def revoke_token_id_hot(tx: Tx, jti: str, expires_at: dt.datetime, reason: str, actor: str,
+                              now: dt.datetime) -> None:
+    await tx.rowcount(_ADD_REVOCATION, {"kind": "token", "subject": jti, "not_before": None, "reason": reason,
+                                        "actor": actor, "created_at": now, "expires_at": expires_at})
+
+
+async def revocations_since_hot(tx: Tx, cursor: int, now: dt.datetime, limit: int) -> list[RevocationRow]:
+    return await tx.rows(_SINCE, {"b_cursor": cursor, "b_now": now, "b_limit": limit})
 
 
 def narrow_family(session: Session, family_id: str, scope: str) -> None:
@@ -187,17 +327,25 @@ _ACCESS_TOKEN_STANDING = Prepared(select(
     .where(_FAMILIES.c.id == bindparam("family_id")).scalar_subquery().label("family"),
     select(_USERS.c.status).where(_USERS.c.id == bindparam("user_id")).scalar_subquery().label("user_status"),
     select(_USERS.c.not_before).where(_USERS.c.id == bindparam("user_id")).scalar_subquery().label("user_not_before"),
-))
+), row=TokenStanding)
 
 
 def access_token_standing(session: Session, *, jti: str, client_id: str, family_id: str | None,
-                          user_id: str | None) -> Any:
+                          user_id: str | None) -> TokenStanding:
     """Everything about an access token that can change after it was signed, in one statement (one round
     trip): ``revoked_id`` (a revocation of its ``jti``, or None), ``client_status``, ``family`` ("live",
     "revoked", or None when there is no such family), ``user_status`` and ``user_not_before`` (None when
     there is no such user). A None id asks nothing."""
     return _ACCESS_TOKEN_STANDING.first(session, {"jti": jti, "client_id": client_id, "family_id": family_id,
                                                   "user_id": user_id})
+
+
+async def access_token_standing_hot(tx: Tx, *, jti: str, client_id: str, family_id: str | None,
+                                    user_id: str | None) -> TokenStanding:
+    standing = await tx.first(_ACCESS_TOKEN_STANDING, {"jti": jti, "client_id": client_id, "family_id": family_id,
+                                                       "user_id": user_id})
+    assert standing is not None  # a select of scalar subqueries is always one row
+    return standing
 
 
 # ---------------------------------------------------------------- single-use JWT ids
@@ -213,6 +361,11 @@ def first_use_of_jti(session: Session, key_hash: str, purpose: str, expires_at: 
     statement = _FIRST_USE[session.get_bind().dialect.name]
     values = {"key_hash": key_hash, "purpose": purpose, "expires_at": expires_at}
     return statement.scalar(session, values) is not None
+
+
+async def first_use_of_jti_hot(tx: Tx, key_hash: str, purpose: str, expires_at: dt.datetime) -> bool:
+    values = {"key_hash": key_hash, "purpose": purpose, "expires_at": expires_at}
+    return await tx.scalar(_FIRST_USE[tx.dialect], values) is not None
 
 
 # ---------------------------------------------------------------- pending authorizations and consent

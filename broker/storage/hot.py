@@ -48,6 +48,7 @@ class Tx:
     def __init__(self, cache_key: Any) -> None:
         self.cache_key = cache_key  # what in-process caches of this database are kept under (its engine)
         self._after: list[Callable[[], None]] = []
+        self._savepoints = 0
 
     async def first(self, statement: Prepared, params: Mapping[str, Any]) -> Any:
         rows = await self.rows(statement, params)
@@ -64,6 +65,23 @@ class Tx:
         raise NotImplementedError
 
     async def rowcount(self, statement: Prepared, params: Mapping[str, Any]) -> int:
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A part of the transaction that an exception undoes alone (``Conflict`` included) before it goes on."""
+        self._savepoints += 1
+        name = f"sp{self._savepoints}"
+        await self._raw(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            await self._raw(f"ROLLBACK TO SAVEPOINT {name}")
+            await self._raw(f"RELEASE SAVEPOINT {name}")
+            raise
+        await self._raw(f"RELEASE SAVEPOINT {name}")
+
+    async def _raw(self, sql: str) -> None:
         raise NotImplementedError
 
     def after_commit(self, callback: Callable[[], None]) -> None:
@@ -116,6 +134,9 @@ class _SqliteTx(Tx):
         count = cursor.rowcount
         cursor.close()
         return int(count)
+
+    async def _raw(self, sql: str) -> None:
+        self._connection.execute(sql)
 
     def _execute(self, compiled: Compiled, params: Mapping[str, Any]) -> sqlite3.Cursor:
         try:
@@ -242,6 +263,9 @@ class _PostgresTx(Tx):
         except self._errors.UniqueViolationError as error:
             raise Conflict(type(error).__name__) from None
         return compiled.rows(records)
+
+    async def _raw(self, sql: str) -> None:
+        await self._connection.execute(sql)
 
     async def rowcount(self, statement: Prepared, params: Mapping[str, Any]) -> int:
         compiled = statement.compiled(self._sa)

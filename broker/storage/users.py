@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import String, bindparam, delete, func, select, update
+from sqlalchemy import String, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from broker.storage.hot import Tx
 from broker.storage.models import Group, GroupMembership, UpstreamIdentity, User, new_id, utcnow
 from broker.storage.prepared import Prepared
 
@@ -19,29 +20,53 @@ def get(session: Session, user_id: str) -> User | None:
     return session.get(User, user_id)
 
 
-# users.account(): what a grant reads of a user, as a row with User's attribute names plus the latest
-# upstream sign-in (login_idp_id, login_claims; None when there was none), which the policy subject needs.
-Account = Any  # a Prepared row: id, email, display_name, status, not_before, login_idp_id, login_claims
+class Account(NamedTuple):
+    """What a grant reads of a user (``User``'s attribute names), with their latest upstream sign-in
+    (``login_*``; None when there was none), which the policy subject and the OIDC claims need."""
+
+    id: str
+    email: str | None
+    display_name: str
+    status: str
+    not_before: dt.datetime | None
+    login_idp_id: str | None
+    login_claims: dict[str, Any] | None
+    login_email: str | None
+
+
+class Standing(NamedTuple):
+    status: str
+    not_before: dt.datetime | None
+
+
 _USERS = User.__table__
 _LOGINS = UpstreamIdentity.__table__
 _ACCOUNT = Prepared(select(_USERS.c.id, _USERS.c.email, _USERS.c.display_name, _USERS.c.status, _USERS.c.not_before,
-                   _LOGINS.c.idp_id.label("login_idp_id"), _LOGINS.c.claims.label("login_claims"))
-            .outerjoin(_LOGINS, _LOGINS.c.user_id == _USERS.c.id).where(_USERS.c.id == bindparam("user_id"))
-                    .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1))
+                           _LOGINS.c.idp_id.label("login_idp_id"), _LOGINS.c.claims.label("login_claims"),
+                           _LOGINS.c.email.label("login_email"))
+                    .outerjoin(_LOGINS, _LOGINS.c.user_id == _USERS.c.id).where(_USERS.c.id == bindparam("user_id"))
+                    .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1), row=Account)
+_STANDING = Prepared(select(_USERS.c.status, _USERS.c.not_before).where(_USERS.c.id == bindparam("user_id")),
+                     row=Standing)
 
 
-_STANDING = Prepared(select(_USERS.c.status, _USERS.c.not_before).where(_USERS.c.id == bindparam("user_id")))
-
-
-def standing(session: Session, user_id: str) -> Any:
+def standing(session: Session, user_id: str) -> Standing | None:
     """Only ``status`` and ``not_before``: whether the user's tokens still count (introspection)."""
     return _STANDING.first(session, {"user_id": user_id})
+
+
+async def standing_hot(tx: Tx, user_id: str) -> Standing | None:
+    return await tx.first(_STANDING, {"user_id": user_id})
 
 
 def account(session: Session, user_id: str) -> Account | None:
     """The user and their latest upstream sign-in in one prebuilt Core select, read fresh on every grant
     (offboarding must end access at once), without loading an ORM object."""
     return _ACCOUNT.first(session, {"user_id": user_id})
+
+
+async def account_hot(tx: Tx, user_id: str) -> Account | None:
+    return await tx.first(_ACCOUNT, {"user_id": user_id})
 
 
 def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | None:
@@ -57,6 +82,37 @@ def user_id_by_identity(session: Session, idp_id: str, subject: str) -> str | No
     """The id of the user known at ``idp_id`` as ``subject`` (a prebuilt Core select)."""
     known = login_ids(session, idp_id, subject)
     return None if known is None else known.user_id
+
+
+async def user_id_by_identity_hot(tx: Tx, idp_id: str, subject: str) -> str | None:
+    known = await tx.first(_LOGIN_IDS, {"idp_id": idp_id, "subject": subject})
+    return None if known is None else str(known.user_id)
+
+
+_BY_EMAIL = Prepared(select(_USERS.c.id).where(func.lower(_USERS.c.email) == func.lower(bindparam("email")))
+                     .limit(2))
+_ADD_USER = Prepared(insert(_USERS), columns=["id", "email", "display_name", "status", "created_at", "updated_at"])
+_ADD_IDENTITY = Prepared(insert(_LOGINS), columns=["id", "user_id", "idp_id", "subject", "email", "claims",
+                                                   "created_at"])
+
+
+async def ids_by_email_hot(tx: Tx, email: str) -> list[str]:
+    """Ids of at most two users with this email, case-insensitively (two means: not one person)."""
+    return [str(user_id) for user_id in await tx.scalars(_BY_EMAIL, {"email": email})]
+
+
+async def add_user_hot(tx: Tx, *, email: str | None, display_name: str, now: dt.datetime) -> str:
+    user_id = new_id()
+    await tx.rowcount(_ADD_USER, {"id": user_id, "email": email, "display_name": display_name, "status": "active",
+                                  "created_at": now, "updated_at": now})
+    return user_id
+
+
+async def add_identity_hot(tx: Tx, *, user_id: str, idp_id: str, subject: str, email: str | None,
+                           claims: dict[str, Any], now: dt.datetime) -> None:
+    """Record an upstream identity; ``hot.Conflict`` when (IdP, subject) is known already."""
+    await tx.rowcount(_ADD_IDENTITY, {"id": new_id(), "user_id": user_id, "idp_id": idp_id, "subject": subject,
+                                      "email": email, "claims": claims, "created_at": now})
 
 
 def login_ids(session: Session, idp_id: str, subject: str) -> Any:
@@ -118,6 +174,10 @@ _LATEST_LOGIN = Prepared(select(_LOGINS.c.idp_id, _LOGINS.c.claims)
 
 def group_names(session: Session, user_id: str) -> list[str]:
     return _GROUP_NAMES.scalars(session, {"user_id": user_id})
+
+
+async def group_names_hot(tx: Tx, user_id: str) -> list[str]:
+    return [str(name) for name in await tx.scalars(_GROUP_NAMES, {"user_id": user_id})]
 
 
 def latest_login(session: Session, user_id: str) -> Any:

@@ -95,8 +95,8 @@ async def test_concurrent_first_assertions_for_one_new_subject(client, state, lo
 
     state.settings = state.settings.model_copy(update={"id_jag": IdJagSettings(
         trusted_issuers=[TrustedAssertionIssuer(**trusted_issuer(provision_users=True))])})
-    state.oauth.server.settings = state.settings
-    state.oauth.server.assertion_issuers = {t.issuer: t for t in state.settings.id_jag.trusted_issuers}
+    state.oauth.engine.settings = state.settings
+    state.oauth.engine.assertion_issuers = {t.issuer: t for t in state.settings.id_jag.trusted_issuers}
     idp = FakeIdp().install(loopback)
     agent = register_client(state, auth_method="client_secret_basic", redirect_uris=[],
                             grant_types=("urn:ietf:params:oauth:grant-type:jwt-bearer",))

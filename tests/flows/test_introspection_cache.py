@@ -8,9 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
 
-from broker.oauth.introspection import VerifiedAccessTokens
 from broker.oauth.secrets import digest
+from broker.oauth.verification import VerifiedAccessTokens
+from broker.storage.models import SigningKey
 from tests.support.oauth_flow import register_client, tokens_for
 
 
@@ -30,10 +32,10 @@ async def issued(client: httpx.AsyncClient, state: Any) -> tuple[Any, str, str]:
 
 async def test_a_token_is_verified_once_then_answered_from_the_cache(client, state, issued, monkeypatch) -> None:
     rs, token, _ = issued
-    verified = state.oauth.server.verified_access_tokens
+    verified = state.oauth.engine.verified_access_tokens
     first = await introspect(client, rs, token)
     assert first["active"] is True and digest(token) in verified._entries
-    monkeypatch.setattr("broker.oauth.introspection.jwt.decode", lambda *a, **k: pytest.fail("verified again"))
+    monkeypatch.setattr("broker.oauth.verification.jwt.decode", lambda *a, **k: pytest.fail("verified again"))
     assert await introspect(client, rs, token) == first
 
 
@@ -46,10 +48,13 @@ async def test_a_cached_token_still_expires(client, state, issued, monkeypatch) 
     assert await introspect(client, rs, token) == {"active": False}
 
 
-async def test_a_cached_token_dies_with_its_key(client, state, issued, monkeypatch) -> None:
+async def test_a_cached_token_dies_with_its_key(client, state, issued) -> None:
     rs, token, _ = issued
     assert (await introspect(client, rs, token))["active"] is True
-    monkeypatch.setattr(state.oauth.server.keyring, "jwks", lambda *args: {"keys": []})  # the key is retired
+    retired = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=state.settings.longest_jwt_lifetime + 60)
+    with state.database.transaction() as session:  # retired before any token it signed could still be alive
+        for key in session.scalars(select(SigningKey).where(SigningKey.purpose == "broker")):
+            key.retired_at = retired
     assert await introspect(client, rs, token) == {"active": False}
 
 

@@ -119,7 +119,7 @@ async def test_refresh_of_an_openid_family_returns_a_new_id_token(client: httpx.
 async def test_the_broker_verifies_its_own_id_tokens(client: httpx.AsyncClient, state) -> None:
     new, other = register_client(state), register_client(state)
     id_token = (await openid_tokens(client, new.row.id, "openid"))["id_token"]
-    server = state.oauth.server
+    server = state.oauth.engine
     with state.database.sessions() as session:
         claims = server.id_tokens.verify(session, id_token, client_id=new.row.id, now=utcnow(),
                                          jwks_grace=server.jwks_grace)
@@ -264,7 +264,7 @@ async def test_userinfo_token_without_openid_is_insufficient_scope(client: httpx
     body = await openid_tokens(client, new.row.id, "openid", resource=None)
     sub = jwt.decode(body["access_token"], options={"verify_signature": False})["sub"]
     with state.database.transaction() as session:  # a token the grants never issue: no openid in its scope
-        issued = state.oauth.server.access_tokens.issue(session, AccessTokenFacts(
+        issued = state.oauth.engine.access_tokens.issue(session, AccessTokenFacts(
             subject=sub, client_id=new.row.id, server=servers.userinfo(ISSUER), scopes=frozenset({"email"})),
             utcnow())
     answer = await client.get("/userinfo", headers=bearer(issued.token))

@@ -13,10 +13,13 @@ from starlette.routing import BaseRoute
 from broker.web.engine.discovery import Discovery
 from broker.web.engine.http import Front, Route
 from broker.web.engine.openapi import documented
+from broker.web.engine.tokens import TokenSide
 from broker.web.ratelimit import RateLimiter
 from broker.web.state import BrokerState
 
 __all__ = ["BrokerApp", "mount_front"]
+
+GET, POST = frozenset({"GET"}), frozenset({"POST"})
 
 
 class BrokerApp(FastAPI):
@@ -59,7 +62,10 @@ def mount_front(app: BrokerApp, state: BrokerState, discovery_paths: list[str], 
 
 
 def front_for(state: BrokerState, discovery_paths: list[str], limiter: RateLimiter | None) -> Front:
-    discovery = Discovery(state)
-    routes = [Route("/jwks", frozenset({"GET"}), discovery.jwks, cors=True),
-              *(Route(path, frozenset({"GET"}), discovery.metadata, cors=True) for path in discovery_paths)]
+    discovery, tokens = Discovery(state), TokenSide(state)
+    routes = [Route("/token", POST, tokens.token, cors=True, limit="token"),
+              Route("/introspect", POST, tokens.introspect), Route("/revoke", POST, tokens.revoke, cors=True),
+              Route("/revocations", GET, tokens.revocations),
+              Route("/jwks", GET, discovery.jwks, cors=True),
+              *(Route(path, GET, discovery.metadata, cors=True) for path in discovery_paths)]
     return Front(routes, state.settings.server.max_body_bytes, limiter, state.metrics)

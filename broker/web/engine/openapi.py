@@ -35,6 +35,21 @@ def _served_by_the_front() -> None:
 def documented(discovery_paths: list[str]) -> APIRouter:
     """The front's endpoints as the OpenAPI document lists them."""
     docs = APIRouter()
+    docs.add_api_route("/token", _served_by_the_front, methods=["POST"], tags=["oauth"],
+                       summary="Token endpoint: authorization_code, refresh_token, client_credentials, jwt-bearer "
+                               "(ID-JAG), token-exchange (to ID-JAG)",
+                       responses=TOKEN_ERRORS, openapi_extra=FORM_BODY, response_class=JSONResponse)
+    docs.add_api_route("/revoke", _served_by_the_front, methods=["POST"], tags=["oauth"],
+                       summary="Token revocation (RFC 7009)", responses=OAUTH_ERRORS, openapi_extra=FORM_BODY,
+                       response_class=JSONResponse)
+    docs.add_api_route("/introspect", _served_by_the_front, methods=["POST"], tags=["oauth"],
+                       summary="Token introspection (RFC 7662), for registered resource servers",
+                       responses=OAUTH_ERRORS, openapi_extra=FORM_BODY, response_class=JSONResponse)
+    docs.add_api_route("/revocations", _served_by_the_front, methods=["GET"], tags=["oauth"],
+                       summary="Revocation feed for MCP servers that verify tokens locally",
+                       responses={**OAUTH_ERRORS, 403: {"description": "The client may not read the feed "
+                                                                       "(access_denied)"}},
+                       response_class=JSONResponse)
     docs.add_api_route("/jwks", _served_by_the_front, methods=["GET"], tags=["discovery"],
                        summary="JSON Web Key Set: active and not-yet-retired signing keys",
                        response_class=JwkSetResponse)

@@ -195,3 +195,17 @@ async def test_postgresql_a_killed_connection_is_a_database_error_then_replaced(
         async with migrated.hot.read() as tx:
             again = await tx.scalar(BACKEND_PID, {})
     assert again != pid
+
+
+async def test_a_savepoint_undoes_only_its_part(migrated: Database) -> None:
+    group = {"id": "g1", "source": "local", "name": "ops", "external_id": None, "created_at": NOW}
+    async with migrated.hot.write() as tx:
+        await tx.rowcount(ADD_GROUP, group)
+        with pytest.raises(Conflict):
+            async with tx.savepoint():
+                await tx.rowcount(ADD_GROUP, {**group, "id": "g2", "name": "sre"})
+                await tx.rowcount(ADD_GROUP, {**group, "id": "g3"})  # (source, name) taken: the part is undone
+        await tx.rowcount(ADD_GROUP, {**group, "id": "g4", "name": "dev"})
+    async with migrated.hot.read() as tx:
+        assert [await tx.first(GROUP, {"g": g}) is not None for g in ("g1", "g2", "g3", "g4")] == [
+            True, False, False, True]

@@ -1,0 +1,237 @@
+"""Client authentication at the token side (RFC 6749 §2.3): none, client_secret_basic, client_secret_post and
+private_key_jwt (RFC 7523 §2.2), for stored clients and for clients named by a metadata-document URL.
+
+The methods are tried in the order the endpoint lists them; a client authenticates with the one method it
+registered. A client is looked up once per request, however many methods ask for it. A metadata
+document was fetched before the transaction (``prefetch``); here its row is only stored or updated.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import unquote
+
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from broker import audit
+from broker.oauth import cimd, secrets
+from broker.oauth.engine.context import Grant, VerifiedClient
+from broker.oauth.errors import InvalidClientError, describe
+from broker.storage import clients as repo
+from broker.storage import grants as grant_repo
+from broker.storage.clients import ClientRow
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
+ASSERTION_LIFETIME_CAP = dt.timedelta(minutes=10)
+UNKNOWN = "The client does not exist on this server."
+
+Lookup = Callable[[str], Awaitable[ClientRow | None]]
+
+
+async def authenticate(grant: Grant, methods: Sequence[str]) -> VerifiedClient:
+    """The client this request authenticates as, with one of ``methods``; ``InvalidClientError`` otherwise."""
+    found: dict[str, ClientRow | None] = {}
+
+    async def lookup(client_id: str) -> ClientRow | None:
+        if not isinstance(client_id, str) or "\x00" in client_id:  # e.g. from Basic auth; never a client id
+            return None
+        if client_id not in found:
+            found[client_id] = await find(grant, client_id)
+        return found[client_id]
+
+    for method in methods:
+        row = await _METHODS[method](grant, lookup)
+        if row is not None and row.token_endpoint_auth_method == method:
+            return VerifiedClient(row, method)
+    description = f"The client cannot authenticate with methods: {list(methods)}"
+    if "client_secret_basic" in methods:
+        raise InvalidClientError(status_code=401, description=description)
+    raise InvalidClientError(description=description)
+
+
+async def find(grant: Grant, client_id: str) -> ClientRow | None:
+    """Who a client_id names, in MCP's order: a stored client, then a metadata-document URL."""
+    row = await repo.record_hot(grant.tx, client_id)
+    if row is not None and row.kind != "cimd":
+        return row
+    if not cimd.is_client_id_url(client_id):
+        return None
+    try:
+        return await _document_client(grant, client_id, row)
+    except cimd.CimdError as exc:  # a document that cannot be fetched or verified is invalid_client
+        raise InvalidClientError(description=describe(f"client metadata document: {exc.detail}")) from None
+
+
+async def _document_client(grant: Grant, client_id: str, row: ClientRow | None) -> ClientRow:
+    """``CimdClients.resolve`` with the document fetched before the transaction (see its contract)."""
+    documents = grant.engine.cimd
+    if documents is None:
+        raise cimd.CimdError("this server does not accept client metadata documents (URL client ids)")
+    documents.check(client_id)
+    if row is not None and row.status != "active":
+        return row  # disabled or held by an administrator: refused by the caller, whatever the document says
+    fetched = grant.call.fetched.documents.get(client_id)
+    if isinstance(fetched, cimd.CimdError):
+        raise fetched
+    metadata = fetched or documents.cache.get(client_id)
+    if metadata is None:  # named only inside the request in a way prefetch could not see
+        raise cimd.CimdError("its metadata document could not be fetched: not prepared")
+    if row is not None and fetched is None:
+        return row  # an unchanged document, known from the cache
+    return await _store(grant, metadata, row)
+
+
+async def _store(grant: Grant, metadata: cimd.ClientMetadata, row: ClientRow | None) -> ClientRow:
+    """Insert or update the row from a freshly verified document (status and admin flags untouched)."""
+    values, now = metadata.row_values(), grant.now
+    if row is None:
+        if await repo.insert_if_absent_hot(grant.tx, _new_row(metadata.client_id, values, now)):
+            await _audit(grant, "client.cimd_added", metadata, sorted(values))
+        row = await repo.record_hot(grant.tx, metadata.client_id)  # ours, or the one another instance stored
+        assert row is not None
+        if row.kind != "cimd" or row.status != "active":
+            return row
+    changed = {name: value for name, value in values.items() if getattr(row, name) != value}
+    if changed:
+        await repo.update_hot(grant.tx, row.id, changed, now)
+        await _audit(grant, "client.cimd_updated", metadata, sorted(changed))
+        row = row._replace(**changed)
+    return row
+
+
+def _new_row(client_id: str, values: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    return {"id": client_id, "kind": "cimd", "status": "active", "secret_hash": None, "trusted": False, "scopes": [],
+            "may_introspect": False, "registered_from": None, "created_at": now, "updated_at": now,
+            **{("metadata" if name == "metadata_" else name): value for name, value in values.items()}}
+
+
+async def _audit(grant: Grant, event_type: str, metadata: cimd.ClientMetadata, fields: list[str]) -> None:
+    """A client appearing, or its document changing (redirect URIs, keys), is worth a record."""
+    await audit.record_hot(grant.tx, event_type, actor=metadata.client_id, client_id=metadata.client_id,
+                           data={"fields": [f.rstrip("_") for f in fields], "client_name": metadata.client_name,
+                                 "redirect_uris": list(metadata.redirect_uris),
+                                 "token_endpoint_auth_method": metadata.token_endpoint_auth_method})
+
+
+# ---------------------------------------------------------------- the methods
+
+
+async def _none(grant: Grant, lookup: Lookup) -> ClientRow | None:
+    client_id = grant.params.get("client_id")
+    if client_id and not grant.params.get("client_secret"):
+        return await _known(lookup, client_id, 400)
+    return None
+
+
+async def _basic(grant: Grant, lookup: Lookup) -> ClientRow | None:
+    client_id, secret = basic_credentials(grant.call.authorization)
+    if client_id and secret:
+        row = await _known(lookup, client_id, 401)
+        if secrets.matches(secret, row.secret_hash):
+            return row
+    return None
+
+
+async def _post(grant: Grant, lookup: Lookup) -> ClientRow | None:
+    client_id, secret = grant.params.get("client_id"), grant.params.get("client_secret")
+    if client_id and secret:
+        row = await _known(lookup, client_id, 400)
+        if secrets.matches(secret, row.secret_hash):
+            return row
+    return None
+
+
+async def _known(lookup: Lookup, client_id: str, status: int) -> ClientRow:
+    row = await lookup(client_id)
+    if row is None:
+        raise InvalidClientError(status_code=status, description=UNKNOWN)
+    return row
+
+
+def basic_credentials(header: str | None) -> tuple[str | None, str | None]:
+    """(client_id, secret) of ``Basic base64(id:secret)`` (RFC 6749 §2.3.1), each form-urldecoded; (None, None)
+    for anything that is not readable Basic credentials."""
+    if not header or " " not in header:
+        return None, None
+    scheme, token = header.split(None, 1)
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        decoded = base64.b64decode(token).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None, None
+    if ":" in decoded:
+        client_id, secret = decoded.split(":", 1)
+        return unquote(client_id), unquote(secret)
+    return decoded, None
+
+
+async def _private_key_jwt(grant: Grant, lookup: Lookup) -> ClientRow | None:
+    """RFC 7523 §2.2 and §3: a JWT the client signed with a key it registered; its ``jti`` used once."""
+    if grant.params.get("client_assertion_type") != ASSERTION_TYPE:
+        return None
+    assertion = grant.params.get("client_assertion")
+    if not assertion:
+        return None
+    client_id = assertion_subject(assertion)
+    row = await lookup(client_id)
+    if row is None:
+        raise InvalidClientError(description=UNKNOWN)
+    claims = _verified(assertion, row, grant.engine.issuer, grant.engine.settings.tokens.clock_skew)
+    key = hashlib.sha256(f"client-assertion\0{claims['iss']}\0{claims['jti']}".encode()).hexdigest()
+    expires = dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC) + ASSERTION_LIFETIME_CAP
+    if not await grant_repo.first_use_of_jti_hot(grant.tx, key, "client-assertion", expires):
+        raise InvalidClientError(description="JWT ID is used before.")
+    if row.token_endpoint_auth_method != "private_key_jwt":
+        raise InvalidClientError(description="The client cannot authenticate with method: private_key_jwt")
+    return row
+
+
+def assertion_subject(assertion: str) -> str:
+    """The unverified ``sub`` of a client assertion: who it claims to be, to find the key that must verify it."""
+    try:
+        payload = jws.extract_compact(assertion.encode()).payload
+    except (JoseError, ValueError):
+        raise InvalidClientError(description="Invalid JWT assertion.") from None
+    try:
+        claims = json.loads(payload)
+    except ValueError:
+        raise InvalidClientError(description="Invalid JWT payload.") from None
+    if not isinstance(claims, dict):
+        raise InvalidClientError(description="Invalid JWT payload.")
+    if "sub" not in claims:
+        raise InvalidClientError(description="Missing claim: 'sub'")
+    if not isinstance(claims["sub"], str):
+        raise InvalidClientError(description="Invalid claim: 'sub'")
+    return claims["sub"]
+
+
+def _verified(assertion: str, row: ClientRow, issuer: str, leeway: int) -> dict[str, Any]:
+    try:
+        token = jwt.decode(assertion, KeySet.import_key_set(row.jwks or {"keys": []}))
+        registry = jwt.JWTClaimsRegistry(leeway=leeway, iss={"essential": True}, sub={"essential": True},
+                                         aud={"essential": True, "values": [issuer, f"{issuer}/token"]},
+                                         exp={"essential": True})  # RFC 7523 §3 item 3: us or our token endpoint
+        registry.validate(token.claims)
+    except JoseError as exc:
+        raise InvalidClientError(description=describe(exc.description)) from None
+    except ValueError:
+        raise InvalidClientError(description="Invalid JWT assertion.") from None
+    claims = token.claims
+    if claims["sub"] != claims["iss"]:
+        raise InvalidClientError(description="Issuer and Subject MUST match.")
+    if "jti" not in claims:
+        raise InvalidClientError(description="Missing JWT ID.")
+    return claims
+
+
+_METHODS: dict[str, Callable[[Grant, Lookup], Awaitable[ClientRow | None]]] = {
+    "none": _none, "client_secret_basic": _basic, "client_secret_post": _post, "private_key_jwt": _private_key_jwt}
