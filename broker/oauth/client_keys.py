@@ -96,6 +96,12 @@ class ClientKeySets:
                 return entry[1]
         return self._fetch(uri)
 
+    def cached(self, uri: str) -> dict[str, Any] | None:
+        """The key set at ``uri`` while its cache entry is fresh; None when ``get`` would fetch."""
+        with self._lock:
+            entry = self._sets.get(uri)
+            return entry[1] if entry is not None and self.clock() < entry[0] else None
+
     def refetch(self, uri: str) -> dict[str, Any] | None:
         """The key set fetched again after a signature failed; None when rate limited (keep refusing)."""
         now = self.clock()

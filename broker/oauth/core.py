@@ -57,7 +57,7 @@ class OAuthCore:
         self.assertion_keys = AssertionKeys(settings.id_jag.trusted_issuers, http or upstream_client())
         self.registration = BrokerRegistrationEndpoint(self.server, settings.registration.require_approval,
                                                        settings.registration.max_per_hour_per_address)
-        self.engine = TokenEngine(settings, keyring, policy, self.clients.cimd, self.assertion_keys)
+        self.engine = TokenEngine(settings, keyring, policy, self.clients, self.assertion_keys)
 
     def metadata(self, session: Session) -> dict[str, Any]:
         return metadata.authorization_server_metadata(self.settings, servers.all_scopes(session))

@@ -16,9 +16,9 @@ from broker.storage.models import Client
 from broker.storage.prepared import Prepared
 
 # What a metadata-document client's row is made of when the token side stores it (all given: no defaults).
-CIMD_COLUMNS = ["id", "name", "kind", "status", "secret_hash", "token_endpoint_auth_method", "redirect_uris",
-                "grant_types", "jwks", "jwks_uri", "trusted", "scopes", "may_introspect", "registered_from",
-                "metadata", "created_at", "updated_at"]
+CIMD_COLUMNS = ["id", "name", "kind", "status", "secret_hash", "token_endpoint_auth_method", "extra_auth_methods",
+                "redirect_uris", "grant_types", "jwks", "jwks_uri", "trusted", "scopes", "may_introspect",
+                "registered_from", "metadata", "created_at", "updated_at"]
 
 
 def get(session: Session, client_id: str) -> Client | None:
@@ -34,6 +34,7 @@ class ClientRow(NamedTuple):
     status: str
     secret_hash: str | None
     token_endpoint_auth_method: str
+    extra_auth_methods: list[str]
     redirect_uris: list[str]
     grant_types: list[str]
     jwks: dict[str, Any] | None

@@ -10,6 +10,7 @@ revocation, a denial's audit event) commits with it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -19,8 +20,10 @@ from authlib.oauth2.rfc6749.errors import OAuth2Error, UnsupportedGrantTypeError
 from broker.config import Settings
 from broker.keys.ring import ActiveKey, KeyRing, jwk_set
 from broker.oauth import cimd
+from broker.oauth.client_keys import InvalidKeys
+from broker.oauth.clients import ClientDirectory
 from broker.oauth.engine import assertions, grants, introspection
-from broker.oauth.engine.clients import assertion_subject, basic_credentials
+from broker.oauth.engine.clients import RefetchKeys, assertion_subject, basic_credentials
 from broker.oauth.engine.context import Answer, Call, Fetched, Grant, refusal
 from broker.oauth.errors import InvalidClientError
 from broker.oauth.id_jag import JWT_BEARER, TOKEN_EXCHANGE, AssertionKeys
@@ -38,13 +41,14 @@ Step = Callable[[Grant], Awaitable[Answer]]
 
 
 class TokenEngine:
-    def __init__(self, settings: Settings, keyring: KeyRing, policy: PolicySource,
-                 documents: cimd.CimdClients | None, assertion_keys: AssertionKeys) -> None:
+    def __init__(self, settings: Settings, keyring: KeyRing, policy: PolicySource, clients: ClientDirectory,
+                 assertion_keys: AssertionKeys) -> None:
         self.settings = settings
         self.issuer = settings.issuer
         self.keyring = keyring
         self.policy = policy
-        self.cimd = documents
+        self.cimd = clients.cimd
+        self.key_sets = clients.key_sets  # private_key_jwt clients' keys at a jwks_uri
         self.assertion_keys = assertion_keys
         self.jwks_grace = dt.timedelta(seconds=settings.longest_jwt_lifetime)
         self.access_tokens = AccessTokens(settings, keyring)
@@ -81,11 +85,28 @@ class TokenEngine:
         return await self._run(lane, call, lambda grant: introspection.feed(grant, cursor, limit), write=_writes(call))
 
     async def _run(self, lane: HotLane, call: Call, step: Step, *, write: bool) -> Answer:
+        try:
+            return await self._once(lane, call, step, write)
+        except RefetchKeys as stale:  # the transaction rolled back; fetch the client's keys again, then retry
+            return await self._once(lane, await self._refetched(call, stale.uri), step, write)
+
+    async def _once(self, lane: HotLane, call: Call, step: Step, write: bool) -> Answer:
         async with (lane.write() if write else lane.read()) as tx:
             try:
                 return await step(Grant(self, tx, call))
             except OAuth2Error as error:
                 return refusal(error)
+
+    async def _refetched(self, call: Call, uri: str) -> Call:
+        try:
+            fresh: dict[str, Any] | InvalidKeys | None = await asyncio.to_thread(self.key_sets.refetch, uri)
+        except InvalidKeys as exc:
+            fresh = exc
+        keys = dict(call.fetched.client_keys)
+        if fresh is not None:  # None: refetched too recently; the cached keys decide
+            keys[uri] = fresh
+        fetched = dataclasses.replace(call.fetched, client_keys=keys, refetched=call.fetched.refetched | {uri})
+        return dataclasses.replace(call, fetched=fetched)
 
     # -- what a call needs fetched first
 
@@ -101,7 +122,44 @@ class TokenEngine:
         key = None
         if params.get("grant_type") == JWT_BEARER and self.assertion_issuers:
             key = await self.assertion_keys.prepare(params.get("assertion"))
-        return Fetched(documents, key, urls) if urls or key is not None else _NOTHING
+        client_keys = await self._client_keys(lane, params, documents)
+        if not urls and key is None and not client_keys:
+            return _NOTHING
+        return Fetched(documents, key, urls, client_keys)
+
+    async def _client_keys(self, lane: HotLane, params: Params,
+                           documents: dict[str, cimd.ClientMetadata | cimd.CimdError]
+                           ) -> dict[str, dict[str, Any] | InvalidKeys]:
+        """The keys at the ``jwks_uri`` of the client a client assertion names (its stored row's, or its metadata
+        document's), unless that client registered its keys inline."""
+        assertion = params.get("client_assertion")
+        if not assertion:
+            return {}
+        try:
+            client_id = assertion_subject(assertion)
+        except InvalidClientError:
+            return {}  # refused in the transaction, with the same words
+        uri = await self._jwks_uri(lane, client_id, documents.get(client_id))
+        if not uri:
+            return {}
+        keys = self.key_sets.cached(uri)
+        if keys is not None:
+            return {uri: keys}
+        try:
+            return {uri: await asyncio.to_thread(self.key_sets.get, uri)}
+        except InvalidKeys as exc:
+            return {uri: exc}
+
+    async def _jwks_uri(self, lane: HotLane, client_id: str,
+                        document: cimd.ClientMetadata | cimd.CimdError | None) -> str | None:
+        if isinstance(document, cimd.ClientMetadata):
+            return document.jwks_uri
+        async with lane.read() as tx:
+            row = await client_repo.record_hot(tx, client_id)
+        if row is not None and row.kind != "cimd":
+            return row.jwks_uri
+        cached = self.cimd.cache.get(client_id) if self.cimd is not None and cimd.is_client_id_url(client_id) else None
+        return cached.jwks_uri if cached is not None else (row.jwks_uri if row is not None else None)
 
     async def _document(self, lane: HotLane, client_id: str) -> cimd.ClientMetadata | cimd.CimdError | None:
         assert self.cimd is not None

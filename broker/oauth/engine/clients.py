@@ -1,9 +1,12 @@
-"""Client authentication at the token side (RFC 6749 §2.3): none, client_secret_basic, client_secret_post and
+"""Client authentication at the token side (RFC 6749 §2.3), on the hot lane, by ``broker.oauth.client_auth``'s
+rules: the request presents exactly one method, the endpoint must take it, its credential must verify, and
+the client must have registered it. Methods: none, client_secret_basic, client_secret_post and
 private_key_jwt (RFC 7523 §2.2), for stored clients and for clients named by a metadata-document URL.
 
-The methods are tried in the order the endpoint lists them; a client authenticates with the one method it
-registered. A client is looked up once per request, however many methods ask for it. A metadata
-document was fetched before the transaction (``prefetch``); here its row is only stored or updated.
+A client is looked up once per request. What needs the network (a metadata document, the keys at a client's
+``jwks_uri``) was fetched before the transaction (``TokenEngine.prefetch``); when an assertion's signature
+fails under keys from a ``jwks_uri``, ``RefetchKeys`` leaves the transaction so the engine can fetch them
+again (rate limited) and run the request once more.
 """
 
 from __future__ import annotations
@@ -18,26 +21,38 @@ from typing import Any
 from urllib.parse import unquote
 
 from joserfc import jws, jwt
-from joserfc.errors import JoseError
+from joserfc.errors import BadSignatureError, InvalidKeyIdError, JoseError
 from joserfc.jwk import KeySet
 
 from broker import audit
-from broker.oauth import cimd, secrets
+from broker.oauth import cimd, client_auth, secrets
+from broker.oauth.client_keys import InvalidKeys
+from broker.oauth.clients import registered_methods
 from broker.oauth.engine.context import Grant, VerifiedClient
 from broker.oauth.errors import InvalidClientError, describe
 from broker.storage import clients as repo
 from broker.storage import grants as grant_repo
 from broker.storage.clients import ClientRow
 
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
 ASSERTION_LIFETIME_CAP = dt.timedelta(minutes=10)
 UNKNOWN = "The client does not exist on this server."
 
 Lookup = Callable[[str], Awaitable[ClientRow | None]]
 
 
+class RefetchKeys(Exception):
+    """An assertion's signature failed under the cached keys of ``uri``: fetch them again, then retry."""
+
+    def __init__(self, uri: str):
+        super().__init__(uri)
+        self.uri = uri
+
+
 async def authenticate(grant: Grant, methods: Sequence[str]) -> VerifiedClient:
-    """The client this request authenticates as, with one of ``methods``; ``InvalidClientError`` otherwise."""
+    """The client this request authenticates as, with the one method it presented; ``InvalidClientError``
+    (``invalid_request`` for two methods in one request) otherwise."""
+    presented = presented_method(grant)
+    client_auth.check_accepted(presented, methods)
     found: dict[str, ClientRow | None] = {}
 
     async def lookup(client_id: str) -> ClientRow | None:
@@ -47,14 +62,23 @@ async def authenticate(grant: Grant, methods: Sequence[str]) -> VerifiedClient:
             found[client_id] = await find(grant, client_id)
         return found[client_id]
 
-    for method in methods:
-        row = await _METHODS[method](grant, lookup)
-        if row is not None and row.token_endpoint_auth_method == method:
-            return VerifiedClient(row, method)
-    description = f"The client cannot authenticate with methods: {list(methods)}"
-    if "client_secret_basic" in methods:
-        raise InvalidClientError(status_code=401, description=description)
-    raise InvalidClientError(description=description)
+    try:
+        row = await _METHODS[presented](grant, lookup)
+    except InvalidClientError as exc:
+        if presented != client_auth.PRIVATE_KEY_JWT:
+            raise
+        raise client_auth.credential_refused(presented, exc.description) from None
+    if row is None:
+        raise client_auth.credential_refused(presented)
+    client_auth.check_registered(presented, registered_methods(row))
+    return VerifiedClient(row, presented)
+
+
+def presented_method(grant: Grant) -> str:
+    params = grant.params
+    form = {name: params.get(name) or "" for name in ("client_secret", "client_assertion", "client_assertion_type")}
+    return client_auth.presented_method(client_auth.presented_by({"authorization": grant.call.authorization or ""},
+                                                                 form))
 
 
 async def find(grant: Grant, client_id: str) -> ClientRow | None:
@@ -82,8 +106,8 @@ async def _document_client(grant: Grant, client_id: str, row: ClientRow | None) 
     if isinstance(fetched, cimd.CimdError):
         raise fetched
     metadata = fetched or documents.cache.get(client_id)
-    if metadata is None:  # named only inside the request in a way prefetch could not see
-        raise cimd.CimdError("its metadata document could not be fetched: not prepared")
+    if metadata is None:  # its cache entry went stale since the request began
+        raise cimd.CimdError("its metadata document could not be fetched: try again")
     if row is not None and fetched is None:
         return row  # an unchanged document, known from the cache
     return await _store(grant, metadata, row)
@@ -108,8 +132,9 @@ async def _store(grant: Grant, metadata: cimd.ClientMetadata, row: ClientRow | N
 
 
 def _new_row(client_id: str, values: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
-    return {"id": client_id, "kind": "cimd", "status": "active", "secret_hash": None, "trusted": False, "scopes": [],
-            "may_introspect": False, "registered_from": None, "created_at": now, "updated_at": now,
+    return {"id": client_id, "kind": "cimd", "status": "active", "secret_hash": None, "extra_auth_methods": [],
+            "trusted": False, "scopes": [], "may_introspect": False, "registered_from": None, "created_at": now,
+            "updated_at": now,
             **{("metadata" if name == "metadata_" else name): value for name, value in values.items()}}
 
 
@@ -176,22 +201,19 @@ def basic_credentials(header: str | None) -> tuple[str | None, str | None]:
 
 async def _private_key_jwt(grant: Grant, lookup: Lookup) -> ClientRow | None:
     """RFC 7523 §2.2 and §3: a JWT the client signed with a key it registered; its ``jti`` used once."""
-    if grant.params.get("client_assertion_type") != ASSERTION_TYPE:
+    if grant.params.get("client_assertion_type") != client_auth.ASSERTION_TYPE:
         return None
     assertion = grant.params.get("client_assertion")
     if not assertion:
         return None
-    client_id = assertion_subject(assertion)
-    row = await lookup(client_id)
+    row = await lookup(assertion_subject(assertion))
     if row is None:
         raise InvalidClientError(description=UNKNOWN)
-    claims = _verified(assertion, row, grant.engine.issuer, grant.engine.settings.tokens.clock_skew)
+    claims = _verified(grant, assertion, row)
     key = hashlib.sha256(f"client-assertion\0{claims['iss']}\0{claims['jti']}".encode()).hexdigest()
     expires = dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC) + ASSERTION_LIFETIME_CAP
     if not await grant_repo.first_use_of_jti_hot(grant.tx, key, "client-assertion", expires):
         raise InvalidClientError(description="JWT ID is used before.")
-    if row.token_endpoint_auth_method != "private_key_jwt":
-        raise InvalidClientError(description="The client cannot authenticate with method: private_key_jwt")
     return row
 
 
@@ -214,13 +236,18 @@ def assertion_subject(assertion: str) -> str:
     return claims["sub"]
 
 
-def _verified(assertion: str, row: ClientRow, issuer: str, leeway: int) -> dict[str, Any]:
+def _verified(grant: Grant, assertion: str, row: ClientRow) -> dict[str, Any]:
+    issuer = grant.engine.issuer
     try:
-        token = jwt.decode(assertion, KeySet.import_key_set(row.jwks or {"keys": []}))
-        registry = jwt.JWTClaimsRegistry(leeway=leeway, iss={"essential": True}, sub={"essential": True},
-                                         aud={"essential": True, "values": [issuer, f"{issuer}/token"]},
-                                         exp={"essential": True})  # RFC 7523 §3 item 3: us or our token endpoint
-        registry.validate(token.claims)
+        token = jwt.decode(assertion, _keys(grant, row))
+        registry = jwt.JWTClaimsRegistry(leeway=grant.engine.settings.tokens.clock_skew, iss={"essential": True},
+                                         sub={"essential": True}, exp={"essential": True},
+                                         aud={"essential": True, "values": [issuer, f"{issuer}/token"]})
+        registry.validate(token.claims)  # RFC 7523 §3 item 3: the audience is us or our token endpoint
+    except (BadSignatureError, InvalidKeyIdError):
+        if row.jwks_uri and row.jwks_uri not in grant.call.fetched.refetched:
+            raise RefetchKeys(row.jwks_uri) from None
+        raise InvalidClientError() from None  # "the client assertion does not verify"
     except JoseError as exc:
         raise InvalidClientError(description=describe(exc.description)) from None
     except ValueError:
@@ -233,5 +260,18 @@ def _verified(assertion: str, row: ClientRow, issuer: str, leeway: int) -> dict[
     return claims
 
 
+def _keys(grant: Grant, row: ClientRow) -> KeySet:
+    """The client's public keys: registered inline, or those at its ``jwks_uri`` fetched before the transaction."""
+    if not row.jwks_uri:
+        return KeySet.import_key_set(row.jwks or {"keys": []})
+    fetched = grant.call.fetched.client_keys.get(row.jwks_uri)
+    if isinstance(fetched, InvalidKeys):
+        raise InvalidClientError(description=describe(str(fetched)))
+    if fetched is None:
+        raise InvalidClientError(description="the client's keys could not be fetched: try again")
+    return KeySet.import_key_set(fetched)
+
+
 _METHODS: dict[str, Callable[[Grant, Lookup], Awaitable[ClientRow | None]]] = {
-    "none": _none, "client_secret_basic": _basic, "client_secret_post": _post, "private_key_jwt": _private_key_jwt}
+    client_auth.NONE: _none, client_auth.CLIENT_SECRET_BASIC: _basic, client_auth.CLIENT_SECRET_POST: _post,
+    client_auth.PRIVATE_KEY_JWT: _private_key_jwt}

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from authlib.oauth2.rfc6749.errors import OAuth2Error
 
 from broker.oauth.cimd import CimdError, ClientMetadata
+from broker.oauth.client_keys import InvalidKeys
 from broker.oauth.id_jag import PreparedKey
 from broker.oauth.params import Params
 from broker.storage.clients import ClientRow
@@ -31,6 +32,8 @@ class Fetched:
     documents: Mapping[str, ClientMetadata | CimdError] = field(default_factory=dict)
     assertion_key: PreparedKey | None = None
     document_clients: tuple[str, ...] = ()  # the metadata-document URLs the request names as its client
+    client_keys: Mapping[str, dict[str, Any] | InvalidKeys] = field(default_factory=dict)  # by jwks_uri
+    refetched: frozenset[str] = frozenset()  # jwks_uris fetched again after a signature failed
 
 
 @dataclass(frozen=True, slots=True)
