@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from broker.oauth.errors import InvalidClientError, InvalidRequest, describe
 
@@ -32,6 +34,7 @@ SECRET_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST)
 CONFIDENTIAL_METHODS = (*SECRET_METHODS, PRIVATE_KEY_JWT)
 ALL_METHODS = (NONE, *CONFIDENTIAL_METHODS)
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,21 @@ def _basic_with_secret(authorization: str | None) -> bool:
     except (binascii.Error, UnicodeDecodeError):
         return True  # a malformed Basic header is still an attempt at client_secret_basic
     return bool(decoded.partition(":")[2])
+
+
+def strict_basic_header(headers: Mapping[str, str]) -> bool:
+    """Whether the request carries ``Authorization: Basic`` (RFC 6749 §2.3.1); ``InvalidClientError`` (401) unless
+    it is base64 of UTF-8 ``client_id:client_secret`` without control characters, so authlib's lenient reader
+    only ever sees well-formed credentials."""
+    scheme, _, value = (headers.get("authorization") or "").strip().partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):  # not base64 (or not ASCII), or not UTF-8 once decoded
+        raise InvalidClientError(status_code=401, description="the Basic credentials are not base64 of UTF-8 "
+                                                              "client_id:client_secret") from None
+    client_id, colon, secret = (unquote(part) for part in decoded.partition(":"))
+    if not colon or not client_id or _CONTROL.search(client_id + secret):
+        raise InvalidClientError(status_code=401, description="the Basic credentials are malformed")
+    return True

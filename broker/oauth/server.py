@@ -7,14 +7,10 @@ calls ``create_token_response`` / ``create_endpoint_response``, and renders the 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import hashlib
-import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 from authlib.oauth2.rfc6749 import AuthorizationServer
 from authlib.oauth2.rfc6749.authenticate_client import (
@@ -45,7 +41,6 @@ from broker.policy import PolicySource
 from broker.storage import grants as grant_repo
 
 ASSERTION_LIFETIME_CAP = dt.timedelta(minutes=10)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class PrivateKeyJwt(JWTBearerClientAssertion):
@@ -92,24 +87,6 @@ class PrivateKeyJwt(JWTBearerClientAssertion):
 
     def authenticate_client(self, client: ClientView) -> ClientView:
         return client  # whether it registered private_key_jwt: BrokerAuthorizationServer.authenticate_client
-
-
-def strict_basic_header(headers: dict[str, str]) -> bool:
-    """Whether the request carries ``Authorization: Basic`` (RFC 6749 §2.3.1); ``InvalidClientError`` (401) unless
-    it is base64 of UTF-8 ``client_id:client_secret`` without control characters, so authlib's lenient reader
-    only ever sees well-formed credentials."""
-    scheme, _, value = (headers.get("authorization") or "").strip().partition(" ")
-    if scheme.lower() != "basic":
-        return False
-    try:
-        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):  # not base64 (or not ASCII), or not UTF-8 once decoded
-        raise InvalidClientError(status_code=401, description="the Basic credentials are not base64 of UTF-8 "
-                                                              "client_id:client_secret") from None
-    client_id, colon, secret = (unquote(part) for part in decoded.partition(":"))
-    if not colon or not client_id or _CONTROL.search(client_id + secret):
-        raise InvalidClientError(status_code=401, description="the Basic credentials are malformed")
-    return True
 
 
 class BrokerAuthorizationServer(AuthorizationServer):
@@ -166,7 +143,7 @@ class BrokerAuthorizationServer(AuthorizationServer):
         verifies, one the client registered (``broker.oauth.client_auth``). One lookup (one CIMD fetch) per
         request, however often the method asks for the client.
         """
-        basic = strict_basic_header(request.headers)
+        basic = client_auth.strict_basic_header(request.headers)
         presented = client_auth.presented_method(client_auth.presented_by(request.headers, request.form))
         client_auth.check_accepted(presented, methods)
         found: dict[str, ClientView | None] = {}

@@ -15,7 +15,6 @@ import base64
 import binascii
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import unquote
@@ -30,6 +29,7 @@ from broker.oauth.client_keys import InvalidKeys
 from broker.oauth.clients import registered_methods
 from broker.oauth.engine.context import Grant, VerifiedClient
 from broker.oauth.errors import InvalidClientError, describe
+from broker.params import JsonError, load_json
 from broker.storage import clients as repo
 from broker.storage import grants as grant_repo
 from broker.storage.clients import ClientRow
@@ -51,6 +51,7 @@ class RefetchKeys(Exception):
 async def authenticate(grant: Grant, methods: Sequence[str]) -> VerifiedClient:
     """The client this request authenticates as, with the one method it presented; ``InvalidClientError``
     (``invalid_request`` for two methods in one request) otherwise."""
+    basic = client_auth.strict_basic_header({"authorization": grant.call.authorization or ""})
     presented = presented_method(grant)
     client_auth.check_accepted(presented, methods)
     found: dict[str, ClientRow | None] = {}
@@ -65,6 +66,8 @@ async def authenticate(grant: Grant, methods: Sequence[str]) -> VerifiedClient:
     try:
         row = await _METHODS[presented](grant, lookup)
     except InvalidClientError as exc:
+        if basic:  # RFC 6749 §5.2: the client tried the Authorization header, so 401 whatever failed
+            exc.status_code = 401
         if presented != client_auth.PRIVATE_KEY_JWT:
             raise
         raise client_auth.credential_refused(presented, exc.description) from None
@@ -184,13 +187,11 @@ async def _known(lookup: Lookup, client_id: str, status: int) -> ClientRow:
 def basic_credentials(header: str | None) -> tuple[str | None, str | None]:
     """(client_id, secret) of ``Basic base64(id:secret)`` (RFC 6749 §2.3.1), each form-urldecoded; (None, None)
     for anything that is not readable Basic credentials."""
-    if not header or " " not in header:
-        return None, None
-    scheme, token = header.split(None, 1)
-    if scheme.lower() != "basic":
+    scheme, _, token = (header or "").strip().partition(" ")
+    if scheme.lower() != "basic" or not token.strip():
         return None, None
     try:
-        decoded = base64.b64decode(token).decode("utf-8")
+        decoded = base64.b64decode(token.strip()).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None, None
     if ":" in decoded:
@@ -224,8 +225,8 @@ def assertion_subject(assertion: str) -> str:
     except (JoseError, ValueError):
         raise InvalidClientError(description="Invalid JWT assertion.") from None
     try:
-        claims = json.loads(payload)
-    except ValueError:
+        claims = load_json(payload)
+    except JsonError:
         raise InvalidClientError(description="Invalid JWT payload.") from None
     if not isinstance(claims, dict):
         raise InvalidClientError(description="Invalid JWT payload.")
