@@ -13,12 +13,13 @@ template with the token's own ``tid``, and ``tid`` must be allowed. The host is 
 
 Claims: the stable subject is ``oid`` (the user's object id; ``sub`` is pairwise per application),
 unless ``[idps.claims] subject`` says otherwise. Email comes from ``email``, else ``preferred_username``
-or ``upn`` when they look like an address; Entra does not verify any of them, so ``email_verified`` is
-never true (accounts are never linked by an Entra email). ``groups`` holds group object ids, mapped
-to names by ``entra.group_names`` (unmapped ids pass through). A user in more groups than a token
-holds gets no ``groups`` but ``_claim_names.groups`` (or ``hasgroups: true``): the groups then come
-from Microsoft Graph through a ``GroupDirectory`` (``GraphGroupDirectory``; the endpoint named in the
-token's ``_claim_sources`` is never called, so a token cannot point the broker anywhere).
+or ``upn`` when they look like an address. Any tenant's admin can set any address there, so only an
+``email`` claim with the optional claim ``xms_edov: true`` (the tenant owns the address's domain) counts
+as verified; nothing else is ever treated as the user's email (``Identity.email_verified``). ``groups``
+holds group object ids, mapped to names by ``entra.group_names`` (unmapped ids pass through). A user in
+more groups than a token holds gets no ``groups`` but ``_claim_names.groups`` (or ``hasgroups: true``): the
+groups then come from Microsoft Graph through a ``GroupDirectory`` (``GraphGroupDirectory``; the endpoint
+named in the token's ``_claim_sources`` is never called, so a token cannot point the broker anywhere).
 """
 
 from __future__ import annotations
@@ -184,13 +185,15 @@ class EntraConnector(OidcConnector):
                                   groups=self.group_names_for(await self.group_ids(claims)))
 
     def email_of(self, claims: VerifiedClaims) -> UpstreamEmail:
-        """``email``, else ``preferred_username`` or ``upn`` when an address; never verified (Entra does not)."""
+        """``email``, else ``preferred_username`` or ``upn`` when an address; verified only as ``email`` with
+        ``xms_edov: true`` (Entra's "email domain owner verified": the user's tenant owns the domain)."""
         if "email" in self.settings.claims.model_fields_set:
             return UpstreamEmail(read.string(claims, self.claim_names.email), None)
         for name in ("email", "preferred_username", "upn"):
             value = read.string(claims, name)
             if value and "@" in value:
-                return UpstreamEmail(value, None)
+                vouched = name == "email" and claims.get("xms_edov") is True
+                return UpstreamEmail(value, True if vouched else None)
         return UpstreamEmail(None, None)
 
     async def group_ids(self, claims: VerifiedClaims) -> tuple[str, ...]:

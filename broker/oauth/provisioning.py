@@ -3,6 +3,12 @@
 Users are keyed by (IdP, subject), never by email, so two IdPs cannot merge accounts.
 Group memberships from an IdP are replaced at every login, so leaving a group upstream
 shows at the next login (and, through policy, at the next refresh).
+
+A user's email (``User.email``, and an identity's) is only ever one its IdP vouched for at the latest
+sign-in or assertion (the connector's ``email_verified``: OIDC's claim, Entra's ``xms_edov``). So an
+address anyone could type into an IdP never matches a policy rule, links accounts, names a user to
+offboard, or goes into an access token, an ID token, UserInfo or an ID-JAG; the unverified address
+is kept with the sign-in's claims as ``unverified_email``, for people to read.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ def upsert_user(session: Session, identity: Identity, encryptor: Encryptor, now:
             if known is None:
                 raise
             identity_id, user_id = known.id, known.user_id
-    users.record_login(session, identity_id, user_id, email=identity.email, name=identity.name,
+    users.record_login(session, identity_id, user_id, email=vouched_email(identity), name=identity.name,
                        claims=_storable(identity.claims, identity.email_verified), now=now)
     if identity.upstream_refresh_token:
         users.keep_refresh_token(session, identity_id, encryptor.encrypt(identity.upstream_refresh_token.encode(),
@@ -59,12 +65,18 @@ def _first_sign_in(session: Session, identity: Identity, linked_idps: frozenset[
                    now: dt.datetime) -> tuple[User, UpstreamIdentity]:
     user = _linked_user(session, identity, linked_idps)
     if user is None:
-        user = User(email=identity.email, display_name=identity.name or identity.email or identity.subject,
-                    status="active", created_at=now, updated_at=now)
+        email = vouched_email(identity)
+        user = User(email=email, display_name=identity.name or email or identity.subject, status="active",
+                    created_at=now, updated_at=now)
         users.add(session, user)
     record = UpstreamIdentity(user_id=user.id, idp_id=identity.idp_id, subject=identity.subject, created_at=now)
     users.add(session, record)
     return user, record
+
+
+def vouched_email(identity: Identity) -> str | None:
+    """The identity's email if its IdP vouched for it, else None."""
+    return identity.email if identity.email and identity.email_verified is True else None
 
 
 def _linked_user(session: Session, identity: Identity, linked_idps: frozenset[str]) -> User | None:
@@ -85,6 +97,8 @@ def _storable(claims: Any, email_verified: bool | None) -> dict[str, Any]:
     """
     kept = {k: v for k, v in dict(claims).items() if k not in ("nonce", "at_hash", "c_hash")}
     kept["email_verified"] = email_verified is True
+    if not kept["email_verified"] and "email" in kept:  # policy claim rules must not match it either
+        kept["unverified_email"] = kept.pop("email")
     return kept if len(str(kept)) <= MAX_CLAIMS_BYTES else {k: kept[k] for k in ("sub", "iss", "email") if k in kept}
 
 
@@ -111,9 +125,10 @@ def asserted_user(session: Session, *, idp_id: str, subject: str, claims: Mappin
 
 def _first_sight(session: Session, *, idp_id: str, subject: str, claims: Mapping[str, Any], link_by_email: bool,
                  provision: bool, now: dt.datetime) -> User | None:
-    email = claims.get("email") if isinstance(claims.get("email"), str) else None
+    verified = claims.get("email_verified") is True  # never link on, nor keep, an unverified email
+    email = claims.get("email") if isinstance(claims.get("email"), str) and verified else None
     user = None
-    if link_by_email and email and claims.get("email_verified") is True:  # never link on an unverified email
+    if link_by_email and email:
         matches = users.by_email(session, email)
         user = matches[0] if len(matches) == 1 else None
     if user is None and provision:
@@ -121,7 +136,7 @@ def _first_sight(session: Session, *, idp_id: str, subject: str, claims: Mapping
         users.add(session, user)
     if user is None:
         return None
-    kept = {k: claims[k] for k in ("iss", "sub", "email", "email_verified") if k in claims}
+    kept = {k: claims[k] for k in ("iss", "sub", "email_verified") if k in claims} | ({"email": email} if email else {})
     users.add(session, UpstreamIdentity(user_id=user.id, idp_id=idp_id, subject=subject, email=email, claims=kept,
                                         created_at=now))
     return user

@@ -137,8 +137,9 @@ _USER_SIGNED_IN = Prepared(update(_USERS).where(_USERS.c.id == bindparam("b_id")
 
 def record_login(session: Session, identity_id: str, user_id: str, *, email: str | None, name: str | None,
                  claims: dict[str, Any], now: dt.datetime) -> None:
-    """A sign-in through ``identity_id``: its email and claims as the IdP sent them now, and on the user an
-    email and a display name when the IdP sent one (an absent or empty value keeps the stored one)."""
+    """A sign-in through ``identity_id``: its claims as the IdP sent them now and the email it vouched for this
+    time (None: none), and on the user that email and a display name when there is one (else the stored ones,
+    which were vouched for too: nothing else ever writes a user's email)."""
     _RECORD_LOGIN.rowcount(session, {"b_id": identity_id, "b_email": email, "b_claims": claims, "b_now": now})
     _USER_SIGNED_IN.rowcount(session, {"b_id": user_id, "b_email": email or None, "b_name": name or None,
                                        "b_now": now})

@@ -239,13 +239,14 @@ async def test_profile_mapping(client, state) -> None:
     plain = await scim.post("/Users", {"schemas": [USER_SCHEMA], "userName": "carol.chen@example.com",
                                        "externalId": "carol", "name": {"formatted": "Carol Chen"}})
     user = broker_user(state, plain.json()["id"])
-    assert (user.email, user.display_name) == ("carol.chen@example.com", "Carol Chen")
+    assert (user.email, user.display_name) == (None, "Carol Chen")  # a directory push vouches for no address
     handle = await scim.post("/Users", {"schemas": [USER_SCHEMA], "userName": "BBrown", "externalId": "bob",
                                         "name": {"givenName": "Bob", "familyName": "Brown"},
                                         "emails": [{"value": "b@other.example", "type": "home"},
                                                    {"value": "bob@example.com", "type": "work", "primary": True}]})
     user = broker_user(state, handle.json()["id"])
-    assert (user.email, user.display_name) == ("bob@example.com", "Bob Brown")
+    assert (user.email, user.display_name) == (None, "Bob Brown")
+    assert [e["value"] for e in handle.json()["emails"]] == ["b@other.example", "bob@example.com"]  # kept as sent
     renamed = await scim.patch(f"/Users/{handle.json()['id']}", {"op": "replace", "path": "userName",
                                                                    "value": "bob.brown"})
     assert renamed.json()["userName"] == "bob.brown"

@@ -61,6 +61,7 @@ class FakeUser:
     tenant: str = ""  # Entra: the user's tenant id
     assigned: bool = True  # Okta: False -> access_denied "User is not assigned to the client application."
     overage: bool = False  # Entra: the ID token says _claim_names instead of carrying groups
+    xms_edov: bool | None = None  # Entra: the optional claim "email domain owner verified", when configured
 
 
 @dataclass
@@ -341,6 +342,8 @@ class FakeEntra(FakeUpstream):
         claims = {**self.standard_claims(code), "ver": "2.0", "tid": user.tenant, "oid": user.subject,
                   "sub": base64.urlsafe_b64encode(pairwise).rstrip(b"=").decode(),
                   "preferred_username": user.login, "email": user.email}
+        if user.xms_edov is not None:
+            claims["xms_edov"] = user.xms_edov
         if user.overage:
             claims["_claim_names"] = {"groups": "src1"}
             claims["_claim_sources"] = {"src1": {

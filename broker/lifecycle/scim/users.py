@@ -6,9 +6,10 @@ Contract, as a checklist:
   the SCIM ``externalId``, so the user's later OIDC login through that IdP lands on the same broker
   user (and a user who signed in before being provisioned is linked, not duplicated). ``externalId``
   is therefore required and never changes (``mutability``).
-- ``userName`` is unique per IdP without regard to case (``uniqueness``); it becomes the email when
-  it looks like one and no ``emails`` entry is given; ``displayName``, else ``name.formatted``, else
-  the given and family names become the display name.
+- ``userName`` is unique per IdP without regard to case (``uniqueness``); ``displayName``, else
+  ``name.formatted``, else the given and family names become the display name. The ``emails`` (kept
+  with the resource and answered back) never become the broker user's email: a directory push vouches
+  for no address, so only a sign-in whose IdP verified one sets it (``broker.oauth.provisioning``).
 - ``active=false`` (POST, PUT or PATCH, in any shape, including Entra's ``"False"``) and DELETE
   offboard the user in the request's transaction (``offboarding.revoke_user``): when the response
   leaves, none of their tokens works any more, on any instance.
@@ -21,7 +22,6 @@ Contract, as a checklist:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from scim2_models import (
@@ -64,7 +64,6 @@ from broker.storage.models import Group, ScimUser, UpstreamIdentity, User
 ENDPOINT = "Users"
 _ENTERPRISE = str(EnterpriseUser.__schema__)
 _MANAGER_PATH = f"{_ENTERPRISE}:manager".lower()
-_EMAILISH = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 # Why externalId is required and fixed, and what the IdP must send in it (docs/scim.md: Okta, Entra ID).
 EXTERNAL_ID_RULE = ("it is the user's subject at the IdP, which the broker matches logins on (Okta: the user id "
                     "00u..., its default; Entra ID: map objectId to externalId); to change it, delete the user and "
@@ -197,12 +196,10 @@ def _user_for(session: Session, request: ScimRequest, external_id: str,
         user = users.get(session, identity.user_id)
         assert user is not None
         return user, True, store.last_deleted_user(session, idp, user.id)
-    email = _email(resource)
-    user = User(email=email, display_name=_display_name(resource), status="active", created_at=request.now,
+    user = User(display_name=_display_name(resource), status="active", created_at=request.now,
                 updated_at=request.now)
     users.add(session, user)
-    users.add(session, UpstreamIdentity(user_id=user.id, idp_id=idp, subject=external_id, email=email,
-                                        created_at=request.now))
+    users.add(session, UpstreamIdentity(user_id=user.id, idp_id=idp, subject=external_id, created_at=request.now))
     return user, False, None
 
 
@@ -260,20 +257,8 @@ def _activate(session: Session, request: ScimRequest, row: ScimUser, user: User)
 
 
 def _apply_profile(session: Session, request: ScimRequest, row: ScimUser, user: User, resource: Any) -> None:
-    email = _email(resource)
-    user.email = email or user.email
     user.display_name = _display_name(resource)
     user.updated_at = request.now
-    identity = users.identity(session, row.idp_id, row.external_id)
-    if identity is not None and email:
-        identity.email = email
-
-
-def _email(resource: Any) -> str | None:
-    """The primary email, else the first one, else the userName when it looks like an address."""
-    emails = [str(e.value) for e in sorted(resource.emails or [], key=lambda e: e.primary is not True) if e.value]
-    candidates = [*emails, resource.user_name or ""]
-    return next((c for c in candidates if _EMAILISH.match(c) and len(c) <= 320), None)
 
 
 def _display_name(resource: Any) -> str:
@@ -286,7 +271,7 @@ def _display_name(resource: Any) -> str:
 
 
 def _view(row: ScimUser, user: User) -> dict[str, Any]:
-    return {"userName": row.user_name, "email": user.email, "displayName": user.display_name}
+    return {"userName": row.user_name, "displayName": user.display_name}
 
 
 def _stored(resource: Any) -> dict[str, Any]:

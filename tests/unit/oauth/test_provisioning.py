@@ -59,7 +59,7 @@ def test_a_sign_in_without_an_email_or_a_name_keeps_the_stored_ones(migrated, ab
     assert (again.email, again.display_name) == ("ann@example.com", "Ann Example")
     with migrated.sessions() as session:
         [record] = session.scalars(select(UpstreamIdentity).where(UpstreamIdentity.user_id == first.id))
-        assert record.email == absent  # the identity records what this IdP said, the user keeps a known email
+        assert record.email is None  # the identity records what this IdP vouched for, the user keeps a known email
 
 
 def test_an_upstream_refresh_token_is_stored_encrypted_for_its_identity(migrated) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -162,3 +164,30 @@ def test_a_jwt_id_is_accepted_once_per_database(empty: Database) -> None:
         assert grants.first_use_of_jti(session, "a" * 64, "test", later) is False
     with empty.transaction() as session:
         assert grants.first_use_of_jti(session, "a" * 64, "test", later) is False
+
+
+def test_upgrade_keeps_only_emails_an_idp_vouched_for(empty: Database) -> None:
+    """0012: an address no IdP verified stops being anyone's email (it stays readable as unverified_email)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(empty), "0011")
+    rows = {"vouched": ("a@example.com", {"email": "a@example.com", "email_verified": True}),
+            "unverified": ("alice@contoso.com", {"email": "alice@contoso.com", "email_verified": False}),
+            "scim": ("alice@example.com", {})}
+    with empty.engine.begin() as connection:
+        for name, (email, claims) in rows.items():
+            connection.execute(text("INSERT INTO users (id, email, display_name, status, created_at, updated_at) "
+                                    "VALUES (:id, :email, '', 'active', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                               {"id": name, "email": email})
+            connection.execute(text("INSERT INTO upstream_identities (id, user_id, idp_id, subject, email, claims, "
+                                    "created_at) VALUES (:id, :id, 'idp', :id, :email, :claims, CURRENT_TIMESTAMP)"),
+                               {"id": name, "email": email, "claims": json.dumps(claims)})
+    command.upgrade(alembic_config(empty), "0012")
+    with empty.engine.connect() as connection:
+        users = dict(connection.execute(text("SELECT id, email FROM users")).all())
+        identities = {row.id: (row.email, json.loads(row.claims) if isinstance(row.claims, str) else row.claims)
+                      for row in connection.execute(text("SELECT id, email, claims FROM upstream_identities"))}
+    assert users == {"vouched": "a@example.com", "unverified": None, "scim": None}
+    assert identities["vouched"] == ("a@example.com", {"email": "a@example.com", "email_verified": True})
+    assert identities["unverified"] == (None, {"unverified_email": "alice@contoso.com", "email_verified": False})
+    assert identities["scim"] == (None, {})
