@@ -22,7 +22,7 @@ from broker.admin import keys as key_admin
 from broker.audit import AuditKey
 from broker.config import Settings
 from broker.federation import calls
-from broker.federation.base import ConnectorFactory, build_connectors
+from broker.federation.base import Connector, ConnectorFactory, build_connectors
 from broker.federation.entra import EntraConnector
 from broker.federation.http import upstream_client
 from broker.federation.oidc import OidcConnector
@@ -31,6 +31,7 @@ from broker.keys.crypto import DecryptionError, Encryptor
 from broker.keys.ring import BROKER, KeyRing
 from broker.lifecycle.signals import SignedEventVerifier
 from broker.lifecycle.upstream_check import UpstreamCheck
+from broker.lifecycle.upstream_revocation import Outcome, UpstreamRevocations
 from broker.oauth.cimd import MetadataFetcher
 from broker.oauth.core import OAuthCore
 from broker.oauth.ssrf import HttpsMetadataFetcher
@@ -57,6 +58,7 @@ AUDIT_SEAL_INTERVAL = 1.0  # seconds: how long an event may wait for its place i
 AUDIT_SEAL_BATCH = 100  # events per sealing transaction (a few ms of holding the write lock)
 CHECKPOINT_INTERVAL = 1.0  # seconds: SQLite only; how much WAL a request may leave for the background checkpoint
 ROTATION_CHECK_MAX = 60.0  # seconds between checks of keys.rotate_every at most
+UPSTREAM_REVOCATION_INTERVAL = 2.0  # seconds an offboarded user's IdP refresh token waits to be revoked there
 PURGE_INTERVAL = 600.0  # seconds between passes deleting expired pending sign-ins, codes, jti records
 
 CONNECTOR_TYPES: dict[str, type[OidcConnector]] = {"oidc": OidcConnector, "test": OidcConnector,
@@ -79,6 +81,24 @@ def metadata_fetcher(settings: Settings) -> HttpsMetadataFetcher:
         raise StartupError(str(exc)) from None
 
 
+def idp_connectors(settings: Settings, http: httpx.AsyncClient) -> dict[str, Connector]:
+    """One connector per ``[[idps]]`` entry, on ``http``."""
+    try:
+        return build_connectors(settings.idps, connector_factories(settings), http=http,
+                                redirect_uri=lambda idp: f"{settings.issuer}/callback/{idp.id}")
+    except ValueError as exc:
+        raise StartupError(f"idps: {exc}") from None
+
+
+async def revoke_upstream_tokens(settings: Settings, database: Database) -> list[Outcome]:
+    """Work off the queue of offboarded users' IdP refresh tokens once (the CLI, after an offboarding)."""
+    kek = settings.key_encryption_key()
+    if kek is None:
+        return []
+    async with upstream_client() as http:
+        return await UpstreamRevocations(database, Encryptor(kek), idp_connectors(settings, http)).run()
+
+
 def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
                 client_metadata: MetadataFetcher | None = None) -> BrokerState:
     database = Database(settings.database_url, EngineOptions(
@@ -98,11 +118,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
                                        keyring=KeyRing(encryptor, TESTIDP_KEY_PURPOSE, "ES256"),
                                        encryptor=encryptor)
     http = http or upstream_client()
-    try:
-        connectors = build_connectors(settings.idps, connector_factories(settings), http=http,
-                                      redirect_uri=lambda idp: f"{settings.issuer}/callback/{idp.id}")
-    except ValueError as exc:
-        raise StartupError(f"idps: {exc}") from None
+    connectors = idp_connectors(settings, http)
     oauth = OAuthCore(settings, keyring, encryptor, StoredPolicy(), connectors,
                       csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest(),
                       client_metadata=client_metadata or metadata_fetcher(settings), http=http)
@@ -130,7 +146,9 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
         if signals.ssf_transmitters else None
     logout = SignedEventVerifier(signals.logout_issuers, audience, http, skew=settings.tokens.clock_skew) \
         if signals.logout_issuers else None
-    periodic = [(AUDIT_SEAL_INTERVAL, seal_audit_chain), (PURGE_INTERVAL, purge_expired_rows)]
+    upstream_revocations = UpstreamRevocations(database, encryptor, connectors)
+    periodic = [(AUDIT_SEAL_INTERVAL, seal_audit_chain), (PURGE_INTERVAL, purge_expired_rows),
+                (UPSTREAM_REVOCATION_INTERVAL, upstream_revocations.run)]
     if database.dialect == "sqlite":
         periodic.append((CHECKPOINT_INTERVAL, database.checkpoint))
     if settings.keys.rotate_every:

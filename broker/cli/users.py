@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 from typing import Any
 
 from sqlalchemy import func, select
 
+from broker import app
 from broker.admin import queries
 from broker.cli.common import (
     CliError,
@@ -104,17 +106,28 @@ def show_user(args: argparse.Namespace) -> int:
 
 
 def revoke_user(args: argparse.Namespace) -> int:
-    database = open_database(load_settings(args))
+    settings = load_settings(args)
+    database = open_database(settings)
     with database.transaction() as session:
         user = _find(session, args.user)
         result = offboarding.revoke_user(session, user, reason=args.reason, actor=actor(), now=utcnow())
+    upstream = asyncio.run(app.revoke_upstream_tokens(settings, database))  # committed: now the IdPs, no transaction
     if args.json:
         print_json({"user_id": result.user_id, "families_revoked": result.families_revoked,
-                    "already_offboarded": result.already_offboarded, "not_before": _iso(result.not_before)})
+                    "already_offboarded": result.already_offboarded, "not_before": _iso(result.not_before),
+                    "upstream_revocations": [{"idp": o.idp_id, "result": o.result, "detail": o.detail}
+                                             for o in upstream]})
     else:
         print(f"user {result.user_id} offboarded at {_iso(result.not_before)}: {result.families_revoked} "
               "refresh-token families revoked" + (" (was already offboarded)" if result.already_offboarded else ""))
+        for outcome in upstream:
+            print(f"IdP {outcome.idp_id}: refresh token {UPSTREAM_RESULTS[outcome.result]}"
+                  + (f" ({outcome.detail})" if outcome.detail else ""))
     return 0
+
+
+UPSTREAM_RESULTS = {"revoked": "revoked at the IdP", "not_offered": "deleted (the IdP offers no revocation)",
+                    "failed": "deleted, but not revoked at the IdP"}
 
 
 def restore_user(args: argparse.Namespace) -> int:

@@ -201,6 +201,25 @@ class OidcConnector:
                                                        "error": error.upstream_error})
         raise error
 
+    async def revoke_refresh_token(self, refresh_token: str) -> bool:
+        """RFC 7009 at the IdP's ``revocation_endpoint``: True once revoked, False when the IdP offers none.
+
+        ``UpstreamError`` when the IdP refuses or cannot be reached (RFC 7009 §2.2: any 200 is success).
+        """
+        metadata = await self.metadata()
+        if metadata.revocation_endpoint is None:
+            return False
+        form, headers = self.client_authentication(metadata)
+        form |= {"token": refresh_token, "token_type_hint": "refresh_token"}
+        response = await self.http.post_form(metadata.revocation_endpoint, data=form, headers=headers,
+                                             what="revocation endpoint", timeout=self.request_timeout)
+        if response.status_code == 200:
+            return True
+        error = self.token_endpoint_error(response)
+        log.warning("upstream revocation refused", extra={"idp": self.idp_id, "status": response.status_code,
+                                                          "error": error.upstream_error})
+        raise error
+
     def client_authentication(self, metadata: ProviderMetadata) -> tuple[dict[str, str], dict[str, str]]:
         """Form fields and headers that authenticate the broker (RFC 6749 §2.3)."""
         client_id = self.settings.client_id

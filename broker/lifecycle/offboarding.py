@@ -3,7 +3,9 @@
 ``revoke_user`` in one transaction: the user is marked offboarded; every live refresh-token family
 is revoked; ``not_before`` is set, so every access token issued earlier introspects inactive and
 every grant refuses the user; a revocation record feeds MCP servers that verify tokens locally;
-an audit event says who did it and why. It is idempotent. ``restore_user`` lets the user sign in
+an audit event says who did it and why; the user's stored upstream refresh tokens leave their identities
+for the revocation queue, which ``broker.lifecycle.upstream_revocation`` works off outside any
+transaction (RFC 7009 at the IdP, when it offers an endpoint). It is idempotent. ``restore_user`` lets the user sign in
 again; tokens from before the revocation stay dead (``not_before`` is kept).
 """
 
@@ -16,7 +18,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from broker import audit
-from broker.storage import users
+from broker.storage import upstream_revocations, users
 from broker.storage.models import PendingAuthorization, RefreshTokenFamily, Revocation, User
 
 
@@ -49,9 +51,10 @@ def revoke_user(session: Session, user: User, *, reason: str, actor: str, now: d
                            PendingAuthorization.status.in_(("consent", "callback", "deciding")))
                     .values(status="failed").execution_options(synchronize_session=False))
     session.add(Revocation(kind="user", subject=user.id, not_before=now, reason=reason, actor=actor, created_at=now))
+    upstream = upstream_revocations.take_refresh_tokens(session, user.id, now)  # revoked at the IdP after commit
     audit.record(session, "user.offboarded", actor=actor, user_id=user.id, outcome="revoked",
                  data={"reason": reason, "source": source, "families_revoked": families,
-                       "already_offboarded": already})
+                       "already_offboarded": already, "upstream_refresh_tokens": upstream})
     session.flush()
     return Offboarded(user.id, families, already, now)
 

@@ -101,6 +101,22 @@ class UpstreamIdentity(Base):
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
+class UpstreamRevocation(Base):
+    """An upstream refresh token taken from an offboarded user, until it is revoked at its IdP (RFC 7009).
+
+    Written in the offboarding's transaction (the identity's copy is cleared there); claimed and deleted
+    by ``broker.lifecycle.upstream_revocation`` before it calls the IdP, outside any transaction.
+    """
+
+    __tablename__ = "upstream_revocations"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(String(36))
+    idp_id: Mapped[str] = mapped_column(String(64))
+    identity_id: Mapped[str] = mapped_column(String(36))  # named in the encryption's associated data
+    token_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Group(Base):
     """A group as named by its source (an IdP's groups claim, SCIM, or the broker itself)."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -175,7 +176,7 @@ async def _every(interval: float, job: Any) -> None:
     while True:
         await anyio.sleep(interval)
         try:
-            await run_in_threadpool(job)
+            await (job() if inspect.iscoroutinefunction(job) else run_in_threadpool(job))
         except (sa.OperationalError, sa.InterfaceError, sa.TimeoutError, DatabaseError) as exc:
             if not failed_rounds:
                 log.warning("periodic job %s failed, database unavailable: %s", name, first_line(exc))

@@ -5,7 +5,8 @@ token (OIDC Core §5.4), and issues refresh tokens only for ``offline_access`` a
 ``prompt=consent`` (OIDC Core §11). The broker must therefore call UserInfo to learn the user's email and
 groups (policy here allows the group ``engineering`` only), and ask for ``offline_access`` with
 ``prompt=consent`` so that ``check_upstream_on_refresh`` has a refresh token to check with: once the user's
-grant is revoked at the provider, the next refresh at the broker fails.
+grant is revoked at the provider, the next refresh at the broker fails. Offboarding at the broker
+revokes that refresh token at the provider's revocation endpoint (RFC 7009), which ends the grant there.
 
 Four real processes: oidc-provider (strict), ``broker serve`` (production mode), the demo MCP server,
 and this test as the MCP Python SDK client with a headless browser playing the user.
@@ -18,6 +19,7 @@ import json
 import secrets
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -158,3 +160,28 @@ async def test_userinfo_claims_reach_policy_and_a_revoked_grant_stops_the_next_r
     log = federation.broker.log_path.read_text()
     assert "check_upstream_on_refresh for IdP corp: sign-ins ask for offline_access with prompt=consent" in log
     assert "cannot run" not in log and "sent no" not in log
+
+
+def upstream_revocation_results(database: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as db:
+        rows = db.execute("SELECT data FROM audit_events WHERE event_type = 'upstream.refresh_token_revoked' "
+                          "ORDER BY id").fetchall()
+    return [json.loads(data)["result"] for (data,) in rows]
+
+
+async def test_offboarding_revokes_the_users_grant_at_the_provider(federation: Federation) -> None:
+    config_path = federation.workdir / "broker-state" / "broker.toml"
+    async with ProviderBrowser(federation.idp.issuer, ALICE.username, ALICE.password) as browser:
+        me = await sign_in_and_call_whoami(federation, browser, InMemoryTokenStorage())
+    assert stored_upstream_token(federation.database, me["sub"]) is not None
+    try:
+        broker_cli("users", "revoke", ALICE.email, "--reason", "left the company", config_path=config_path)
+        deadline = time.monotonic() + 15  # the CLI revokes at once; a serving broker's job within seconds
+        while upstream_revocation_results(federation.database) != ["revoked"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert upstream_revocation_results(federation.database) == ["revoked"]
+        assert stored_upstream_token(federation.database, me["sub"]) is None
+        # RFC 7009 at oidc-provider ended the grant behind the refresh token: nothing is left to revoke there.
+        assert federation.idp.revoke_grants(ALICE.sub) == 0
+    finally:
+        broker_cli("users", "restore", ALICE.email, "--reason", "e2e cleanup", config_path=config_path)
