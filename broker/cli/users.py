@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import func, select
@@ -111,7 +112,7 @@ def revoke_user(args: argparse.Namespace) -> int:
     with database.transaction() as session:
         user = _find(session, args.user)
         result = offboarding.revoke_user(session, user, reason=args.reason, actor=actor(), now=utcnow())
-    upstream = asyncio.run(app.revoke_upstream_tokens(settings, database))  # committed: now the IdPs, no transaction
+    upstream = _revoke_upstream(settings, database)  # committed: now the IdPs, with no transaction open
     if args.json:
         print_json({"user_id": result.user_id, "families_revoked": result.families_revoked,
                     "already_offboarded": result.already_offboarded, "not_before": _iso(result.not_before),
@@ -124,6 +125,12 @@ def revoke_user(args: argparse.Namespace) -> int:
             print(f"IdP {outcome.idp_id}: refresh token {UPSTREAM_RESULTS[outcome.result]}"
                   + (f" ({outcome.detail})" if outcome.detail else ""))
     return 0
+
+
+def _revoke_upstream(settings: Any, database: Any) -> list[Any]:
+    """``app.revoke_upstream_tokens`` on an event loop of its own thread (the caller may run one already)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(lambda: asyncio.run(app.revoke_upstream_tokens(settings, database))).result()
 
 
 UPSTREAM_RESULTS = {"revoked": "revoked at the IdP", "not_offered": "deleted (the IdP offers no revocation)",
