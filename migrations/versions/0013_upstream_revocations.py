@@ -1,7 +1,7 @@
 """Upstream refresh tokens of offboarded users, waiting to be revoked at their IdP (RFC 7009).
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-08 20:00:00.000000
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0012'
-down_revision = '0011'
+revision = '0013'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 compatible_with = '0008'  # additive: a table older code never reads or writes
