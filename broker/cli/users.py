@@ -37,6 +37,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     show_p = sub.add_parser("show", parents=[common_flags()], help="show one user",
                             description="Show a user: groups, identities, live refresh-token families.")
     show_p.add_argument("user", metavar="USER", help="user id, email, or IDP:SUBJECT")
+    _idp_flag(show_p)
     json_flag(show_p)
     show_p.set_defaults(handler=show_user)
     revoke_p = sub.add_parser(
@@ -45,12 +46,17 @@ def register(commands: argparse._SubParsersAction) -> None:
                     "refuse every grant from now on, and record who did it and why. Idempotent.")
     revoke_p.add_argument("user", metavar="USER", help="user id, email, or IDP:SUBJECT")
     revoke_p.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    _idp_flag(revoke_p)
+    revoke_p.add_argument("--all-matches", action="store_true",
+                          help="when USER is an email several users have, offboard every one of them (without it, "
+                               "an ambiguous email is refused and its candidates listed)")
     json_flag(revoke_p)
     revoke_p.set_defaults(handler=revoke_user)
     restore_p = sub.add_parser("restore", parents=[common_flags()], help="let an offboarded user sign in again",
                                description="Lift an offboarding. Tokens from before it stay dead.")
     restore_p.add_argument("user", metavar="USER", help="user id, email, or IDP:SUBJECT")
     restore_p.add_argument("--reason", default="restored from the command line", help="why (audit log)")
+    _idp_flag(restore_p)
     restore_p.set_defaults(handler=restore_user)
     session_p = sub.add_parser(
         "revoke-session", parents=[common_flags()], help="revoke one session of a user",
@@ -59,15 +65,25 @@ def register(commands: argparse._SubParsersAction) -> None:
     session_p.add_argument("user", metavar="USER", help="user id, email, or IDP:SUBJECT")
     session_p.add_argument("session", metavar="SESSION", help="the session id")
     session_p.add_argument("--reason", default="revoked from the command line", help="why (audit log)")
+    _idp_flag(session_p)
     json_flag(session_p)
     session_p.set_defaults(handler=revoke_session)
 
 
-def _find(session: Any, reference: str) -> User:
+def _idp_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--idp", metavar="IDP", help="only users with an identity at this IdP (an email several "
+                                                     "IdPs' users have: name the one you mean)")
+
+
+def _find(session: Any, args: argparse.Namespace) -> User:
     try:
-        return offboarding.find_user(session, reference)
+        return offboarding.find_user(session, args.user, args.idp)
     except offboarding.UnknownUser as exc:
-        raise CliError(str(exc)) from None
+        raise CliError(_with_flags(str(exc))) from None
+
+
+def _with_flags(message: str) -> str:
+    return message.replace("narrow with the IdP, or act on every match", "narrow with --idp, or use --all-matches")
 
 
 def list_users(args: argparse.Namespace) -> int:
@@ -87,7 +103,7 @@ def list_users(args: argparse.Namespace) -> int:
 def show_user(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args))
     with database.sessions() as session:
-        user = _find(session, args.user)
+        user = _find(session, args)
         record = {**summary(user), "groups": user_repo.group_names(session, user.id),
                   "identities": [{"idp": i.idp_id, "subject": i.subject, "email": i.email}
                                  for i in session.scalars(select(UpstreamIdentity)
@@ -110,20 +126,26 @@ def revoke_user(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     database = open_database(settings)
     with database.transaction() as session:
-        user = _find(session, args.user)
-        result = offboarding.revoke_user(session, user, reason=args.reason, actor=actor(), now=utcnow())
+        try:
+            targets = offboarding.to_offboard(session, args.user, idp=args.idp, every_match=args.all_matches)
+        except offboarding.UnknownUser as exc:
+            raise CliError(_with_flags(str(exc))) from None
+        results = [offboarding.revoke_user(session, user, reason=args.reason, actor=actor(), now=utcnow())
+                   for user in targets]
     upstream = _revoke_upstream(settings, database)  # committed: now the IdPs, with no transaction open
+    records = [{"user_id": r.user_id, "families_revoked": r.families_revoked,
+                "already_offboarded": r.already_offboarded, "not_before": _iso(r.not_before),
+                "upstream_revocations": [{"idp": o.idp_id, "result": o.result, "detail": o.detail}
+                                         for o in upstream]} for r in results]
     if args.json:
-        print_json({"user_id": result.user_id, "families_revoked": result.families_revoked,
-                    "already_offboarded": result.already_offboarded, "not_before": _iso(result.not_before),
-                    "upstream_revocations": [{"idp": o.idp_id, "result": o.result, "detail": o.detail}
-                                             for o in upstream]})
-    else:
+        print_json(records if args.all_matches else records[0])
+        return 0
+    for result in results:
         print(f"user {result.user_id} offboarded at {_iso(result.not_before)}: {result.families_revoked} "
               "refresh-token families revoked" + (" (was already offboarded)" if result.already_offboarded else ""))
-        for outcome in upstream:
-            print(f"IdP {outcome.idp_id}: refresh token {UPSTREAM_RESULTS[outcome.result]}"
-                  + (f" ({outcome.detail})" if outcome.detail else ""))
+    for outcome in upstream:
+        print(f"IdP {outcome.idp_id}: refresh token {UPSTREAM_RESULTS[outcome.result]}"
+              + (f" ({outcome.detail})" if outcome.detail else ""))
     return 0
 
 
@@ -140,7 +162,7 @@ UPSTREAM_RESULTS = {"revoked": "revoked at the IdP", "not_offered": "deleted (th
 def restore_user(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args))
     with database.transaction() as session:
-        user = _find(session, args.user)
+        user = _find(session, args)
         if not offboarding.restore_user(session, user, reason=args.reason, actor=actor(), now=utcnow()):
             raise CliError(f"user {user.id} is not offboarded")
     print(f"user {user.id} restored; tokens issued before the offboarding stay revoked")
@@ -150,7 +172,7 @@ def restore_user(args: argparse.Namespace) -> int:
 def revoke_session(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args))
     with database.transaction() as session:
-        user = _find(session, args.user)
+        user = _find(session, args)
         try:
             family = sessions.revoke_session(session, user.id, args.session, reason=args.reason, actor=actor(),
                                              now=utcnow(), source="cli")

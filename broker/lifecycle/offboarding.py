@@ -87,21 +87,73 @@ def restore_user(session: Session, user: User, *, reason: str, actor: str, now: 
     return True
 
 
-def find_user(session: Session, reference: str) -> User:
-    """A user by id, by email (case-insensitive, must be unambiguous), or by ``idp:subject``."""
+@dataclass(frozen=True)
+class Candidate:
+    """One user a reference matches, as an operator needs to tell them apart."""
+
+    id: str
+    email: str | None
+    display_name: str
+    status: str
+    identities: tuple[str, ...]  # IDP:SUBJECT
+    last_login_at: dt.datetime | None
+
+    def describe(self) -> str:
+        seen = self.last_login_at.isoformat(timespec="seconds") if self.last_login_at else "never"
+        return (f"{self.id} ({self.display_name or '-'}, {self.status}, {', '.join(self.identities) or 'no identity'}"
+                f", last sign-in {seen})")
+
+
+class AmbiguousUser(UnknownUser):
+    """A reference (an email) matching several users; ``candidates`` tells them apart."""
+
+    def __init__(self, reference: str, candidates: list[Candidate]):
+        self.candidates = candidates
+        super().__init__(f"{reference!r} matches {len(candidates)} users: "
+                         + "; ".join(c.describe() for c in candidates)
+                         + ". Name one by id or IDP:SUBJECT, narrow with the IdP, or act on every match")
+
+
+def find_users(session: Session, reference: str, idp: str | None = None) -> list[User]:
+    """Every user ``reference`` names (a user id, an email their IdP vouched for, or ``IDP:SUBJECT``), only
+    those with an identity at ``idp`` when it is given; ``UnknownUser`` when none."""
     user = session.get(User, reference)
-    if user is not None:
-        return user
-    matches = list(session.scalars(select(User).where(func.lower(User.email) == reference.lower())))
-    if len(matches) == 1:
-        return matches[0]
+    matches = [user] if user is not None else list(session.scalars(
+        select(User).where(func.lower(User.email) == reference.lower()).order_by(User.created_at, User.id)))
+    if not matches:
+        by_identity = _by_identity(session, reference)
+        matches = [by_identity] if by_identity is not None else []
+    if idp is not None:
+        matches = [u for u in matches if users.has_identity_at(session, u.id, idp)]
+    if not matches:
+        raise UnknownUser(f"no user {reference!r}" + (f" with an identity at {idp!r}" if idp else ""))
+    return matches
+
+
+def find_user(session: Session, reference: str, idp: str | None = None) -> User:
+    """The one user ``reference`` names (``find_users``); ``AmbiguousUser`` listing them when several."""
+    matches = find_users(session, reference, idp)
     if len(matches) > 1:
-        raise UnknownUser(f"{reference!r} matches {len(matches)} users; use a user id: "
-                          + ", ".join(u.id for u in matches))
-    user = _by_identity(session, reference)
-    if user is None:
-        raise UnknownUser(f"no user {reference!r}")
-    return user
+        raise AmbiguousUser(reference, candidates(session, matches))
+    return matches[0]
+
+
+def to_offboard(session: Session, reference: str, *, idp: str | None = None, every_match: bool = False) -> list[User]:
+    """Whom a revocation of ``reference`` ends: every match with ``every_match``; otherwise the one match, or
+    the one not offboarded yet (the others are cut off already); ``AmbiguousUser`` when that leaves several."""
+    matches = find_users(session, reference, idp)
+    if every_match or len(matches) == 1:
+        return matches
+    active = [u for u in matches if u.status != "offboarded"]
+    if len(active) == 1:
+        return active
+    raise AmbiguousUser(reference, candidates(session, matches))
+
+
+def candidates(session: Session, matches: list[User]) -> list[Candidate]:
+    return [Candidate(u.id, u.email, u.display_name, u.status,
+                      tuple(f"{i.idp_id}:{i.subject}" for i in users.identities_of(session, u.id)), u.last_login_at)
+            for u in matches]
 
 
 def _by_identity(session: Session, reference: str) -> User | None:

@@ -155,6 +155,16 @@ def identities_by_email(session: Session, email: str) -> list[UpstreamIdentity]:
                                 .order_by(UpstreamIdentity.created_at)))
 
 
+def identities_of(session: Session, user_id: str) -> list[UpstreamIdentity]:
+    return list(session.scalars(select(UpstreamIdentity).where(UpstreamIdentity.user_id == user_id)
+                                .order_by(UpstreamIdentity.idp_id, UpstreamIdentity.subject)))
+
+
+def has_identity_at(session: Session, user_id: str, idp_id: str) -> bool:
+    return session.scalar(select(UpstreamIdentity.id).where(UpstreamIdentity.user_id == user_id,
+                                                            UpstreamIdentity.idp_id == idp_id).limit(1)) is not None
+
+
 def by_email(session: Session, email: str) -> list[User]:
     return list(session.scalars(select(User).where(func.lower(User.email) == email.lower()).limit(2)))
 

@@ -134,3 +134,75 @@ async def test_a_code_issued_before_a_revocation_stays_dead_after_restore(client
     assert cli(["users", "restore", "alice@example.com"]) == 0
     response = await exchange(client, new.row.id, code, verifier)
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
+
+
+# ---------------------------------------------------------------- an email two users have (a decoy)
+
+
+def decoy(state, idp: str = "other") -> str:
+    """Another IdP's user with alice's address, which that IdP vouches for."""
+    from broker.federation.identity import Identity
+    from broker.keys.crypto import Encryptor
+    from broker.oauth import provisioning
+    from broker.storage.models import utcnow
+
+    identity = Identity(idp_id=idp, subject="decoy", email="alice@example.com", email_verified=True, name="Decoy",
+                        groups=(), claims={"sub": "decoy"}, auth_time=None, acr=None, amr=())
+    with state.database.transaction() as session:
+        return provisioning.upsert_user(session, identity, Encryptor(state.settings.key_encryption_key()),
+                                        utcnow()).id
+
+
+def statuses(state) -> dict[str, str]:
+    from broker.storage.models import User
+
+    with state.database.sessions() as session:
+        return {u.display_name: u.status for u in session.scalars(select(User))}
+
+
+async def test_an_email_several_users_have_lists_them_and_changes_nothing(client, state, cli, capsys) -> None:
+    await tokens_for(client, register_client(state, trusted=True).row.id)
+    decoy_id = decoy(state)
+    assert cli(["users", "revoke", "alice@example.com", "--reason", "left"]) == 2
+    error = capsys.readouterr().err
+    assert "matches 2 users" in error and decoy_id in error and "test:alice" in error and "other:decoy" in error
+    assert "--idp" in error and "--all-matches" in error and error.count("\n") == 1  # one line
+    assert set(statuses(state).values()) == {"active"}
+
+
+async def test_offboarding_by_email_names_the_idp_or_takes_every_match(client, state, cli, capsys) -> None:
+    await tokens_for(client, register_client(state, trusted=True).row.id)
+    decoy(state)
+    assert cli(["users", "revoke", "alice@example.com", "--idp", "test", "--reason", "left"]) == 0
+    assert statuses(state) == {"Alice Anders": "offboarded", "Decoy": "active"}
+    assert cli(["users", "revoke", "alice@example.com", "--all-matches", "--reason", "incident"]) == 0
+    assert set(statuses(state).values()) == {"offboarded"}
+
+
+async def test_a_deleted_decoy_no_longer_blocks_offboarding(client, state, cli, capsys) -> None:
+    """The decoy is offboarded already (its IdP deleted it): the one user the email still names is offboarded."""
+    await tokens_for(client, register_client(state, trusted=True).row.id)
+    decoy_id = decoy(state)
+    assert cli(["users", "revoke", decoy_id, "--reason", "deleted in the IdP"]) == 0
+    assert cli(["users", "revoke", "alice@example.com", "--reason", "left"]) == 0
+    assert set(statuses(state).values()) == {"offboarded"}
+
+
+async def test_the_admin_api_offboards_by_email_with_an_idp_or_every_match(client, state) -> None:
+    from tests.flows.test_admin_api import API, bearer
+
+    await tokens_for(client, register_client(state, trusted=True).row.id)
+    decoy_id = decoy(state)
+    auth, _ = await bearer(client, state, "security:revoke")
+    ambiguous = await client.post(f"{API}/users/alice@example.com/revoke", json={"reason": "left"}, headers=auth)
+    assert ambiguous.status_code == 409 and ambiguous.json()["error"] == "conflict"
+    assert {c["id"] for c in ambiguous.json()["candidates"]} >= {decoy_id}
+    assert ["other:decoy"] in [c["identities"] for c in ambiguous.json()["candidates"]]
+    assert set(statuses(state).values()) == {"active"}
+    named = await client.post(f"{API}/users/alice@example.com/revoke", json={"reason": "left", "idp": "test"},
+                              headers=auth)
+    assert named.status_code == 200 and named.json()["user_id"] != decoy_id
+    every = await client.post(f"{API}/users/alice@example.com/revoke", json={"reason": "x", "all_matches": True},
+                              headers=auth)
+    assert every.status_code == 200 and len(every.json()["revoked"]) == 2
+    assert set(statuses(state).values()) == {"offboarded"}

@@ -15,7 +15,8 @@ from broker.web.admin_api.common import BAD_BODY, Body, Reader, Revoker, actor, 
 from broker.web.deps import DbSession
 
 router = APIRouter()
-NO_USER = "No such user (or the email matches several users)"
+NO_USER = "No such user"
+AMBIGUOUS = "The email matches several users: `candidates` lists them (name one by id or IDP:SUBJECT, or pass idp)"
 
 
 class UserSummary(BaseModel):
@@ -73,6 +74,18 @@ class SessionRevoked(BaseModel):
 
 class RevokeBody(Body):
     reason: str = Field(min_length=1, max_length=1000, description="why (kept in the audit log)")
+    idp: str | None = Field(None, max_length=64, description="only users with an identity at this IdP")
+    all_matches: bool = Field(False, description="an email several users have: offboard every one of them "
+                                                 "(`revoked` lists them)")
+
+
+class CandidateOut(BaseModel):
+    id: str
+    email: str | None
+    display_name: str
+    status: str
+    identities: list[str] = Field(description="IDP:SUBJECT")
+    last_login_at: str | None
 
 
 class RestoreBody(Body):
@@ -85,6 +98,8 @@ class RevokeResult(BaseModel):
     families_revoked: int
     already_offboarded: bool
     not_before: str
+    revoked: list[RevokeResult] = Field([], description="with all_matches: every user offboarded (the first is "
+                                                        "the one above)")
 
 
 class RestoreResult(BaseModel):
@@ -101,7 +116,16 @@ def _find(session: DbSession, reference: str) -> User:
     try:
         return offboarding.find_user(session, reference)
     except offboarding.UnknownUser as exc:
-        raise not_found(str(exc)) from None
+        raise _missing(exc) from None
+
+
+def _missing(exc: offboarding.UnknownUser) -> Exception:
+    if isinstance(exc, offboarding.AmbiguousUser):
+        return fail(409, "conflict", str(exc), candidates=[
+            CandidateOut(id=c.id, email=c.email, display_name=c.display_name, status=c.status,
+                         identities=list(c.identities), last_login_at=iso(c.last_login_at)).model_dump()
+            for c in exc.candidates])
+    return not_found(str(exc))
 
 
 @router.get("/users", summary="Search users by email, name or id (admin:read)", response_model=UserPage,
@@ -114,7 +138,8 @@ def search_users(session: DbSession, caller: Reader, q: str = Query("", max_leng
 
 
 @router.get("/users/{user}", summary="One user by id, email or IDP:SUBJECT: groups, identities, status "
-                                     "(admin:read)", response_model=UserDetail, responses=errors(e404=NO_USER))
+                                     "(admin:read)", response_model=UserDetail,
+            responses=errors(e404=NO_USER, e409=AMBIGUOUS))
 def get_user(user: str, session: DbSession, caller: Reader) -> UserDetail:
     row = _find(session, user)
     identities = session.scalars(select(UpstreamIdentity).where(UpstreamIdentity.user_id == row.id))
@@ -133,11 +158,18 @@ def get_user(user: str, session: DbSession, caller: Reader) -> UserDetail:
 
 
 @router.post("/users/{user}/revoke", summary="Offboard a user everywhere (security:revoke)",
-             response_model=RevokeResult, responses={**errors(e404=NO_USER), **BAD_BODY})
+             response_model=RevokeResult, responses={**errors(e404=NO_USER, e409=AMBIGUOUS), **BAD_BODY})
 def revoke_user(user: str, body: RevokeBody, session: DbSession, caller: Revoker) -> RevokeResult:
-    target = _find(session, user)
-    result = offboarding.revoke_user(session, target, reason=body.reason, actor=actor(caller),
-                                     now=utcnow(), source="admin-api")
+    try:
+        targets = offboarding.to_offboard(session, user, idp=body.idp, every_match=body.all_matches)
+    except offboarding.UnknownUser as exc:
+        raise _missing(exc) from None
+    results = [_revoked(offboarding.revoke_user(session, target, reason=body.reason, actor=actor(caller),
+                                                now=utcnow(), source="admin-api")) for target in targets]
+    return results[0].model_copy(update={"revoked": results if body.all_matches else []})
+
+
+def _revoked(result: offboarding.Offboarded) -> RevokeResult:
     return RevokeResult(user_id=result.user_id, families_revoked=result.families_revoked,
                         already_offboarded=result.already_offboarded, not_before=result.not_before.isoformat())
 
@@ -145,7 +177,8 @@ def revoke_user(user: str, body: RevokeBody, session: DbSession, caller: Revoker
 @router.post("/users/{user}/sessions/{session_id}/revoke",
              summary="Revoke one session of a user (one refresh-token family); their other sessions and their "
                      "sign-in stay (security:revoke)", response_model=SessionRevoked,
-             responses={**errors(e404="No such user, or no live session with that id for this user"), **BAD_BODY})
+             responses={**errors(e404="No such user, or no live session with that id for this user",
+                                 e409=AMBIGUOUS), **BAD_BODY})
 def revoke_session(user: str, session_id: str, session: DbSession, caller: Revoker,
                    body: SessionRevokeBody | None = None) -> SessionRevoked:
     target = _find(session, user)
@@ -160,7 +193,8 @@ def revoke_session(user: str, session_id: str, session: DbSession, caller: Revok
 
 @router.post("/users/{user}/restore", summary="Let an offboarded user sign in again; tokens from before stay "
                                               "dead (security:revoke)", response_model=RestoreResult,
-             responses={**errors(e404=NO_USER, e409="The user is not offboarded"), **BAD_BODY})
+             responses={**errors(e404=NO_USER, e409="The user is not offboarded, or the email matches several "
+                                                    "users (`candidates`)"), **BAD_BODY})
 def restore_user(user: str, session: DbSession, caller: Revoker, body: RestoreBody | None = None) -> RestoreResult:
     target = _find(session, user)
     reason = body.reason if body is not None else RestoreBody().reason
