@@ -86,26 +86,30 @@ async def _code_resource(grant: Grant, code: str) -> str:
 
 
 async def refresh_token(grant: Grant) -> Answer:
+    """Every check that can refuse runs before the refresh token is spent, so a refused refresh (a wider scope,
+    another resource, a user or server no longer there, policy) leaves it usable (RFC 6749 §5.2: an error
+    changes nothing); only reuse of a rotated token revokes its family (RFC 9700 §4.14.2)."""
     client = await client_for(grant, "refresh_token", AUTH_METHODS)
     presented = grant.params.get("refresh_token")
     if not presented:
         raise InvalidRequest("the refresh_token parameter is required")
     resource = resource_param(grant, required=False)
-    rotated = await families.rotate(grant, presented, client.client_id)
-    family = rotated.family
+    requested = scopes.parse(grant.params.get("scope"))
+    family = await families.current(grant, presented, client.client_id)  # read, not spent
     if resource is not None and resource != family.resource:
         raise InvalidTargetError("the refresh token was issued for another resource")  # RFC 8707 §2.2
-    user = await active_user(grant, family.user_id, family.created_at)  # offboarding ends refresh
-    server = await _enabled_server(grant, family.resource, revoke_family=family.id)
     held = frozenset(family.scope.split()) if family.scope else frozenset()
-    requested = scopes.parse(grant.params.get("scope"))
     if requested is not None and not requested <= held:
         raise InvalidScopeError("scope exceeds what was granted")  # RFC 6749 §6
+    user = await active_user(grant, family.user_id, family.created_at)  # offboarding ends refresh
+    server = await _enabled_server(grant, family.resource, revoke_family=family.id)
     decision = await decide(grant, "refresh_token", await user_subject(grant, user), client.client_id, server,
                             requested or held)
     granted = decision.scopes & held
     if not granted:
         raise InvalidGrantError(NOT_ALLOWED)
+    rotated = await families.rotate(grant, presented, client.client_id)  # now spent
+    family = rotated.family
     if granted != held:  # policy only ever narrows a family (scopes can only shrink)
         await grant_repo.narrow_family_hot(grant.tx, family.id, scope_string(granted))
     issued = await sign_access_token(grant, AccessTokenFacts(

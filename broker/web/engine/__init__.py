@@ -64,7 +64,8 @@ def mount_front(app: BrokerApp, state: BrokerState, discovery_paths: list[str], 
 def front_for(state: BrokerState, discovery_paths: list[str], limiter: RateLimiter | None) -> Front:
     discovery, tokens = Discovery(state), TokenSide(state)
     routes = [Route("/token", POST, tokens.token, cors=True, limit="token"),
-              Route("/introspect", POST, tokens.introspect), Route("/revoke", POST, tokens.revoke, cors=True),
+              Route("/introspect", POST, tokens.introspect),
+              Route("/revoke", POST, tokens.revoke, cors=True, limit="revocation"),
               Route("/revocations", GET, tokens.revocations),
               Route("/jwks", GET, discovery.jwks, cors=True),
               *(Route(path, GET, discovery.metadata, cors=True) for path in discovery_paths)]
