@@ -81,6 +81,20 @@ async def test_wrong_verifier_is_invalid_grant_and_burns_the_code(client, state)
     assert count(state, RefreshTokenFamily) == 0
 
 
+@pytest.mark.parametrize("resource", [None, "not a uri", "https://other.example/mcp"],
+                         ids=["missing", "malformed", "another"])
+async def test_a_failed_redemption_burns_the_code_whatever_the_resource(client, state, resource) -> None:
+    """docs/security.md §4.4: a failed redemption burns the code, a missing or malformed resource included."""
+    new = register_client(state)
+    verifier, challenge = pkce()
+    code = (await authorize(client, new.row.id, challenge))["code"]
+    refused = await exchange(client, new.row.id, code, verifier, resource=resource)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_target"
+    again = await exchange(client, new.row.id, code, verifier)
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+    assert count(state, RefreshTokenFamily) == 0
+
+
 async def test_missing_verifier_is_invalid_request(client, state) -> None:
     new = register_client(state)
     _, challenge = pkce()

@@ -216,15 +216,17 @@ async def test_a_client_cannot_name_the_userinfo_endpoint_as_resource(client: ht
     assert response.status_code == 400 and response.json()["error"] == "invalid_target"
 
 
-async def test_an_mcp_code_without_resource_is_refused_and_not_spent(client: httpx.AsyncClient, state) -> None:
+async def test_an_mcp_code_without_resource_is_refused_and_spent(client: httpx.AsyncClient, state) -> None:
+    """Only a sign-in's code may be redeemed without ``resource``; an MCP server's code presented without one
+    fails, and, as every failed redemption, burns the code (docs/security.md §4.4)."""
     new = register_client(state)
     verifier, challenge = pkce()
     redirect = await authorize(client, new.row.id, challenge, scope="openid")
     missing = await exchange(client, new.row.id, redirect["code"], verifier, resource=None)
     assert missing.status_code == 400 and missing.json()["error"] == "invalid_target"
     with state.database.sessions() as session:
-        assert all(row.used_at is None for row in session.query(AuthorizationCode).all())
-    assert (await exchange(client, new.row.id, redirect["code"], verifier)).status_code == 200
+        assert all(row.used_at is not None for row in session.query(AuthorizationCode).all())
+    assert (await exchange(client, new.row.id, redirect["code"], verifier)).json()["error"] == "invalid_grant"
 
 
 # ---------------------------------------------------------------- the UserInfo endpoint refuses

@@ -84,8 +84,3 @@ async def redeem(grant: Grant, code: str) -> CodeRow:
         raise InvalidGrantError("authorization code already used")
     raise InvalidGrantError("authorization code expired")
 
-
-async def resource_of(grant: Grant, code: str) -> str | None:
-    """The resource a code was issued for, without redeeming it; None for an unknown code."""
-    row = await grants.code_hot(grant.tx, secrets.digest(code))
-    return None if row is None else row.resource

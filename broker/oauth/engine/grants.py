@@ -46,14 +46,13 @@ async def authorization_code(grant: Grant) -> Answer:
     code = grant.params.get("code")
     if not code:
         raise InvalidRequest("the code parameter is required")
-    resource = await _code_resource(grant, code)
-    row = await families.redeem(grant, code)  # burns the code whatever follows
+    row = await families.redeem(grant, code)  # burns the code whatever follows, a missing resource included
     if row.client_id != client.client_id:
         raise InvalidGrantError("the code was issued to another client")  # RFC 6749 §4.1.3
     if grant.params.get("redirect_uri") != row.redirect_uri:
         raise InvalidGrantError("redirect_uri differs from the authorization request")  # RFC 6749 §4.1.3
     _verify_pkce(grant.params.get("code_verifier"), row.code_challenge)
-    if resource != row.resource:
+    if _code_resource(grant, row.resource) != row.resource:
         raise InvalidTargetError("resource differs from the authorization request")  # RFC 8707 §2.2
     user = await active_user(grant, row.user_id, row.created_at)  # as at refresh: no code from before a revocation
     server = await _enabled_server(grant, row.resource)
@@ -74,13 +73,14 @@ async def authorization_code(grant: Grant) -> Answer:
     return token_answer(issued, granted, refresh.token if keep_refresh else None, identity)
 
 
-async def _code_resource(grant: Grant, code: str) -> str:
-    """The ``resource`` parameter; for a sign-in's code, which OIDC clients redeem without one, its own."""
+def _code_resource(grant: Grant, stored: str) -> str:
+    """The ``resource`` parameter; for a sign-in's code (``stored`` is UserInfo), which OIDC clients redeem
+    without one, its own."""
     resource = resource_param(grant, required=False)
     if resource is not None:
         return resource
     sign_in = servers.userinfo(grant.engine.issuer).resource
-    if await families.resource_of(grant, code) == sign_in:  # read only: the code is not spent here
+    if stored == sign_in:
         return sign_in
     raise InvalidTargetError("the resource parameter is required")  # MCP authorization, RFC 8707
 
