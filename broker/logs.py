@@ -54,6 +54,10 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """One line per record: control characters from anywhere (a request path with %0A, a header, a claim) are
+    escaped, so no input can start a line that looks like the broker's; a traceback follows on lines that
+    each start with ``  | ``."""
+
     def format(self, record: logging.LogRecord) -> str:
         rid = request_id.get()
         line = f"{record.levelname.lower():7} {record.name}: {redact(record.getMessage())}"
@@ -62,9 +66,19 @@ class TextFormatter(logging.Formatter):
             line += " " + " ".join(f"{k}={_scrub(v)}" for k, v in extras.items())
         if rid:
             line += f" request_id={rid}"
+        line = one_line(line)
         if record.exc_info:
-            line += "\n" + redact(self.formatException(record.exc_info))
+            line += "".join(f"\n  | {one_line(part)}"
+                            for part in redact(self.formatException(record.exc_info)).splitlines())
         return line
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character (CR, LF, NEL, the Unicode line separators...) written as an escape."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _scrub(value: Any) -> Any:

@@ -649,3 +649,24 @@ async def test_json_nested_too_deep_is_a_400(raw: httpx.AsyncClient, state: Any,
         response = await raw.post("/register", content=body, headers={"content-type": "application/json"})
     assert verdict(response.status_code, seen) is None and response.status_code == 400, response.text
     assert snapshot(state) == before
+
+
+# ---------------------------------------------------------------- log lines a request cannot forge
+
+
+async def test_a_request_cannot_forge_a_line_of_the_text_log(raw: httpx.AsyncClient) -> None:
+    """%0A (and CR, NEL, U+2028) in a path or a header is escaped in the text log: every line the broker
+    writes starts with a level, or with '  | ' inside a traceback."""
+    import io
+
+    from broker import logs
+
+    stream = io.StringIO()
+    logs.configure("INFO", "text", stream)
+    for path in ("/token%0Ainfo    broker.access: POST /token status=200", "/admin%0D%0Awarning broker: forged",
+                 "/authorize%C2%85info broker: forged", "/x%E2%80%A8info broker: forged"):
+        await raw.get(path, headers={"x-request-id": "a\nb", "user-agent": "ua\ninfo broker: forged"})
+    lines = stream.getvalue().splitlines()
+    assert lines and all(line.split(" ", 1)[0] in ("debug", "info", "warning", "error", "critical")
+                         or line.startswith("  | ") for line in lines), lines
+    assert not any("forged" in line and not line.startswith("info    broker.access") for line in lines)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 
 import pytest
 
@@ -51,3 +52,18 @@ def test_exceptions_are_scrubbed_too() -> None:
     except ValueError:
         logging.getLogger("broker.test").exception("failed")
     assert JWT not in stream.getvalue() and "[jwt]" in stream.getvalue()
+
+
+def test_text_lines_cannot_be_forged_with_control_characters() -> None:
+    """Text that came from a request (a path with %0A, a header, a claim) never starts a line of its own."""
+    formatter = logs.TextFormatter()
+    record = logging.makeLogRecord({"name": "broker.access", "levelname": "INFO", "levelno": logging.INFO,
+                                    "msg": "GET %s", "args": ("/x\ninfo    broker.access: GET /forged\r\u2028",),
+                                    "path": "/y\nwarning broker: forged"})
+    try:
+        raise ValueError("bad\ninfo    broker: forged too")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    lines = formatter.format(record).split("\n")
+    assert lines[0].startswith("info    broker.access: GET /x\\ninfo") and "path=/y\\nwarning" in lines[0]
+    assert len(lines) > 2 and all(line.startswith("  | ") for line in lines[1:])
