@@ -19,6 +19,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from broker.config import AdminSettings
+from broker.storage import users
 from broker.storage.models import AdminSession, User
 from broker.storage.users import Account
 
@@ -101,7 +102,5 @@ def end(session: Session, session_id: str, now: dt.datetime) -> None:
 
 
 def end_all_for(session: Session, user_id: str, now: dt.datetime) -> int:
-    """End every console session of a user (offboarding)."""
-    return session.execute(update(AdminSession)
-                           .where(AdminSession.user_id == user_id, AdminSession.ended_at.is_(None))
-                           .values(ended_at=now).execution_options(synchronize_session=False)).rowcount
+    """End every console session of a user (offboarding does it too: ``lifecycle.offboarding``)."""
+    return users.end_console_sessions(session, user_id, now)

@@ -52,9 +52,11 @@ def revoke_user(session: Session, user: User, *, reason: str, actor: str, now: d
                     .values(status="failed").execution_options(synchronize_session=False))
     session.add(Revocation(kind="user", subject=user.id, not_before=now, reason=reason, actor=actor, created_at=now))
     upstream = upstream_revocations.take_refresh_tokens(session, user.id, now)  # revoked at the IdP after commit
+    consoles = users.end_console_sessions(session, user.id, now)  # an admin's console too, whoever offboards
     audit.record(session, "user.offboarded", actor=actor, user_id=user.id, outcome="revoked",
                  data={"reason": reason, "source": source, "families_revoked": families,
-                       "already_offboarded": already, "upstream_refresh_tokens": upstream})
+                       "already_offboarded": already, "upstream_refresh_tokens": upstream,
+                       "console_sessions_ended": consoles})
     session.flush()
     return Offboarded(user.id, families, already, now)
 
@@ -63,8 +65,9 @@ def revoke_sessions(session: Session, user: User, *, reason: str, actor: str, no
                     source: str) -> int:
     """End every session and token of a user who stays allowed to sign in again (CAEP, Universal Logout).
 
-    Refresh-token families are revoked and ``not_before`` moves to now, so access tokens die too and
-    the user must authenticate at the IdP again before new tokens are issued. Returns families revoked.
+    Refresh-token families and admin console sessions are ended and ``not_before`` moves to now, so access
+    tokens die too and the user must authenticate at the IdP again before new tokens are issued. Returns
+    families revoked.
     """
     user.not_before, user.updated_at = now, now
     families = session.execute(update(RefreshTokenFamily)
@@ -72,8 +75,10 @@ def revoke_sessions(session: Session, user: User, *, reason: str, actor: str, no
                                .values(revoked_at=now, revoked_reason=f"sessions revoked: {reason}"[:200])
                                .execution_options(synchronize_session=False)).rowcount
     session.add(Revocation(kind="user", subject=user.id, not_before=now, reason=reason, actor=actor, created_at=now))
+    consoles = users.end_console_sessions(session, user.id, now)  # the console is a session too
     audit.record(session, "user.sessions_revoked", actor=actor, user_id=user.id, outcome="revoked",
-                 data={"reason": reason, "source": source, "families_revoked": families})
+                 data={"reason": reason, "source": source, "families_revoked": families,
+                       "console_sessions_ended": consoles})
     session.flush()
     return families
 

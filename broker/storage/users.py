@@ -12,7 +12,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.storage.hot import Tx
-from broker.storage.models import Group, GroupMembership, UpstreamIdentity, User, new_id, utcnow
+from broker.storage.models import AdminSession, Group, GroupMembership, UpstreamIdentity, User, new_id, utcnow
 from broker.storage.prepared import Prepared
 
 
@@ -224,3 +224,9 @@ def set_groups(session: Session, user_id: str, source: str, names: Iterable[str]
                                                       GroupMembership.group_id.in_(stale)))
     session.add_all(GroupMembership(user_id=user_id, group_id=gid) for gid in sorted(keep - current))
     session.flush()
+
+
+def end_console_sessions(session: Session, user_id: str, now: dt.datetime) -> int:
+    """End every admin console session of a user (offboarding, a session revocation from the IdP)."""
+    return session.execute(update(AdminSession).where(AdminSession.user_id == user_id, AdminSession.ended_at.is_(None))
+                           .values(ended_at=now).execution_options(synchronize_session=False)).rowcount

@@ -7,7 +7,6 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from broker.admin import queries
-from broker.admin import sessions as console_sessions
 from broker.admin.sessions import OFFBOARD, VIEW, ConsoleUser
 from broker.lifecycle import offboarding, sessions
 from broker.registry import policies
@@ -106,7 +105,6 @@ async def offboard(user_id: str, request: Request, state: State) -> Response:
                            "confirm": form.get("confirm", ""), "nav": "users"}, 400)
         now = utcnow()
         offboarding.revoke_user(db, user, reason=reason[:1000], actor=console.actor, now=now, source="console")
-        console_sessions.end_all_for(db, user.id, now)  # their console sessions too
         return back(f"/admin/users/{user.id}?done=offboarded")
 
     return await console_call(request, state, OFFBOARD, act, csrf=form.get("csrf_token"))
