@@ -19,7 +19,6 @@ from fastapi import FastAPI
 
 from broker import audit, dev, logs
 from broker.admin import keys as key_admin
-from broker.audit import AuditKey
 from broker.config import Settings
 from broker.federation import calls
 from broker.federation.base import Connector, ConnectorFactory, build_connectors
@@ -92,11 +91,11 @@ def idp_connectors(settings: Settings, http: httpx.AsyncClient) -> dict[str, Con
 
 async def revoke_upstream_tokens(settings: Settings, database: Database) -> list[Outcome]:
     """Work off the queue of offboarded users' IdP refresh tokens once (the CLI, after an offboarding)."""
-    kek = settings.key_encryption_key()
-    if kek is None:
+    keks = settings.key_encryption_keys()
+    if not keks:
         return []
     async with upstream_client() as http:
-        return await UpstreamRevocations(database, Encryptor(kek), idp_connectors(settings, http)).run()
+        return await UpstreamRevocations(database, Encryptor.of(keks), idp_connectors(settings, http)).run()
 
 
 def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
@@ -106,11 +105,11 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
         pool_timeout=settings.database.pool_timeout,
         sqlite_busy_timeout_ms=settings.database.sqlite_busy_timeout_ms, echo=settings.database.echo,
         sqlite_background_checkpoint=True))
-    kek = settings.key_encryption_key()
-    if kek is None:
+    keks = settings.key_encryption_keys()
+    if not keks:
         raise StartupError("keys.key_encryption_key: required (set BROKER_KEYS__KEY_ENCRYPTION_KEY or "
                            "keys.key_encryption_key_file; `broker keys new-kek` prints a fresh one)")
-    encryptor = Encryptor(kek)
+    kek, encryptor = keks[0], Encryptor.of(keks)
     keyring = KeyRing(encryptor, BROKER, settings.keys.algorithm, settings.keys.rsa_key_size)
     testidp = None
     if settings.testidp.enabled:
@@ -122,7 +121,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
     oauth = OAuthCore(settings, keyring, encryptor, StoredPolicy(), connectors,
                       csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest(),
                       client_metadata=client_metadata or metadata_fetcher(settings), http=http)
-    audit_key = AuditKey(kek)
+    audit_keys = audit.AuditKeys(encryptor, keks)
 
     # Both jobs queue like the request handlers' transactions: on SQLite they start the moment the write
     # lock is free instead of sleeping in SQLite's busy handler. The sealer works in batches, each its own
@@ -131,7 +130,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
     def seal_audit_chain() -> None:
         while True:
             with database.queued_transaction() as session:
-                sealed = audit.seal(session, audit_key, limit=AUDIT_SEAL_BATCH)
+                sealed = audit.seal(session, audit_keys.get(session), limit=AUDIT_SEAL_BATCH)
             if sealed < AUDIT_SEAL_BATCH:
                 return
             time.sleep(0)  # let a waiting thread take the queue first
@@ -158,7 +157,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
         periodic.append((settings.metrics.refresh_interval, metrics.refresh))
     return BrokerState(settings=settings, database=database, keyring=keyring, oauth=oauth, testidp=testidp,
                        ssf=ssf, logout=logout, upstream_check=UpstreamCheck(settings, encryptor),
-                       metrics=metrics, tracing=tracing, periodic=periodic)
+                       metrics=metrics, tracing=tracing, audit_keys=audit_keys, periodic=periodic)
 
 
 def scheduled_rotation(settings: Settings, database: Database, keyring: KeyRing) -> tuple[float, Callable[[], None]]:
@@ -215,6 +214,10 @@ def prepare(state: BrokerState) -> None:
         state.keyring.ensure(session)
         if state.testidp is not None:
             state.testidp.keyring.ensure(session)
+        try:
+            state.audit_keys.get(session)  # stored now if this database has none yet
+        except audit.UnknownAuditKey as exc:
+            raise StartupError(str(exc)) from None
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -10,7 +10,8 @@ stay outside it. ``verify`` walks the chain and names the first event that does 
 
 from broker.audit.chain import AuditKey, VerifyResult, seal, sealed_count, verify
 from broker.audit.events import record, record_hot
+from broker.audit.keystore import AuditKeys, UnknownAuditKey
 from broker.audit.observers import ObservedEvent, observe
 
-__all__ = ["AuditKey", "ObservedEvent", "VerifyResult", "observe", "record", "record_hot", "seal", "sealed_count",
-           "verify"]
+__all__ = ["AuditKey", "AuditKeys", "ObservedEvent", "UnknownAuditKey", "VerifyResult", "observe", "record",
+           "record_hot", "seal", "sealed_count", "verify"]

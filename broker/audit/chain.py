@@ -1,8 +1,9 @@
 """Sealing and verifying the audit chain.
 
-Link of the event at position ``n``: ``HMAC-SHA256(key, n || prev_hash || canonical(event))``,
-the key derived from the key-encryption key, so someone who can write to the database but does
-not hold that key cannot forge or recompute links. The head row carries a MAC of the last link,
+Link of the event at position ``n``: ``HMAC-SHA256(key, n || prev_hash || canonical(event))``.
+The key is stored encrypted under the key-encryption key (``broker.audit.keystore``), so someone who
+can write to the database but does not hold that key cannot forge or recompute links, and rotating
+the key-encryption key re-encrypts the MAC key without changing it. The head row carries a MAC of the last link,
 so deleting events from the end is detected as well. Sealers serialise on the head row only;
 writers never wait for them.
 """
@@ -30,17 +31,27 @@ HEAD_ID = 1
 
 
 class AuditKey:
-    """The MAC key of the chain, derived from the key-encryption key (never stored)."""
+    """The MAC key of the chain (32 bytes)."""
 
-    def __init__(self, kek: bytes):
-        self._key = hashlib.sha256(b"mcp-auth-broker audit chain\0" + kek).digest()
+    def __init__(self, key: bytes):
+        self.material = key
+
+    @classmethod
+    def derived_from(cls, kek: bytes) -> AuditKey:
+        """The key releases before the stored one derived from the key-encryption key, and the one a chain
+        begins with: every release sealing beside another during a rolling upgrade uses the same."""
+        return cls(hashlib.sha256(b"mcp-auth-broker audit chain\0" + kek).digest())
+
+    def sealed(self, head: AuditChainHead) -> bool:
+        """Whether the chain head carries this key's MAC."""
+        return hmac.compare_digest(head.mac, self.head_mac(head.seq, head.hash))
 
     def link(self, seq: int, prev_hash: str, event: AuditEvent | Row[Any]) -> str:
         message = f"{seq}\n{prev_hash}\n".encode() + canonical(event)
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+        return hmac.new(self.material, message, hashlib.sha256).hexdigest()
 
     def head_mac(self, seq: int, link: str) -> str:
-        return hmac.new(self._key, f"head\n{seq}\n{link}".encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self.material, f"head\n{seq}\n{link}".encode(), hashlib.sha256).hexdigest()
 
 
 def canonical(event: AuditEvent | Row[Any]) -> bytes:
@@ -152,7 +163,7 @@ def _check_head(session: Session, key: AuditKey, last_seq: int, last_hash: str) 
     head_seq, head_hash = (head.seq, head.hash) if head else (0, "")
     if head is None and last_seq == 0:
         return VerifyResult(True, 0, unsealed, 0, "")
-    if head is None or not hmac.compare_digest(head.mac, key.head_mac(head.seq, head.hash)):
+    if head is None or not key.sealed(head):
         return VerifyResult(False, last_seq, unsealed, head_seq, head_hash, reason="the chain head was altered")
     if (head.seq, head.hash) != (last_seq, last_hash):
         return VerifyResult(False, last_seq, unsealed, head.seq, head.hash, broken_seq=last_seq + 1,

@@ -14,6 +14,9 @@ from broker import audit
 from broker.audit.chain import canonical
 from broker.cli.common import CliError, common_flags, json_flag, load_settings, open_database, print_json
 from broker.cli.progress import Progress
+from broker.config import Settings
+from broker.keys.crypto import DecryptionError, Encryptor
+from broker.storage.db import Database
 from broker.storage.models import AuditEvent
 
 
@@ -43,16 +46,21 @@ def _timestamp(text: str) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
-def _key(settings: object) -> audit.AuditKey:
-    kek = settings.key_encryption_key()  # type: ignore[attr-defined]
-    if kek is None:
+def _key(settings: Settings, database: Database) -> audit.AuditKey:
+    keks = settings.key_encryption_keys()
+    if not keks:
         raise CliError("keys.key_encryption_key: required to verify the audit chain")
-    return audit.AuditKey(kek)
+    try:
+        with database.transaction() as session:
+            return audit.AuditKeys(Encryptor.of(keks), keks).get(session)
+    except (audit.UnknownAuditKey, DecryptionError) as exc:
+        raise CliError(f"the audit chain's key: {exc}") from None
 
 
 def verify(args: argparse.Namespace) -> int:
     settings = load_settings(args)
-    database, key = open_database(settings), _key(settings)
+    database = open_database(settings)
+    key = _key(settings, database)
     if not args.no_seal:
         with database.transaction() as session:
             while audit.seal(session, key):

@@ -7,6 +7,7 @@ import datetime as dt
 
 from broker import config
 from broker.admin import keys as key_admin
+from broker.admin import rewrap as key_rewrap
 from broker.cli.common import (
     CliError,
     actor,
@@ -44,14 +45,26 @@ def register(commands: argparse._SubParsersAction) -> None:
                            description="Print 32 random bytes, base64url-encoded, for keys.key_encryption_key. "
                                        "Store it in your secret manager; losing it makes stored keys unusable.")
     new_p.set_defaults(handler=lambda args: print(config.new_kek()))
+    rewrap_p = sub.add_parser(
+        "rewrap", parents=[common_flags()], help="re-encrypt everything under the current key-encryption key",
+        description="Re-encrypt under keys.key_encryption_key every value stored under one of "
+                    "keys.previous_key_encryption_keys: signing keys, upstream refresh tokens, sign-ins in "
+                    "progress, the audit chain's key. All or nothing; running it again changes nothing. Then "
+                    "the previous keys can be removed from the configuration (docs/operations.md).")
+    json_flag(rewrap_p)
+    rewrap_p.set_defaults(handler=rewrap)
+
+
+def _encryptor(settings: config.Settings) -> Encryptor:
+    keks = settings.key_encryption_keys()
+    if not keks:
+        raise CliError("keys.key_encryption_key: required (set BROKER_KEYS__KEY_ENCRYPTION_KEY)")
+    return Encryptor.of(keks)
 
 
 def _ring(args: argparse.Namespace) -> tuple[KeyRing, config.Settings, Database]:
     settings = load_settings(args)
-    kek = settings.key_encryption_key()
-    if kek is None:
-        raise CliError("keys.key_encryption_key: required (set BROKER_KEYS__KEY_ENCRYPTION_KEY)")
-    ring = KeyRing(Encryptor(kek), BROKER, settings.keys.algorithm, settings.keys.rsa_key_size)
+    ring = KeyRing(_encryptor(settings), BROKER, settings.keys.algorithm, settings.keys.rsa_key_size)
     return ring, settings, open_database(settings)
 
 
@@ -90,3 +103,19 @@ def _describe(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> dict[st
             "created_at": key.created_at.isoformat(timespec="seconds"),
             "activates_at": key.activates_at.isoformat(timespec="seconds"),
             "retired_at": key.retired_at.isoformat(timespec="seconds") if key.retired_at else ""}
+
+
+def rewrap(args: argparse.Namespace) -> int:
+    settings = load_settings(args)
+    encryptor, database = _encryptor(settings), open_database(settings)
+    try:
+        with database.transaction() as session:
+            done = key_rewrap.rewrap(session, encryptor, actor())
+    except key_rewrap.Unreadable as exc:
+        raise CliError(f"keys rewrap: {exc}; nothing was changed") from None
+    if args.json:
+        print_json({"rewrapped": done.rewrapped, "current": done.current})
+        return 0
+    counts = ", ".join(f"{n} {kind}" for kind, n in done.rewrapped.items())
+    print(f"re-encrypted under the current key-encryption key: {counts}; {done.current} already were")
+    return 0

@@ -12,6 +12,7 @@ from broker.config.types import (
     http_url,
     is_plain_http_off_loopback,
     parse_listen,
+    split_keks,
     weak_secret,
 )
 
@@ -66,10 +67,22 @@ def _check_kek(settings: Settings) -> list[str]:
     if settings.keys.key_encryption_key.get_secret_value().strip() in PLACEHOLDER_SECRETS:
         return ["keys.key_encryption_key: is a placeholder; generate one with `broker keys new-kek`"]
     try:
-        decode_kek(settings.keys.key_encryption_key.get_secret_value())
+        current = decode_kek(settings.keys.key_encryption_key.get_secret_value())
     except ValueError as exc:
         return [f"keys.key_encryption_key: {exc}"]
-    return []
+    return _check_previous_keks(settings, current)
+
+
+def _check_previous_keks(settings: Settings, current: bytes) -> list[str]:
+    previous = settings.keys.previous_key_encryption_keys
+    problems = []
+    for i, text in enumerate(split_keks(previous.get_secret_value()) if previous else []):
+        try:
+            if decode_kek(text) == current:
+                problems.append(f"keys.previous_key_encryption_keys[{i}]: is the current key_encryption_key")
+        except ValueError as exc:
+            problems.append(f"keys.previous_key_encryption_keys[{i}]: {exc}")
+    return problems
 
 
 _GUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

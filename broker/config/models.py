@@ -13,7 +13,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
-from broker.config.types import DEFAULT_JWS_ALGORITHMS, Identifier, JwsAlgorithms, LogLevel, decode_kek
+from broker.config.types import (
+    DEFAULT_JWS_ALGORITHMS,
+    Identifier,
+    JwsAlgorithms,
+    LogLevel,
+    decode_kek,
+    split_keks,
+)
 
 # A secret given in the settings, or read from the file named by its ``_file`` sibling.
 Secret = SecretStr | None
@@ -43,6 +50,9 @@ class KeysSettings(_Section):
     algorithm: Literal["ES256", "RS256"] = "ES256"
     key_encryption_key: Secret = None
     key_encryption_key_file: SecretFile = None
+    # Key-encryption keys being rotated out, comma-separated: they decrypt, never encrypt.
+    previous_key_encryption_keys: Secret = None
+    previous_key_encryption_keys_file: SecretFile = None
     activation_delay: int = Field(3600, ge=0, le=30 * 86400)
     rotate_every: int = Field(0, ge=0, le=366 * 86400)  # seconds; 0: only `broker keys rotate` rotates
     rsa_key_size: Literal[2048, 3072, 4096] = 3072
@@ -353,3 +363,11 @@ class Settings(_Section):
         if self.keys.key_encryption_key is None:
             return None
         return decode_kek(self.keys.key_encryption_key.get_secret_value())
+
+    def key_encryption_keys(self) -> list[bytes]:
+        """The current key-encryption key (which encrypts), then the previous ones (which only decrypt);
+        empty when none is configured."""
+        current = self.key_encryption_key()
+        previous = self.keys.previous_key_encryption_keys
+        olds = [decode_kek(text) for text in split_keks(previous.get_secret_value())] if previous else []
+        return [current, *olds] if current is not None else []

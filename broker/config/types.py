@@ -9,6 +9,7 @@ import base64
 import binascii
 import ipaddress
 import os
+import re
 from typing import Annotated, Literal
 from urllib.parse import SplitResult, urlsplit
 
@@ -79,6 +80,11 @@ def decode_kek(text: str) -> bytes:
     if len(raw) != 32:
         raise ValueError(f"must decode to 32 bytes, not {len(raw)}")
     return raw
+
+
+def split_keks(text: str) -> list[str]:
+    """Several key-encryption keys in one setting: separated by commas or white space."""
+    return [part for part in re.split(r"[\s,]+", text) if part]
 
 
 def new_kek() -> str:

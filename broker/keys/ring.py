@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy.orm import Session
 
 from broker.keys import schedule
-from broker.keys.crypto import DecryptionError, Encryptor
+from broker.keys.crypto import DecryptionError, Encryptor, signing_key_aad
 from broker.storage import changes
 from broker.storage import signing_keys as repo
 from broker.storage.hot import Tx
@@ -138,7 +138,8 @@ class KeyRing:
                 raise DecryptionError(f"cannot decrypt stored signing key {row.kid}") from exc
 
     def decrypt(self, row: SigningKey | KeyRecord) -> ActiveKey:
-        der = self.encryptor.decrypt(row.private_key_encrypted, _aad(row.purpose, row.kid, row.algorithm))
+        der = self.encryptor.decrypt(row.private_key_encrypted, signing_key_aad(row.purpose, row.kid,
+                                                                                row.algorithm))
         private_key = serialization.load_der_private_key(der, password=None)
         assert isinstance(private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey))
         return ActiveKey(kid=row.kid, algorithm=row.algorithm, private_key=private_key)
@@ -148,10 +149,9 @@ class KeyRing:
         jwk = public_jwk(private_key, self.algorithm)
         der = private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
+        sealed = self.encryptor.encrypt(der, signing_key_aad(self.purpose, jwk["kid"], self.algorithm))
         row = SigningKey(kid=jwk["kid"], purpose=self.purpose, algorithm=self.algorithm, public_jwk=jwk,
-                         private_key_encrypted=self.encryptor.encrypt(der, _aad(self.purpose, jwk["kid"],
-                                                                                self.algorithm)),
-                         created_at=now, activates_at=activates_at)
+                         private_key_encrypted=sealed, created_at=now, activates_at=activates_at)
         repo.add(session, row)
         return row
 
@@ -185,6 +185,3 @@ def thumbprint(jwk: dict[str, Any]) -> str:
     canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
     return base64.urlsafe_b64encode(hashlib.sha256(canonical.encode()).digest()).rstrip(b"=").decode()
 
-
-def _aad(purpose: str, kid: str, algorithm: str) -> str:
-    return f"signing-key:{purpose}:{kid}:{algorithm}"

@@ -26,7 +26,7 @@ from broker import audit
 from broker.config import Settings
 from broker.federation.errors import UpstreamError
 from broker.federation.oidc import refresh_token_obstacle
-from broker.keys.crypto import DecryptionError, Encryptor
+from broker.keys.crypto import DecryptionError, Encryptor, upstream_refresh_token_aad
 from broker.lifecycle import offboarding
 from broker.oauth import secrets
 from broker.storage import grants
@@ -64,7 +64,8 @@ class UpstreamCheck:
             self._say_unchecked(session, family.user_id)
             return None
         try:
-            token = self.encryptor.decrypt(identity.refresh_token_encrypted or b"", _aad(identity.id)).decode()
+            token = self.encryptor.decrypt(identity.refresh_token_encrypted or b"",
+                                           upstream_refresh_token_aad(identity.id)).decode()
         except DecryptionError:
             return None
         return PendingCheck(family.user_id, identity.idp_id, identity.id, token)
@@ -100,7 +101,8 @@ class UpstreamCheck:
         if rotated:
             identity = session.get(UpstreamIdentity, check.identity_id)
             if identity is not None:
-                identity.refresh_token_encrypted = self.encryptor.encrypt(rotated.encode(), _aad(identity.id))
+                identity.refresh_token_encrypted = self.encryptor.encrypt(rotated.encode(),
+                                                                          upstream_refresh_token_aad(identity.id))
 
     def refused(self, session: Session, check: PendingCheck, upstream_error: str | None, now: dt.datetime) -> None:
         user = session.get(User, check.user_id)
@@ -113,6 +115,3 @@ class UpstreamCheck:
         audit.record(session, "upstream.refresh_refused", actor=f"idp:{check.idp_id}", user_id=check.user_id,
                      outcome="revoked", data={"upstream_error": upstream_error})
 
-
-def _aad(identity_id: str) -> str:
-    return f"upstream-refresh-token:{identity_id}"

@@ -26,7 +26,7 @@ import anyio
 
 from broker import audit
 from broker.federation.errors import UpstreamError
-from broker.keys.crypto import DecryptionError, Encryptor
+from broker.keys.crypto import DecryptionError, Encryptor, upstream_refresh_token_aad
 from broker.storage import upstream_revocations
 from broker.storage.db import Database
 from broker.storage.upstream_revocations import PendingRevocation
@@ -71,7 +71,7 @@ class UpstreamRevocations:
         if connector is None or not hasattr(connector, "revoke_refresh_token"):
             return Outcome(pending.idp_id, "not_offered", "the IdP is no longer configured")
         try:
-            token = self.encryptor.decrypt(pending.token_encrypted, f"upstream-refresh-token:{pending.identity_id}")
+            token = self.encryptor.decrypt(pending.token_encrypted, upstream_refresh_token_aad(pending.identity_id))
         except DecryptionError:
             return Outcome(pending.idp_id, "failed", "the stored token could not be decrypted")
         try:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from broker import audit
 from broker.config import Settings
 from broker.federation.identity import Identity
-from broker.keys.crypto import Encryptor
+from broker.keys.crypto import Encryptor, upstream_verifier_aad
 from broker.oauth import codes, oidc_claims, provisioning, redirects, secrets, subjects
 from broker.oauth.authorize import AuthorizationRequest, redirect_location
 from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, OAuth2Error
@@ -116,9 +116,9 @@ class LoginFlow:
         if not grants.advance_pending(session, pending.id, "choose", "login"):
             raise AuthorizationPageError("Sign-in already started", "Start again from your application.")
         state, nonce, verifier = secrets.new_token(), secrets.new_token(), secrets.new_token()
+        sealed = self.encryptor.encrypt(verifier.encode(), upstream_verifier_aad(pending.id))
         grants.update_pending(session, pending.id, idp_id=idp_id, upstream_state_hash=secrets.digest(state),
-                              upstream_nonce=nonce,
-                              upstream_verifier_encrypted=self.encryptor.encrypt(verifier.encode(), _aad(pending.id)))
+                              upstream_nonce=nonce, upstream_verifier_encrypted=sealed)
         return UpstreamStart(pending.id, state, nonce, _s256(verifier))
 
     def claim_callback(self, session: Session, idp_id: str, state: str | None, browser: str | None,
@@ -135,7 +135,8 @@ class LoginFlow:
         if not grants.advance_pending(session, pending.id, "login", "callback"):
             raise AuthorizationPageError("Sign-in already used", "This sign-in response was already used. Start "
                                          "again from your application.")
-        verifier = self.encryptor.decrypt(pending.upstream_verifier_encrypted, _aad(pending.id)).decode()
+        verifier = self.encryptor.decrypt(pending.upstream_verifier_encrypted,
+                                          upstream_verifier_aad(pending.id)).decode()
         return pending, verifier
 
     def fail_by_id(self, session: Session, pending_id: str, error: OAuth2Error) -> Redirect:
@@ -297,10 +298,6 @@ class LoginFlow:
         """Write where a sign-in ended (failed, awaiting consent, done) with what it established."""
         grants.update_pending(session, pending.id, status=status, user_id=pending.user_id,
                               granted_scope=pending.granted_scope, auth_time=pending.auth_time, acr=pending.acr)
-
-
-def _aad(pending_id: str) -> str:
-    return f"pending-authorization:{pending_id}"
 
 
 def _s256(verifier: str) -> str:

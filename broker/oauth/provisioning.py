@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker.federation.identity import Identity
-from broker.keys.crypto import Encryptor
+from broker.keys.crypto import Encryptor, upstream_refresh_token_aad
 from broker.storage import users
 from broker.storage.models import UpstreamIdentity, User
 
@@ -54,7 +54,7 @@ def upsert_user(session: Session, identity: Identity, encryptor: Encryptor, now:
                        claims=_storable(identity.claims, identity.email_verified), now=now)
     if identity.upstream_refresh_token:
         users.keep_refresh_token(session, identity_id, encryptor.encrypt(identity.upstream_refresh_token.encode(),
-                                                                          f"upstream-refresh-token:{identity_id}"))
+                                                                          upstream_refresh_token_aad(identity_id)))
     users.set_groups(session, user_id, f"idp:{identity.idp_id}", identity.groups)
     account = users.account(session, user_id)
     assert account is not None

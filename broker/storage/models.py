@@ -306,6 +306,16 @@ class AuditChainHead(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class SealedSecret(Base):
+    """A secret of the broker's own (the audit chain's MAC key), AES-GCM encrypted under the key-encryption
+    key like the signing keys, so a KEK rotation re-encrypts it and never changes it."""
+
+    __tablename__ = "sealed_secrets"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class SchemaSupport(Base):
     """The oldest code revision the schema supports (one row; written by the migration environment,
     read by releases that do not know the database's revision: ``broker.storage.schema``)."""

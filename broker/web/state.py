@@ -11,6 +11,7 @@ from broker.keys.ring import KeyRing
 from broker.storage.db import Database
 
 if TYPE_CHECKING:
+    from broker.audit import AuditKeys
     from broker.lifecycle.signals import SignedEventVerifier
     from broker.lifecycle.upstream_check import UpstreamCheck
     from broker.oauth.core import OAuthCore
@@ -30,6 +31,7 @@ class BrokerState:
     upstream_check: UpstreamCheck | None = None  # check_upstream_on_refresh
     ssf: SignedEventVerifier | None = None  # Shared Signals transmitters, when configured
     logout: SignedEventVerifier | None = None  # Global Token Revocation callers, when configured
+    audit_keys: AuditKeys | None = None  # the audit chain's MAC key (broker.audit.keystore)
     metrics: Metrics | None = None  # when metrics.enabled: fed by the middleware and the audit observer
     tracing: Tracing | None = None  # when tracing.enabled: spans around every request and upstream call
     shutting_down: bool = False  # SIGTERM received: /readyz fails while the broker drains (web.shutdown)

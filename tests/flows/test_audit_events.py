@@ -34,8 +34,8 @@ async def test_token_lifecycle_is_audited_without_credentials(client: httpx.Asyn
 async def test_the_chain_seals_what_the_endpoints_wrote(client: httpx.AsyncClient, state) -> None:
     new = register_client(state)
     await tokens_for(client, new.row.id)
-    key = audit.AuditKey(state.settings.key_encryption_key())
     with state.database.transaction() as session:
+        key = state.audit_keys.get(session)
         assert audit.seal(session, key) >= 1
     with state.database.sessions() as session:
         assert audit.verify(session, key).ok
@@ -75,8 +75,7 @@ def test_the_servers_sealer_works_in_batches_until_nothing_is_left(state, monkey
 
     monkeypatch.setattr(state.database, "queued_transaction", counted)
     job()
-    key = audit.AuditKey(state.settings.key_encryption_key())
     with state.database.sessions() as session:
-        result = audit.verify(session, key)
+        result = audit.verify(session, state.audit_keys.get(session))
         assert result.ok and result.unsealed == 0
     assert len(transactions) >= 3  # 25 test events (and the seeding's) at 10 per transaction

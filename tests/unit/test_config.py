@@ -413,3 +413,21 @@ def test_a_disabled_section_needs_no_secrets(tmp_path: Path) -> None:
     found = problems(production(tmp_path, extra.replace("enabled = false", "enabled = true")), tmp_path=tmp_path)
     assert found == ["scim.tokens[0].token: missing or a placeholder (`broker keys new-kek` makes one)",
                      "metrics.bearer_token: at least 32 random characters (`broker keys new-kek` makes one)"]
+
+
+def test_previous_key_encryption_keys_decrypt_behind_the_current_one(tmp_path: Path) -> None:
+    old, older = config.new_kek(), config.new_kek().encode().hex()[:64]
+    settings = load(production(tmp_path), tmp_path=tmp_path,
+                    env={"BROKER_KEYS__PREVIOUS_KEY_ENCRYPTION_KEYS": f"{old}, {older}"})
+    assert settings.key_encryption_keys() == [config.decode_kek(KEK), config.decode_kek(old),
+                                              config.decode_kek(older)]
+    (tmp_path / "previous").write_text(f"{old}\n")
+    from_file = load(production(tmp_path, f'previous_key_encryption_keys_file = "{tmp_path / "previous"}"\n'),
+                     tmp_path=tmp_path)
+    assert from_file.key_encryption_keys()[1:] == [config.decode_kek(old)]
+
+
+def test_a_bad_previous_key_encryption_key_is_named(tmp_path: Path) -> None:
+    found = problems(production(tmp_path, f'previous_key_encryption_keys = "c2hvcnQ,{KEK}"\n'), tmp_path=tmp_path)
+    assert found == ["keys.previous_key_encryption_keys[0]: must decode to 32 bytes, not 5",
+                     "keys.previous_key_encryption_keys[1]: is the current key_encryption_key"]

@@ -77,9 +77,8 @@ async def denials(request: Request, state: State) -> Response:
 async def verify(request: Request, state: State) -> Response:
     """Walk the whole chain (what ``broker audit verify --no-seal`` does; sealing is the sealer's job)."""
     def view(db: Session, console: ConsoleUser) -> Response:
-        kek = state.settings.key_encryption_key()
-        assert kek is not None
-        result = audit.verify(db, audit.AuditKey(kek))
+        assert state.audit_keys is not None  # the broker does not start without a key-encryption key
+        result = audit.verify(db, state.audit_keys.get(db))
         return render(request, "admin/audit_verify.html", console, {"result": result, "nav": "audit"})
 
     return await console_call(request, state, VIEW, view)

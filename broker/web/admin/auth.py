@@ -67,9 +67,9 @@ def _login_cookie(state: BrokerState) -> str:
 
 
 def _encryptor(state: BrokerState) -> Encryptor:
-    kek = state.settings.key_encryption_key()
-    assert kek is not None  # the broker does not start without one
-    return Encryptor(kek)
+    keks = state.settings.key_encryption_keys()
+    assert keks  # the broker does not start without one
+    return Encryptor.of(keks)
 
 
 def _seal(state: BrokerState, data: dict[str, Any]) -> str:

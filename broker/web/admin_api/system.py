@@ -117,10 +117,9 @@ def _event(row: AuditEvent, found: names.Names) -> EventOut:
 @router.get("/audit/verify", summary="Walk the audit chain and report the first event that does not fit "
                                      "(admin:read)", response_model=VerifyOut, responses=errors())
 def verify(session: DbSession, state: State, caller: Reader) -> VerifyOut:
-    kek = state.settings.key_encryption_key()
-    if kek is None:  # never in a running broker: it refuses to start without one
+    if state.audit_keys is None:  # never in a running broker: it refuses to start without a KEK
         raise fail(409, "conflict", "keys.key_encryption_key is not configured")
-    result = audit.verify(session, audit.AuditKey(kek))
+    result = audit.verify(session, state.audit_keys.get(session))
     return VerifyOut(ok=result.ok, checked=result.checked, unsealed=result.unsealed, head_seq=result.head_seq,
                      head_hash=result.head_hash, broken_seq=result.broken_seq, broken_id=result.broken_id,
                      reason=result.reason)

@@ -167,7 +167,7 @@ def test_cli_verify_and_export(migrated: Database, settings, monkeypatch, capsys
     monkeypatch.setenv("BROKER_ISSUER", settings.issuer)
     monkeypatch.setenv("BROKER_DATABASE__URL", settings.database_url)
     monkeypatch.setenv("BROKER_KEYS__KEY_ENCRYPTION_KEY", settings.keys.key_encryption_key.get_secret_value())
-    key = audit.AuditKey(settings.key_encryption_key())
+    key = audit.AuditKey.derived_from(settings.key_encryption_key())  # as releases before the stored key sealed
     with migrated.transaction() as session:
         for i in range(3):
             audit.record(session, "client.registered", actor="cli", client_id=f"c{i}")

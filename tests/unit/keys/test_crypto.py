@@ -45,3 +45,26 @@ def test_tampered_or_truncated_blob_is_refused(mutate) -> None:
 def test_key_must_be_32_bytes() -> None:
     with pytest.raises(ValueError):
         Encryptor(b"short")
+
+
+def test_during_a_rotation_the_first_key_encrypts_and_every_key_decrypts() -> None:
+    old, new = os.urandom(32), os.urandom(32)
+    before = Encryptor(old).encrypt(b"sealed under the old key", "ad")
+    rotating = Encryptor(new, previous=[old])
+    assert rotating.decrypt(before, "ad") == b"sealed under the old key"
+    after = rotating.encrypt(b"sealed under the new key", "ad")
+    assert Encryptor(new).decrypt(after, "ad") == b"sealed under the new key"
+    with pytest.raises(DecryptionError):
+        Encryptor(old).decrypt(after, "ad")
+
+
+def test_rewrap_moves_a_value_to_the_current_key_and_leaves_current_ones_alone() -> None:
+    old, new = os.urandom(32), os.urandom(32)
+    rotating = Encryptor.of([new, old])
+    moved = rotating.rewrap(Encryptor(old).encrypt(b"v", "ad"), "ad")
+    assert moved is not None and Encryptor(new).decrypt(moved, "ad") == b"v"
+    assert rotating.rewrap(moved, "ad") is None
+    with pytest.raises(DecryptionError):
+        rotating.rewrap(Encryptor(os.urandom(32)).encrypt(b"v", "ad"), "ad")
+    with pytest.raises(DecryptionError):
+        rotating.rewrap(Encryptor(old).encrypt(b"v", "ad"), "other row")
