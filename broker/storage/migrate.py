@@ -14,10 +14,11 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from alembic.script.revision import ResolutionError, RevisionError
 from alembic.util.exc import CommandError
+from sqlalchemy.exc import DBAPIError
 
 from broker import bundled
 from broker.storage import schema
-from broker.storage.db import Database, DatabaseError
+from broker.storage.db import Database, DatabaseError, first_line
 
 Report = Callable[[str], None]
 
@@ -60,6 +61,9 @@ def upgrade(database: Database, report: Report | None = None) -> tuple[str | Non
             command.upgrade(cfg, "head")
         except CommandError as exc:
             raise MigrationError(f"migrations: {str(exc).splitlines()[0]}") from None
+        except DBAPIError as exc:  # e.g. a role that may not change the schema
+            step = progress.steps[min(progress.done, len(progress.steps) - 1)]
+            raise MigrationError(f"migration {step} failed: {first_line(exc)}") from None
     return state.revision, head_revision()
 
 

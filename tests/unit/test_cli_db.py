@@ -93,3 +93,16 @@ def test_a_broken_migration_chain_is_one_line(env, capsys, monkeypatch, tmp_path
         monkeypatch.setattr(schema, "KNOWN", schema.KNOWN | {EXPAND, CONTRACT})
     code, out, err = run(capsys, "db", "upgrade")
     assert code == 2 and out == "" and err.startswith("broker: migrations: ") and err.count("\n") == 1
+
+
+def test_a_migration_the_database_refuses_is_one_line(env, capsys, monkeypatch, tmp_path: Path) -> None:  # noqa: F811
+    chain = next_release(tmp_path)
+    contract = chain / "versions" / f"{CONTRACT}_contract.py"
+    contract.write_text(contract.read_text().replace(
+        '    with op.batch_alter_table("clients") as batch:\n        batch.drop_column("rollout_note")',
+        '    op.execute("UPDATE no_such_table SET x = 1")', 1))
+    monkeypatch.setattr(bundled, "MIGRATIONS", chain)
+    code, out, err = run(capsys, "db", "upgrade")
+    *progress, failure = err.splitlines()
+    assert (code, out) == (2, "") and all(line.startswith("broker: migrat") for line in progress)
+    assert failure.startswith(f"broker: migration {CONTRACT} (Contract: ") and "no_such_table" in failure
