@@ -52,9 +52,16 @@ def run_dev(args: argparse.Namespace) -> int:
     print(dev.banner(settings), flush=True)
     app = create_app(state, fallback=dev.demo_app(settings.issuer, dev.demo_feed_secret(settings)))
     uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
-                proxy_headers=False, server_header=False,
+                proxy_headers=False, server_header=False, **connection_limits(settings),
                 timeout_graceful_shutdown=shutdown.Plan.of(settings.server).graceful)
     return 0
+
+
+def connection_limits(settings: Settings) -> dict[str, int]:
+    """uvicorn's share of bounding a connection: idle keep-alive, and the header size its h11 parser allows (the
+    app answers 431 past ``server.max_header_bytes`` whichever parser runs)."""
+    return {"timeout_keep_alive": settings.server.keep_alive_timeout,
+            "h11_max_incomplete_event_size": settings.server.max_header_bytes}
 
 
 def _check_port(port: int | None) -> None:
@@ -85,7 +92,7 @@ def run_serve(args: argparse.Namespace) -> int:
         uvicorn.run("broker.app:create_app_from_environment", factory=True, workers=workers,
                     host=args.host or settings.server.host, port=args.port or settings.server.port,
                     log_config=None, access_log=False, server_header=False,
-                    forwarded_allow_ips=settings.server.forwarded_allow_ips,
+                    forwarded_allow_ips=settings.server.forwarded_allow_ips, **connection_limits(settings),
                     timeout_graceful_shutdown=shutdown.Plan.of(settings.server).graceful)
     return 0
 

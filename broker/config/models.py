@@ -82,6 +82,10 @@ class ServerSettings(_Section):
     port: int = Field(8000, ge=0, le=65535)
     workers: int = Field(1, ge=1, le=64)
     max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # The request line and headers together, bytes; larger gets 431 before anything reads them.
+    max_header_bytes: int = Field(16 * 1024, ge=4096, le=1024 * 1024)
+    # Seconds an idle keep-alive connection stays open after a response (uvicorn's timeout_keep_alive).
+    keep_alive_timeout: int = Field(5, ge=1, le=3600)
     forwarded_allow_ips: str = "127.0.0.1"
     threads: int = Field(8, ge=1, le=256)
     # SIGTERM to exit, at most this many seconds: the drain, then in-flight requests finish (or are cut).

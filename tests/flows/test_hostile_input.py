@@ -62,13 +62,14 @@ ATTACKER_KEY = ec.generate_private_key(ec.SECP256R1())
 ATTACKER_JWK = {**json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ATTACKER_KEY.public_key())), "kid": "evil",
                 "alg": "ES256", "use": "sig"}
 MAX_BODY = 4096
+MAX_HEADER = 1024 * 1024  # past the 100 KB token below: its JWS is read, not refused for its size
 SCIM_TOKEN = secrets.token_urlsafe(30)
 STORED = (AuthorizationCode, PendingAuthorization, RefreshTokenFamily, User, Client, SeenJti, Revocation, Consent)
 
 
 @pytest.fixture
 def settings(make_settings: Any) -> Any:
-    return make_settings(server={"max_body_bytes": MAX_BODY},
+    return make_settings(server={"max_body_bytes": MAX_BODY, "max_header_bytes": MAX_HEADER},
                          scim={"enabled": True, "tokens": [{"idp": "test", "token": SCIM_TOKEN}]})
 
 
@@ -670,3 +671,13 @@ async def test_a_request_cannot_forge_a_line_of_the_text_log(raw: httpx.AsyncCli
     assert lines and all(line.split(" ", 1)[0] in ("debug", "info", "warning", "error", "critical")
                          or line.startswith("  | ") for line in lines), lines
     assert not any("forged" in line and not line.startswith("info    broker.access") for line in lines)
+
+
+async def test_a_request_head_over_the_limit_is_431_before_any_route_reads_it(raw: httpx.AsyncClient,
+                                                                              state: Any) -> None:
+    before = snapshot(state)
+    for method, path in (("POST", "/token"), ("GET", "/admin/api/v1/servers"), ("GET", "/authorize"),
+                         ("GET", "/userinfo"), ("POST", "/scim/v2/Users"), ("GET", "/nowhere")):
+        response = await raw.request(method, path, headers={"x-padding": "a" * (MAX_HEADER + 1)})
+        assert response.status_code == 431 and response.json()["error"] == "invalid_request", path
+    assert snapshot(state) == before

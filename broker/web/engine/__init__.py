@@ -39,7 +39,13 @@ class BrokerApp(FastAPI):
             return
         await self.dispatch(scope, receive, send)
 
+    max_header_bytes: int | None = None  # larger request heads get 431 (``server.max_header_bytes``)
+
     async def dispatch(self, scope: Any, receive: Any, send: Any) -> None:
+        if self.max_header_bytes is not None and scope["type"] == "http" \
+                and header_bytes(scope) > self.max_header_bytes:
+            await headers_too_large(send)
+            return
         front = self.front
         if front is not None and scope["type"] == "http" and front.serves(scope["path"]):
             await front(scope, receive, send)
@@ -55,9 +61,24 @@ class BrokerApp(FastAPI):
         return self.openapi_schema
 
 
+def header_bytes(scope: Any) -> int:
+    """The size of a request's line and headers, about as it came (RFC 6585 §5)."""
+    return len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"") + sum(
+        len(name) + len(value) + 4 for name, value in scope.get("headers", ()))
+
+
+async def headers_too_large(send: Any) -> None:
+    body = b'{"error":"invalid_request","error_description":"request headers too large"}'
+    await send({"type": "http.response.start", "status": 431,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"cache-control", b"no-store"), (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
 def mount_front(app: BrokerApp, state: BrokerState, discovery_paths: list[str], limiter: RateLimiter | None) -> None:
     """Serve the token side's paths from the front, and list them in the OpenAPI document."""
     app.front = front_for(state, discovery_paths, limiter)
+    app.max_header_bytes = state.settings.server.max_header_bytes
     app.documented = list(documented(discovery_paths).routes)
 
 
