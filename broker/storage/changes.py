@@ -1,7 +1,7 @@
 """When an in-process copy of database state must be read again.
 
 The broker keeps a few things in memory between requests: decrypted signing keys, the compiled
-policy, the registry of MCP servers. DESIGN.md: such caches are short-lived and invalidated by
+policy, the registry of MCP servers. Such caches are short-lived and invalidated by
 what the database says. ``Recheck`` says when to look again: at once after a transaction of this
 process that wrote one of the watched tables commits, and otherwise every ``interval`` seconds,
 which bounds how long a change made by another instance (or the CLI) takes to be seen.

@@ -3,7 +3,7 @@
 The test IdP is for development and tests, so its replay store is a bounded in-memory set
 of code digests, kept until the code has expired (plus the clock skew). Behind a load
 balancer a code could be redeemed once per process; the broker's own codes use a unique
-constraint in the database instead (DESIGN.md, "State and scale").
+constraint in the database instead (docs/architecture.md, "State").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """From `broker users revoke` returning to the demo MCP server refusing the user's token: seconds, not minutes.
 
 The demo server verifies JWTs locally and follows the broker's revocation feed (every 2 s). The
-measured delay is printed; the target (DESIGN.md) is at most 5 s.
+measured delay is printed; the target (docs/architecture.md, "Performance targets") is at most 5 s.
 """
 
 from __future__ import annotations

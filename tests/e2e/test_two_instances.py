@@ -2,7 +2,7 @@
 
 A refresh loop runs against instance B while the user is revoked through instance A's admin API;
 no refresh that starts after the revoke call returned may succeed, and B's introspection says
-inactive. (DESIGN.md: all state is in the database; any instance serves any request.)
+inactive. (docs/architecture.md, "State": all state is in the database; any instance serves any request.)
 """
 
 from __future__ import annotations
