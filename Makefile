@@ -46,9 +46,9 @@ test: $(STAMP)
 	@if [ -f tests/support/oidc_provider/package.json ]; then npm ci --prefix tests/support/oidc_provider --no-audit --no-fund --loglevel=error </dev/null >/dev/null; fi
 	$(VPY) -m pytest $(PYTEST_ARGS) || { status=$$?; [ $$status -ne 5 ] || echo "make test: pytest collected no tests" >&2; exit $$status; }
 
-# The edit loop: no e2e tests, no PostgreSQL, no browser (CI runs `make test`).
+# The edit loop: no e2e tests, no PostgreSQL, no browser, one pytest worker per core (CI runs `make test`).
 test-quick: $(STAMP)
-	TEST_STORES=sqlite $(VPY) -m pytest tests/unit tests/flows -m "not e2e" -q $(PYTEST_ARGS) \
+	TEST_STORES=sqlite TEST_QUICK=1 $(VPY) -m pytest tests/unit tests/flows -m "not e2e" -q -n auto $(PYTEST_ARGS) \
 		|| { status=$$?; [ $$status -ne 5 ] || echo "make test-quick: pytest collected no tests" >&2; exit $$status; }
 
 # bench/run_all.py runs every bench script, then the issue 9 load runs (bench/load_runs.py; needs node

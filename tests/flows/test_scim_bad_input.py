@@ -47,7 +47,8 @@ async def seeded(client, state):
 @pytest.mark.parametrize("authorization", [
     None, "", "Bearer", "Bearer ", f"Basic {TOKEN}", f"bearer-{TOKEN}", "Bearer not-the-token",
     f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}x", f"Bearer {TOKEN.upper()}", "Bearer change-me",
-])
+], ids=["none", "empty", "no-token", "blank-token", "basic", "no-space", "other", "cut", "longer", "upper",
+        "placeholder"])  # fixed ids: the random token would name the tests differently in each xdist worker
 async def test_bad_credentials_are_401_and_change_nothing(client, state, seeded, authorization) -> None:
     before = state_of(state)
     headers = {"content-type": "application/scim+json"}

@@ -176,7 +176,8 @@ def test_secret_file_missing_or_doubly_set(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kek", [KEK, config.decode_kek(KEK).hex(),
-                                 __import__("base64").b64encode(config.decode_kek(KEK)).decode()])
+                                 __import__("base64").b64encode(config.decode_kek(KEK)).decode()],
+                         ids=["base64url", "hex", "base64"])  # fixed ids: a random key would differ per process
 def test_kek_accepts_base64url_base64_and_hex(kek: str) -> None:
     assert config.decode_kek(kek) == config.decode_kek(KEK)
 

@@ -26,6 +26,7 @@ from broker.policy import (  # noqa: E402
     dump_policy,
     parse_policy,
 )
+from tests.support.budget import examples  # noqa: E402
 from tests.unit.policy.builders import KNOWN, NOW, TARGETS, request, robot, user  # noqa: E402
 
 GROUPS = ["eng", "sales", "ops"]
@@ -35,7 +36,8 @@ CLIENTS = ["claude", "ci-bot"]
 DEPARTMENTS = ["finance", "legal"]
 ALL_SCOPES = sorted({scope for target in TARGETS for scope in target.scopes})
 INSTANTS = [NOW + dt.timedelta(hours=h) for h in (-48, -1, 0, 1, 48)]
-SETTINGS = settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=examples(120), deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
 
 
 def subsets(items, max_size=2):

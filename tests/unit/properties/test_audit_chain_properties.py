@@ -18,9 +18,10 @@ from sqlalchemy import text
 
 from broker import audit
 from broker.storage.db import Database
+from tests.support.budget import examples
 
 KEY = audit.AuditKey(os.urandom(32))
-SETTINGS = settings(max_examples=25, derandomize=True, deadline=None, database=None,
+SETTINGS = settings(max_examples=examples(25), derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

@@ -12,9 +12,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from broker.policy import ALL, PolicyDocument, Rule, Subject, Target, compile
+from tests.support.budget import examples
 from tests.unit.policy.builders import ADMIN_API, DEMO, GITHUB, TARGETS, decide, request, rule, user
 
-SETTINGS = settings(max_examples=150, derandomize=True, deadline=None, database=None,
+SETTINGS = settings(max_examples=examples(150), derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
 GROUPS = ["eng", "sales", "ops", "contractors"]

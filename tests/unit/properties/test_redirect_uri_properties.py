@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from broker.oauth.redirects import InvalidRedirectUri, matches, validate_for_registration
+from tests.support.budget import examples
 
-SETTINGS = settings(max_examples=150, derandomize=True, deadline=None, database=None,
+SETTINGS = settings(max_examples=examples(150), derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 

@@ -17,8 +17,9 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from broker.registry.resources import InvalidResource, canonical_resource
+from tests.support.budget import examples
 
-SETTINGS = settings(max_examples=150, derandomize=True, deadline=None, database=None,
+SETTINGS = settings(max_examples=examples(150), derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
