@@ -16,6 +16,7 @@ from sqlalchemy import text as sql
 from sqlalchemy.orm import Session
 
 from broker.storage.models import AuditEvent, Client, McpServer, User
+from broker.storage.search import contains
 
 PAGE_SIZE = 50
 MAX_MATCHES = 1000  # users (or clients, servers) one name may stand for
@@ -109,18 +110,6 @@ def _plain_conditions(session: Session, query: AuditQuery) -> list[ColumnElement
 def _text_condition(session: Session, text: str) -> ColumnElement[bool]:
     return or_(*(contains(session, column, text)
                  for column in (AuditEvent.actor, AuditEvent.event_type, cast(AuditEvent.data, Text))))
-
-
-def contains(session: Session, column: ColumnElement[str], text: str) -> ColumnElement[bool]:
-    """``column`` contains ``text`` as typed (``%`` and ``_`` are not wildcards), ignoring case.
-
-    SQLite's LIKE already ignores the case of ASCII letters; lower() on both sides would double the cost
-    of a pass over the events. PostgreSQL has ILIKE.
-    """
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    if session.get_bind().dialect.name == "sqlite":
-        return column.like(f"%{escaped}%", escape="\\")
-    return column.ilike(f"%{escaped}%", escape="\\")
 
 
 def _user_ids(session: Session, text: str) -> list[str]:

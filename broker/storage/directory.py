@@ -16,6 +16,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from broker.storage.models import Group, GroupMembership, UpstreamIdentity, User
+from broker.storage.search import contains
 
 _OLDEST = dt.datetime.min.replace(tzinfo=dt.UTC)
 
@@ -52,9 +53,8 @@ def users(session: Session, *, active_only: bool = False,
 
 def search(session: Session, text: str, limit: int) -> list[DirectoryUser]:
     """Users whose email or display name contains ``text`` (any case), or whose id is ``text``."""
-    like = f"%{text.lower()}%"
-    ids = session.scalars(select(User.id).where(or_(func.lower(User.email).like(like),
-                                                    func.lower(User.display_name).like(like), User.id == text))
+    ids = session.scalars(select(User.id).where(or_(contains(session, User.email, text),
+                                                    contains(session, User.display_name, text), User.id == text))
                           .order_by(User.email, User.id).limit(limit)).all()
     return users(session, user_ids=ids) if ids else []
 
