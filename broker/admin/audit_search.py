@@ -3,7 +3,7 @@ outcome, free text and a time range; newest first, a page at a time (keyset on i
 
 A search names people and things; ``resolve`` turns the names into ids first (each at most
 ``MAX_MATCHES``), so the query on the events stays on their indexes
-(docs/decisions/0002-audit-search-and-console-pages.md).
+(docs/decisions/0006-audit-search-and-console-pages.md).
 """
 
 from __future__ import annotations
