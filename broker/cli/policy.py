@@ -230,7 +230,7 @@ def matrix(args: argparse.Namespace) -> int:
     with database.sessions() as session:
         if args.server and registry.get(session, args.server, settings.issuer) is None:
             raise CliError(f"no MCP server {args.server!r}")
-        result = policies.matrix(session, policies.StoredPolicy().compiled(session), where)
+        result, _ = policies.matrix(session, policies.StoredPolicy().compiled(session), where)
     if args.json:
         print_json(result.to_dict())
     elif args.csv:

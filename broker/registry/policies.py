@@ -315,11 +315,15 @@ class MatrixFilter:
     MAX_USERS = 200
 
 
-def matrix(session: Session, policy: CompiledPolicy, where: MatrixFilter, *, now: dt.datetime | None = None) -> Matrix:
-    """Subjects x MCP servers under the policy in force: what each could get, and which rules decide it."""
+def matrix(session: Session, policy: CompiledPolicy, where: MatrixFilter, *, now: dt.datetime | None = None,
+           rows: slice | None = None) -> tuple[Matrix, int]:
+    """Subjects x MCP servers under the policy in force: what each could get, and which rules decide it; and how
+    many subjects the filter finds. ``rows``: compute only these (a page) of them."""
     servers = [target_of(from_row(row)) for row in mcp_servers.list_all(session) if row.enabled
                and (not where.server or row.id == where.server) and (not where.tag or where.tag in row.tags)]
-    return access_matrix(policy, servers, matrix_rows(session, policy.document, where), now=now or utcnow())
+    found = matrix_rows(session, policy.document, where)
+    shown = found[rows] if rows is not None else found
+    return access_matrix(policy, servers, shown, now=now or utcnow()), len(found)
 
 
 def matrix_rows(session: Session, document: PolicyDocument, where: MatrixFilter) -> list[Row]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import httpx
 import pytest
@@ -76,3 +77,20 @@ async def test_simulator_answers_for_a_person_not_known_yet(sales_policy, carol:
     assert 'id="sim-error"' in both.text and "not both" in both.text
     bad = await carol.get("/admin/policies/simulate", params={"server": "crm", "claims": "nonsense"})
     assert 'id="sim-error"' in bad.text and "name=value" in bad.text
+
+
+async def test_access_page_pages_through_many_groups(sales_policy, carol: httpx.AsyncClient, state) -> None:
+    from sqlalchemy import select
+
+    from broker.storage import users
+    from broker.storage.models import User
+
+    with state.database.transaction() as session:
+        carol_id = session.scalars(select(User.id)).one()
+        users.set_groups(session, carol_id, "idp:test", [f"team-{n:03d}" for n in range(150)])
+    first = (await carol.get("/admin/access")).text
+    assert first.count('<th scope="row"') == 100 and 'id="next-page"' in first
+    total = int(re.search(r"(\d+) subject\(s\)", first).group(1))
+    second = (await carol.get("/admin/access", params={"page": "2"})).text
+    assert second.count('<th scope="row"') == total - 100 and 'id="next-page"' not in second
+    assert "team-149" in second and "team-149" not in first

@@ -25,8 +25,8 @@ def _filter(request: Request) -> policies.MatrixFilter:
     return policies.MatrixFilter(**{name: (q.get(name) or "").strip()[:320] for name in FILTERS})
 
 
-def _matrix(db: Session, state: State, where: policies.MatrixFilter) -> Matrix:
-    return policies.matrix(db, policies.StoredPolicy().compiled(db), where)
+def _matrix(db: Session, where: policies.MatrixFilter, rows: slice | None = None) -> tuple[Matrix, int]:
+    return policies.matrix(db, policies.StoredPolicy().compiled(db), where, rows=rows)
 
 
 @router.get("")
@@ -34,13 +34,13 @@ async def access(request: Request, state: State) -> Response:
     where, number = _filter(request), page_number(request.query_params.get("page"))
 
     def view(db: Session, console: ConsoleUser) -> Response:
-        result = _matrix(db, state, where)
         start = (number - 1) * ROWS_PER_PAGE
-        rows = list(zip(result.rows, result.cells, strict=True))[start:start + ROWS_PER_PAGE]
+        result, total = _matrix(db, where, slice(start, start + ROWS_PER_PAGE))  # the page's cells only
+        rows = list(zip(result.rows, result.cells, strict=True))
         servers = [row for row in mcp_servers.list_all(db) if row.enabled]
         return render(request, "admin/access.html", console, {
-            "matrix": result, "rows": rows, "page": number, "has_next": start + ROWS_PER_PAGE < len(result.rows),
-            "total": len(result.rows), "where": where, "servers": servers,
+            "matrix": result, "rows": rows, "page": number, "has_next": start + ROWS_PER_PAGE < total,
+            "total": total, "where": where, "servers": servers,
             "names": {row.id: row.name for row in servers}, "tags": sorted({t for s in servers for t in s.tags}),
             "filters": {name: getattr(where, name) for name in FILTERS if getattr(where, name)}, "nav": "access"})
 
@@ -53,6 +53,6 @@ async def export(request: Request, state: State) -> Response:
     where = _filter(request)
 
     def view(db: Session, console: ConsoleUser) -> Response:
-        return csv_response(_matrix(db, state, where).csv_rows(), "access.csv")
+        return csv_response(_matrix(db, where)[0].csv_rows(), "access.csv")
 
     return await console_call(request, state, VIEW, view)

@@ -57,7 +57,7 @@ def access_matrix(session: DbSession, state: State, caller: Reader,
     if server and registry.get(session, server, state.settings.issuer) is None:
         raise not_found(f"no MCP server {server!r}")
     where = policies.MatrixFilter(server=server.strip(), tag=tag.strip(), group=group.strip(), user=user.strip())
-    result = policies.matrix(session, policies.StoredPolicy().compiled(session), where)
+    result, _ = policies.matrix(session, policies.StoredPolicy().compiled(session), where)
     if format == "csv":
         return csv_response(result.csv_rows(), "access.csv")
     return MatrixOut.model_validate(result.to_dict())
