@@ -160,7 +160,7 @@ def seed_feed_client(session: Session, secret: str) -> None:
     if clients_repo.get(session, DEMO_FEED_CLIENT_ID) is None:
         clients.register(session, client_id=DEMO_FEED_CLIENT_ID, name="Demo MCP server (revocation feed)",
                          kind="preregistered", auth=clients.BASIC_AUTH, grant_types=[],
-                         may_introspect=True, secret=secret)
+                         may_introspect=True, secret=secret, resource_servers=["demo"])
 
 
 def seed_policy(session: Session) -> None:

@@ -78,7 +78,8 @@ def create(store: str, idp: FakeIdp, pg: PostgresServer | None, instances: int =
                   "tools:read"),
                  ("policy", "import", str(_policy(directory)))):
         _cli(setup, *args)
-    for name, flags in (("app", ["--trusted", "--redirect-uri", REDIRECT]), ("rs", ["--introspect"]),
+    for name, flags in (("app", ["--trusted", "--redirect-uri", REDIRECT]),
+                        ("rs", ["--introspect", "--resource-server", "mcp"]),
                         ("agent", ["--id-jag"]),
                         ("m2m", ["--id", MACHINE, "--client-credentials", "--scope", "tools:read"])):
         record = json.loads(_cli(setup, "clients", "add", "--name", name, "--confidential", *flags, "--json"))

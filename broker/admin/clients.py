@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from broker import audit
 from broker.oauth.clients import CONFIDENTIAL_GRANTS
 from broker.registry.servers import ADMIN_SCOPES
+from broker.storage import mcp_servers
 from broker.storage.models import Client, Revocation
 
 # Scopes of the broker's own API: whoever grants one to a client must hold it (today's and any later one).
@@ -108,3 +109,21 @@ def _set_status(session: Session, row: Client, status: str, actor: str) -> None:
     before, row.status = row.status, status
     audit.record(session, "client.approved" if status == "active" else "client.disabled", actor=actor,
                  client_id=row.id, data={"before": {"status": before}, "after": {"status": status}})
+
+
+def check_resource_servers(session: Session, server_ids: Iterable[str]) -> list[str]:
+    """The MCP server ids, sorted, each a registered server's; ``InvalidChange`` naming any that is not."""
+    wanted = sorted(set(server_ids))
+    unknown = [server_id for server_id in wanted if mcp_servers.get(session, server_id) is None]
+    if unknown:
+        raise InvalidChange(f"no MCP server {', '.join(map(repr, unknown))}")
+    return wanted
+
+
+def set_resource_servers(session: Session, row: Client, server_ids: Iterable[str], actor: str) -> None:
+    """The MCP servers whose tokens an introspecting client may introspect (RFC 7662 §4); empty: none."""
+    if not row.may_introspect:
+        raise InvalidChange(f"client {row.id!r} may not introspect; resource servers are for one that may")
+    before, row.resource_servers = list(row.resource_servers or ()), check_resource_servers(session, server_ids)
+    audit.record(session, "client.resource_servers_changed", actor=actor, client_id=row.id,
+                 data={"before": {"resource_servers": before}, "after": {"resource_servers": row.resource_servers}})

@@ -58,6 +58,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                           "(confidential only)")
     add.add_argument("--introspect", action="store_true",
                      help="may call the introspection endpoint (an MCP server's own client; confidential only)")
+    add.add_argument("--resource-server", action="append", default=[], metavar="SERVER",
+                     help="with --introspect: an MCP server id whose tokens it may introspect (repeat); a token "
+                          "for any other audience introspects inactive (RFC 7662 §4)")
     add.add_argument("--id", dest="client_id", help="the client id (default: generated)")
     json_flag(add)
     add.set_defaults(handler=add_client)
@@ -67,6 +70,13 @@ def register(commands: argparse._SubParsersAction) -> None:
             p.add_argument("client_id", metavar="ID")
         json_flag(p)
         p.set_defaults(handler=handler)
+    bind = sub.add_parser("resource-servers", parents=[common_flags()],
+                          help="set the MCP servers whose tokens an introspecting client may introspect",
+                          description="Set the MCP servers (ids) whose tokens this resource server's client may "
+                                      "introspect; none: it learns nothing from introspection (RFC 7662 §4).")
+    bind.add_argument("client_id", metavar="ID")
+    bind.add_argument("servers", metavar="SERVER", nargs="*", help="MCP server ids (none: clear)")
+    bind.set_defaults(handler=set_resource_servers)
     for name, status, text in (("disable", "disabled", "stop a client: no new tokens, its tokens introspect "
                                                          "inactive"),
                                ("approve", "active", "approve a dynamically registered client held for approval")):
@@ -96,7 +106,9 @@ def add_client(args: argparse.Namespace) -> int:
         try:
             new = clients.register(session, client_id=args.client_id, name=args.name, kind="preregistered",
                                    redirect_uris=args.redirect_uri, grant_types=grants, trusted=args.trusted,
-                                   auth=auth, scopes=args.scope, may_introspect=args.introspect, actor=actor())
+                                   auth=auth, scopes=args.scope, may_introspect=args.introspect, actor=actor(),
+                                   resource_servers=client_admin.check_resource_servers(session,
+                                                                                        args.resource_server))
         except ValueError as exc:
             raise CliError(str(exc)) from None
     record = {**describe(new.row), "client_secret": new.secret}
@@ -162,9 +174,25 @@ def set_status(args: argparse.Namespace, status: str) -> int:
     return 0
 
 
+def set_resource_servers(args: argparse.Namespace) -> int:
+    database = open_database(load_settings(args))
+    with database.transaction() as session:
+        row = repo.get(session, args.client_id)
+        if row is None:
+            raise CliError(f"no client {args.client_id!r}")
+        try:
+            client_admin.set_resource_servers(session, row, args.servers, actor())
+        except client_admin.InvalidChange as exc:
+            raise CliError(str(exc)) from None
+        servers = list(row.resource_servers)
+    print(f"client {args.client_id} introspects tokens for: {', '.join(servers) or 'no MCP server'}")
+    return 0
+
+
 def describe(row: Client) -> dict[str, Any]:
     return {"client_id": row.id, "name": row.name, "kind": row.kind, "status": row.status,
             "auth_method": row.token_endpoint_auth_method, "auth_methods": list(clients.registered_methods(row)),
             "jwks_uri": row.jwks_uri, "redirect_uris": list(row.redirect_uris),
             "grant_types": list(row.grant_types), "trusted": row.trusted, "scopes": list(row.scopes),
-            "may_introspect": row.may_introspect, "created_at": row.created_at.isoformat(timespec="seconds")}
+            "may_introspect": row.may_introspect, "resource_servers": list(row.resource_servers or ()),
+            "created_at": row.created_at.isoformat(timespec="seconds")}

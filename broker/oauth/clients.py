@@ -188,9 +188,15 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
              redirect_uris: Sequence[str] = (), auth: AuthSetup = PUBLIC_AUTH,
              grant_types: Sequence[str] = USER_GRANTS, trusted: bool = False, scopes: Sequence[str] = (),
              may_introspect: bool = False, status: str = "active", registered_from: str | None = None,
-             metadata: dict | None = None, secret: str | None = None, actor: str = "system") -> NewClient:
-    """Create a client; raise ``ValueError`` with a clear message for any invalid field."""
+             metadata: dict | None = None, secret: str | None = None, actor: str = "system",
+             resource_servers: Sequence[str] = ()) -> NewClient:
+    """Create a client; raise ``ValueError`` with a clear message for any invalid field.
+
+    ``resource_servers``: the MCP server ids whose tokens an introspecting client may learn about.
+    """
     _check_redirects(redirect_uris, grant_types)
+    if resource_servers and not may_introspect:
+        raise ValueError("resource servers are for a client that may introspect (--introspect)")
     if auth.methods == (PUBLIC_METHOD,) and set(grant_types) & set(CONFIDENTIAL_GRANTS):
         raise ValueError("client_credentials, jwt-bearer and token-exchange need an authenticated client")
     if client_id is not None and kind != "cimd" and cimd.is_client_id_url(client_id):
@@ -203,13 +209,15 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
                  extra_auth_methods=list(auth.methods[1:]), secret_hash=secrets.digest(secret) if secret else None,
                  redirect_uris=list(redirect_uris), grant_types=list(grant_types), trusted=trusted,
                  scopes=list(scopes), may_introspect=may_introspect, registered_from=registered_from,
-                 jwks=auth.jwks, jwks_uri=auth.jwks_uri, metadata_=metadata or {})
+                 jwks=auth.jwks, jwks_uri=auth.jwks_uri, metadata_=metadata or {},
+                 resource_servers=sorted(set(resource_servers)))
     repo.add(session, row)
     audit.record(session, "client.registered", actor=actor, client_id=row.id,
                  data={"kind": kind, "name": name, "status": status, "auth_method": auth.methods[0],
                        "auth_methods": list(auth.methods), "jwks_uri": auth.jwks_uri,
                        "redirect_uris": list(redirect_uris), "grant_types": list(grant_types), "trusted": trusted,
-                       "scopes": list(scopes), "may_introspect": may_introspect, "registered_from": registered_from})
+                       "scopes": list(scopes), "may_introspect": may_introspect, "registered_from": registered_from,
+                       "resource_servers": sorted(set(resource_servers))})
     return NewClient(row, secret)
 
 

@@ -8,7 +8,7 @@ signed for that user after R (the issuing transaction read R) carries ``iat = ma
 Introspection, the admin API, UserInfo, token exchange and the revocation feed (whose ``not_before`` is
 ``cutoff(R)``) all use ``predates``: no token from before a revocation outlives it, and none from after
 it dies of it. Instants the broker stores (a code's or a refresh-token family's ``created_at``) are
-compared with R itself.
+compared with R itself. The options weighed: docs/decisions/0007-revocation-cut-off-in-whole-seconds.md.
 """
 
 from __future__ import annotations

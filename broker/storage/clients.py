@@ -18,7 +18,7 @@ from broker.storage.prepared import Prepared
 # What a metadata-document client's row is made of when the token side stores it (all given: no defaults).
 CIMD_COLUMNS = ["id", "name", "kind", "status", "secret_hash", "token_endpoint_auth_method", "extra_auth_methods",
                 "redirect_uris", "grant_types", "jwks", "jwks_uri", "trusted", "scopes", "may_introspect",
-                "registered_from", "metadata", "created_at", "updated_at"]
+                "resource_servers", "registered_from", "metadata", "created_at", "updated_at"]
 
 
 def get(session: Session, client_id: str) -> Client | None:
@@ -42,6 +42,7 @@ class ClientRow(NamedTuple):
     trusted: bool
     scopes: list[str]
     may_introspect: bool
+    resource_servers: list[str]
     registered_from: str | None
     metadata_: dict[str, Any]
     created_at: dt.datetime

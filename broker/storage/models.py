@@ -156,6 +156,8 @@ class Client(Base):
     # Scopes the client may hold through client_credentials (its own, machine-to-machine access).
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     may_introspect: Mapped[bool] = mapped_column(Boolean, default=False)  # a resource server's client
+    # The MCP server ids whose tokens it may introspect (RFC 7662 §4: only its own audience's).
+    resource_servers: Mapped[list[str]] = mapped_column(JSON, default=list)
     registered_from: Mapped[str | None] = mapped_column(String(64), index=True)  # DCR: source address
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

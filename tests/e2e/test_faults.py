@@ -109,7 +109,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         cli(env, "policy", "import", str(everyone_may_reach("mcp", tmp_path)))
         app = json.loads(cli(env, "clients", "add", "--name", "app", "--redirect-uri", REDIRECT, "--trusted",
                              "--json"))
-        rs = json.loads(cli(env, "clients", "add", "--name", "rs", "--confidential", "--introspect", "--json"))
+        rs = json.loads(cli(env, "clients", "add", "--name", "rs", "--confidential", "--introspect",
+                            "--resource-server", "mcp", "--json"))
         brokers = [ServerProcess([*BROKER, "serve", "--port", str(port)], env=env,
                                  log_path=tmp_path / f"broker-{i}.log", port=port) for i, port in enumerate(ports)]
         try:

@@ -56,8 +56,8 @@ def test_revoke_through_one_instance_holds_on_the_other(tmp_path: Path, postgres
     assert run_broker("policy", "import", str(everyone_may_reach("mcp", tmp_path)), env=env).returncode == 0
     app = json.loads(run_broker("clients", "add", "--name", "app", "--redirect-uri", REDIRECT, "--trusted", "--json",
                                 env=env).stdout)
-    rs = json.loads(run_broker("clients", "add", "--name", "rs", "--confidential", "--introspect", "--json",
-                               env=env).stdout)
+    rs = json.loads(run_broker("clients", "add", "--name", "rs", "--confidential", "--introspect",
+                               "--resource-server", "mcp", "--json", env=env).stdout)
     soar = json.loads(run_broker("clients", "add", "--name", "soar", "--confidential", "--client-credentials",
                                  "--scope", "security:revoke", "--json", env=env).stdout)
     a = ServerProcess([*BROKER, "serve", "--port", str(port_a)], env=env, log_path=tmp_path / "a.log", port=port_a)

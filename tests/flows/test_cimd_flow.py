@@ -338,3 +338,27 @@ async def test_invalid_client_for_a_metadata_document_client_by_basic_is_401(cli
         assert response.status_code == 401, response.text
         assert response.json()["error"] == "invalid_client"
         assert response.headers["www-authenticate"].startswith("Basic")
+
+
+async def test_every_field_of_a_metadata_document_in_the_wrong_type_is_refused_cleanly(
+        app: Any, state: Any, documents: FakeMetadataFetcher) -> None:
+    """A client's own document, fetched by the broker, with each field in each wrong JSON type (or nested past
+    any recursion limit): an error page at /authorize and invalid_client at /token, never a 5xx or a traceback."""
+    from tests.support.hostile import JSON_BODIES, verdict, watched_logs, wrong_claims
+
+    _, challenge = pkce()
+    variants = [(f"{name}: {case}", json.dumps(doc).encode()) for name, case, doc in wrong_claims(client_document())]
+    variants += [(case, body) for case, body in JSON_BODIES.items()]
+    problems = []
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False),
+                                 base_url=ISSUER) as raw:
+        for case, body in variants:
+            documents.serve(CLIENT_ID, body, cache_control="no-store")
+            with watched_logs() as seen:
+                page = await raw.get("/authorize?" + urlencode(authorize_params(CLIENT_ID, challenge)))
+                token = await raw.post("/token", data={"grant_type": "authorization_code", "code": "x",
+                                                       "client_id": CLIENT_ID})
+            problem = verdict(max(page.status_code, token.status_code), seen)
+            if problem:
+                problems.append(f"{case}: {page.status_code}/{token.status_code} {problem}")
+    assert len(variants) > 90 and not problems, "\n".join(problems[:30])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.support.oauth_flow import refresh, register_client, tokens_for
+from tests.support.oauth_flow import DEMO_RESOURCE, refresh, register_client, tokens_for
 
 
 def resource_server(state):
@@ -79,3 +79,39 @@ async def test_revoking_a_token_again_adds_nothing_to_the_feed(client: httpx.Asy
         audited = session.scalar(select(func.count()).select_from(AuditEvent)
                                  .where(AuditEvent.event_type == "token.revoked"))
     assert audited == 2
+
+
+async def test_introspection_describes_a_token_only_to_its_audience(client: httpx.AsyncClient, state) -> None:
+    """RFC 7662 §4: a resource server's client learns the claims of the tokens of the MCP servers it is bound to
+    (resource_servers), and of no others; a refresh token is described only to the client it was issued to."""
+    from tests.support.oauth_flow import allow_clients
+
+    demo_rs = resource_server(state)  # bound to demo
+    unbound = register_client(state, name="CRM server", auth_method="client_secret_basic", redirect_uris=[],
+                              grant_types=(), may_introspect=True, resource_servers=())
+    app_client = register_client(state, trusted=True)
+    tokens = await tokens_for(client, app_client.row.id)
+    robot = register_client(state, name="Robot", auth_method="client_secret_basic", redirect_uris=[],
+                            grant_types=("client_credentials",), scopes=("tools:read",))
+    allow_clients(state, robot.row.id)
+
+    async def active(rs, token: str) -> bool:
+        answer = (await client.post("/introspect", data={"token": token}, auth=(rs.row.id, rs.secret))).json()
+        assert answer["active"] or answer == {"active": False}  # nothing else said about a token not described
+        return answer["active"]
+
+    assert await active(demo_rs, tokens["access_token"])
+    assert not await active(unbound, tokens["access_token"])  # another server's token
+    assert not await active(demo_rs, tokens["refresh_token"])  # a user's refresh token, not demo_rs's own
+    machine = (await client.post("/token", data={"grant_type": "client_credentials", "resource": DEMO_RESOURCE},
+                                 auth=(robot.row.id, robot.secret))).json()["access_token"]
+    assert await active(demo_rs, machine) and not await active(unbound, machine)
+
+
+async def test_a_client_may_introspect_its_own_refresh_token(client: httpx.AsyncClient, state) -> None:
+    own = register_client(state, name="Confidential app", auth_method="client_secret_basic", trusted=True,
+                          may_introspect=True)
+    tokens = await tokens_for(client, own.row.id, secret=own.secret)
+    answer = (await client.post("/introspect", data={"token": tokens["refresh_token"]},
+                                auth=(own.row.id, own.secret))).json()
+    assert answer["active"] and answer["token_type"] == "refresh_token" and answer["client_id"] == own.row.id

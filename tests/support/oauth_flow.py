@@ -32,15 +32,19 @@ def register_client(state: Any, *, name: str = "Test MCP client", auth_method: s
                     redirect_uris: list[str] | None = None, trusted: bool = False,
                     grant_types: tuple[str, ...] = ("authorization_code", "refresh_token"),
                     scopes: tuple[str, ...] = (), may_introspect: bool = False, kind: str = "preregistered",
+                    resource_servers: tuple[str, ...] | None = None,
                     jwks: dict | None = None, jwks_uri: str | None = None) -> clients.NewClient:
-    """A stored client; ``auth_method`` is one method or several (``clients.auth_setup``)."""
+    """A stored client; ``auth_method`` is one method or several (``clients.auth_setup``). An introspecting
+    client introspects the demo server's tokens unless ``resource_servers`` names others (or none)."""
     methods = (auth_method,) if isinstance(auth_method, str) else auth_method
     with state.database.transaction() as session:
         return clients.register(session, name=name, kind=kind,
                                 auth=clients.auth_setup(methods, jwks=jwks, jwks_uri=jwks_uri),
                                 redirect_uris=[CLIENT_REDIRECT] if redirect_uris is None else redirect_uris,
                                 trusted=trusted, grant_types=grant_types, scopes=scopes,
-                                may_introspect=may_introspect)
+                                may_introspect=may_introspect,
+                                resource_servers=(("demo",) if may_introspect else ()) if resource_servers is None
+                                else resource_servers)
 
 
 def query(location: str) -> dict[str, str]:

@@ -51,7 +51,8 @@ Found = AccessToken | RefreshToken
 async def introspect(grant: Grant) -> Answer:
     client = await authenticate(grant, RESOURCE_SERVER_METHODS)
     token = await _presented(grant)
-    if token is None or not client.row.may_introspect or not await _active(grant, token):
+    if token is None or not client.row.may_introspect or not await _audience_of(grant, client, token) \
+            or not await _active(grant, token):
         return Answer(200, {"active": False}, NO_STORE)
     if isinstance(token, RefreshToken):
         family = token.family
@@ -100,6 +101,21 @@ def _entry(row: RevocationRow) -> dict[str, Any]:
     elif row.kind == "client":
         entry["client_id"] = row.subject
     return entry
+
+
+async def _audience_of(grant: Grant, client: VerifiedClient, token: Found) -> bool:
+    """RFC 7662 §4: a token is described only to its audience. An access token to a client bound to the MCP
+    server it names (``resource_servers``), a refresh token to the client it was issued to; to anyone else it
+    is ``active: false``, so no resource server learns what another server's or a user's tokens say."""
+    if isinstance(token, RefreshToken):
+        return token.belongs_to(client)
+    registry = await servers.registry_hot(grant.tx)
+    try:
+        server = servers.resolve_in(registry, token.claims["aud"], grant.engine.issuer, include_admin_api=True,
+                                    include_sign_in=True)
+    except servers.UnknownResource:
+        return False
+    return server.id in (client.row.resource_servers or ())
 
 
 async def _presented(grant: Grant) -> Found | None:

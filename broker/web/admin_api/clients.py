@@ -38,6 +38,7 @@ class ClientOut(BaseModel):
     trusted: bool
     scopes: list[str]
     may_introspect: bool
+    resource_servers: list[str] = Field(description="MCP server ids whose tokens it may introspect (RFC 7662 §4)")
     created_at: str | None
 
 
@@ -63,6 +64,8 @@ class NewClientIn(Body):
     client_credentials: bool = Field(False, description="may use the client_credentials grant (confidential only)")
     scopes: list[str] = Field([], max_length=50, description="scopes it may hold for itself, e.g. admin:read")
     introspect: bool = Field(False, description="may call the introspection endpoint (confidential only)")
+    resource_servers: list[str] = Field([], max_length=100, description="with introspect: the MCP server ids whose "
+                                        "tokens it may introspect; any other token introspects inactive")
     id_jag: bool = Field(False, description="may redeem ID-JAGs from trusted IdPs (jwt-bearer; confidential only)")
     token_exchange: bool = Field(False, description="may exchange ID tokens for ID-JAGs (confidential only)")
     trusted: bool = Field(False, description="skip the consent page (first-party clients)")
@@ -76,13 +79,18 @@ class TrustedIn(Body):
     trusted: bool
 
 
+class ResourceServersIn(Body):
+    servers: list[str] = Field(max_length=100, description="MCP server ids; empty: none")
+
+
 def describe(row: Client) -> ClientOut:
     return ClientOut(client_id=row.id, name=row.name, kind=row.kind, status=row.status,
                      auth_method=row.token_endpoint_auth_method,
                      auth_methods=list(clients.registered_methods(row)), jwks_uri=row.jwks_uri,
                      redirect_uris=list(row.redirect_uris),
                      grant_types=list(row.grant_types), trusted=row.trusted, scopes=list(row.scopes),
-                     may_introspect=row.may_introspect, created_at=iso(row.created_at))
+                     may_introspect=row.may_introspect, resource_servers=list(row.resource_servers or ()),
+                     created_at=iso(row.created_at))
 
 
 def _row(session: DbSession, client_id: str) -> Client:
@@ -130,7 +138,8 @@ def add_client(body: NewClientIn, session: DbSession, caller: Writer) -> NewClie
     try:
         new = clients.register(session, client_id=body.client_id, name=body.name, kind="preregistered",
                                redirect_uris=body.redirect_uris, grant_types=grants, trusted=body.trusted,
-                               auth=auth, scopes=body.scopes, may_introspect=body.introspect, actor=actor(caller))
+                               auth=auth, scopes=body.scopes, may_introspect=body.introspect, actor=actor(caller),
+                               resource_servers=client_admin.check_resource_servers(session, body.resource_servers))
     except ValueError as exc:
         raise fail(400, "invalid_request", str(exc)) from None
     return NewClientOut(**describe(new.row).model_dump(), client_secret=new.secret)
@@ -179,4 +188,18 @@ def set_trusted(client_id: str, body: TrustedIn, session: DbSession, caller: Wri
     row = _row(session, client_id)
     _within_authority(session, caller, lambda authority: client_admin.set_trusted(session, row, body.trusted,
                                                                                  actor(caller), authority))
+    return describe(row)
+
+
+@router.put("/clients/{client_id:path}/resource-servers", summary="Set the MCP servers whose tokens an "
+                                                                  "introspecting client may introspect (admin:write)",
+            response_model=ClientOut,
+            responses={**errors(e404=NO_CLIENT, e409="The client may not introspect, or a server is unknown"),
+                       **BAD_BODY})
+def set_resource_servers(client_id: str, body: ResourceServersIn, session: DbSession, caller: Writer) -> ClientOut:
+    row = _row(session, client_id)
+    try:
+        client_admin.set_resource_servers(session, row, body.servers, actor(caller))
+    except client_admin.InvalidChange as exc:
+        raise fail(409, "conflict", str(exc)) from None
     return describe(row)
