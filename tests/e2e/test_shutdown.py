@@ -26,9 +26,9 @@ def serving(tmp_path: Path, drain: float, timeout: float, workers: int = 1, data
             ) -> ServerProcess:
     port = free_port()
     config = serve_config(tmp_path / "broker.toml", f"http://127.0.0.1:{port}", database_url,
-                          registration={"enabled": True},
-                          server={"shutdown_drain": drain, "shutdown_timeout": timeout})
-    env = {"BROKER_CONFIG": str(config)}
+                          registration={"enabled": True})
+    env = {"BROKER_CONFIG": str(config), "BROKER_SERVER__SHUTDOWN_DRAIN": str(drain),
+           "BROKER_SERVER__SHUTDOWN_TIMEOUT": str(timeout)}
     assert run_broker("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
     return ServerProcess([*BROKER, "serve", "--port", "{port}", "--workers", str(workers)], env=env,
                          log_path=tmp_path / "serve.log", port=port, cwd=tmp_path).start()

@@ -27,7 +27,8 @@ class ServerProcess:
                  cwd: Path | None = None):
         self.port = port or free_port()
         self.args = [a.replace("{port}", str(self.port)) for a in args]
-        self.env = {**os.environ, **env}
+        # no drain on SIGTERM unless a test asks for one: every stop would wait for it (tests/e2e/test_shutdown.py)
+        self.env = {**os.environ, "BROKER_SERVER__SHUTDOWN_DRAIN": "0", **env}
         self.log_path = log_path
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
