@@ -1,5 +1,6 @@
 # Developer and CI entry points. Each target bootstraps its own venv in .venv.
 #   make run  [ARGS="--port 8000"]     make test [PYTEST_ARGS="-m 'not e2e'"]     make test-quick
+# Both test targets run the type checker first (mypy, settings in pyproject.toml).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,8 +13,8 @@ BENCH_SCRIPTS := $(sort $(wildcard bench/*.py))
 
 help:
 	@echo "make run     start the broker in dev mode (.venv/bin/broker dev \$$ARGS)"
-	@echo "make test    run the test suite (installs PostgreSQL if missing; \$$PYTEST_ARGS)"
-	@echo "make test-quick  unit and flow tests on SQLite only, for the edit loop (\$$PYTEST_ARGS)"
+	@echo "make test    ruff, mypy, then the test suite (installs PostgreSQL if missing; \$$PYTEST_ARGS)"
+	@echo "make test-quick  mypy, then unit and flow tests on SQLite only, for the edit loop (\$$PYTEST_ARGS)"
 	@echo "make bench   run every bench/*.py script in order"
 	@echo "make soak    10 minutes of mixed load on broker serve --workers 2 (\$$SOAK_ARGS, e.g. --minutes 3)"
 	@echo "make clean   remove .venv, var/, caches and tests/artifacts"
@@ -41,6 +42,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check --quiet .
+	$(VENV)/bin/mypy
 	bash tests/support/ensure-postgres.sh
 	bash tests/support/ensure-chromium.sh
 	@if [ -f tests/support/oidc_provider/package.json ]; then npm ci --prefix tests/support/oidc_provider --no-audit --no-fund --loglevel=error </dev/null >/dev/null; fi
@@ -48,6 +50,7 @@ test: $(STAMP)
 
 # The edit loop: no e2e tests, no PostgreSQL, no browser, one pytest worker per core (CI runs `make test`).
 test-quick: $(STAMP)
+	$(VENV)/bin/mypy
 	TEST_STORES=sqlite TEST_QUICK=1 $(VPY) -m pytest tests/unit tests/flows -m "not e2e" -q -n auto $(PYTEST_ARGS) \
 		|| { status=$$?; [ $$status -ne 5 ] || echo "make test-quick: pytest collected no tests" >&2; exit $$status; }
 

@@ -21,7 +21,11 @@ from broker import audit, dev, logs
 from broker.admin import keys as key_admin
 from broker.config import Settings
 from broker.federation import calls
-from broker.federation.base import Connector, ConnectorFactory, build_connectors
+from broker.federation.base import (
+    Capable,
+    ConnectorFactory,
+    build_connectors,
+)
 from broker.federation.entra import EntraConnector
 from broker.federation.http import upstream_client
 from broker.federation.oidc import OidcConnector
@@ -60,6 +64,8 @@ ROTATION_CHECK_MAX = 60.0  # seconds between checks of keys.rotate_every at most
 UPSTREAM_REVOCATION_INTERVAL = 2.0  # seconds an offboarded user's IdP refresh token waits to be revoked there
 PURGE_INTERVAL = 600.0  # seconds between passes deleting expired pending sign-ins, codes, jti records
 
+# What each type can do beyond signing users in (RefreshConnector, RevocationConnector) is sorted out once, by
+# ``idp_connectors``; callers get connectors of the capability they need.
 CONNECTOR_TYPES: dict[str, type[OidcConnector]] = {"oidc": OidcConnector, "test": OidcConnector,
                                                    "okta": OktaConnector, "entra": EntraConnector}
 
@@ -80,13 +86,19 @@ def metadata_fetcher(settings: Settings) -> HttpsMetadataFetcher:
         raise StartupError(str(exc)) from None
 
 
-def idp_connectors(settings: Settings, http: httpx.AsyncClient) -> dict[str, Connector]:
-    """One connector per ``[[idps]]`` entry, on ``http``."""
+def idp_connectors(settings: Settings, http: httpx.AsyncClient) -> Capable:
+    """One connector per ``[[idps]]`` entry, on ``http``, sorted by what each can do; ``StartupError`` when an
+    IdP asks for the upstream check at refresh and its connector cannot refresh."""
     try:
-        return build_connectors(settings.idps, connector_factories(settings), http=http,
-                                redirect_uri=lambda idp: f"{settings.issuer}/callback/{idp.id}")
+        capable = Capable.sort(build_connectors(settings.idps, connector_factories(settings), http=http,
+                                                redirect_uri=lambda idp: f"{settings.issuer}/callback/{idp.id}"))
     except ValueError as exc:
         raise StartupError(f"idps: {exc}") from None
+    for idp in settings.idps:
+        if idp.check_upstream_on_refresh and idp.id not in capable.refreshing:
+            raise StartupError(f"idps: {idp.id!r} sets check_upstream_on_refresh, but a {idp.type!r} IdP cannot "
+                               "refresh")
+    return capable
 
 
 async def revoke_upstream_tokens(settings: Settings, database: Database) -> list[Outcome]:
@@ -95,7 +107,8 @@ async def revoke_upstream_tokens(settings: Settings, database: Database) -> list
     if not keks:
         return []
     async with upstream_client() as http:
-        return await UpstreamRevocations(database, Encryptor.of(keks), idp_connectors(settings, http)).run()
+        revoking = idp_connectors(settings, http).revoking
+        return await UpstreamRevocations(database, Encryptor.of(keks), revoking).run()
 
 
 def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
@@ -118,7 +131,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
                                        encryptor=encryptor)
     http = http or upstream_client()
     connectors = idp_connectors(settings, http)
-    oauth = OAuthCore(settings, keyring, encryptor, StoredPolicy(), connectors,
+    oauth = OAuthCore(settings, keyring, encryptor, StoredPolicy(), connectors.connectors,
                       csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest(),
                       client_metadata=client_metadata or metadata_fetcher(settings), http=http)
     audit_keys = audit.AuditKeys(encryptor, keks)
@@ -145,9 +158,10 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
         if signals.ssf_transmitters else None
     logout = SignedEventVerifier(signals.logout_issuers, audience, http, skew=settings.tokens.clock_skew) \
         if signals.logout_issuers else None
-    upstream_revocations = UpstreamRevocations(database, encryptor, connectors)
-    periodic = [(AUDIT_SEAL_INTERVAL, seal_audit_chain), (PURGE_INTERVAL, purge_expired_rows),
-                (UPSTREAM_REVOCATION_INTERVAL, upstream_revocations.run)]
+    upstream_revocations = UpstreamRevocations(database, encryptor, connectors.revoking)
+    periodic: list[tuple[float, Callable[[], object]]] = [
+        (AUDIT_SEAL_INTERVAL, seal_audit_chain), (PURGE_INTERVAL, purge_expired_rows),
+        (UPSTREAM_REVOCATION_INTERVAL, upstream_revocations.run)]
     if database.dialect == "sqlite":
         periodic.append((CHECKPOINT_INTERVAL, database.checkpoint))
     if settings.keys.rotate_every:
@@ -156,7 +170,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
     if metrics is not None and metrics.multiprocess_dir:
         periodic.append((settings.metrics.refresh_interval, metrics.refresh))
     return BrokerState(settings=settings, database=database, keyring=keyring, oauth=oauth, testidp=testidp,
-                       ssf=ssf, logout=logout, upstream_check=UpstreamCheck(settings, encryptor),
+                       ssf=ssf, logout=logout, upstream_check=UpstreamCheck(settings, encryptor, connectors.refreshing),
                        metrics=metrics, tracing=tracing, audit_keys=audit_keys, periodic=periodic)
 
 
@@ -214,6 +228,7 @@ def prepare(state: BrokerState) -> None:
         state.keyring.ensure(session)
         if state.testidp is not None:
             state.testidp.keyring.ensure(session)
+        assert state.audit_keys is not None  # build_state makes them
         try:
             state.audit_keys.get(session)  # stored now if this database has none yet
         except audit.UnknownAuditKey as exc:

@@ -111,8 +111,8 @@ def whoami() -> Caller:
 def build_server(verifier: TokenVerifier, issuer: str, resource: str) -> MCPServer:
     """The MCP server with the SDK's resource-server auth settings pointed at the broker."""
     auth = AuthSettings(
-        issuer_url=issuer,  # type: ignore[arg-type]  # pydantic validates the string
-        resource_server_url=resource,  # type: ignore[arg-type]
+        issuer_url=issuer,  # pydantic validates the strings
+        resource_server_url=resource,
         required_scopes=list(REQUIRED_SCOPES),
         validate_token_resource=True,  # the SDK re-checks AccessToken.resource; the verifier checked aud
     )
@@ -254,7 +254,8 @@ class BrokerChallenges:
 
 
 def _route_path(scope: Scope) -> str:
-    path, root = scope["path"], scope.get("root_path", "")
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
     return path[len(root):] if root and path.startswith(root) else path
 
 

@@ -5,9 +5,12 @@ for authoring migrations by hand, set BROKER_DATABASE__URL and run
 from __future__ import annotations
 
 import os
+from collections.abc import Collection, Mapping
+from typing import Any
 
 from alembic import context
-from sqlalchemy import inspect
+from alembic.runtime.migration import MigrationContext, MigrationInfo
+from sqlalchemy import Engine, inspect
 
 from broker.storage.db import make_engine
 from broker.storage.models import Base
@@ -17,8 +20,8 @@ config = context.config
 target_metadata = Base.metadata
 
 
-def _engine():
-    engine = config.attributes.get("engine")
+def _engine() -> Engine:
+    engine: Engine | None = config.attributes.get("engine")
     if engine is not None:
         return engine
     url = os.environ.get("BROKER_DATABASE__URL")
@@ -34,13 +37,16 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def _record_support(ctx, step, heads, run_args) -> None:
+def _record_support(ctx: MigrationContext, step: MigrationInfo, heads: Collection[str],
+                    run_args: Mapping[str, Any]) -> None:
     """After each step, in its transaction: the oldest code revision the schema now supports (the
     revision's ``compatible_with``, or the revision itself), for releases that do not know it."""
     if len(heads) != 1 or not inspect(ctx.connection).has_table("schema_support"):
         return
     [revision] = heads
-    record_support(ctx.connection, getattr(context.script.get_revision(revision).module, "compatible_with", revision))
+    script = context.script.get_revision(revision)
+    assert ctx.connection is not None and script is not None  # online, at a revision of this script directory
+    record_support(ctx.connection, getattr(script.module, "compatible_with", revision))
 
 
 def run_migrations_online() -> None:
@@ -48,7 +54,8 @@ def run_migrations_online() -> None:
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=connection.dialect.name == "sqlite",
-                          on_version_apply=(_record_support, *config.attributes.get("on_version_apply", ())))
+                          # alembic takes a sequence of callbacks here (util.to_tuple); its annotation names one
+                          on_version_apply=(_record_support, *config.attributes.get("on_version_apply", ())))  # type: ignore[arg-type]
         with context.begin_transaction():
             context.run_migrations()
         connection.commit()

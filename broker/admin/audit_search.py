@@ -158,7 +158,7 @@ def page(session: Session, search: Search, before_id: int | None) -> Page:
     return Page(rows, floor if floor > oldest else None, floor)
 
 
-def stream(search: Search) -> Select[tuple[AuditEvent]]:
+def stream(search: Search) -> Select[AuditEvent]:
     """Every matching event, oldest first, fetched a thousand at a time (the JSON-lines export)."""
     return select(AuditEvent).where(*search.conditions).order_by(AuditEvent.id).execution_options(yield_per=1000)
 

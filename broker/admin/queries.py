@@ -62,7 +62,7 @@ def dashboard(session: Session, now: dt.datetime) -> Dashboard:
         names=for_events(session, recent_denials + recent_offboardings))
 
 
-def _count(session: Session, query: Select) -> int:
+def _count(session: Session, query: Select[int]) -> int:
     return int(session.scalar(query) or 0)
 
 
@@ -93,7 +93,7 @@ def _recent(session: Session, where: Sequence[ColumnElement[bool]], limit: int =
 
 @dataclass(frozen=True)
 class Page:
-    rows: list
+    rows: list[User]
     page: int
     has_next: bool
 

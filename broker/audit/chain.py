@@ -17,17 +17,39 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Row, bindparam, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from broker.storage.models import AuditChainHead, AuditEvent, utcnow
+from broker.storage.statements import insert_unless_present
 
 log = logging.getLogger("broker.audit")
 HEAD_ID = 1
+
+
+class EventContent(Protocol):
+    """What the chain hashes of an event: every column but the chain's own (an ``AuditEvent`` or a row)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def occurred_at(self) -> dt.datetime: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def server_id(self) -> str | None: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
 
 
 class AuditKey:
@@ -46,7 +68,7 @@ class AuditKey:
         """Whether the chain head carries this key's MAC."""
         return hmac.compare_digest(head.mac, self.head_mac(head.seq, head.hash))
 
-    def link(self, seq: int, prev_hash: str, event: AuditEvent | Row[Any]) -> str:
+    def link(self, seq: int, prev_hash: str, event: EventContent) -> str:
         message = f"{seq}\n{prev_hash}\n".encode() + canonical(event)
         return hmac.new(self.material, message, hashlib.sha256).hexdigest()
 
@@ -54,7 +76,7 @@ class AuditKey:
         return hmac.new(self.material, f"head\n{seq}\n{link}".encode(), hashlib.sha256).hexdigest()
 
 
-def canonical(event: AuditEvent | Row[Any]) -> bytes:
+def canonical(event: EventContent) -> bytes:
     """The event's content as hashed: every column but the chain's own, in a fixed JSON form."""
     occurred = event.occurred_at.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
     body = {"id": event.id, "occurred_at": occurred, "event_type": event.event_type, "actor": event.actor,
@@ -106,9 +128,8 @@ def _lock_head(session: Session, key: AuditKey) -> tuple[int, str]:
     """The chain head's (seq, hash), locked for this transaction; the first seal creates the head row."""
     head = session.execute(_TAKE_HEAD).first()
     if head is None:  # INSERT ... ON CONFLICT DO NOTHING: two first sealers may create it at once
-        insert_fn = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(insert_fn(AuditChainHead).values(id=HEAD_ID, seq=0, hash="", mac=key.head_mac(0, ""),
-                                                         updated_at=utcnow()).on_conflict_do_nothing())
+        session.execute(insert_unless_present(session, AuditChainHead.__table__)
+                        .values(id=HEAD_ID, seq=0, hash="", mac=key.head_mac(0, ""), updated_at=utcnow()))
         head = session.execute(_TAKE_HEAD).one()
     return head.seq, head.hash
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from broker import audit
 from broker.audit.chain import canonical
-from broker.cli.common import CliError, common_flags, json_flag, load_settings, open_database, print_json
+from broker.cli.common import CliError, Commands, common_flags, json_flag, load_settings, open_database, print_json
 from broker.cli.progress import Progress
 from broker.config import Settings
 from broker.keys.crypto import DecryptionError, Encryptor
@@ -20,7 +20,7 @@ from broker.storage.db import Database
 from broker.storage.models import AuditEvent
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Commands) -> None:
     group = commands.add_parser("audit", help="the audit log", description="Verify and export the audit log.")
     sub = group.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     verify_p = sub.add_parser(

@@ -10,6 +10,7 @@ from typing import Any
 from broker.admin import clients as client_admin
 from broker.cli.common import (
     CliError,
+    Commands,
     actor,
     common_flags,
     json_flag,
@@ -18,12 +19,12 @@ from broker.cli.common import (
     print_json,
     print_table,
 )
-from broker.oauth import clients
+from broker.oauth import client_auth, clients
 from broker.storage import clients as repo
 from broker.storage.models import Client
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Commands) -> None:
     group = commands.add_parser("clients", help="OAuth clients", description="Register and manage OAuth clients.")
     sub = group.add_subparsers(dest="clients_command", metavar="ACTION", required=True)
     add = sub.add_parser("add", parents=[common_flags()], help="register a client",
@@ -97,7 +98,7 @@ def add_client(args: argparse.Namespace) -> int:
         grants = clients.preregistered_grants(
             redirect_uris=args.redirect_uri, client_credentials=args.client_credentials, id_jag=args.id_jag,
             token_exchange=args.token_exchange, introspect=args.introspect,
-            confidential=auth.methods != (clients.PUBLIC_METHOD,))
+            confidential=auth.methods != (client_auth.NONE,))
     except ValueError as exc:
         raise CliError(f"{exc} (see --help: --redirect-uri, --client-credentials, --id-jag, --token-exchange, "
                        "--introspect, --confidential)") from None

@@ -9,12 +9,15 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from broker import dev, logs
 from broker.config import Settings
 from broker.storage.db import Database, DatabaseError, EngineOptions
 from broker.storage.schema import require_usable
+
+# What each command group's register() adds to (not subscriptable at run time before Python 3.12).
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
 class CliError(Exception):

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from broker.cli.common import common_flags, database_errors, json_flag, load_settings, open_database, print_json
+from broker.cli.common import (
+    Commands,
+    common_flags,
+    database_errors,
+    json_flag,
+    load_settings,
+    open_database,
+    print_json,
+)
 from broker.storage import schema
 
 EXPLAINED = {
@@ -18,7 +26,7 @@ EXPLAINED = {
 }
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Commands) -> None:
     db = commands.add_parser("db", help="database schema", description="Manage the database schema.")
     sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     up = sub.add_parser("upgrade", parents=[common_flags()], help="bring the schema to the current version",

@@ -10,6 +10,7 @@ from broker.admin import keys as key_admin
 from broker.admin import rewrap as key_rewrap
 from broker.cli.common import (
     CliError,
+    Commands,
     actor,
     common_flags,
     json_flag,
@@ -25,7 +26,7 @@ from broker.storage.db import Database
 from broker.storage.models import SigningKey, utcnow
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Commands) -> None:
     keys = commands.add_parser("keys", help="signing keys", description="Manage JWT signing keys.")
     sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     rotate_p = sub.add_parser(

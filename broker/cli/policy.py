@@ -8,15 +8,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from broker.cli.common import CliError, actor, common_flags, json_flag, load_settings, open_database, print_json
+from sqlalchemy.orm import Session
+
+from broker.cli.common import (
+    CliError,
+    Commands,
+    actor,
+    common_flags,
+    json_flag,
+    load_settings,
+    open_database,
+    print_json,
+)
 from broker.lifecycle import offboarding
 from broker.policy import Matrix, PolicyError, UserFacts, hypothetical, parse_claims, render_document_diff
 from broker.registry import policies
 from broker.registry import servers as registry
 from broker.storage import policies as versions
+from broker.storage.models import User
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Commands) -> None:
     group = commands.add_parser("policy", help="access policy", description="Manage the access policy (policy as "
                                 "code; format: docs/policy.md).")
     sub = group.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
@@ -193,18 +205,17 @@ def who_can(args: argparse.Namespace) -> int:
     with database.sessions() as session:
         server = _server(session, args.server, settings.issuer)
         answer = policies.who_can_reach(session, policies.StoredPolicy().compiled(session), server)
-    record = {"server": answer.server_id,
-              "users": [{"id": u.id, "email": u.email, "scopes": sorted(s)} for u, s in answer.users],
-              "groups": [{"group": g, "scopes": sorted(s)} for g, s in answer.groups],
-              "everyone": sorted(answer.everyone)}
     if args.json:
-        print_json(record)
+        print_json({"server": answer.server_id,
+                    "users": [{"id": u.id, "email": u.email, "scopes": sorted(s)} for u, s in answer.users],
+                    "groups": [{"group": g, "scopes": sorted(s)} for g, s in answer.groups],
+                    "everyone": sorted(answer.everyone)})
     else:
         print(f"{answer.server_id}: {len(answer.users)} user(s)")
-        for item in record["users"]:
-            print(f"  {item['email'] or item['id']}: {' '.join(item['scopes'])}")
-        for item in record["groups"]:
-            print(f"  group {item['group']}: {' '.join(item['scopes'])}")
+        for user, scopes in answer.users:
+            print(f"  {user.email or user.id}: {' '.join(sorted(scopes))}")
+        for group, scopes in answer.groups:
+            print(f"  group {group}: {' '.join(sorted(scopes))}")
     return 0
 
 
@@ -250,15 +261,15 @@ def _print_matrix(result: Matrix) -> None:
             print(f"  {server.id}: {cell.summary()}{rules}")
 
 
-def _user(session: object, reference: str) -> object:
+def _user(session: Session, reference: str) -> User:
     try:
-        return offboarding.find_user(session, reference)  # type: ignore[arg-type]
+        return offboarding.find_user(session, reference)
     except offboarding.UnknownUser as exc:
         raise CliError(str(exc)) from None
 
 
-def _server(session: object, server_id: str, issuer: str) -> registry.Server:
-    server = registry.get(session, server_id, issuer)  # type: ignore[arg-type]
+def _server(session: Session, server_id: str, issuer: str) -> registry.Server:
+    server = registry.get(session, server_id, issuer)
     if server is None:
         raise CliError(f"no MCP server {server_id!r}")
     return server

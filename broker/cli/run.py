@@ -6,19 +6,21 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 import uvicorn
 
 from broker import dev
 from broker.app import StartupError, build_state, prepare
-from broker.cli.common import CliError, common_flags, database_errors, load_settings, open_database
+from broker.cli.common import CliError, Commands, common_flags, database_errors, load_settings, open_database
 from broker.config import Settings
 from broker.observability.workers import shared_by_workers
 from broker.storage.db import DatabaseError
 from broker.web import create_app, shutdown
+from broker.web.state import BrokerState
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Commands) -> None:
     dev_p = commands.add_parser(
         "dev", parents=[common_flags()], help="run with embedded defaults (SQLite, test IdP, demo data)",
         description="Run the broker for development: SQLite under the data directory, the built-in test IdP "
@@ -51,17 +53,28 @@ def run_dev(args: argparse.Namespace) -> int:
     state = _prepared_state(settings)
     print(dev.banner(settings), flush=True)
     app = create_app(state, fallback=dev.demo_app(settings.issuer, dev.demo_feed_secret(settings)))
-    uvicorn.run(app, host=args.host, port=args.port, log_config=None, access_log=False,
-                proxy_headers=False, server_header=False, **connection_limits(settings),
-                timeout_graceful_shutdown=shutdown.Plan.of(settings.server).graceful)
+    uvicorn.run(app, host=args.host, port=args.port, proxy_headers=False, **server_options(settings))
     return 0
 
 
-def connection_limits(settings: Settings) -> dict[str, int]:
-    """uvicorn's share of bounding a connection: idle keep-alive, and the header size its h11 parser allows (the
-    app answers 431 past ``server.max_header_bytes`` whichever parser runs)."""
-    return {"timeout_keep_alive": settings.server.keep_alive_timeout,
-            "h11_max_incomplete_event_size": settings.server.max_header_bytes}
+class ServerOptions(TypedDict):
+    log_config: None
+    access_log: bool
+    server_header: bool
+    timeout_keep_alive: int
+    h11_max_incomplete_event_size: int
+    timeout_graceful_shutdown: int
+
+
+def server_options(settings: Settings) -> ServerOptions:
+    """What both commands tell uvicorn: our logging only, and its share of bounding a connection (idle keep-alive,
+    the header size its h11 parser allows: the app answers 431 past ``server.max_header_bytes`` whichever parser
+    runs, and how long requests in flight may take after a SIGTERM)."""
+    graceful = shutdown.Plan.of(settings.server).graceful
+    return {"log_config": None, "access_log": False, "server_header": False,
+            "timeout_keep_alive": settings.server.keep_alive_timeout,
+            "h11_max_incomplete_event_size": settings.server.max_header_bytes,
+            "timeout_graceful_shutdown": graceful}  # type: ignore[typeddict-item]  # uvicorn runs asyncio.timeout(): a float works
 
 
 def _check_port(port: int | None) -> None:
@@ -91,13 +104,11 @@ def run_serve(args: argparse.Namespace) -> int:
     with shared_by_workers(settings.metrics, workers):
         uvicorn.run("broker.app:create_app_from_environment", factory=True, workers=workers,
                     host=args.host or settings.server.host, port=args.port or settings.server.port,
-                    log_config=None, access_log=False, server_header=False,
-                    forwarded_allow_ips=settings.server.forwarded_allow_ips, **connection_limits(settings),
-                    timeout_graceful_shutdown=shutdown.Plan.of(settings.server).graceful)
+                    forwarded_allow_ips=settings.server.forwarded_allow_ips, **server_options(settings))
     return 0
 
 
-def _prepared_state(settings: Settings):
+def _prepared_state(settings: Settings) -> BrokerState:
     try:
         state = build_state(settings)
         prepare(state)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
+
+from sqlalchemy.orm import Session
 
 from broker.cli.common import (
     CliError,
+    Commands,
     actor,
     common_flags,
     json_flag,
@@ -20,7 +24,7 @@ from broker.storage import mcp_servers
 from broker.storage.models import McpServer
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Commands) -> None:
     group = commands.add_parser("servers", help="MCP servers", description="Register and manage MCP servers.")
     sub = group.add_subparsers(dest="servers_command", metavar="ACTION", required=True)
     add_p = sub.add_parser("add", parents=[common_flags()], help="register an MCP server",
@@ -130,14 +134,14 @@ def _spec(args: argparse.Namespace, row: McpServer | None) -> admin.ServerSpec:
         access_token_lifetime=pick(args.access_token_lifetime, row.access_token_lifetime if row else None))
 
 
-def _apply(operation: Any) -> McpServer:
+def _apply(operation: Callable[[], McpServer]) -> McpServer:
     try:
         return operation()
     except admin.InvalidServer as exc:
         raise CliError("; ".join(exc.problems)) from None
 
 
-def _get(session: Any, server_id: str) -> McpServer:
+def _get(session: Session, server_id: str) -> McpServer:
     row = mcp_servers.get(session, server_id)
     if row is None:
         raise CliError(f"no MCP server {server_id!r}")

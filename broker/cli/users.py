@@ -8,11 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from broker import app
 from broker.admin import queries
 from broker.cli.common import (
     CliError,
+    Commands,
     actor,
     common_flags,
     json_flag,
@@ -26,7 +28,7 @@ from broker.storage import users as user_repo
 from broker.storage.models import RefreshTokenFamily, UpstreamIdentity, User, utcnow
 
 
-def register(commands: argparse._SubParsersAction) -> None:
+def register(commands: Commands) -> None:
     group = commands.add_parser("users", help="users and offboarding",
                                 description="List users, look one up, offboard or restore.")
     sub = group.add_subparsers(dest="users_command", metavar="ACTION", required=True)
@@ -75,7 +77,7 @@ def _idp_flag(parser: argparse.ArgumentParser) -> None:
                                                      "IdPs' users have: name the one you mean)")
 
 
-def _find(session: Any, args: argparse.Namespace) -> User:
+def _find(session: Session, args: argparse.Namespace) -> User:
     try:
         return offboarding.find_user(session, args.user, args.idp)
     except offboarding.UnknownUser as exc:

@@ -15,6 +15,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, SecretStr
 from pydantic_core import PydanticUndefined, to_jsonable_python
 
+from broker.config.models import Settings
 from broker.config.schema import Loc
 from broker.config.validation import Origins, dotted
 
@@ -36,12 +37,12 @@ class Entry:
         return self.value != self.default
 
 
-def attach(settings: BaseModel, origins: Origins, defaults: Mapping[str, Any] | None) -> None:
+def attach(settings: Settings, origins: Origins, defaults: Mapping[str, Any] | None) -> None:
     """Record, on ``settings``, the layer that set each key: the file, environment and command line as
     ``origins`` has them, and under them the keys of ``defaults`` (``broker dev``'s)."""
     set_by = origins.as_dict()
     dev = {key: DEV for key in _leaf_keys(defaults or {}, ()) if not _covered(key, set_by)}
-    settings._sources.update({**dev, **set_by})  # type: ignore[attr-defined]
+    settings._sources.update({**dev, **set_by})
 
 
 def entries(settings: BaseModel) -> list[Entry]:

@@ -1,6 +1,7 @@
 """Upstream identity providers as connectors: each turns an upstream login into one verified ``Identity``.
 
-Shared core: ``base`` (the ``Connector`` interface, ``build_connectors``), ``identity``, ``errors``,
+Shared core: ``base`` (the ``Connector`` interface, its optional capabilities, ``build_connectors``),
+``identity``, ``errors``,
 ``login`` (the broker's own state, nonce and PKCE verifier), ``http`` (timeouts, size cap),
 ``discovery`` (metadata, cached), ``jwks`` (keys, cached, kid-miss refresh), ``idtoken`` (every ID
 token check), ``claims`` (reading identity claims). Per-IdP modules: ``oidc`` (generic OpenID
@@ -11,7 +12,14 @@ through a ``GroupDirectory`` on Microsoft Graph) subclass it.
 Connector types are mapped to classes at the composition root (``broker.app``), not here.
 """
 
-from broker.federation.base import Connector, ConnectorFactory, build_connectors
+from broker.federation.base import (
+    Capable,
+    Connector,
+    ConnectorFactory,
+    RefreshConnector,
+    RevocationConnector,
+    build_connectors,
+)
 from broker.federation.errors import (
     InvalidIdToken,
     IssuerMismatch,
@@ -25,6 +33,7 @@ from broker.federation.login import LoginSecrets
 from broker.federation.oidc import OidcConnector
 
 __all__ = [
+    "Capable",
     "Connector",
     "ConnectorFactory",
     "Identity",
@@ -32,6 +41,8 @@ __all__ = [
     "IssuerMismatch",
     "LoginSecrets",
     "OidcConnector",
+    "RefreshConnector",
+    "RevocationConnector",
     "UpstreamError",
     "UpstreamRejected",
     "UpstreamUnavailable",

@@ -1,6 +1,10 @@
-"""The connector interface every upstream identity provider implements, and how connectors are built.
+"""The connector interface every upstream identity provider implements, the optional capabilities a
+connector may add, and how connectors are built.
 
-Connector types are registered in a map at the composition root (``broker.app``), not here::
+Capabilities are small protocols of their own (``RefreshConnector``, ``RevocationConnector``): the
+composition root sorts the built connectors by what they can do (``Capable``), so no caller asks an object
+whether it happens to have a method. Connector types are registered in a map at the composition root
+(``broker.app``), not here::
 
     CONNECTOR_TYPES = {"oidc": OidcConnector, "test": OidcConnector}
     connectors = build_connectors(settings.idps, CONNECTOR_TYPES, http=http,
@@ -10,7 +14,8 @@ Connector types are registered in a map at the composition root (``broker.app``)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, Self, runtime_checkable
 
 import httpx
 
@@ -48,6 +53,57 @@ class Connector(Protocol):
         """RFC 9207 §2.4: raise ``IssuerMismatch`` unless the callback's ``iss`` names this IdP
         (absent is accepted only from an IdP that does not advertise sending it)."""
         ...
+
+    def returning_to(self, redirect_uri: str) -> Self:
+        """The same IdP (sharing its caches) sending the browser back to ``redirect_uri`` instead (the admin
+        console's own callback)."""
+        ...
+
+
+@runtime_checkable
+class RefreshConnector(Connector, Protocol):
+    """An IdP whose refresh tokens the broker can redeem: the upstream check at refresh
+    (``check_upstream_on_refresh``) asks it whether it still accepts the user."""
+
+    @property
+    def asks_consent_for_refresh_token(self) -> bool:
+        """Whether sign-ins add ``prompt=consent`` to ``offline_access`` (OIDC Core §11)."""
+        ...
+
+    async def refresh_token_obstacle(self) -> str | None:
+        """Why this IdP cannot issue the broker refresh tokens (from its discovery document), or None.
+        ``UpstreamError`` when that cannot be read."""
+        ...
+
+    async def refresh(self, refresh_token: str) -> str | None:
+        """RFC 6749 §6 at the IdP: the rotated refresh token (None when it did not rotate it);
+        ``UpstreamRejected`` or ``InvalidIdToken`` when the IdP refuses, other ``UpstreamError``s when it
+        cannot answer."""
+        ...
+
+
+@runtime_checkable
+class RevocationConnector(Connector, Protocol):
+    """An IdP the broker can ask to revoke a refresh token it issued (offboarding)."""
+
+    async def revoke_refresh_token(self, refresh_token: str) -> bool:
+        """RFC 7009 at the IdP: True once revoked, False when the IdP offers no revocation endpoint;
+        ``UpstreamError`` when it refuses or cannot be reached."""
+        ...
+
+
+@dataclass(frozen=True)
+class Capable:
+    """The configured IdPs' connectors, by what they can do (keyed by IdP id)."""
+
+    connectors: Mapping[str, Connector]
+    refreshing: Mapping[str, RefreshConnector]
+    revoking: Mapping[str, RevocationConnector]
+
+    @classmethod
+    def sort(cls, connectors: Mapping[str, Connector]) -> Capable:
+        return cls(connectors, {i: c for i, c in connectors.items() if isinstance(c, RefreshConnector)},
+                   {i: c for i, c in connectors.items() if isinstance(c, RevocationConnector)})
 
 
 class ConnectorFactory(Protocol):

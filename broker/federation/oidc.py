@@ -25,12 +25,13 @@ Per-IdP connectors (Okta, Entra ID) subclass this and override the hooks at the 
 from __future__ import annotations
 
 import base64
+import copy
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Self
 from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
 
 import httpx
@@ -128,6 +129,14 @@ class OidcConnector:
 
     async def metadata(self) -> ProviderMetadata:
         return await self._metadata.get()
+
+    async def refresh_token_obstacle(self) -> str | None:
+        return refresh_token_obstacle(await self.metadata())
+
+    def returning_to(self, redirect_uri: str) -> Self:
+        twin = copy.copy(self)
+        twin.redirect_uri = redirect_uri
+        return twin
 
     # ------------------------------------------------------------ the Connector interface
 

@@ -156,7 +156,7 @@ class KeyRing:
         return row
 
 
-def jwk_set(records: tuple[KeyRecord, ...], grace: dt.timedelta, now: dt.datetime) -> dict[str, Any]:
+def jwk_set(records: tuple[KeyRecord, ...], grace: dt.timedelta, now: dt.datetime) -> dict[str, list[dict[str, Any]]]:
     """The published keys among ``records`` as a JWK set (RFC 7517 §5)."""
     return {"keys": [dict(k.public_jwk) for k in schedule.published(records, now, grace)]}
 

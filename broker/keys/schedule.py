@@ -13,10 +13,16 @@ from typing import Protocol, TypeVar
 
 
 class KeyTimes(Protocol):
-    kid: str
-    created_at: dt.datetime
-    activates_at: dt.datetime
-    retired_at: dt.datetime | None
+    """A key's times, read-only: a stored key (``SigningKey``) or its row (``KeyRow``)."""
+
+    @property
+    def kid(self) -> str: ...
+    @property
+    def created_at(self) -> dt.datetime: ...
+    @property
+    def activates_at(self) -> dt.datetime: ...
+    @property
+    def retired_at(self) -> dt.datetime | None: ...
 
 
 K = TypeVar("K", bound=KeyTimes)

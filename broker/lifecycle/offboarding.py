@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from broker import audit
 from broker.storage import upstream_revocations, users
 from broker.storage.models import PendingAuthorization, RefreshTokenFamily, Revocation, User
+from broker.storage.statements import rowcount
 
 
 class UnknownUser(LookupError):
@@ -42,10 +43,10 @@ def revoke_user(session: Session, user: User, *, reason: str, actor: str, now: d
     if not already:
         user.offboarded_at, user.offboard_reason = now, reason
     user.not_before = now  # access tokens with an earlier iat are dead (introspection, refresh)
-    families = session.execute(update(RefreshTokenFamily)
+    families = rowcount(session, update(RefreshTokenFamily)
                                .where(RefreshTokenFamily.user_id == user.id, RefreshTokenFamily.revoked_at.is_(None))
                                .values(revoked_at=now, revoked_reason=f"user offboarded: {reason}"[:200])
-                               .execution_options(synchronize_session=False)).rowcount
+                               .execution_options(synchronize_session=False))
     session.execute(update(PendingAuthorization)
                     .where(PendingAuthorization.user_id == user.id,
                            PendingAuthorization.status.in_(("consent", "callback", "deciding")))
@@ -70,10 +71,10 @@ def revoke_sessions(session: Session, user: User, *, reason: str, actor: str, no
     families revoked.
     """
     user.not_before, user.updated_at = now, now
-    families = session.execute(update(RefreshTokenFamily)
+    families = rowcount(session, update(RefreshTokenFamily)
                                .where(RefreshTokenFamily.user_id == user.id, RefreshTokenFamily.revoked_at.is_(None))
                                .values(revoked_at=now, revoked_reason=f"sessions revoked: {reason}"[:200])
-                               .execution_options(synchronize_session=False)).rowcount
+                               .execution_options(synchronize_session=False))
     session.add(Revocation(kind="user", subject=user.id, not_before=now, reason=reason, actor=actor, created_at=now))
     consoles = users.end_console_sessions(session, user.id, now)  # the console is a session too
     audit.record(session, "user.sessions_revoked", actor=actor, user_id=user.id, outcome="revoked",

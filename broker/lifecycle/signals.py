@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 import jwt
@@ -103,7 +103,8 @@ class SignedEventVerifier:
             raise SignalError("invalid_request", f"the event is older than {REPLAY_MEMORY.days} days, longer than "
                                                  "its id is remembered against replay")
 
-    def _decode(self, token: str, key: Any, alg: str, sender: SignalIssuer, required: tuple[str, ...]) -> dict:
+    def _decode(self, token: str, key: Any, alg: str, sender: SignalIssuer,
+                required: tuple[str, ...]) -> dict[str, Any]:
         try:
             return jwt.decode(token, key, algorithms=[alg], audience=self.audience, issuer=sender.issuer,
                               leeway=self.skew, options={"require": ["iss", "aud", "iat", *required]})
@@ -114,7 +115,8 @@ class SignedEventVerifier:
         except jwt.PyJWTError as exc:
             raise SignalError("invalid_request", f"the JWT was refused ({type(exc).__name__})") from None
 
-    async def _verified(self, sender: SignalIssuer, header: UnverifiedHeader, decode: Callable[[Any], dict]) -> dict:
+    async def _verified(self, sender: SignalIssuer, header: UnverifiedHeader,
+                        decode: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
         """``decode(key)`` with the sender's key; a bad signature refetches its JWKS once (``JwksCache.verified``)."""
         try:
             return await self.keys[sender.issuer].verified(header, decode, BadSignature)
@@ -135,7 +137,7 @@ def first_delivery(session: Session, signal: VerifiedSignal, purpose: str, now: 
     return grants.first_use_of_jti(session, key, purpose, max(signal.remember_until, now))
 
 
-def _numeric_date(value: Any) -> bool:
+def _numeric_date(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -17,15 +17,15 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.config import Settings
+from broker.federation.base import RefreshConnector
 from broker.federation.errors import UpstreamError
-from broker.federation.oidc import refresh_token_obstacle
 from broker.keys.crypto import DecryptionError, Encryptor, upstream_refresh_token_aad
 from broker.lifecycle import offboarding
 from broker.oauth import secrets
@@ -44,9 +44,11 @@ class PendingCheck:
 
 
 class UpstreamCheck:
-    def __init__(self, settings: Settings, encryptor: Encryptor):
+    def __init__(self, settings: Settings, encryptor: Encryptor,
+                 connectors: Mapping[str, RefreshConnector] = MappingProxyType({})):
         self.idps = {idp.id for idp in settings.idps if idp.check_upstream_on_refresh}
         self.encryptor = encryptor
+        self.connectors = connectors  # the IdPs able to refresh (the composition root checks ``idps`` have one)
 
     @property
     def enabled(self) -> bool:
@@ -78,14 +80,14 @@ class UpstreamCheck:
                         "stored for the user, so the refresh is not checked upstream", ", ".join(idps),
                         extra={"user_id": user_id, "idps": idps})
 
-    async def report_capabilities(self, connectors: Mapping[str, Any]) -> None:
+    async def report_capabilities(self, connectors: Mapping[str, RefreshConnector]) -> None:
         """At start-up: say, per IdP with the check, whether it can issue the broker refresh tokens."""
         for idp_id in sorted(self.idps):
             connector = connectors.get(idp_id)
-            if connector is None or not hasattr(connector, "metadata"):
+            if connector is None:
                 continue
             try:
-                obstacle = refresh_token_obstacle(await connector.metadata())
+                obstacle = await connector.refresh_token_obstacle()
             except UpstreamError as exc:
                 log.warning("check_upstream_on_refresh for IdP %s: its discovery document could not be read (%s); "
                             "the first sign-in will show whether it issues refresh tokens", idp_id, exc)

@@ -20,11 +20,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 
 from broker import audit
+from broker.federation.base import RevocationConnector
 from broker.federation.errors import UpstreamError
 from broker.keys.crypto import DecryptionError, Encryptor, upstream_refresh_token_aad
 from broker.storage import upstream_revocations
@@ -45,7 +45,7 @@ class Outcome:
 
 
 class UpstreamRevocations:
-    def __init__(self, database: Database, encryptor: Encryptor, connectors: Mapping[str, Any]):
+    def __init__(self, database: Database, encryptor: Encryptor, connectors: Mapping[str, RevocationConnector]):
         self.database = database
         self.encryptor = encryptor
         self.connectors = connectors
@@ -68,7 +68,7 @@ class UpstreamRevocations:
 
     async def _revoke(self, pending: PendingRevocation) -> Outcome:
         connector = self.connectors.get(pending.idp_id)
-        if connector is None or not hasattr(connector, "revoke_refresh_token"):
+        if connector is None:
             return Outcome(pending.idp_id, "not_offered", "the IdP is no longer configured")
         try:
             token = self.encryptor.decrypt(pending.token_encrypted, upstream_refresh_token_aad(pending.identity_id))

@@ -18,10 +18,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 from urllib.parse import urlsplit
 
-from joserfc.jwk import KeySet
+from joserfc.jwk import KeySet, KeySetSerialization
 
 from broker.oauth.ssrf import FetchedDocument, FetchError
 
@@ -52,11 +52,17 @@ def public_jwks(value: Any) -> dict[str, Any]:
             raise InvalidKeys("jwks may hold only public EC, RSA or OKP keys")  # RFC 8725 §3.1: never symmetric
         if any(member in key for member in PRIVATE_KEY_MEMBERS):
             raise InvalidKeys("jwks contains private key material")
+    checked = {"keys": [dict(k) for k in keys]}
     try:
-        KeySet.import_key_set(dict(value))
+        key_set(checked)
     except Exception:  # noqa: BLE001 - joserfc raises several classes for malformed keys
         raise InvalidKeys("jwks is not a valid JWK set") from None
-    return {"keys": [dict(k) for k in keys]}
+    return checked
+
+
+def key_set(jwks: Mapping[str, Any]) -> KeySet:
+    """joserfc's keys of a JWK Set (JSON as stored or fetched; what it holds is checked on import)."""
+    return KeySet.import_key_set(cast(KeySetSerialization, jwks))
 
 
 def check_jwks_uri(uri: Any) -> str:

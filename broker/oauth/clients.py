@@ -21,6 +21,7 @@ from broker.oauth import cimd, client_keys, redirects, secrets
 from broker.oauth.client_auth import ALL_METHODS, PRIVATE_KEY_JWT, SECRET_METHODS
 from broker.oauth.client_auth import NONE as PUBLIC_METHOD
 from broker.storage import clients as repo
+from broker.storage.clients import ClientRow
 from broker.storage.models import Client
 
 AUTH_METHODS = ALL_METHODS
@@ -178,7 +179,7 @@ def operator_auth(methods: Sequence[str], *, confidential: bool | None, jwks: An
     return setup
 
 
-def registered_methods(row: Client | Row[Any]) -> tuple[str, ...]:
+def registered_methods(row: Client | ClientRow) -> tuple[str, ...]:
     """Every method a stored client registered: ``token_endpoint_auth_method`` first."""
     return (row.token_endpoint_auth_method, *(m for m in row.extra_auth_methods or ()
                                               if m != row.token_endpoint_auth_method))

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from broker.config import Settings
-from broker.oauth.clients import AUTH_METHODS, SECRET_METHODS
+from broker.oauth.client_auth import SECRET_METHODS
+from broker.oauth.clients import AUTH_METHODS
 from broker.oauth.id_jag import ID_JAG_PROFILE, ID_JAG_TOKEN_TYPE, JWT_BEARER, TOKEN_EXCHANGE
 from broker.oauth.scopes import META_SCOPES
 

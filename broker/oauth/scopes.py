@@ -4,6 +4,7 @@ as MCP server scopes."""
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 from broker.oauth.errors import InvalidScopeError, describe
 
@@ -23,7 +24,7 @@ def parse(raw: str | None) -> frozenset[str] | None:
     return wanted or None
 
 
-def require_known(requested: frozenset[str] | None, known: frozenset[str] | set[str]) -> None:
+def require_known(requested: frozenset[str] | None, known: Collection[str]) -> None:
     unknown = sorted((requested or frozenset()) - set(known))
     if unknown:
         raise InvalidScopeError(describe(f"unknown scope {unknown[0]!r} for this resource"))

@@ -15,7 +15,7 @@ import os
 import platform
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -37,6 +37,7 @@ from broker import __version__
 from broker.audit import ObservedEvent, observe
 from broker.config import MetricsSettings, parse_listen
 from broker.observability.listener import MetricsListener
+from broker.observability.upstream import UpstreamCallLike
 
 log = logging.getLogger("broker.metrics")
 
@@ -52,16 +53,6 @@ PROCESS_GAUGES = (("process_resident_memory_bytes", "Resident memory size in byt
                   ("process_start_time_seconds", "Start time of the process since unix epoch in seconds"))
 
 PoolSource = Callable[[], Any]  # returns the SQLAlchemy pool to read (the engine may be replaced)
-
-
-class UpstreamCallLike(Protocol):
-    """What a finished upstream call tells (``broker.federation.calls.UpstreamCall``)."""
-
-    peer_kind: str
-    peer: str
-    endpoint: str
-    outcome: str
-    seconds: float
 
 
 class MetricsUnavailable(Exception):

@@ -10,9 +10,10 @@ header value or a body.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Any
 
 from broker.config import TracingSettings
+from broker.observability.upstream import UpstreamCallLike
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
@@ -21,15 +22,6 @@ EXTRA = "pip install 'mcp-auth-broker[otel]'"
 
 class TracingUnavailable(Exception):
     """Tracing is configured but cannot run (one clear line)."""
-
-
-class UpstreamCallLike(Protocol):
-    peer_kind: str
-    peer: str
-    endpoint: str
-    outcome: str
-    started_at: float
-    seconds: float
 
 
 class Tracing:

@@ -246,7 +246,8 @@ def _combine(matched: list[CompiledRule], subject: Subject, target: Target,
     if subject.kind == "client":
         allowed &= subject.client_scopes  # registration is the ceiling for a client acting for itself
     candidate = allowed.intersection(requested or target.default_scopes, target.scopes)
-    granted = frozenset(candidate.difference(*[rule.scopes for rule in denies]) if denies else candidate)
+    denied = [rule.scopes for rule in denies if rule.scopes is not None]  # all of them: none denies the whole target
+    granted = frozenset(candidate.difference(*denied) if denies else candidate)
     notes = _deny_notes(denies, candidate) if denies else ""
     if not granted:
         wanted = "requested scope" if requested else "default scope"

@@ -103,7 +103,9 @@ class _LineMap:
     def __init__(self, text: str):
         self.headers: list[int] = []
         self.keys: dict[tuple[int | None, Path], int] = {}
-        rule, table, in_string = None, (), False
+        rule: int | None = None
+        table: Path = ()
+        in_string = False
         for number, line in enumerate(text.split("\n"), start=1):  # TOML lines end at \n only
             toggles = (line.count('"""') + line.count("'''")) % 2 == 1  # a multi-line string opens or closes
             if in_string:
@@ -219,7 +221,7 @@ class _Reader:
             self.problem(path, f"{'.'.join(path)}: {exc}")
             return default
 
-    def section(self, raw: dict[str, Any], name: str, fields: tuple[str, ...], build: Callable[[dict], Any],
+    def section(self, raw: dict[str, Any], name: str, fields: tuple[str, ...], build: Callable[[dict[str, Any]], Any],
                 empty: Any) -> Any:
         table = raw.get(name, {})
         if not isinstance(table, dict):

@@ -153,10 +153,12 @@ def targeted(rule: CompiledRule, targets: Iterable[Target]) -> frozenset[str]:
 
 # -------------------------------------------------------------------- document diff
 
+ChangeKind = Literal["added", "removed", "changed"]
+
 
 @dataclass(frozen=True)
 class RuleChange:
-    kind: Literal["added", "removed", "changed"]
+    kind: ChangeKind
     rule_id: str
     before: Rule | None
     after: Rule | None
@@ -170,7 +172,7 @@ def diff_documents(old: PolicyDocument, new: PolicyDocument) -> list[RuleChange]
     for rule_id in [*before, *(rule_id for rule_id in after if rule_id not in before)]:
         was, now = before.get(rule_id), after.get(rule_id)
         if was != now:
-            kind = "added" if was is None else "removed" if now is None else "changed"
+            kind: ChangeKind = "added" if was is None else "removed" if now is None else "changed"
             changes.append(RuleChange(kind, rule_id, was, now))
     return changes
 

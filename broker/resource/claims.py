@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 ACCESS_TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §2.1, §4
 # Asymmetric JWS algorithms only: a resource server holds public keys, and an HMAC "verified"
@@ -66,9 +66,11 @@ def check_header(unverified_header: Mapping[str, Any], algorithms: Collection[st
     # so an ID token or any other JWT from the same issuer is never taken for an access token.
     _require(isinstance(typ, str) and typ.lower() in ACCESS_TOKEN_TYPES, "typ is not at+jwt")
     # RFC 8725 §3.1 / RFC 9068 §4: only algorithms on our allow-list; never none, never HMAC.
-    _require(isinstance(alg, str) and alg in algorithms, "alg not allowed")
+    if not (isinstance(alg, str) and alg in algorithms):
+        raise TokenRejected("alg not allowed")
     # RFC 9068 §4 / RFC 7515 §4.1.4: the broker names its key; no kid, no key to verify with.
-    _require(isinstance(kid, str) and 0 < len(kid) <= 256, "kid missing")
+    if not (isinstance(kid, str) and 0 < len(kid) <= 256):
+        raise TokenRejected("kid missing")
     # RFC 7515 §4.1.11: an extension we do not understand marked critical must be refused.
     _require("crit" not in unverified_header, "crit header not supported")
     return alg, kid
@@ -99,7 +101,8 @@ def verify_claims(unverified_claims: Mapping[str, Any], *, issuer: str, resource
     client_id = _string(c, "client_id")
     jwt_id = _string(c, "jti")
     scope = c.get("scope")
-    _require(isinstance(scope, str), "scope missing")
+    if not isinstance(scope, str):
+        raise TokenRejected("scope missing")
     # The broker never signs an optional claim of another type: such a token was not made by it as it is.
     _require(all(_optional_string(c, name) is not None for name in ("sid", "email", "acr") if name in c),
              "sid, email or acr is not a string")
@@ -124,20 +127,22 @@ def _require(condition: bool, reason: str) -> None:
         raise TokenRejected(reason)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     # JSON parsers accept NaN and Infinity; an exp of Infinity must not mean "never expires".
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float:
     value = claims.get(name)
-    _require(_is_number(value), f"{name} missing or not a number")
+    if not _is_number(value):
+        raise TokenRejected(f"{name} missing or not a number")
     return float(value)
 
 
 def _string(claims: Mapping[str, Any], name: str) -> str:
     value = claims.get(name)
-    _require(isinstance(value, str) and value != "", f"{name} missing")
+    if not (isinstance(value, str) and value != ""):
+        raise TokenRejected(f"{name} missing")
     return value
 
 

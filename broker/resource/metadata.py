@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"  # RFC 9728 §3
 BEARER_ERRORS = ("invalid_request", "invalid_token", "insufficient_scope")  # RFC 6750 §3.1
@@ -84,7 +84,7 @@ def www_authenticate(resource_metadata_url: str, scope: str | Sequence[str] | No
     return "Bearer " + ", ".join(f'{name}="{_quotable(value)}"' for name, value in params.items() if value is not None)
 
 
-def _parse_resource(resource: str):  # -> urllib.parse.SplitResult
+def _parse_resource(resource: str) -> SplitResult:
     parts = urlsplit(resource)
     if parts.scheme not in ("https", "http") or not parts.netloc:
         raise ValueError(f"resource must be an absolute http(s) URL: {resource!r}")

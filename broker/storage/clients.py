@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from broker.storage.hot import Tx
 from broker.storage.models import Client
 from broker.storage.prepared import Prepared
+from broker.storage.statements import insert_unless_present
 
 # What a metadata-document client's row is made of when the token side stores it (all given: no defaults).
 CIMD_COLUMNS = ["id", "name", "kind", "status", "secret_hash", "token_endpoint_auth_method", "extra_auth_methods",
@@ -91,9 +92,7 @@ def add(session: Session, client: Client) -> None:
 
 def insert_if_absent(session: Session, values: dict[str, Any]) -> bool:
     """Insert a client unless its id exists (another instance may store the same CIMD client at once)."""
-    insert_fn = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = (insert_fn(Client).values(**values).on_conflict_do_nothing(index_elements=["id"])
-                 .returning(Client.id))
+    statement = insert_unless_present(session, Client, ["id"]).values(**values).returning(Client.id)
     return session.execute(statement).scalar() is not None
 
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from sqlalchemy import Select, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from broker.storage.models import Group, GroupMembership, UpstreamIdentity, User
 from broker.storage.search import contains
 
 _OLDEST = dt.datetime.min.replace(tzinfo=dt.UTC)
+Columns = TypeVarTuple("Columns")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,8 @@ def users(session: Session, *, active_only: bool = False,
         return []
     only = None if user_ids is None else [row.id for row in rows]
     groups, logins = _groups(session, only), _latest_logins(session, only)
-    return [DirectoryUser(row.id, row.email, row.display_name or "", row.status, *logins.get(row.id, (None, {})),
+    never: tuple[str | None, dict[str, Any]] = (None, {})
+    return [DirectoryUser(row.id, row.email, row.display_name or "", row.status, *logins.get(row.id, never),
                           groups=tuple(sorted(groups.get(row.id, ())))) for row in rows]
 
 
@@ -70,7 +72,8 @@ def count(session: Session, *, active_only: bool = True) -> int:
     return int(session.scalar(query.where(User.status == "active") if active_only else query) or 0)
 
 
-def _restrict(query: Select, column: Any, user_ids: list[str] | None) -> Select:
+def _restrict(query: Select[*Columns], column: InstrumentedAttribute[str],
+              user_ids: list[str] | None) -> Select[*Columns]:
     return query if user_ids is None else query.where(column.in_(user_ids))
 
 

@@ -9,13 +9,15 @@ so it never holds locks for long; any instance may run it.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
-from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, delete, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from broker.storage.models import (
     AdminSession,
     AuthorizationCode,
+    Base,
     PendingAuthorization,
     RefreshTokenFamily,
     RotatedRefreshToken,
@@ -45,9 +47,10 @@ def purge_expired(session: Session, now: dt.datetime, batch: int = 1000) -> dict
     }
 
 
-def _delete(session: Session, model: type, key: object, condition: object, batch: int) -> int:
-    ids = list(session.scalars(select(key).where(condition).limit(batch)))  # type: ignore[arg-type]
+def _delete(session: Session, model: type[Base], key: InstrumentedAttribute[Any], condition: ColumnElement[bool],
+            batch: int) -> int:
+    ids = list(session.scalars(select(key).where(condition).limit(batch)))
     if not ids:
         return 0
-    session.execute(delete(model).where(key.in_(ids)).execution_options(synchronize_session=False))  # type: ignore
+    session.execute(delete(model).where(key.in_(ids)).execution_options(synchronize_session=False))
     return len(ids)

@@ -6,10 +6,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Column, Row, Table, and_, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.storage.models import (
@@ -19,6 +18,7 @@ from broker.storage.models import (
     UpstreamIdentity,
     UpstreamRevocation,
 )
+from broker.storage.statements import insert_unless_present
 
 
 def secret(session: Session, name: str) -> bytes | None:
@@ -27,9 +27,8 @@ def secret(session: Session, name: str) -> bytes | None:
 
 def add_secret_if_absent(session: Session, name: str, value_encrypted: bytes, now: dt.datetime) -> None:
     """Two processes adding the same secret at once: the first one's stays (read it back with ``secret``)."""
-    insert_fn = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.execute(insert_fn(SealedSecret).values(name=name, value_encrypted=value_encrypted, created_at=now)
-                    .on_conflict_do_nothing())
+    session.execute(insert_unless_present(session, SealedSecret.__table__)
+                    .values(name=name, value_encrypted=value_encrypted, created_at=now))
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class SealedColumn:
     key: tuple[str, ...]
     bound_to: tuple[str, ...]
 
-    def column(self, name: str) -> Column:
+    def column(self, name: str) -> Column[Any]:
         return self.table.c[name]
 
 
@@ -58,7 +57,7 @@ SEALED = (
 )
 
 
-def rows(session: Session, sealed: SealedColumn, batch: int = 500) -> Iterator[Row]:
+def rows(session: Session, sealed: SealedColumn, batch: int = 500) -> Iterator[Row[Any]]:
     """Every row holding a sealed value: (blob, *key, *bound_to), ``batch`` at a time."""
     blob = sealed.column(sealed.blob)
     names = dict.fromkeys((*sealed.key, *sealed.bound_to))
@@ -66,6 +65,6 @@ def rows(session: Session, sealed: SealedColumn, batch: int = 500) -> Iterator[R
     yield from session.execute(query.execution_options(yield_per=batch))
 
 
-def replace(session: Session, sealed: SealedColumn, row: Row, blob: bytes) -> None:
+def replace(session: Session, sealed: SealedColumn, row: Row[Any], blob: bytes) -> None:
     where = [sealed.column(n) == getattr(row, n) for n in sealed.key]
     session.execute(update(sealed.table).where(*where).values({sealed.blob: blob}))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import SQLCoreOperations
 
 
-def contains(session: Session, column: ColumnElement[str], text: str) -> ColumnElement[bool]:
+def contains(session: Session, column: SQLCoreOperations[str | None], text: str) -> ColumnElement[bool]:
     """``column`` contains ``text`` ignoring case.
 
     SQLite's LIKE already ignores the case of ASCII letters; lower() on both sides would double the cost of a

@@ -7,13 +7,12 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from sqlalchemy import String, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.storage.hot import Tx
 from broker.storage.models import AdminSession, Group, GroupMembership, UpstreamIdentity, User, new_id, utcnow
 from broker.storage.prepared import Prepared
+from broker.storage.statements import insert_unless_present, rowcount
 
 
 def get(session: Session, user_id: str) -> User | None:
@@ -209,8 +208,7 @@ def set_groups(session: Session, user_id: str, source: str, names: Iterable[str]
                                                                      Group.name.in_(wanted)))}
     missing = sorted(wanted - set(groups))
     if missing:  # INSERT ... ON CONFLICT DO NOTHING: two first sign-ins may create the same group at once
-        insert_fn = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-        session.execute(insert_fn(Group.__table__).on_conflict_do_nothing(index_elements=["source", "name"]),
+        session.execute(insert_unless_present(session, Group.__table__, ["source", "name"]),
                         [{"id": new_id(), "source": source, "name": name, "created_at": utcnow()} for name in missing])
         groups |= {g.name: g for g in session.scalars(select(Group).where(Group.source == source,
                                                                           Group.name.in_(missing)))}
@@ -228,5 +226,6 @@ def set_groups(session: Session, user_id: str, source: str, names: Iterable[str]
 
 def end_console_sessions(session: Session, user_id: str, now: dt.datetime) -> int:
     """End every admin console session of a user (offboarding, a session revocation from the IdP)."""
-    return session.execute(update(AdminSession).where(AdminSession.user_id == user_id, AdminSession.ended_at.is_(None))
-                           .values(ended_at=now).execution_options(synchronize_session=False)).rowcount
+    live = (AdminSession.user_id == user_id, AdminSession.ended_at.is_(None))
+    return rowcount(session, update(AdminSession).where(*live).values(ended_at=now)
+                    .execution_options(synchronize_session=False))

@@ -38,6 +38,10 @@ class KeySource(Protocol):
 
     def jwks(self, session: Session, grace: dt.timedelta, now: dt.datetime | None = None) -> dict[str, Any]: ...
 
+    def ensure(self, session: Session, now: dt.datetime | None = None) -> object:
+        """Create an immediately active key when none signs now (at start-up)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Authentication:

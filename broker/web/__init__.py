@@ -117,7 +117,7 @@ async def _serving(state: BrokerState, router: Any, fallback: ASGIApp | None) ->
         for interval, job in state.periodic:
             tasks.start_soon(_every, interval, job)
         if state.upstream_check is not None and state.upstream_check.enabled:  # says whether the check can run
-            tasks.start_soon(state.upstream_check.report_capabilities, state.oauth.connectors)
+            tasks.start_soon(state.upstream_check.report_capabilities, state.upstream_check.connectors)
         if router is not None:
             async with router.lifespan_context(fallback):
                 yield

@@ -13,7 +13,8 @@ from broker.web.state import BrokerState
 
 def state_of(request: Request) -> BrokerState:
     """The broker's state, for routes that take the request alone (``broker.web.routes.PlainRoute``)."""
-    return request.app.state.broker
+    state: BrokerState = request.app.state.broker
+    return state
 
 
 async def get_state(request: Request) -> BrokerState:

@@ -18,9 +18,9 @@ NO_STORE = {"cache-control": "no-store"}
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(DatabaseError, _database_error)
+    app.exception_handler(StarletteHTTPException)(_http_error)
+    app.exception_handler(RequestValidationError)(_validation_error)
+    app.exception_handler(DatabaseError)(_database_error)
     # The database went away or could not serve in time (restart, failover, lost connection, pool
     # exhausted): the client should retry, so 503 temporarily_unavailable, never a 500.
     for error in (sa.OperationalError, sa.InterfaceError, sa.TimeoutError):

@@ -92,6 +92,6 @@ def _schema(found: Schema, request: ScimRequest) -> Schema:
 
 def _listed(model: type[Any], resources: list[Any]) -> ScimResult:
     count = len(resources)
-    listing = ListResponse[model](total_results=count, start_index=1, items_per_page=count,  # type: ignore[valid-type]
-                                  resources=resources)
+    listed = ListResponse[model]  # type: ignore[valid-type]  # a class chosen at run time, not a literal type
+    listing = listed(total_results=count, start_index=1, items_per_page=count, resources=resources)
     return ScimResult(200, dump(listing, Context.RESOURCE_QUERY_RESPONSE))

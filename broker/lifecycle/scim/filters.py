@@ -10,8 +10,9 @@ comparison combination is not supported". Okta and Entra ID only send ``userName
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
-from scim2_models import InvalidFilterException, ScimFilter
+from scim2_models import InvalidFilterException, Resource, ScimFilter
 from scim2_models.path import AttrPath, CompareOperator, Comparison, LogicalExpr, LogicalOperator
 
 from broker.lifecycle.scim.wire import fold
@@ -23,7 +24,7 @@ GROUP_ATTRIBUTES = {"id": ("id", False), "displayname": ("displayName", True), "
 CORE = ("urn:ietf:params:scim:schemas:core:2.0:user", "urn:ietf:params:scim:schemas:core:2.0:group")
 
 
-def criteria(scim_filter: ScimFilter[object] | None,
+def criteria(scim_filter: ScimFilter[Resource[Any]] | None,
              attributes: Mapping[str, tuple[str, bool]]) -> list[tuple[str, str]]:
     """The ``(attribute, value)`` pairs the filter requires, values folded where case does not count."""
     if scim_filter is None:

@@ -240,7 +240,8 @@ def search_parameters(model: type[Any], params: Sequence[tuple[str, str]], max_p
             raise InvalidValueException(detail=f"{key} must be an integer between 0 and {MAX_INTEGER}")
     raw.pop("sortBy", None)  # ServiceProviderConfig says sort is not supported: results stay in creation order
     raw.pop("sortOrder", None)
-    search = validate(SearchRequest[model], raw, Context.SEARCH_REQUEST)  # type: ignore[valid-type]
+    shape = SearchRequest[model]  # type: ignore[valid-type]  # User or Group, chosen at run time
+    search = validate(shape, raw, Context.SEARCH_REQUEST)
     if search.count is not None and search.count > max_page_size:
         search.count = max_page_size  # RFC 7644 §3.4.2.4: never more than the server's page size
     return search

@@ -74,10 +74,9 @@ async def jwt_bearer(grant: Grant) -> Answer:
     user = await _asserted_account(grant, client, verified)  # an unknown or offboarded subject burns nothing
     await _first_use(grant, client, verified)
     claims = verified.claims
-    login = {"acr": claims.get("acr") if isinstance(claims.get("acr"), str) else None,
-             "amr": tuple(a for a in claims.get("amr", ()) if isinstance(a, str))
-             if isinstance(claims.get("amr"), list) else ()}
-    subject = subjects.with_login(await user_subject(grant, user), **login)  # the assertion's sign-in
+    acr = claims.get("acr") if isinstance(claims.get("acr"), str) else None
+    amr = tuple(a for a in claims.get("amr", ()) if isinstance(a, str)) if isinstance(claims.get("amr"), list) else ()
+    subject = subjects.with_login(await user_subject(grant, user), acr=acr, amr=amr)  # the assertion's sign-in
     decision = await decide(grant, id_jag.JWT_BEARER, subject, client.client_id, server, asked)
     granted = decision.scopes if ceiling is None else decision.scopes & ceiling
     if not granted and server.scopes:
@@ -86,7 +85,7 @@ async def jwt_bearer(grant: Grant) -> Answer:
     issued = await sign_access_token(grant, AccessTokenFacts(
         subject=user.id, client_id=client.client_id, server=server, scopes=granted,
         auth_time=dt.datetime.fromtimestamp(auth_time, dt.UTC) if isinstance(auth_time, int) else None,
-        acr=login["acr"], email=user.email, not_before=user.not_before))
+        acr=acr, email=user.email, not_before=user.not_before))
     await audit.record_hot(grant.tx, "token.issued", actor=client.client_id, user_id=user.id,
                            client_id=client.client_id, server_id=server.id,
                            data={"grant": "jwt-bearer", "jti": issued.jti, "scopes": sorted(granted),

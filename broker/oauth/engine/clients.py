@@ -25,7 +25,7 @@ from joserfc.jwk import KeySet
 
 from broker import audit
 from broker.oauth import cimd, client_auth, secrets
-from broker.oauth.client_keys import InvalidKeys
+from broker.oauth.client_keys import InvalidKeys, key_set
 from broker.oauth.clients import registered_methods
 from broker.oauth.engine.context import Grant, VerifiedClient
 from broker.oauth.errors import InvalidClientError, describe
@@ -265,13 +265,13 @@ def _verified(grant: Grant, assertion: str, row: ClientRow) -> dict[str, Any]:
 def _keys(grant: Grant, row: ClientRow) -> KeySet:
     """The client's public keys: registered inline, or those at its ``jwks_uri`` fetched before the transaction."""
     if not row.jwks_uri:
-        return KeySet.import_key_set(row.jwks or {"keys": []})
+        return key_set(row.jwks or {"keys": []})
     fetched = grant.call.fetched.client_keys.get(row.jwks_uri)
     if isinstance(fetched, InvalidKeys):
         raise InvalidClientError(description=describe(str(fetched)))
     if fetched is None:
         raise InvalidClientError(description="the client's keys could not be fetched: try again")
-    return KeySet.import_key_set(fetched)
+    return key_set(fetched)
 
 
 _METHODS: dict[str, Callable[[Grant, Lookup], Awaitable[ClientRow | None]]] = {

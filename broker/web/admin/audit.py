@@ -43,7 +43,7 @@ def _cursor(request: Request) -> int | None:
         return None
 
 
-def _page(request: Request, state: State, denials: bool) -> Response:
+async def _page(request: Request, state: State, denials: bool) -> Response:
     query, typed, problems = _query(request, denials)
     before = _cursor(request)
 
@@ -59,7 +59,7 @@ def _page(request: Request, state: State, denials: bool) -> Response:
             "base": "/admin/audit/denials" if denials else "/admin/audit", "nav": "audit"},
             400 if problems else 200)
 
-    return console_call(request, state, VIEW, view)
+    return await console_call(request, state, VIEW, view)
 
 
 @router.get("")

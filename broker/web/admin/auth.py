@@ -9,7 +9,6 @@ verified ``Identity``'s groups give the roles (``[admin]`` settings); no role, n
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import hmac
 import json
@@ -25,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from broker import audit
 from broker.admin import sessions
+from broker.federation.base import Connector
 from broker.federation.errors import UpstreamError, error_from_response
 from broker.keys.crypto import DecryptionError, Encryptor
 from broker.oauth import provisioning
@@ -47,18 +47,16 @@ from broker.web.state import BrokerState
 log = logging.getLogger("broker.web.admin")
 router = APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=False)
 LOGIN_TTL = 600
-_connectors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_connectors: weakref.WeakKeyDictionary[Connector, Connector] = weakref.WeakKeyDictionary()
 
 
-def admin_connector(state: BrokerState, idp_id: str) -> Any:
+def admin_connector(state: BrokerState, idp_id: str) -> Connector:
     """The IdP's connector, returning to the console's callback instead of the OAuth one (same caches)."""
     base = state.oauth.connectors.get(idp_id)
     if base is None:
         raise Refused("Unknown identity provider", "No identity provider with that id is configured.", 404)
     if base not in _connectors:
-        twin = copy.copy(base)
-        twin.redirect_uri = f"{state.settings.issuer}/admin/callback/{idp_id}"
-        _connectors[base] = twin
+        _connectors[base] = base.returning_to(f"{state.settings.issuer}/admin/callback/{idp_id}")
     return _connectors[base]
 
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from broker.admin import clients as client_admin
 from broker.admin.queries import PAGE_SIZE
 from broker.admin.sessions import MANAGE, VIEW, ConsoleUser
-from broker.oauth import clients
+from broker.oauth import client_auth, clients
 from broker.storage import clients as repo
 from broker.storage.models import Client
 from broker.web.admin.common import (
@@ -114,7 +114,7 @@ def _registration(form: dict[str, str]) -> dict[str, Any]:
     grants = clients.preregistered_grants(
         redirect_uris=redirect_uris, client_credentials=bool(form.get("client_credentials")),
         id_jag=bool(form.get("id_jag")), token_exchange=bool(form.get("token_exchange")),
-        introspect=bool(form.get("introspect")), confidential=auth.methods != (clients.PUBLIC_METHOD,))
+        introspect=bool(form.get("introspect")), confidential=auth.methods != (client_auth.NONE,))
     name = form.get("name", "").strip()
     if not name or len(name) > 200:
         raise ValueError("a name of 1 to 200 characters is required (users see it on the consent page)")

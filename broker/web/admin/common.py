@@ -90,7 +90,7 @@ def authenticate(db: Session, request: Request, state: BrokerState, permission: 
                           "Your console session expired or you signed out, so this form was not processed. "
                           "Sign in again and repeat the change.")
         raise SignInNeeded()
-    if csrf is not False and not sessions.csrf_ok(console, csrf or None):
+    if csrf is not False and not sessions.csrf_ok(console, csrf if isinstance(csrf, str) else None):
         raise Refused("Form expired or forged (CSRF check failed)",
                       "This form did not carry this session's security token, so nothing was changed. This "
                       "happens when a form was opened before you signed in again, or when another site tried "

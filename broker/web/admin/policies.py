@@ -125,6 +125,7 @@ async def apply(request: Request, state: State) -> Response:
     def act(db: Session, console: ConsoleUser) -> Response:
         text, comment, reviewed = form.get("document", ""), form.get("comment", "")[:500], form.get("review", "")
         try:
+            version: int | None
             if form.get("rollback"):
                 version = policies.rollback(db, _version(form["rollback"]), author=console.actor, reviewed=reviewed)
             else:

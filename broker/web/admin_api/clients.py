@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from broker.admin import clients as client_admin
 from broker.admin.queries import PAGE_SIZE
-from broker.oauth import clients
+from broker.oauth import client_auth, clients
 from broker.oauth.bearer import Caller
 from broker.storage import clients as repo
 from broker.storage.models import Client
@@ -128,7 +128,7 @@ def add_client(body: NewClientIn, session: DbSession, caller: Writer) -> NewClie
         grants = clients.preregistered_grants(
             redirect_uris=body.redirect_uris, client_credentials=body.client_credentials, id_jag=body.id_jag,
             token_exchange=body.token_exchange, introspect=body.introspect,
-            confidential=auth.methods != (clients.PUBLIC_METHOD,))
+            confidential=auth.methods != (client_auth.NONE,))
     except ValueError as exc:
         raise fail(400, "invalid_request", str(exc)) from None
     wanted = client_admin.capabilities(grant_types=grants, may_introspect=body.introspect, trusted=body.trusted)

@@ -69,7 +69,7 @@ class TokenSide:
         state, check_up = self.state, self.state.upstream_check
         assert check_up is not None
         check = await in_transaction(state, check_up.find, refresh_token) if refresh_token else None
-        connector = state.oauth.connectors.get(check.idp_id) if check else None
+        connector = check_up.connectors.get(check.idp_id) if check else None
         if check is None or connector is None:
             return None
         try:
