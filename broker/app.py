@@ -34,7 +34,7 @@ from broker.keys.crypto import DecryptionError, Encryptor
 from broker.keys.ring import BROKER, KeyRing
 from broker.lifecycle.signals import SignedEventVerifier
 from broker.lifecycle.upstream_check import UpstreamCheck
-from broker.lifecycle.upstream_revocation import Outcome, UpstreamRevocations
+from broker.lifecycle.upstream_revocation import Attempt, UpstreamRevocations
 from broker.oauth.cimd import MetadataFetcher
 from broker.oauth.core import OAuthCore
 from broker.oauth.ssrf import HttpsMetadataFetcher
@@ -101,7 +101,7 @@ def idp_connectors(settings: Settings, http: httpx.AsyncClient) -> Capable:
     return capable
 
 
-async def revoke_upstream_tokens(settings: Settings, database: Database) -> list[Outcome]:
+async def revoke_upstream_tokens(settings: Settings, database: Database) -> list[Attempt]:
     """Work off the queue of offboarded users' IdP refresh tokens once (the CLI, after an offboarding)."""
     keks = settings.key_encryption_keys()
     if not keks:

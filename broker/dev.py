@@ -24,6 +24,7 @@ from broker.registry import admin as registry
 from broker.registry import policies
 from broker.storage import clients as clients_repo
 from broker.storage import mcp_servers
+from broker.storage.enums import ClientKind
 
 log = logging.getLogger("broker.dev")
 
@@ -159,7 +160,7 @@ def seed_feed_client(session: Session, secret: str) -> None:
     """The demo MCP server's own client, allowed to read the revocation feed."""
     if clients_repo.get(session, DEMO_FEED_CLIENT_ID) is None:
         clients.register(session, client_id=DEMO_FEED_CLIENT_ID, name="Demo MCP server (revocation feed)",
-                         kind="preregistered", auth=clients.BASIC_AUTH, grant_types=[],
+                         kind=ClientKind.PREREGISTERED, auth=clients.BASIC_AUTH, grant_types=[],
                          may_introspect=True, secret=secret, resource_servers=["demo"])
 
 

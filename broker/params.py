@@ -1,6 +1,6 @@
 """Request parameters, parsed strictly: UTF-8 only, no duplicates, empty means absent.
 
-Shared by the protocol cores (``broker.oauth``, ``broker.testidp``); each subclasses ``Params``
+Shared by the protocol cores (``broker.oauth``, ``broker.testidp``); each subclasses ``RequestParams``
 to raise its own ``invalid_request`` error class.
 
 RFC 6749 §3.1 and §3.2: parameters sent without a value are treated as omitted, and request
@@ -23,10 +23,10 @@ FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
 
 
 class ParameterError(ValueError):
-    """A malformed or repeated parameter (the default ``Params.error``)."""
+    """A malformed or repeated parameter (the default ``RequestParams.error``)."""
 
 
-class Params:
+class RequestParams:
     """Named request parameters; reading a duplicated one raises ``self.error``."""
 
     error: type[Exception] = ParameterError

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, Select, Text, cast, false, func, or_, sele
 from sqlalchemy import text as sql
 from sqlalchemy.orm import Session
 
+from broker.audit import Outcome
 from broker.storage.models import AuditEvent, Client, McpServer, User
 from broker.storage.search import contains
 
@@ -24,8 +25,8 @@ MAX_TEXT = 200
 TEXT_WINDOW = 20_000  # events a text search reads per page: a pass over the data that no index serves
 # outcome filters as people say them -> the outcomes events record
 OUTCOMES: dict[str, tuple[str, ...]] = {
-    "allowed": ("success", "allowed"), "denied": ("denied",), "error": ("rejected", "error"),
-    "revoked": ("revoked",), "ignored": ("ignored",),
+    "allowed": (Outcome.SUCCESS, Outcome.ALLOWED), "denied": (Outcome.DENIED,), "error": (Outcome.REJECTED,),
+    "revoked": (Outcome.REVOKED,), "ignored": (Outcome.IGNORED,),
 }
 # A denied sign-in records the policy's decision and then the sign-in's failure: the failure is the denial.
 NOT_DENIALS = ("authorization.decision",)
@@ -70,7 +71,7 @@ class Page:
 
 def denial_conditions() -> tuple[ColumnElement[bool], ...]:
     """One event per refused request (sign-ins, token requests, console sign-ins), whatever refused it."""
-    return AuditEvent.outcome == "denied", AuditEvent.event_type.not_in(NOT_DENIALS)
+    return AuditEvent.outcome == Outcome.DENIED, AuditEvent.event_type.not_in(NOT_DENIALS)
 
 
 def resolve(session: Session, query: AuditQuery) -> Search:

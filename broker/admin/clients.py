@@ -15,6 +15,7 @@ from broker import audit
 from broker.oauth.clients import CONFIDENTIAL_GRANTS
 from broker.registry.servers import ADMIN_SCOPES
 from broker.storage import mcp_servers
+from broker.storage.enums import ClientStatus, RevocationKind
 from broker.storage.models import Client, Revocation
 
 # Scopes of the broker's own API: whoever grants one to a client must hold it (today's and any later one).
@@ -61,7 +62,7 @@ class Authority:
 
     @classmethod
     def of_client(cls, row: Client, token_scopes: Iterable[str]) -> Authority:
-        return cls(frozenset(token_scopes), capabilities_of(row) if row.status == "active" else frozenset())
+        return cls(frozenset(token_scopes), capabilities_of(row) if row.status == ClientStatus.ACTIVE else frozenset())
 
     def check(self, scopes: Iterable[str], wanted: Iterable[str]) -> None:
         """Raise ``BeyondAuthority`` naming every admin scope and capability asked for but not held."""
@@ -82,18 +83,18 @@ NOTHING = Authority(frozenset(), frozenset())
 
 
 def approve(session: Session, row: Client, actor: str, authority: Authority = OPERATOR) -> None:
-    if row.status != "pending":
+    if row.status != ClientStatus.PENDING:
         raise InvalidChange(f"client {row.id!r} is {row.status}, not awaiting approval")
     authority.check_client(row)  # approving is granting what the client registered with
-    _set_status(session, row, "active", actor)
+    _set_status(session, row, ClientStatus.ACTIVE, actor)
 
 
 def disable(session: Session, row: Client, actor: str) -> None:
-    if row.status == "disabled":
+    if row.status == ClientStatus.DISABLED:
         raise InvalidChange(f"client {row.id!r} is disabled already")
-    _set_status(session, row, "disabled", actor)
+    _set_status(session, row, ClientStatus.DISABLED, actor)
     # MCP servers following the revocation feed drop its tokens too
-    session.add(Revocation(kind="client", subject=row.id, reason="client disabled", actor=actor))
+    session.add(Revocation(kind=RevocationKind.CLIENT, subject=row.id, reason="client disabled", actor=actor))
 
 
 def set_trusted(session: Session, row: Client, trusted: bool, actor: str, authority: Authority = OPERATOR) -> None:
@@ -107,7 +108,7 @@ def set_trusted(session: Session, row: Client, trusted: bool, actor: str, author
 
 def _set_status(session: Session, row: Client, status: str, actor: str) -> None:
     before, row.status = row.status, status
-    audit.record(session, "client.approved" if status == "active" else "client.disabled", actor=actor,
+    audit.record(session, "client.approved" if status == ClientStatus.ACTIVE else "client.disabled", actor=actor,
                  client_id=row.id, data={"before": {"status": before}, "after": {"status": status}})
 
 

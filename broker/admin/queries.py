@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from broker.admin.audit_search import denial_conditions
 from broker.admin.names import Names, for_events, lookup
+from broker.storage.enums import UserStatus
 from broker.storage.models import (
     AuditEvent,
     Client,
@@ -104,7 +105,7 @@ def search_users(session: Session, text: str, page: int, status: str | None = No
         like = f"%{text.lower()}%"
         query = query.where(or_(func.lower(User.email).like(like), func.lower(User.display_name).like(like),
                                 User.id == text))
-    if status in ("active", "offboarded"):
+    if status in tuple(UserStatus):
         query = query.where(User.status == status)
     rows = list(session.scalars(query.order_by(User.email, User.id).offset((page - 1) * PAGE_SIZE)
                                 .limit(PAGE_SIZE + 1)))
@@ -130,7 +131,7 @@ def user_detail(session: Session, user: User, groups: list[str]) -> UserDetail:
     families = live_families(session, user.id)
     events = list(session.scalars(select(AuditEvent).where(AuditEvent.user_id == user.id)
                                   .order_by(AuditEvent.id.desc()).limit(10)))
-    offboarding = None if user.status == "active" else session.scalars(
+    offboarding = None if user.status == UserStatus.ACTIVE else session.scalars(
         select(AuditEvent).where(AuditEvent.user_id == user.id, AuditEvent.event_type == "user.offboarded")
         .order_by(AuditEvent.id.desc()).limit(1)).first()
     seen = for_events(session, events + ([offboarding] if offboarding else []))

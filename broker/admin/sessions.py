@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from broker.config import AdminSettings
 from broker.storage import users
+from broker.storage.enums import UserStatus
 from broker.storage.models import AdminSession, User
 from broker.storage.users import Account
 
@@ -84,7 +85,7 @@ def resume(session: Session, cookie: str | None, settings: AdminSettings, now: d
     if row.last_seen_at + dt.timedelta(seconds=settings.session_idle_timeout) <= now:
         return None
     user = session.get(User, row.user_id)
-    if user is None or user.status != "active":
+    if user is None or user.status != UserStatus.ACTIVE:
         return None
     if now - row.last_seen_at >= TOUCH_EVERY:
         row.last_seen_at = now

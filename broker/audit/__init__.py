@@ -12,6 +12,7 @@ from broker.audit.chain import AuditKey, VerifyResult, seal, sealed_count, verif
 from broker.audit.events import record, record_hot
 from broker.audit.keystore import AuditKeys, UnknownAuditKey
 from broker.audit.observers import ObservedEvent, observe
+from broker.audit.outcome import Outcome
 
-__all__ = ["AuditKey", "AuditKeys", "ObservedEvent", "UnknownAuditKey", "VerifyResult", "observe", "record",
+__all__ = ["AuditKey", "AuditKeys", "ObservedEvent", "Outcome", "UnknownAuditKey", "VerifyResult", "observe", "record",
            "record_hot", "seal", "sealed_count", "verify"]

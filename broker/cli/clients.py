@@ -21,6 +21,7 @@ from broker.cli.common import (
 )
 from broker.oauth import client_auth, clients
 from broker.storage import clients as repo
+from broker.storage.enums import ClientKind, ClientStatus
 from broker.storage.models import Client
 
 
@@ -78,9 +79,9 @@ def register(commands: Commands) -> None:
     bind.add_argument("client_id", metavar="ID")
     bind.add_argument("servers", metavar="SERVER", nargs="*", help="MCP server ids (none: clear)")
     bind.set_defaults(handler=set_resource_servers)
-    for name, status, text in (("disable", "disabled", "stop a client: no new tokens, its tokens introspect "
-                                                         "inactive"),
-                               ("approve", "active", "approve a dynamically registered client held for approval")):
+    for name, status, text in (
+            ("disable", ClientStatus.DISABLED, "stop a client: no new tokens, its tokens introspect inactive"),
+            ("approve", ClientStatus.ACTIVE, "approve a dynamically registered client held for approval")):
         p = sub.add_parser(name, parents=[common_flags()], help=text, description=text.capitalize() + ".")
         p.add_argument("client_id", metavar="ID")
         p.set_defaults(handler=lambda args, status=status: set_status(args, status))
@@ -105,7 +106,7 @@ def add_client(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args))
     with database.transaction() as session:
         try:
-            new = clients.register(session, client_id=args.client_id, name=args.name, kind="preregistered",
+            new = clients.register(session, client_id=args.client_id, name=args.name, kind=ClientKind.PREREGISTERED,
                                    redirect_uris=args.redirect_uri, grant_types=grants, trusted=args.trusted,
                                    auth=auth, scopes=args.scope, may_introspect=args.introspect, actor=actor(),
                                    resource_servers=client_admin.check_resource_servers(session,
@@ -168,7 +169,7 @@ def set_status(args: argparse.Namespace, status: str) -> int:
         if row is None:
             raise CliError(f"no client {args.client_id!r}")
         try:
-            (client_admin.approve if status == "active" else client_admin.disable)(session, row, actor())
+            (client_admin.approve if status == ClientStatus.ACTIVE else client_admin.disable)(session, row, actor())
         except client_admin.InvalidChange as exc:
             raise CliError(str(exc)) from None
     print(f"client {args.client_id} is now {status}")

@@ -23,8 +23,12 @@ from broker.cli.common import (
     print_json,
     print_table,
 )
+from broker.config import Settings
 from broker.lifecycle import offboarding, sessions
+from broker.lifecycle.upstream_revocation import Attempt, AttemptResult
 from broker.storage import users as user_repo
+from broker.storage.db import Database
+from broker.storage.enums import UserStatus
 from broker.storage.models import RefreshTokenFamily, UpstreamIdentity, User, utcnow
 
 
@@ -33,7 +37,7 @@ def register(commands: Commands) -> None:
                                 description="List users, look one up, offboard or restore.")
     sub = group.add_subparsers(dest="users_command", metavar="ACTION", required=True)
     list_p = sub.add_parser("list", parents=[common_flags()], help="list users", description="List users.")
-    list_p.add_argument("--status", choices=["active", "offboarded"], help="only users in this state")
+    list_p.add_argument("--status", choices=list(UserStatus), help="only users in this state")
     json_flag(list_p)
     list_p.set_defaults(handler=list_users)
     show_p = sub.add_parser("show", parents=[common_flags()], help="show one user",
@@ -145,20 +149,21 @@ def revoke_user(args: argparse.Namespace) -> int:
     for result in results:
         print(f"user {result.user_id} offboarded at {_iso(result.not_before)}: {result.families_revoked} "
               "refresh-token families revoked" + (" (was already offboarded)" if result.already_offboarded else ""))
-    for outcome in upstream:
-        print(f"IdP {outcome.idp_id}: refresh token {UPSTREAM_RESULTS[outcome.result]}"
-              + (f" ({outcome.detail})" if outcome.detail else ""))
+    for attempt in upstream:
+        print(f"IdP {attempt.idp_id}: refresh token {UPSTREAM_RESULTS[attempt.result]}"
+              + (f" ({attempt.detail})" if attempt.detail else ""))
     return 0
 
 
-def _revoke_upstream(settings: Any, database: Any) -> list[Any]:
+def _revoke_upstream(settings: Settings, database: Database) -> list[Attempt]:
     """``app.revoke_upstream_tokens`` on an event loop of its own thread (the caller may run one already)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(lambda: asyncio.run(app.revoke_upstream_tokens(settings, database))).result()
 
 
-UPSTREAM_RESULTS = {"revoked": "revoked at the IdP", "not_offered": "deleted (the IdP offers no revocation)",
-                    "failed": "deleted, but not revoked at the IdP"}
+UPSTREAM_RESULTS = {AttemptResult.REVOKED: "revoked at the IdP",
+                    AttemptResult.NOT_OFFERED: "deleted (the IdP offers no revocation)",
+                    AttemptResult.FAILED: "deleted, but not revoked at the IdP"}
 
 
 def restore_user(args: argparse.Namespace) -> int:

@@ -32,7 +32,7 @@ class UpstreamCall:
     seconds: float
 
 
-class Outcome:
+class CallOutcome:
     """Filled in by the caller while the call runs; an exception that escapes unfilled is ``unreachable``."""
 
     value: str | None = None
@@ -58,9 +58,9 @@ def endpoint_of(what: str) -> str:
 
 
 @contextmanager
-def timed(peer_kind: str, peer: str, endpoint: str) -> Iterator[Outcome]:
+def timed(peer_kind: str, peer: str, endpoint: str) -> Iterator[CallOutcome]:
     """Time the block as one upstream call and report it to the observers when it ends."""
-    outcome, started, wall = Outcome(), time.perf_counter(), time.time()
+    outcome, started, wall = CallOutcome(), time.perf_counter(), time.time()
     try:
         yield outcome
     except TimeoutError:

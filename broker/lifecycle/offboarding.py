@@ -18,9 +18,14 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from broker import audit
+from broker.audit import Outcome
 from broker.storage import upstream_revocations, users
+from broker.storage.enums import RevocationKind, SignInStatus, UserStatus
 from broker.storage.models import PendingAuthorization, RefreshTokenFamily, Revocation, User
 from broker.storage.statements import rowcount
+
+# The sign-ins an offboarding fails: past the IdP, so the user is known, and not finished yet.
+USER_KNOWN = (SignInStatus.CALLBACK, SignInStatus.CONSENT, SignInStatus.DECIDING)
 
 
 class UnknownUser(LookupError):
@@ -38,8 +43,8 @@ class Offboarded:
 def revoke_user(session: Session, user: User, *, reason: str, actor: str, now: dt.datetime,
                 source: str = "admin") -> Offboarded:
     """End the user's access on every instance the moment the caller commits."""
-    already = user.status == "offboarded"
-    user.status, user.updated_at = "offboarded", now
+    already = user.status == UserStatus.OFFBOARDED
+    user.status, user.updated_at = UserStatus.OFFBOARDED, now
     if not already:
         user.offboarded_at, user.offboard_reason = now, reason
     user.not_before = now  # access tokens with an earlier iat are dead (introspection, refresh)
@@ -49,12 +54,13 @@ def revoke_user(session: Session, user: User, *, reason: str, actor: str, now: d
                                .execution_options(synchronize_session=False))
     session.execute(update(PendingAuthorization)
                     .where(PendingAuthorization.user_id == user.id,
-                           PendingAuthorization.status.in_(("consent", "callback", "deciding")))
-                    .values(status="failed").execution_options(synchronize_session=False))
-    session.add(Revocation(kind="user", subject=user.id, not_before=now, reason=reason, actor=actor, created_at=now))
+                           PendingAuthorization.status.in_(USER_KNOWN))
+                    .values(status=SignInStatus.FAILED).execution_options(synchronize_session=False))
+    session.add(Revocation(kind=RevocationKind.USER, subject=user.id, not_before=now, reason=reason, actor=actor,
+                           created_at=now))
     upstream = upstream_revocations.take_refresh_tokens(session, user.id, now)  # revoked at the IdP after commit
     consoles = users.end_console_sessions(session, user.id, now)  # an admin's console too, whoever offboards
-    audit.record(session, "user.offboarded", actor=actor, user_id=user.id, outcome="revoked",
+    audit.record(session, "user.offboarded", actor=actor, user_id=user.id, outcome=Outcome.REVOKED,
                  data={"reason": reason, "source": source, "families_revoked": families,
                        "already_offboarded": already, "upstream_refresh_tokens": upstream,
                        "console_sessions_ended": consoles})
@@ -75,9 +81,10 @@ def revoke_sessions(session: Session, user: User, *, reason: str, actor: str, no
                                .where(RefreshTokenFamily.user_id == user.id, RefreshTokenFamily.revoked_at.is_(None))
                                .values(revoked_at=now, revoked_reason=f"sessions revoked: {reason}"[:200])
                                .execution_options(synchronize_session=False))
-    session.add(Revocation(kind="user", subject=user.id, not_before=now, reason=reason, actor=actor, created_at=now))
+    session.add(Revocation(kind=RevocationKind.USER, subject=user.id, not_before=now, reason=reason, actor=actor,
+                           created_at=now))
     consoles = users.end_console_sessions(session, user.id, now)  # the console is a session too
-    audit.record(session, "user.sessions_revoked", actor=actor, user_id=user.id, outcome="revoked",
+    audit.record(session, "user.sessions_revoked", actor=actor, user_id=user.id, outcome=Outcome.REVOKED,
                  data={"reason": reason, "source": source, "families_revoked": families,
                        "console_sessions_ended": consoles})
     session.flush()
@@ -86,9 +93,9 @@ def revoke_sessions(session: Session, user: User, *, reason: str, actor: str, no
 
 def restore_user(session: Session, user: User, *, reason: str, actor: str, now: dt.datetime) -> bool:
     """Let an offboarded user sign in again; False if they were not offboarded."""
-    if user.status != "offboarded":
+    if user.status != UserStatus.OFFBOARDED:
         return False
-    user.status, user.updated_at = "active", now
+    user.status, user.updated_at = UserStatus.ACTIVE, now
     audit.record(session, "user.restored", actor=actor, user_id=user.id, data={"reason": reason})
     return True
 
@@ -150,7 +157,7 @@ def to_offboard(session: Session, reference: str, *, idp: str | None = None, eve
     matches = find_users(session, reference, idp)
     if every_match or len(matches) == 1:
         return matches
-    active = [u for u in matches if u.status != "offboarded"]
+    active = [u for u in matches if u.status != UserStatus.OFFBOARDED]
     if len(active) == 1:
         return active
     raise AmbiguousUser(reference, candidates(session, matches))

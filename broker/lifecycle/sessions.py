@@ -14,6 +14,7 @@ import datetime as dt
 from sqlalchemy.orm import Session
 
 from broker import audit
+from broker.audit import Outcome
 from broker.storage import grants, mcp_servers
 from broker.storage.models import RefreshTokenFamily
 
@@ -33,7 +34,7 @@ def revoke_session(session: Session, user_id: str, family_id: str, *, reason: st
         raise UnknownSession(f"session {family_id!r} was revoked meanwhile")
     server = mcp_servers.by_resource(session, family.resource)
     audit.record(session, "user.session_revoked", actor=actor, user_id=user_id, client_id=family.client_id,
-                 server_id=server.id if server else None, outcome="revoked",
+                 server_id=server.id if server else None, outcome=Outcome.REVOKED,
                  data={"family_id": family_id, "reason": reason, "source": source})
     session.refresh(family)
     return family

@@ -22,6 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker import audit
+from broker.audit import Outcome
 from broker.config import IdpSettings, SignalIssuer
 from broker.federation.errors import InvalidIdToken, UpstreamError
 from broker.federation.idtoken import UnverifiedHeader
@@ -201,7 +202,7 @@ def _act(session: Session, signal: VerifiedSignal, event_type: str, found: list[
     actor, source = f"ssf:{signal.sender.id}", f"ssf:{signal.sender.id}"
     if not found or (event_type not in END_SESSIONS | OFFBOARD):
         why = "unknown subject" if not found else "event type not acted on"
-        audit.record(session, "signal.ignored", actor=actor, outcome="ignored",
+        audit.record(session, "signal.ignored", actor=actor, outcome=Outcome.IGNORED,
                      data={"event_type": event_type, "why": why, "jti": signal.claims.get("jti")})
         return f"{event_type}: ignored ({why})"
     for user in found:
@@ -223,11 +224,11 @@ def apply_logout(session: Session, signal: VerifiedSignal, subject: Any, idps: l
         offboarding.revoke_sessions(session, user, reason="global token revocation", now=now, actor=actor,
                                     source=actor)
     if not found:
-        audit.record(session, "signal.ignored", actor=actor, outcome="ignored", data={"why": "unknown subject"})
+        audit.record(session, "signal.ignored", actor=actor, outcome=Outcome.IGNORED, data={"why": "unknown subject"})
     return len(found)
 
 
 def record_rejection(session: Session, receiver: str, error: SignalError) -> None:
     """A refused signal changes nothing but this audit event."""
-    audit.record(session, "signal.rejected", actor=receiver, outcome="rejected",
+    audit.record(session, "signal.rejected", actor=receiver, outcome=Outcome.REJECTED,
                  data={"error": error.code, "description": error.description})

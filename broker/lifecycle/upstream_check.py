@@ -23,6 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker import audit
+from broker.audit import Outcome
 from broker.config import Settings
 from broker.federation.base import RefreshConnector
 from broker.federation.errors import UpstreamError
@@ -115,5 +116,5 @@ class UpstreamCheck:
             offboarding.revoke_sessions(session, user, reason=f"refused upstream ({upstream_error or 'error'})",
                                         actor=f"idp:{check.idp_id}", now=now, source="upstream-check")
         audit.record(session, "upstream.refresh_refused", actor=f"idp:{check.idp_id}", user_id=check.user_id,
-                     outcome="revoked", data={"upstream_error": upstream_error})
+                     outcome=Outcome.REVOKED, data={"upstream_error": upstream_error})
 

@@ -20,10 +20,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 import anyio
 
 from broker import audit
+from broker.audit import Outcome
 from broker.federation.base import RevocationConnector
 from broker.federation.errors import UpstreamError
 from broker.keys.crypto import DecryptionError, Encryptor, upstream_refresh_token_aad
@@ -37,10 +39,21 @@ BATCH = 50
 EVENT = "upstream.refresh_token_revoked"
 
 
+class AttemptResult(StrEnum):
+    REVOKED = "revoked"
+    NOT_OFFERED = "not_offered"  # the IdP has no revocation endpoint (or is no longer configured): deleted only
+    FAILED = "failed"  # the IdP refused or could not be reached: deleted, not revoked
+
+
+AUDITED = {AttemptResult.REVOKED: Outcome.REVOKED, AttemptResult.FAILED: Outcome.FAILURE}  # else success
+
+
 @dataclass(frozen=True)
-class Outcome:
+class Attempt:
+    """What became of one queued refresh token."""
+
     idp_id: str
-    result: str  # revoked | not_offered | failed
+    result: AttemptResult
     detail: str | None = None
 
 
@@ -50,43 +63,43 @@ class UpstreamRevocations:
         self.encryptor = encryptor
         self.connectors = connectors
 
-    async def run(self) -> list[Outcome]:
+    async def run(self) -> list[Attempt]:
         """Work off the queue once; the outcomes, in queue order."""
-        outcomes: list[Outcome] = []
+        attempts: list[Attempt] = []
         while batch := await anyio.to_thread.run_sync(self._claim):
             for pending in batch:
-                outcome = await self._revoke(pending)
-                await anyio.to_thread.run_sync(self._record, pending, outcome)
-                outcomes.append(outcome)
+                attempt = await self._revoke(pending)
+                await anyio.to_thread.run_sync(self._record, pending, attempt)
+                attempts.append(attempt)
             if len(batch) < BATCH:
                 break
-        return outcomes
+        return attempts
 
     def _claim(self) -> list[PendingRevocation]:
         with self.database.queued_transaction() as session:
             return upstream_revocations.claim(session, BATCH)
 
-    async def _revoke(self, pending: PendingRevocation) -> Outcome:
+    async def _revoke(self, pending: PendingRevocation) -> Attempt:
         connector = self.connectors.get(pending.idp_id)
         if connector is None:
-            return Outcome(pending.idp_id, "not_offered", "the IdP is no longer configured")
+            return Attempt(pending.idp_id, AttemptResult.NOT_OFFERED, "the IdP is no longer configured")
         try:
             token = self.encryptor.decrypt(pending.token_encrypted, upstream_refresh_token_aad(pending.identity_id))
         except DecryptionError:
-            return Outcome(pending.idp_id, "failed", "the stored token could not be decrypted")
+            return Attempt(pending.idp_id, AttemptResult.FAILED, "the stored token could not be decrypted")
         try:
             revoked = await connector.revoke_refresh_token(token.decode())
         except UpstreamError as exc:
-            return Outcome(pending.idp_id, "failed", exc.description)
+            return Attempt(pending.idp_id, AttemptResult.FAILED, exc.description)
         if not revoked:
-            return Outcome(pending.idp_id, "not_offered", "the IdP has no revocation endpoint")
-        return Outcome(pending.idp_id, "revoked")
+            return Attempt(pending.idp_id, AttemptResult.NOT_OFFERED, "the IdP has no revocation endpoint")
+        return Attempt(pending.idp_id, AttemptResult.REVOKED)
 
-    def _record(self, pending: PendingRevocation, outcome: Outcome) -> None:
-        if outcome.result == "failed":
+    def _record(self, pending: PendingRevocation, attempt: Attempt) -> None:
+        if attempt.result == AttemptResult.FAILED:
             log.warning("the refresh token of an offboarded user could not be revoked at IdP %s: %s (the broker's "
-                        "copy is deleted)", pending.idp_id, outcome.detail, extra={"user_id": pending.user_id})
+                        "copy is deleted)", pending.idp_id, attempt.detail, extra={"user_id": pending.user_id})
         with self.database.queued_transaction() as session:
             audit.record(session, EVENT, actor=f"idp:{pending.idp_id}", user_id=pending.user_id,
-                         outcome={"revoked": "revoked", "failed": "failure"}.get(outcome.result, "success"),
-                         data={"idp": pending.idp_id, "result": outcome.result, "detail": outcome.detail})
+                         outcome=AUDITED.get(attempt.result, Outcome.SUCCESS),
+                         data={"idp": pending.idp_id, "result": attempt.result, "detail": attempt.detail})

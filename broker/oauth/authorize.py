@@ -30,6 +30,7 @@ from broker.oauth.errors import (
 )
 from broker.oauth.params import Params
 from broker.registry import servers
+from broker.storage.enums import ClientStatus
 
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 §4.2
 
@@ -106,10 +107,10 @@ def _client_and_redirect(session: Session, params: Params, clients: ClientDirect
     if not client.check_redirect_uri(redirect_uri):  # OAuth 2.1 §4.1.2.1: exact match, never redirect
         raise AuthorizationPageError("Invalid redirect", "The application asked to send you to an address it has "
                                      "not registered, so you were not sent anywhere.")
-    if row.status == "pending":
+    if row.status == ClientStatus.PENDING:
         raise AuthorizationPageError("Application awaiting approval", "An administrator has not yet approved this "
                                      "application.", status_code=403)
-    if row.status != "active":
+    if row.status != ClientStatus.ACTIVE:
         raise AuthorizationPageError("Application disabled", "An administrator has disabled this application.",
                                      status_code=403)
     return client, redirect_uri

@@ -36,6 +36,7 @@ from broker.config import CimdSettings
 from broker.oauth import client_keys, redirects
 from broker.oauth.ssrf import FetchedDocument, FetchError
 from broker.storage import clients as repo
+from broker.storage.enums import ClientKind, ClientStatus
 from broker.storage.models import Client
 
 log = logging.getLogger("broker.oauth")
@@ -373,7 +374,7 @@ class CimdClients:
     def resolve(self, session: Session, client_id: str, row: Client | None) -> Client:
         """The client's row (``row`` is the stored one, if any); see the module docstring for the contract."""
         self.check(client_id)
-        if row is not None and row.status != "active":
+        if row is not None and row.status != ClientStatus.ACTIVE:
             return row  # disabled or held by an administrator: refused by the caller, whatever the document says
         metadata = self.cache.get(client_id)
         if metadata is None:
@@ -402,12 +403,12 @@ class CimdClients:
         """Insert or update the row from a freshly verified document (status and admin flags untouched)."""
         values = metadata.row_values()
         if row is None:
-            if repo.insert_if_absent(session, {"id": metadata.client_id, "kind": "cimd", "status": "active",
-                                               **values}):
+            if repo.insert_if_absent(session, {"id": metadata.client_id, "kind": ClientKind.CIMD,
+                                               "status": ClientStatus.ACTIVE, **values}):
                 _audit(session, "client.cimd_added", metadata, sorted(values))
             row = repo.get(session, metadata.client_id)  # ours, or the one another instance stored first
             assert row is not None
-            if row.kind != "cimd" or row.status != "active":
+            if row.kind != ClientKind.CIMD or row.status != ClientStatus.ACTIVE:
                 return row
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
         for name, value in changed.items():

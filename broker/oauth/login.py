@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 from sqlalchemy.orm import Session
 
 from broker import audit
+from broker.audit import Outcome
 from broker.config import Settings
 from broker.federation.identity import Identity
 from broker.keys.crypto import Encryptor, upstream_verifier_aad
@@ -29,6 +30,7 @@ from broker.oauth.tokens import scope_string
 from broker.policy import Decision, PolicySource
 from broker.registry import servers
 from broker.storage import clients, grants, users
+from broker.storage.enums import ClientKind, SignInStatus, UserStatus
 from broker.storage.models import Consent, User
 
 NOT_ALLOWED = "access to this MCP server is not allowed"  # the user sees why on the broker's page, not the client
@@ -97,7 +99,7 @@ class LoginFlow:
         """Record a validated request while the user picks an identity provider; returns its id."""
         pending_id = secrets.new_token()[:36]
         grants.hold_pending(
-            session, id=pending_id, browser_hash=secrets.digest(browser), status="choose",
+            session, id=pending_id, browser_hash=secrets.digest(browser), status=SignInStatus.CHOOSE,
             client_id=request.client.client_id, redirect_uri=request.redirect_uri, resource=request.server.resource,
             server_id=request.server.id, requested_scope=" ".join(sorted(request.requested_scopes or ())),
             state=request.state, code_challenge=request.code_challenge, code_challenge_method="S256",
@@ -110,10 +112,10 @@ class LoginFlow:
                        now: dt.datetime) -> UpstreamStart:
         """Send a held request to ``idp_id`` with the broker's own state, nonce and PKCE (never the client's)."""
         pending = grants.pending(session, pending_id) if pending_id else None
-        if pending is None or pending.status != "choose" or now >= pending.expires_at:
+        if pending is None or pending.status != SignInStatus.CHOOSE or now >= pending.expires_at:
             raise AuthorizationPageError("Sign-in expired", "Start again from your application.")
         self._check_browser(pending, browser)
-        if not grants.advance_pending(session, pending.id, "choose", "login"):
+        if not grants.advance_pending(session, pending.id, SignInStatus.CHOOSE, SignInStatus.LOGIN):
             raise AuthorizationPageError("Sign-in already started", "Start again from your application.")
         state, nonce, verifier = secrets.new_token(), secrets.new_token(), secrets.new_token()
         sealed = self.encryptor.encrypt(verifier.encode(), upstream_verifier_aad(pending.id))
@@ -132,7 +134,7 @@ class LoginFlow:
         if now >= pending.expires_at:
             raise AuthorizationPageError("Sign-in expired", "The sign-in took too long. Start again from your "
                                          "application.")
-        if not grants.advance_pending(session, pending.id, "login", "callback"):
+        if not grants.advance_pending(session, pending.id, SignInStatus.LOGIN, SignInStatus.CALLBACK):
             raise AuthorizationPageError("Sign-in already used", "This sign-in response was already used. Start "
                                          "again from your application.")
         verifier = self.encryptor.decrypt(pending.upstream_verifier_encrypted,
@@ -150,10 +152,10 @@ class LoginFlow:
              decision: Decision | None = None) -> Redirect:
         """End the sign-in with ``error``; the one event that says it was refused (with the policy's reasons
         when the policy refused it: the audit log's denials show them)."""
-        self._settle(session, pending, "failed")
+        self._settle(session, pending, SignInStatus.FAILED)
         why = {} if decision is None else {"rule_ids": list(decision.rule_ids), "reason": decision.reason}
         audit.record(session, "authorization.failed", actor=pending.client_id, user_id=pending.user_id,
-                     client_id=pending.client_id, server_id=pending.server_id, outcome="denied",
+                     client_id=pending.client_id, server_id=pending.server_id, outcome=Outcome.DENIED,
                      data={"error": error.error, "description": error.description, "idp": pending.idp_id or None,
                            **why})
         return Redirect(redirect_location(pending.redirect_uri, self.issuer, pending.state, error=error.error,
@@ -170,7 +172,7 @@ class LoginFlow:
                      client_id=pending.client_id, server_id=pending.server_id,
                      data={"idp": identity.idp_id, "acr": identity.acr, "amr": list(identity.amr),
                            "groups": sorted(identity.groups), **self._upstream_check_data(identity)})
-        if user.status != "active":
+        if user.status != UserStatus.ACTIVE:
             return self.fail(session, pending, AccessDeniedError("the user may not sign in"))
         server = servers.get(session, pending.server_id, self.issuer)
         if server is None or not server.enabled:
@@ -180,7 +182,7 @@ class LoginFlow:
             subjects.access_request(subjects.user_subject(session, user), pending.client_id, server, requested, now))
         audit.record(session, "authorization.decision", actor=pending.client_id, user_id=user.id,
                      client_id=pending.client_id, server_id=server.id,
-                     outcome="allowed" if decision.allowed else "denied",
+                     outcome=Outcome.ALLOWED if decision.allowed else Outcome.DENIED,
                      data={"rule_ids": list(decision.rule_ids), "reason": decision.reason,
                            "scopes": sorted(decision.scopes), "requested": sorted(requested or ())})
         if not decision.allowed:
@@ -190,7 +192,7 @@ class LoginFlow:
             auth_time=dt.datetime.fromtimestamp(identity.auth_time, dt.UTC) if identity.auth_time else now)
         if self._consented(session, pending, decision.scopes):
             return self._issue_code(session, pending, user, now)
-        self._settle(session, pending, "consent")
+        self._settle(session, pending, SignInStatus.CONSENT)
         return ConsentNeeded(pending.id)
 
     def _upstream_check_data(self, identity: Identity) -> dict[str, bool]:
@@ -208,7 +210,7 @@ class LoginFlow:
     def awaiting_consent(self, session: Session, pending_id: str | None, browser: str | None,
                          now: dt.datetime) -> grants.Pending:
         pending = grants.pending(session, pending_id) if pending_id else None
-        if pending is None or pending.status != "consent":
+        if pending is None or pending.status != SignInStatus.CONSENT:
             raise AuthorizationPageError("Nothing to approve", "There is no request waiting for your approval. "
                                          "Start again from your application.", status_code=404)
         self._check_browser(pending, browser)
@@ -227,7 +229,7 @@ class LoginFlow:
         uris = client.redirect_uris or []
         return ConsentView(
             pending_id=pending.id, client_name=client.name, client_id=client.id, client_kind=client.kind,
-            client_host=urlsplit(client.id).netloc if client.kind == "cimd" else None,
+            client_host=urlsplit(client.id).netloc if client.kind == ClientKind.CIMD else None,
             redirect_host=urlsplit(pending.redirect_uri).netloc or pending.redirect_uri,
             loopback_only=bool(uris) and all(redirects.is_loopback(u) for u in uris),
             server_name=server.name, server_resource=server.resource,
@@ -241,7 +243,7 @@ class LoginFlow:
         if not csrf or not hmac.compare_digest(csrf, self.csrf_token(pending.id, browser)):
             raise AuthorizationPageError("Form expired", "The approval form was not valid (missing or stale "
                                          "security token). Start again from your application.", status_code=403)
-        if not grants.advance_pending(session, pending.id, "consent", "deciding"):
+        if not grants.advance_pending(session, pending.id, SignInStatus.CONSENT, SignInStatus.DECIDING):
             raise AuthorizationPageError("Already decided", "This request was already answered.")
         if not approve:
             return self.fail(session, pending, AccessDeniedError("the user denied the request"))
@@ -290,7 +292,7 @@ class LoginFlow:
                            resource=pending.resource, scope=pending.granted_scope or "",
                            code_challenge=pending.code_challenge, nonce=pending.nonce, auth_time=pending.auth_time,
                            acr=pending.acr, oidc_scope=pending.oidc_scope, now=now, lifetime=self.code_lifetime)
-        self._settle(session, pending, "done")
+        self._settle(session, pending, SignInStatus.DONE)
         return Redirect(redirect_location(pending.redirect_uri, self.issuer, pending.state, code=code))
 
     @staticmethod

@@ -6,5 +6,5 @@ from broker import params
 from broker.oauth.errors import InvalidRequest
 
 
-class Params(params.Params):
+class Params(params.RequestParams):
     error = InvalidRequest

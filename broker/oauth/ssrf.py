@@ -162,7 +162,7 @@ class HttpsMetadataFetcher:
                 outcome.value = outcome.value or "refused"  # a guard said no, or the answer was not a document
                 raise
 
-    def _fetch(self, url: str, outcome: calls.Outcome) -> FetchedDocument:
+    def _fetch(self, url: str, outcome: calls.CallOutcome) -> FetchedDocument:
         parts = urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
             raise FetchError("only https URLs are fetched")
@@ -200,7 +200,7 @@ class HttpsMetadataFetcher:
         return _dial_form(addresses[0])
 
     def _get(self, url: str, host: str, port: int, address: str, deadline: _Deadline,
-             outcome: calls.Outcome) -> FetchedDocument:
+             outcome: calls.CallOutcome) -> FetchedDocument:
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         request_url = httpcore.URL(scheme=b"https", host=host.encode("ascii"), port=port, target=target.encode("ascii"))

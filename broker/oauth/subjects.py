@@ -15,6 +15,7 @@ from broker.oauth.errors import InvalidGrantError
 from broker.policy import AccessRequest, Subject, Target
 from broker.registry.servers import Server
 from broker.storage import users
+from broker.storage.enums import UserStatus
 from broker.storage.models import User
 
 
@@ -71,7 +72,7 @@ def active_user(session: Session, user_id: str, issued_at: dt.datetime | None = 
 
 def usable(user: users.Account | None, issued_at: dt.datetime | None, iat: int | None) -> users.Account:
     """``user``, if they may still receive tokens from a grant made at ``issued_at`` (or a token of ``iat``)."""
-    if user is None or user.status != "active":
+    if user is None or user.status != UserStatus.ACTIVE:
         raise InvalidGrantError("the user may no longer sign in")
     if issued_at is not None and user.not_before is not None and issued_at < user.not_before:
         raise InvalidGrantError("the grant predates the user's revocation")

@@ -24,6 +24,7 @@ from broker.oauth import oidc_claims
 from broker.oauth.bearer import BearerError, authenticate
 from broker.registry import servers
 from broker.storage import users
+from broker.storage.enums import UserStatus
 
 REQUIRED_SCOPE = "openid"
 
@@ -33,6 +34,6 @@ def userinfo(session: Session, server: Any, unverified_token: str | None, now: d
     audience = servers.userinfo(server.issuer).resource
     caller = authenticate(session, server, unverified_token, audience, REQUIRED_SCOPE, now)
     user = users.get(session, caller.subject)
-    if user is None or user.status != "active":
+    if user is None or user.status != UserStatus.ACTIVE:
         raise BearerError("invalid_token", "the access token was revoked", 401, REQUIRED_SCOPE)
     return {"sub": user.id, **oidc_claims.user_claims(session, user, caller.scopes)}

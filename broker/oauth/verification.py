@@ -17,6 +17,7 @@ import jwt
 
 from broker.federation.jwks import key_object
 from broker.oauth import cutoff, jws, secrets
+from broker.storage.enums import ClientStatus, UserStatus
 from broker.storage.grants import FamilyRow, TokenStanding
 from broker.storage.users import Standing
 
@@ -113,11 +114,11 @@ def user_of(claims: Mapping[str, Any]) -> str | None:
 
 def standing_allows(claims: Mapping[str, Any], standing: TokenStanding) -> bool:
     """Whether what can change about an access token since it was signed still lets it count."""
-    if standing.revoked_id is not None or standing.client_status != "active":
+    if standing.revoked_id is not None or standing.client_status != ClientStatus.ACTIVE:
         return False
     if claims.get("sid") is not None and standing.family != "live":
         return False
-    if user_of(claims) is not None and (standing.user_status != "active"
+    if user_of(claims) is not None and (standing.user_status != UserStatus.ACTIVE
                                         or cutoff.predates(claims["iat"], standing.user_not_before)):
         return False
     return True
@@ -127,5 +128,5 @@ def family_live(family: FamilyRow, current: bool, user: Standing | None, now: dt
     """Whether a refresh token (the current one of ``family``, or a rotated one) counts: its family live and
     unexpired, its user active and not revoked since the family was made."""
     live = current and family.revoked_at is None and now < family.expires_at
-    return live and user is not None and user.status == "active" and (
+    return live and user is not None and user.status == UserStatus.ACTIVE and (
         user.not_before is None or family.created_at >= user.not_before)

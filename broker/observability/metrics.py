@@ -34,7 +34,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from broker import __version__
-from broker.audit import ObservedEvent, observe
+from broker.audit import ObservedEvent, Outcome, observe
 from broker.config import MetricsSettings, parse_listen
 from broker.observability.listener import MetricsListener
 from broker.observability.upstream import UpstreamCallLike
@@ -247,7 +247,7 @@ def _issued(grant: str | None) -> Callable[[Metrics, ObservedEvent], None]:
 
 def _denied(stage: str) -> Callable[[Metrics, ObservedEvent], None]:
     def count(metrics: Metrics, event: ObservedEvent) -> None:
-        if event.outcome == "denied":
+        if event.outcome == Outcome.DENIED:
             metrics.denials.labels(stage, event.server_id or "").inc()
     return count
 

@@ -46,6 +46,7 @@ from broker.policy.layered import AdminApiByRegistration
 from broker.policy.model import AccessRequest, Policy, Target
 from broker.registry.servers import ADMIN_API_ID, Server, admin_api, from_row
 from broker.storage import changes, directory, mcp_servers, policies, users
+from broker.storage.enums import UserStatus
 from broker.storage.hot import Tx
 from broker.storage.models import PolicyVersion, User, utcnow
 
@@ -332,7 +333,7 @@ def matrix_rows(session: Session, document: PolicyDocument, where: MatrixFilter)
         needle = where.group.casefold()
         rows = [row for row in rows if where.group and row.kind == "group" and needle in row.key.casefold()]
     if where.user:
-        rows += [user_row(_facts(entry), entry.display_name, offboarded=entry.status != "active")
+        rows += [user_row(_facts(entry), entry.display_name, offboarded=entry.status != UserStatus.ACTIVE)
                  for entry in directory.search(session, where.user, MatrixFilter.MAX_USERS)]
     return rows
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVarTuple
 from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from broker.storage.enums import UserStatus
 from broker.storage.models import Group, GroupMembership, UpstreamIdentity, User
 from broker.storage.search import contains
 
@@ -40,7 +41,7 @@ def users(session: Session, *, active_only: bool = False,
     """Every user (or those of ``user_ids``), ordered by email then id."""
     query = select(User.id, User.email, User.display_name, User.status).order_by(User.email, User.id)
     if active_only:
-        query = query.where(User.status == "active")
+        query = query.where(User.status == UserStatus.ACTIVE)
     if user_ids is not None:
         query = query.where(User.id.in_(list(user_ids)))
     rows = session.execute(query).all()
@@ -69,7 +70,7 @@ def group_names(session: Session) -> list[str]:
 
 def count(session: Session, *, active_only: bool = True) -> int:
     query = select(func.count()).select_from(User)
-    return int(session.scalar(query.where(User.status == "active") if active_only else query) or 0)
+    return int(session.scalar(query.where(User.status == UserStatus.ACTIVE) if active_only else query) or 0)
 
 
 def _restrict(query: Select[*Columns], column: InstrumentedAttribute[str],

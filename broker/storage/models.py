@@ -31,6 +31,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from broker.storage.enums import ClientStatus, SignInStatus, UserStatus
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -77,7 +79,7 @@ class User(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     email: Mapped[str | None] = mapped_column(String(320), index=True)
     display_name: Mapped[str] = mapped_column(String(200), default="")
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active | offboarded
+    status: Mapped[str] = mapped_column(String(16), default=UserStatus.ACTIVE)
     # Tokens issued before this instant are dead (set by offboarding; survives restore).
     not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     offboarded_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -144,8 +146,8 @@ class Client(Base):
     __tablename__ = "clients"
     id: Mapped[str] = mapped_column(String(2048), primary_key=True)  # the client_id
     name: Mapped[str] = mapped_column(String(200))
-    kind: Mapped[str] = mapped_column(String(16))  # preregistered | dcr | cimd
-    status: Mapped[str] = mapped_column(String(16), default="active")  # active | pending | disabled
+    kind: Mapped[str] = mapped_column(String(16))  # ClientKind
+    status: Mapped[str] = mapped_column(String(16), default=ClientStatus.ACTIVE)
     secret_hash: Mapped[str | None] = mapped_column(String(64))
     token_endpoint_auth_method: Mapped[str] = mapped_column(String(32), default="none")
     # Methods an operator allowed beside token_endpoint_auth_method (client_secret_post next to _basic, ...).
@@ -245,7 +247,7 @@ class Revocation(Base):
     __tablename__ = "revocations"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
                                     autoincrement=True)
-    kind: Mapped[str] = mapped_column(String(16))  # token | family | user | client
+    kind: Mapped[str] = mapped_column(String(16))  # RevocationKind
     subject: Mapped[str] = mapped_column(String(2048), index=True)  # jti, family id, user id or client id
     not_before: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     reason: Mapped[str] = mapped_column(Text, default="")
@@ -339,7 +341,7 @@ class PendingAuthorization(Base):
     __tablename__ = "pending_authorizations"
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     browser_hash: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="login")  # login | consent | done | failed
+    status: Mapped[str] = mapped_column(String(16), default=SignInStatus.LOGIN)
     client_id: Mapped[str] = mapped_column(String(2048))
     redirect_uri: Mapped[str] = mapped_column(String(2048))
     resource: Mapped[str] = mapped_column(String(2048))

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import String, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from broker.storage.enums import UserStatus
 from broker.storage.hot import Tx
 from broker.storage.models import AdminSession, Group, GroupMembership, UpstreamIdentity, User, new_id, utcnow
 from broker.storage.prepared import Prepared
@@ -102,8 +103,8 @@ async def ids_by_email_hot(tx: Tx, email: str) -> list[str]:
 
 async def add_user_hot(tx: Tx, *, email: str | None, display_name: str, now: dt.datetime) -> str:
     user_id = new_id()
-    await tx.rowcount(_ADD_USER, {"id": user_id, "email": email, "display_name": display_name, "status": "active",
-                                  "created_at": now, "updated_at": now})
+    await tx.rowcount(_ADD_USER, {"id": user_id, "email": email, "display_name": display_name,
+                                  "status": UserStatus.ACTIVE, "created_at": now, "updated_at": now})
     return user_id
 
 

@@ -25,7 +25,7 @@ from broker.testidp.errors import (
     RequestUriNotSupported,
     UnsupportedResponseType,
 )
-from broker.testidp.params import Params
+from broker.testidp.params import ProviderParams
 from broker.testidp.sealed import AuthorizationCode, Sealer
 
 log = logging.getLogger("broker.testidp")
@@ -86,7 +86,7 @@ class Authorizer:
         self.code_lifetime = code_lifetime
         self.clock = clock
 
-    def begin(self, params: Params) -> AuthorizationRequest:
+    def begin(self, params: ProviderParams) -> AuthorizationRequest:
         """Validate a request that should show the login form."""
         request = self.validate(params)
         if "none" in request.prompt:
@@ -94,7 +94,7 @@ class Authorizer:
             raise LoginRequired("prompt=none, but the user must log in", self.target(request))
         return request
 
-    def login(self, params: Params) -> AuthorizationResponse:
+    def login(self, params: ProviderParams) -> AuthorizationResponse:
         """Validate the posted form again, check the credentials, and redirect with a code."""
         request = self.validate(params)
         username, password = params.get("username") or "", params.get("password") or ""
@@ -128,7 +128,7 @@ class Authorizer:
             params["state"] = error.redirect.state
         return AuthorizationResponse(error.redirect.redirect_uri, params | {"iss": self.issuer})
 
-    def validate(self, params: Params) -> AuthorizationRequest:
+    def validate(self, params: ProviderParams) -> AuthorizationRequest:
         """Every check of the authorization request; raises ``OAuthError`` (redirectable once safe)."""
         client_id, redirect_uri = self._trusted_client_and_redirect(params)
         target = RedirectTarget(redirect_uri, _state(params))
@@ -140,7 +140,7 @@ class Authorizer:
     def target(self, request: AuthorizationRequest) -> RedirectTarget:
         return RedirectTarget(request.redirect_uri, request.state)
 
-    def _trusted_client_and_redirect(self, params: Params) -> tuple[str, str]:
+    def _trusted_client_and_redirect(self, params: ProviderParams) -> tuple[str, str]:
         # RFC 6749 §4.1.2.1: errors up to here are shown to the user, never redirected
         client_id = params.require("client_id")
         client = self.directory.client(client_id)
@@ -151,7 +151,7 @@ class Authorizer:
             raise InvalidRequest("redirect_uri is not registered for this client")  # RFC 9700 §4.1.3: exact
         return client_id, redirect_uri
 
-    def _validate_rest(self, params: Params, client_id: str, redirect_uri: str,
+    def _validate_rest(self, params: ProviderParams, client_id: str, redirect_uri: str,
                        state: str | None) -> AuthorizationRequest:
         params.reject_duplicates()  # RFC 6749 §3.1
         _refuse_request_objects(params)
@@ -164,7 +164,7 @@ class Authorizer:
                                     login_hint=params.get("login_hint"), prompt=_prompt(params.get("prompt")))
 
 
-def _state(params: Params) -> str | None:
+def _state(params: ProviderParams) -> str | None:
     """``state`` to echo on errors; None when it is repeated (there is no one value to echo)."""
     try:
         return params.get("state")
@@ -172,14 +172,14 @@ def _state(params: Params) -> str | None:
         return None
 
 
-def _refuse_request_objects(params: Params) -> None:
+def _refuse_request_objects(params: ProviderParams) -> None:
     if params.has("request"):
         raise RequestNotSupported("request objects are not supported")  # OIDC Core §6.1
     if params.has("request_uri"):
         raise RequestUriNotSupported("request_uri is not supported")  # OIDC Core §6.2
 
 
-def _check_response_type(params: Params) -> None:
+def _check_response_type(params: ProviderParams) -> None:
     response_type = params.require("response_type")
     if response_type != "code":
         raise UnsupportedResponseType("only response_type=code is supported")  # OAuth 2.1 §4.1.1

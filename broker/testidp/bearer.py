@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from broker.testidp.errors import InvalidRequest, InvalidToken, MissingToken
-from broker.testidp.params import Params
+from broker.testidp.params import ProviderParams
 
 
-def bearer_token(authorization: str | None, form: Params | None) -> str:
+def bearer_token(authorization: str | None, form: ProviderParams | None) -> str:
     """The access token from ``Authorization: Bearer`` or a form body's ``access_token``.
 
     Raises ``MissingToken`` when neither is present, ``InvalidRequest`` when both are

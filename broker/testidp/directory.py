@@ -11,7 +11,7 @@ from urllib.parse import unquote_plus
 
 from broker.config import TestIdpClient, TestIdpSettings, TestIdpUser
 from broker.testidp.errors import InvalidClient, InvalidRequest
-from broker.testidp.params import Params
+from broker.testidp.params import ProviderParams
 
 # Compared against when the username or client is unknown, so both paths cost the same.
 _DUMMY_SECRET = "testidp-no-such-principal"
@@ -38,7 +38,7 @@ class Directory:
         matches = secrets_equal(password, expected)
         return user if user is not None and matches else None
 
-    def authenticate_client(self, params: Params, authorization: str | None) -> TestIdpClient:
+    def authenticate_client(self, params: ProviderParams, authorization: str | None) -> TestIdpClient:
         """RFC 6749 §2.3.1: client_secret_basic or client_secret_post, exactly one of them.
 
         Raises ``InvalidClient`` (401) when authentication is missing or fails and

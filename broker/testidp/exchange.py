@@ -33,7 +33,7 @@ from broker.testidp.directory import Directory
 from broker.testidp.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidToken, OAuthError
 from broker.testidp.grants import TokenRequest
 from broker.testidp.jwts import ID_TOKEN_TYP, KeySource, verify_own_jwt
-from broker.testidp.params import Params
+from broker.testidp.params import ProviderParams
 from broker.testidp.sealed import RefreshGrant, Sealer
 
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # RFC 8693 §2.1
@@ -100,7 +100,7 @@ class IdJagExchange:
             body["scope"] = " ".join(target.scope)  # RFC 8693 §2.2.1: required when it differs from the request
         return body
 
-    def _target(self, params: Params) -> IdJagTarget:
+    def _target(self, params: ProviderParams) -> IdJagTarget:
         if params.get("actor_token") is not None or params.get("actor_token_type") is not None:
             raise InvalidRequest("actor_token is not supported")  # RFC 8693 §2.1: no delegation here
         if params.require("requested_token_type") != ID_JAG:

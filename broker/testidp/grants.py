@@ -26,7 +26,7 @@ from broker.testidp.jwts import (
     sign_access_token,
     sign_id_token,
 )
-from broker.testidp.params import Params
+from broker.testidp.params import ProviderParams
 from broker.testidp.replay import ReplayStoreFull, UsedCodes
 from broker.testidp.sealed import AuthorizationCode, RefreshGrant, Sealer
 
@@ -38,7 +38,7 @@ class TokenRequest:
     """A token request whose client is authenticated: what every grant handler receives."""
 
     client: TestIdpClient
-    params: Params
+    params: ProviderParams
     session: Session
     now: int
 
@@ -60,7 +60,7 @@ class TokenEndpoint:
         self.grants: dict[str, GrantHandler] = {"authorization_code": self.authorization_code,
                                                 "refresh_token": self.refresh_token}
 
-    def handle(self, params: Params, authorization: str | None, session: Session) -> dict[str, Any]:
+    def handle(self, params: ProviderParams, authorization: str | None, session: Session) -> dict[str, Any]:
         """Authenticate the client, then run the grant; returns the RFC 6749 §5.1 body or raises."""
         params.reject_duplicates()  # RFC 6749 §3.2
         client = self.directory.authenticate_client(params, authorization)  # RFC 6749 §3.2.1, every grant

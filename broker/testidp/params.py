@@ -6,5 +6,5 @@ from broker import params
 from broker.testidp.errors import InvalidRequest
 
 
-class Params(params.Params):
+class ProviderParams(params.RequestParams):
     error = InvalidRequest

@@ -36,7 +36,7 @@ from broker.testidp.jwts import (
     user_claims,
     verify_own_jwt,
 )
-from broker.testidp.params import Params
+from broker.testidp.params import ProviderParams
 from broker.testidp.sealed import Sealer
 
 TESTIDP_KEY_PURPOSE = "testidp"  # the KeyRing purpose of the test IdP's own signing keys
@@ -49,7 +49,7 @@ log = logging.getLogger("broker.testidp")
 class TestIdentityProvider:
     """Discovery, JWKS, authorization, token and userinfo endpoints of the test IdP.
 
-    Methods take parsed ``Params`` and a database session (for signing keys only) and return
+    Methods take parsed ``ProviderParams`` and a database session (for signing keys only) and return
     plain values; protocol failures raise ``OAuthError`` subclasses, a failed login raises
     ``LoginFailed``. Nothing here knows HTTP.
     """
@@ -122,11 +122,11 @@ class TestIdentityProvider:
         """Published public keys: the active one, the next one, and retired ones still in their grace."""
         return self.keyring.jwks(session, self.key_grace)
 
-    def begin_authorization(self, params: Params) -> AuthorizationRequest:
+    def begin_authorization(self, params: ProviderParams) -> AuthorizationRequest:
         """Validate an authorization request that should show the login form."""
         return self.authorizer.begin(params)
 
-    def login(self, params: Params) -> AuthorizationResponse:
+    def login(self, params: ProviderParams) -> AuthorizationResponse:
         """Handle the posted login form: a code redirect, or ``LoginFailed``."""
         return self.authorizer.login(params)
 
@@ -134,7 +134,7 @@ class TestIdentityProvider:
         """The redirect for an error whose ``redirectable`` is True."""
         return self.authorizer.error_response(error)
 
-    def token(self, params: Params, authorization: str | None, session: Session) -> dict[str, Any]:
+    def token(self, params: ProviderParams, authorization: str | None, session: Session) -> dict[str, Any]:
         """The token endpoint (RFC 6749 §3.2); ``authorization`` is the raw Authorization header."""
         return self.token_handler.handle(params, authorization, session)
 

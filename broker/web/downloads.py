@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 
 from fastapi.responses import Response
 
+from broker.web.headers import NO_STORE
+
 # A spreadsheet runs a cell that starts like a formula; names come from IdPs and users (OWASP: CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -21,4 +23,4 @@ def csv_text(rows: Iterable[Sequence[str]]) -> str:
 
 def csv_response(rows: Iterable[Sequence[str]], filename: str) -> Response:
     return Response(csv_text(rows), media_type="text/csv; charset=utf-8",
-                    headers={"content-disposition": f'attachment; filename="{filename}"', "cache-control": "no-store"})
+                    headers={"content-disposition": f'attachment; filename="{filename}"', **NO_STORE})

@@ -11,10 +11,10 @@ from sqlalchemy import exc as sa
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from broker.storage.db import DatabaseError, first_line
+from broker.web.headers import NO_STORE
 
 log = logging.getLogger("broker.web")
 
-NO_STORE = {"cache-control": "no-store"}
 
 
 def install(app: FastAPI) -> None:

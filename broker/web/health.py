@@ -17,6 +17,7 @@ from broker.storage import schema, signing_keys
 from broker.storage.db import DatabaseError
 from broker.storage.models import utcnow
 from broker.web.deps import State
+from broker.web.headers import NO_STORE
 from broker.web.state import BrokerState
 
 router = APIRouter(tags=["operations"])
@@ -39,7 +40,7 @@ def readyz(state: State) -> JSONResponse:
     checks = {name: "ok" if i < reached else "failed" if i == reached else "not checked"
               for i, name in enumerate(CHECKS)}
     return JSONResponse({"status": "not ready" if failed else "ready", "checks": checks},
-                        status_code=503 if failed else 200, headers={"cache-control": "no-store"})
+                        status_code=503 if failed else 200, headers=NO_STORE)
 
 
 def _first_failure(state: BrokerState) -> tuple[str | None, str]:

@@ -20,11 +20,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from broker.observability import Metrics, bearer_matches
 from broker.observability.listener import CHALLENGE
 from broker.web.deps import State
+from broker.web.headers import NO_STORE
 from broker.web.ratelimit import ROUTE_KEY
 
 router = APIRouter(tags=["operations"])
 UNROUTED = "unrouted"  # unknown paths, and requests refused before routing (413): never the raw path
-NO_STORE = {"cache-control": "no-store"}
 _PARAM = re.compile(r"{(\w+)(?::\w+)?}")
 
 

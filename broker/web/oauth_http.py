@@ -21,10 +21,10 @@ from broker.oauth.params import Params
 from broker.oauth.request import HttpRequest
 from broker.params import JsonError, load_json
 from broker.storage.db import BUSY, DatabaseError, WriteLockTaken
+from broker.web.headers import NO_STORE_SENSITIVE
 from broker.web.state import BrokerState
 from broker.web.templates import templates
 
-NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}
 T = TypeVar("T")
 INLINE_WAIT_S = 0.05  # a waiter looks again this often even unwoken (a woken request may have gone away)
 
@@ -72,8 +72,8 @@ def http_request(request: Request, state: BrokerState, params: Params, db: Any, 
 def render(result: tuple[int, Any, list[tuple[str, str]]]) -> Response:
     status, body, headers = result
     out = {k.lower(): v for k, v in headers if k.lower() != "content-type"}
-    out.setdefault("cache-control", "no-store")
-    out.setdefault("pragma", "no-cache")
+    for name, value in NO_STORE_SENSITIVE.items():
+        out.setdefault(name, value)
     if status == 401 and "www-authenticate" not in out:
         out["www-authenticate"] = 'Basic realm="mcp-auth-broker"'  # RFC 6749 §5.2 invalid_client
     return JSONResponse(body, status_code=status, headers=out)
@@ -82,15 +82,15 @@ def render(result: tuple[int, Any, list[tuple[str, str]]]) -> Response:
 def invalid_request(description: str) -> Response:
     error = InvalidRequest(description)
     return JSONResponse({"error": error.error, "error_description": error.description}, status_code=400,
-                        headers=NO_STORE)
+                        headers=NO_STORE_SENSITIVE)
 
 
 def redirect(location: str) -> Response:
-    return RedirectResponse(location, status_code=302, headers=NO_STORE)
+    return RedirectResponse(location, status_code=302, headers=NO_STORE_SENSITIVE)
 
 
 def page(request: Request, template: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    return templates.TemplateResponse(request, template, context, status_code=status_code, headers=NO_STORE)
+    return templates.TemplateResponse(request, template, context, status_code=status_code, headers=NO_STORE_SENSITIVE)
 
 
 def error_page(request: Request, error: AuthorizationPageError) -> HTMLResponse:

@@ -27,6 +27,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.config import Settings
+from broker.web.headers import NO_STORE
 from broker.web.templates import templates
 
 Clock = Callable[[], float]
@@ -264,7 +265,7 @@ async def _refuse_authorize(scope: Scope, receive: Receive, send: Send, wait: in
     # A page, never a redirect: nothing about the client or its redirect URI has been validated yet.
     response = templates.TemplateResponse(Request(scope), "pages/error.html", {
         "title": "Too many requests", "detail": f"Too many sign-in attempts; try again in {wait} seconds."},
-        status_code=429, headers={"cache-control": "no-store", "retry-after": str(wait)})
+        status_code=429, headers={**NO_STORE, "retry-after": str(wait)})
     await response(scope, receive, send)
 
 

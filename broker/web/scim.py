@@ -20,6 +20,7 @@ from scim2_models import Error, SCIMException
 from broker.lifecycle import scim
 from broker.storage.models import utcnow
 from broker.web.deps import State
+from broker.web.headers import NO_STORE
 from broker.web.oauth_http import in_transaction
 from broker.web.state import BrokerState
 
@@ -104,7 +105,7 @@ async def _refused(request: Request, state: BrokerState, client: scim.ScimClient
 def _render(status: int, body: dict[str, Any] | None, headers: dict[str, str]) -> Response:
     content = b"" if body is None else json.dumps(body, ensure_ascii=False).encode("utf-8")
     return Response(content, status_code=status, media_type=None if body is None else scim.MEDIA_TYPE,
-                    headers={"cache-control": "no-store", **headers})
+                    headers={**NO_STORE, **headers})
 
 
 # ------------------------------------------------------------------ discovery (RFC 7644 §4)

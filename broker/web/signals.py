@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from broker.lifecycle import signals
 from broker.storage.models import utcnow
 from broker.web.deps import State
+from broker.web.headers import NO_STORE
 from broker.web.oauth_http import in_transaction, json_body
 
 router = APIRouter(tags=["security signals"])
@@ -20,7 +21,7 @@ SET_MEDIA_TYPE = "application/secevent+jwt"
 def _error(error: signals.SignalError) -> JSONResponse:
     # RFC 8935 §2.4: {"err": code, "description": text}
     return JSONResponse({"err": error.code, "description": error.description}, status_code=error.status_code,
-                        headers={"cache-control": "no-store"})
+                        headers=NO_STORE)
 
 
 async def _rejected(state: Any, receiver: str, error: signals.SignalError) -> JSONResponse:

@@ -20,9 +20,10 @@ from sqlalchemy.orm import Session
 from broker.testidp.authorize import AuthorizationRequest, LoginFailed
 from broker.testidp.bearer import bearer_token
 from broker.testidp.errors import InvalidRequest, MissingToken, OAuthError
-from broker.testidp.params import Params
+from broker.testidp.params import ProviderParams
 from broker.testidp.provider import TestIdentityProvider
 from broker.web.deps import state_of
+from broker.web.headers import NO_STORE_SENSITIVE
 from broker.web.oauth_http import in_transaction
 from broker.web.routes import plain_router
 from broker.web.templates import templates
@@ -31,7 +32,6 @@ from broker.web.templates import templates
 # and the token and userinfo transactions run on the event loop on SQLite (``in_transaction(inline=True)``).
 router = plain_router(prefix="/testidp", tags=["test identity provider"])
 
-NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 6749 §5.1
 PUBLIC = {"cache-control": "public, max-age=300", "access-control-allow-origin": "*"}
 REALM = "testidp"
 _CHALLENGE_UNSAFE = re.compile(r'[^\x20\x21\x23-\x5B\x5D-\x7E]')  # RFC 6750 §3: error_description chars
@@ -82,15 +82,15 @@ async def jwks(request: Request) -> Response:
             responses=AUTHORIZE_RESPONSES)
 async def authorize(request: Request) -> Response:
     provider = _provider(request)
-    return _authorization(request, provider, lambda: Params.from_query(request.scope["query_string"]))
+    return _authorization(request, provider, lambda: ProviderParams.from_query(request.scope["query_string"]))
 
 
 @router.post("/authorize", summary="Authorization endpoint: the posted login form (or a POSTed request)",
              response_class=Response, responses=AUTHORIZE_RESPONSES)
 async def authorize_post(request: Request) -> Response:
     # Only the form body counts; a query string on the POST is ignored, never merged.
-    body, provider = await request.body(), _provider(request)
-    return _authorization(request, provider, lambda: Params.from_form(body, request.headers.get("content-type")))
+    body, provider, content_type = await request.body(), _provider(request), request.headers.get("content-type")
+    return _authorization(request, provider, lambda: ProviderParams.from_form(body, content_type))
 
 
 @router.post("/token", summary="Token endpoint: authorization_code (PKCE S256) and refresh_token",
@@ -100,11 +100,11 @@ async def token(request: Request) -> Response:
 
     def run(session: Session) -> Response:
         try:
-            params = Params.from_form(body, request.headers.get("content-type"))
+            params = ProviderParams.from_form(body, request.headers.get("content-type"))
             result = provider.token(params, _single_header(request, "authorization"), session)
         except OAuthError as error:
             return _token_error(error)
-        return JSONResponse(result, headers=NO_STORE)
+        return JSONResponse(result, headers=NO_STORE_SENSITIVE)
 
     return await in_transaction(state_of(request), run, inline=True)
 
@@ -118,11 +118,11 @@ async def userinfo(request: Request) -> Response:
 
     def run(session: Session) -> Response:
         try:
-            form = Params.from_form(body, request.headers.get("content-type")) if body else None
+            form = ProviderParams.from_form(body, request.headers.get("content-type")) if body else None
             claims = provider.userinfo(bearer_token(_single_header(request, "authorization"), form), session)
         except OAuthError as error:
             return _bearer_error(error)
-        return JSONResponse(claims, headers=NO_STORE)
+        return JSONResponse(claims, headers=NO_STORE_SENSITIVE)
 
     return await in_transaction(state_of(request), run, inline=True)
 
@@ -130,7 +130,7 @@ async def userinfo(request: Request) -> Response:
 # ---------------------------------------------------------------- authorization endpoint
 
 
-def _authorization(request: Request, provider: TestIdentityProvider, parse: Callable[[], Params]) -> Response:
+def _authorization(request: Request, provider: TestIdentityProvider, parse: Callable[[], ProviderParams]) -> Response:
     """Show the login form, or (when the form was posted with ``username``) log in and redirect."""
     try:
         params = parse()
@@ -149,7 +149,7 @@ def _login_page(request: Request, provider: TestIdentityProvider, auth_request: 
     context = {"action": provider.authorization_endpoint, "fields": auth_request.form_fields(),
                "client_id": auth_request.client_id, "redirect_host": urlsplit(auth_request.redirect_uri).netloc,
                "username": username, "message": message, "users": provider.directory.users()}
-    return templates.TemplateResponse(request, "testidp/login.html", context, headers=NO_STORE)
+    return templates.TemplateResponse(request, "testidp/login.html", context, headers=NO_STORE_SENSITIVE)
 
 
 def _authorization_error(request: Request, provider: TestIdentityProvider, error: OAuthError) -> Response:
@@ -157,18 +157,18 @@ def _authorization_error(request: Request, provider: TestIdentityProvider, error
         return _redirect(provider.authorization_error(error).location())
     # RFC 6749 §4.1.2.1: client or redirect URI not validated, so tell the user, never redirect
     return templates.TemplateResponse(request, "testidp/error.html", {"error": error},
-                                      status_code=error.status_code, headers=NO_STORE)
+                                      status_code=error.status_code, headers=NO_STORE_SENSITIVE)
 
 
 def _redirect(location: str) -> Response:
-    return RedirectResponse(location, status_code=302, headers=NO_STORE)
+    return RedirectResponse(location, status_code=302, headers=NO_STORE_SENSITIVE)
 
 
 # ---------------------------------------------------------------- token and userinfo errors
 
 
 def _token_error(error: OAuthError) -> JSONResponse:
-    headers = dict(NO_STORE)
+    headers = dict(NO_STORE_SENSITIVE)
     if error.status_code == 401:
         # RFC 6749 §5.2: a 401 for invalid_client names the scheme the client may use
         headers["www-authenticate"] = f'Basic realm="{REALM}"'
@@ -180,7 +180,7 @@ def _bearer_error(error: OAuthError) -> JSONResponse:
     if not isinstance(error, MissingToken):  # RFC 6750 §3.1: no error code when no credentials were sent
         description = _CHALLENGE_UNSAFE.sub("'", error.description.replace('"', "'"))
         challenge += f', error="{error.error}", error_description="{description}"'
-    headers = {**NO_STORE, "www-authenticate": challenge}
+    headers = {**NO_STORE_SENSITIVE, "www-authenticate": challenge}
     return JSONResponse(error.body(), status_code=error.status_code, headers=headers)
 
 

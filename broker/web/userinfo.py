@@ -15,7 +15,8 @@ from broker.oauth.bearer import BearerError
 from broker.oauth.userinfo import REQUIRED_SCOPE, userinfo
 from broker.storage.models import utcnow
 from broker.web.deps import State
-from broker.web.oauth_http import NO_STORE, in_transaction
+from broker.web.headers import NO_STORE_SENSITIVE
+from broker.web.oauth_http import in_transaction
 
 router = APIRouter(tags=["openid"])
 
@@ -49,7 +50,7 @@ async def _answer(request: Request, state: Any) -> Response:
         claims = await in_transaction(state, userinfo, state.oauth.server, token, utcnow())
     except BearerError as exc:
         return _challenge(exc, credentials_sent=token is not None)
-    return JSONResponse(claims, headers=NO_STORE)  # OIDC Core §5.3.2 via RFC 6749 §5.1: no caching
+    return JSONResponse(claims, headers=NO_STORE_SENSITIVE)  # OIDC Core §5.3.2 via RFC 6749 §5.1: no caching
 
 
 def _bearer(request: Request) -> str | None:
@@ -68,4 +69,4 @@ def _challenge(exc: BearerError, credentials_sent: bool) -> JSONResponse:
     if exc.error == "insufficient_scope":
         header += f', scope="{REQUIRED_SCOPE}"'  # RFC 6750 §3: the scope the request needs
     return JSONResponse({"error": exc.error, "error_description": exc.description}, status_code=exc.status_code,
-                        headers={**NO_STORE, "www-authenticate": header})
+                        headers={**NO_STORE_SENSITIVE, "www-authenticate": header})

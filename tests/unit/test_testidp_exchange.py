@@ -19,7 +19,7 @@ from broker.keys.crypto import Encryptor
 from broker.testidp import pkce
 from broker.testidp.errors import InvalidClient, OAuthError
 from broker.testidp.exchange import ID_JAG, ID_TOKEN, REFRESH_TOKEN, TOKEN_EXCHANGE
-from broker.testidp.params import Params
+from broker.testidp.params import ProviderParams
 from broker.testidp.provider import TestIdentityProvider
 from tests.unit.testidp.fakes import CLIENT_ID, CLIENT_SECRET, ISSUER, REDIRECT_URI, SETTINGS, FakeClock, FakeKeyRing
 
@@ -57,8 +57,8 @@ def provider(clock: FakeClock) -> TestIdentityProvider:
     return make(clock)
 
 
-def q(params: dict[str, str] | list[tuple[str, str]]) -> Params:
-    return Params.from_query(urlencode(params).encode())
+def q(params: dict[str, str] | list[tuple[str, str]]) -> ProviderParams:
+    return ProviderParams.from_query(urlencode(params).encode())
 
 
 def basic(client_id: str = CLIENT_ID, secret: str = CLIENT_SECRET) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from broker import audit
+from broker.audit import Outcome
 from broker.lifecycle.scim.wire import ScimClient, ScimRequest
 
 
@@ -24,7 +25,7 @@ def record(session: Session, request: ScimRequest, event_type: str, *, user_id: 
 
 def record_rejection(session: Session, client: ScimClient, method: str, path: str, status: int,
                      scim_type: str | None) -> None:
-    audit.record(session, "scim.request.rejected", actor=client.actor, outcome="rejected",
+    audit.record(session, "scim.request.rejected", actor=client.actor, outcome=Outcome.REJECTED,
                  data={"method": method, "path": path[:300], "status": status, "scim_type": scim_type})
 
 

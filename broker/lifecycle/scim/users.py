@@ -39,6 +39,7 @@ from scim2_models import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from broker.audit import Outcome
 from broker.lifecycle import offboarding
 from broker.lifecycle.scim import events
 from broker.lifecycle.scim.filters import USER_ATTRIBUTES, criteria
@@ -59,6 +60,7 @@ from broker.lifecycle.scim.wire import (
 )
 from broker.storage import scim as store
 from broker.storage import users
+from broker.storage.enums import UserStatus
 from broker.storage.models import Group, ScimUser, UpstreamIdentity, User
 
 ENDPOINT = "Users"
@@ -196,7 +198,7 @@ def _user_for(session: Session, request: ScimRequest, external_id: str,
         user = users.get(session, identity.user_id)
         assert user is not None
         return user, True, store.last_deleted_user(session, idp, user.id)
-    user = User(display_name=_display_name(resource), status="active", created_at=request.now,
+    user = User(display_name=_display_name(resource), status=UserStatus.ACTIVE, created_at=request.now,
                 updated_at=request.now)
     users.add(session, user)
     users.add(session, UpstreamIdentity(user_id=user.id, idp_id=idp, subject=external_id, created_at=request.now))
@@ -231,27 +233,27 @@ def _set_active(session: Session, request: ScimRequest, row: ScimUser, user: Use
 
 def _deactivate(session: Session, request: ScimRequest, row: ScimUser, user: User, *, reason: str) -> None:
     was_active, row.active = row.active, False
-    offboard = user.status != "offboarded"
+    offboard = user.status != UserStatus.OFFBOARDED
     if offboard:
         offboarding.revoke_user(session, user, reason=reason, actor=request.client.actor, now=request.now,
                                 source=request.client.actor)
         row.offboarded_at = user.not_before
     if was_active or offboard:
         events.record(session, request, "scim.user.deactivated", user_id=user.id,
-                      outcome="revoked" if offboard else "success", scim_id=row.id, offboarded=offboard)
+                      outcome=Outcome.REVOKED if offboard else Outcome.SUCCESS, scim_id=row.id, offboarded=offboard)
 
 
 def _activate(session: Session, request: ScimRequest, row: ScimUser, user: User) -> None:
     was_inactive, row.active = not row.active, True
     # Only what SCIM itself did is undone: a later revocation (admin, signal) moved not_before on.
     ours = row.offboarded_at is not None and user.not_before == row.offboarded_at
-    restored = user.status == "offboarded" and ours and offboarding.restore_user(
+    restored = user.status == UserStatus.OFFBOARDED and ours and offboarding.restore_user(
         session, user, reason="reactivated in the IdP (SCIM)", actor=request.client.actor, now=request.now)
-    if user.status != "offboarded":
+    if user.status != UserStatus.OFFBOARDED:
         row.offboarded_at = None
     if was_inactive or restored:
         data: dict[str, Any] = {"scim_id": row.id, "restored": restored}
-        if user.status == "offboarded":
+        if user.status == UserStatus.OFFBOARDED:
             data["kept_offboarded"] = "offboarded by someone else, or revoked again since: restore it at the broker"
         events.record(session, request, "scim.user.reactivated", user_id=user.id, **data)
 

@@ -33,6 +33,7 @@ from broker.oauth.tokens import AccessTokens, RefreshTokens
 from broker.oauth.verification import VerifiedAccessTokens
 from broker.policy import PolicySource
 from broker.storage import clients as client_repo
+from broker.storage.enums import ClientKind, ClientStatus
 from broker.storage.hot import HotLane, Tx
 
 __all__ = ["Answer", "Call", "Fetched", "TokenEngine"]
@@ -156,7 +157,7 @@ class TokenEngine:
             return document.jwks_uri
         async with lane.read() as tx:
             row = await client_repo.record_hot(tx, client_id)
-        if row is not None and row.kind != "cimd":
+        if row is not None and row.kind != ClientKind.CIMD:
             return row.jwks_uri
         cached = self.cimd.cache.get(client_id) if self.cimd is not None and cimd.is_client_id_url(client_id) else None
         return cached.jwks_uri if cached is not None else (row.jwks_uri if row is not None else None)
@@ -170,7 +171,7 @@ class TokenEngine:
             return exc
         async with lane.read() as tx:
             row = await client_repo.record_hot(tx, client_id)
-        if row is not None and (row.kind != "cimd" or row.status != "active"):
+        if row is not None and (row.kind != ClientKind.CIMD or row.status != ClientStatus.ACTIVE):
             return None  # refused or answered without its document
         try:
             return await asyncio.to_thread(self.cimd.fetch, client_id)

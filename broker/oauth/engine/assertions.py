@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker import audit
+from broker.audit import Outcome
 from broker.config import AssertionAudience
 from broker.oauth import id_jag, scopes, subjects
 from broker.oauth.engine import families
@@ -68,7 +69,7 @@ async def jwt_bearer(grant: Grant) -> Answer:
         asked, ceiling = _assertion_scopes(grant, verified, server)
     except OAuth2Error as error:
         await audit.record_hot(grant.tx, "id_jag.rejected", actor=client.client_id, client_id=client.client_id,
-                               outcome="denied", data={"error": error.error, "reason": error.description,
+                               outcome=Outcome.DENIED, data={"error": error.error, "reason": error.description,
                                                        "issuer": verified.trusted.id if verified else None})
         raise
     user = await _asserted_account(grant, client, verified)  # an unknown or offboarded subject burns nothing
@@ -174,7 +175,7 @@ async def _first_use(grant: Grant, client: VerifiedClient, verified: id_jag.Veri
 async def _reject(grant: Grant, client: VerifiedClient, verified: id_jag.VerifiedAssertion, reason: str,
                   user_id: str | None = None) -> None:
     await audit.record_hot(grant.tx, "id_jag.rejected", actor=client.client_id, client_id=client.client_id,
-                           user_id=user_id, outcome="denied",
+                           user_id=user_id, outcome=Outcome.DENIED,
                            data={"error": "invalid_grant", "reason": reason, "issuer": verified.trusted.id,
                                  "assertion_jti": verified.jti})
     raise InvalidGrantError(reason)

@@ -33,6 +33,7 @@ from broker.params import JsonError, load_json
 from broker.storage import clients as repo
 from broker.storage import grants as grant_repo
 from broker.storage.clients import ClientRow
+from broker.storage.enums import ClientKind, ClientStatus
 
 ASSERTION_LIFETIME_CAP = dt.timedelta(minutes=10)
 UNKNOWN = "The client does not exist on this server."
@@ -87,7 +88,7 @@ def presented_method(grant: Grant) -> str:
 async def find(grant: Grant, client_id: str) -> ClientRow | None:
     """Who a client_id names, in MCP's order: a stored client, then a metadata-document URL."""
     row = await repo.record_hot(grant.tx, client_id)
-    if row is not None and row.kind != "cimd":
+    if row is not None and row.kind != ClientKind.CIMD:
         return row
     if not cimd.is_client_id_url(client_id):
         return None
@@ -103,7 +104,7 @@ async def _document_client(grant: Grant, client_id: str, row: ClientRow | None) 
     if documents is None:
         raise cimd.CimdError("this server does not accept client metadata documents (URL client ids)")
     documents.check(client_id)
-    if row is not None and row.status != "active":
+    if row is not None and row.status != ClientStatus.ACTIVE:
         return row  # disabled or held by an administrator: refused by the caller, whatever the document says
     fetched = grant.call.fetched.documents.get(client_id)
     if isinstance(fetched, cimd.CimdError):
@@ -124,7 +125,7 @@ async def _store(grant: Grant, metadata: cimd.ClientMetadata, row: ClientRow | N
             await _audit(grant, "client.cimd_added", metadata, sorted(values))
         row = await repo.record_hot(grant.tx, metadata.client_id)  # ours, or the one another instance stored
         assert row is not None
-        if row.kind != "cimd" or row.status != "active":
+        if row.kind != ClientKind.CIMD or row.status != ClientStatus.ACTIVE:
             return row
     changed = {name: value for name, value in values.items() if getattr(row, name) != value}
     if changed:
@@ -135,7 +136,8 @@ async def _store(grant: Grant, metadata: cimd.ClientMetadata, row: ClientRow | N
 
 
 def _new_row(client_id: str, values: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
-    return {"id": client_id, "kind": "cimd", "status": "active", "secret_hash": None, "extra_auth_methods": [],
+    return {"id": client_id, "kind": ClientKind.CIMD, "status": ClientStatus.ACTIVE, "secret_hash": None,
+            "extra_auth_methods": [],
             "trusted": False, "scopes": [], "may_introspect": False, "resource_servers": [], "registered_from": None,
             "created_at": now,
             "updated_at": now,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from broker import audit
+from broker.audit import Outcome
 from broker.oauth import oidc_claims, subjects
 from broker.oauth.engine.clients import authenticate
 from broker.oauth.engine.context import NO_STORE, Answer, Grant, VerifiedClient
@@ -77,11 +78,12 @@ async def decide(grant: Grant, grant_type: str, subject: Subject, client_id: str
         return decision
     if step_up and getattr(policy, "needs_step_up", lambda _: False)(access):
         await audit.record_hot(grant.tx, "authorization.step_up_required", actor=client_id, client_id=client_id,
-                               user_id=subject.id, server_id=server.id, outcome="denied", data={"grant": grant_type})
+                               user_id=subject.id, server_id=server.id, outcome=Outcome.DENIED,
+                               data={"grant": grant_type})
         raise InsufficientUserAuthenticationError("sign in again with a stronger method")  # RFC 9470 §3
     await audit.record_hot(grant.tx, "authorization.denied", actor=client_id, client_id=client_id,
                            user_id=subject.id if subject.kind == "user" else None, server_id=server.id,
-                           outcome="denied", data={"grant": grant_type, "rule_ids": list(decision.rule_ids),
+                           outcome=Outcome.DENIED, data={"grant": grant_type, "rule_ids": list(decision.rule_ids),
                                                    "reason": decision.reason})
     raise InvalidGrantError(NOT_ALLOWED)
 

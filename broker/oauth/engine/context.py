@@ -14,6 +14,7 @@ from broker.oauth.client_keys import InvalidKeys
 from broker.oauth.id_jag import PreparedKey
 from broker.oauth.params import Params
 from broker.storage.clients import ClientRow
+from broker.storage.enums import ClientStatus
 from broker.storage.hot import Tx
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class VerifiedClient:
 
     @property
     def active(self) -> bool:
-        return self.row.status == "active"
+        return self.row.status == ClientStatus.ACTIVE
 
     def may_use(self, grant_type: str) -> bool:
         return grant_type in self.row.grant_types

@@ -17,6 +17,7 @@ from broker.admin.sessions import VIEW, ConsoleUser
 from broker.audit.chain import canonical
 from broker.web.admin.common import ConsoleRoute, authenticate, console_call, parse_time, render
 from broker.web.deps import State
+from broker.web.headers import NO_STORE
 
 router = APIRouter(prefix="/admin/audit", route_class=ConsoleRoute, include_in_schema=False)
 FIELDS = ("user", "client", "server", "type", "outcome", "q", "since", "until")
@@ -107,4 +108,4 @@ async def export(request: Request, state: State) -> Response:
 
     return StreamingResponse(lines(), media_type="application/x-ndjson",
                              headers={"content-disposition": 'attachment; filename="audit.jsonl"',
-                                      "cache-control": "no-store"})
+                                      **NO_STORE})

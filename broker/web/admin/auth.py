@@ -24,10 +24,12 @@ from starlette.concurrency import run_in_threadpool
 
 from broker import audit
 from broker.admin import sessions
+from broker.audit import Outcome
 from broker.federation.base import Connector
 from broker.federation.errors import UpstreamError, error_from_response
 from broker.keys.crypto import DecryptionError, Encryptor
 from broker.oauth import provisioning
+from broker.storage.enums import UserStatus
 from broker.storage.models import utcnow
 from broker.web.admin.common import (
     ConsoleRoute,
@@ -141,10 +143,10 @@ def _open_session(state: BrokerState, identity: Any) -> str:
     with state.database.transaction() as db:
         user = provisioning.upsert_user(db, identity, _encryptor(state), now)
         roles = sessions.roles_for(identity.groups, state.settings.admin)
-        refusal = "user offboarded" if user.status != "active" else None if roles else "no console role"
+        refusal = "user offboarded" if user.status != UserStatus.ACTIVE else None if roles else "no console role"
         if refusal:
             audit.record(db, "admin.login_refused", actor=f"console:{user.email or user.id}", user_id=user.id,
-                         outcome="denied", data={"reason": refusal, "idp": identity.idp_id})
+                         outcome=Outcome.DENIED, data={"reason": refusal, "idp": identity.idp_id})
         else:
             cookie = sessions.start(db, user, identity.idp_id, roles, state.settings.admin, now)
             audit.record(db, "admin.login", actor=f"console:{user.email or user.id}", user_id=user.id,

@@ -16,6 +16,7 @@ from broker.admin.queries import PAGE_SIZE
 from broker.admin.sessions import MANAGE, VIEW, ConsoleUser
 from broker.oauth import client_auth, clients
 from broker.storage import clients as repo
+from broker.storage.enums import ClientKind, ClientStatus
 from broker.storage.models import Client
 from broker.web.admin.common import (
     ConsoleRoute,
@@ -41,7 +42,7 @@ async def list_clients(request: Request, state: State) -> Response:
 
     def view(db: Session, console: ConsoleUser) -> Response:
         query = select(Client)
-        if status in ("active", "pending", "disabled"):
+        if status in tuple(ClientStatus):
             query = query.where(Client.status == status)
         rows = list(db.scalars(query.order_by(Client.created_at.desc(), Client.id)
                                .offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
@@ -94,7 +95,7 @@ async def create(request: Request, state: State) -> Response:
 
     def act(db: Session, console: ConsoleUser) -> Response:
         try:
-            new = clients.register(db, actor=console.actor, kind="preregistered", **_registration(form))
+            new = clients.register(db, actor=console.actor, kind=ClientKind.PREREGISTERED, **_registration(form))
         except ValueError as exc:
             db.rollback()  # nothing of a refused registration stays
             return _form_page(request, console, form, str(exc), 400)

@@ -21,7 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from broker.admin import sessions
 from broker.admin.sessions import ConsoleUser
 from broker.storage.models import utcnow
-from broker.web.oauth_http import NO_STORE, redirect
+from broker.web.headers import NO_STORE_SENSITIVE
+from broker.web.oauth_http import redirect
 from broker.web.state import BrokerState
 from broker.web.templates import templates
 
@@ -127,7 +128,7 @@ def render(request: Request, template: str, console: ConsoleUser | None, context
            status_code: int = 200) -> HTMLResponse:
     full = {"console": console, "can_manage": bool(console and console.can(sessions.MANAGE)),
             "can_offboard": bool(console and console.can(sessions.OFFBOARD)), **context}
-    return templates.TemplateResponse(request, template, full, status_code=status_code, headers=NO_STORE)
+    return templates.TemplateResponse(request, template, full, status_code=status_code, headers=NO_STORE_SENSITIVE)
 
 
 def problem_page(request: Request, refused: Refused) -> HTMLResponse:

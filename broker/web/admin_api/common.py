@@ -13,6 +13,7 @@ from broker.oauth.bearer import BearerError, Caller, authenticate
 from broker.registry.servers import admin_api
 from broker.storage.models import utcnow
 from broker.web.deps import DbSession, State
+from broker.web.headers import NO_STORE
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, invalid, expired or revoked access token (WWW-Authenticate: Bearer)"},
@@ -45,7 +46,7 @@ class ApiError(Exception):
 def fail(status: int, error: str, description: str, **extra: Any) -> ApiError:
     """An error response; the request's transaction rolls back, so nothing it did stays."""
     return ApiError(JSONResponse({"error": error, "error_description": description, **extra},
-                                 status_code=status, headers={"cache-control": "no-store"}))
+                                 status_code=status, headers=NO_STORE))
 
 
 def not_found(description: str) -> ApiError:
@@ -72,8 +73,7 @@ def require(scope: str) -> Any:
 def _challenge(exc: BearerError) -> ApiError:
     header = f'Bearer realm="mcp-auth-broker admin API", error="{exc.error}", scope="{exc.scope}"'
     return ApiError(JSONResponse({"error": exc.error, "error_description": exc.description},
-                                 status_code=exc.status_code, headers={"www-authenticate": header,
-                                                                       "cache-control": "no-store"}))
+                                 status_code=exc.status_code, headers={"www-authenticate": header, **NO_STORE}))
 
 
 def actor(caller: Caller) -> str:

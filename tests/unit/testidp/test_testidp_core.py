@@ -23,7 +23,7 @@ from broker.testidp.errors import (
     OAuthError,
     UnsupportedGrantType,
 )
-from broker.testidp.params import Params
+from broker.testidp.params import ProviderParams
 from broker.testidp.provider import TestIdentityProvider
 from tests.unit.testidp.fakes import CLIENT_ID, CLIENT_SECRET, ISSUER, REDIRECT_URI, FakeClock, make_provider
 
@@ -39,8 +39,8 @@ def auth_params(**overrides: str | None) -> dict[str, str]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def q(params: dict[str, str] | list[tuple[str, str]]) -> Params:
-    return Params.from_query(urlencode(params).encode())
+def q(params: dict[str, str] | list[tuple[str, str]]) -> ProviderParams:
+    return ProviderParams.from_query(urlencode(params).encode())
 
 
 def login(provider: TestIdentityProvider, username: str = "alice", password: str = "alice-pw",

@@ -6,7 +6,7 @@ import pytest
 
 from broker.testidp import pkce
 from broker.testidp.errors import InvalidGrant, InvalidRequest
-from broker.testidp.params import Params
+from broker.testidp.params import ProviderParams
 
 # RFC 7636 Appendix B
 VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
@@ -49,7 +49,7 @@ def test_authorization_requests_need_an_s256_challenge(challenge: str | None, me
 
 
 def test_repeated_parameters_are_refused_when_read() -> None:
-    params = Params.from_query(b"a=1&b=2&b=3")
+    params = ProviderParams.from_query(b"a=1&b=2&b=3")
     assert params.get("a") == "1"
     with pytest.raises(InvalidRequest, match="'b' is repeated"):
         params.get("b")
@@ -58,7 +58,7 @@ def test_repeated_parameters_are_refused_when_read() -> None:
 
 
 def test_empty_parameters_count_as_absent() -> None:
-    params = Params.from_query(b"state=&scope=openid")
+    params = ProviderParams.from_query(b"state=&scope=openid")
     assert params.get("state") is None
     with pytest.raises(InvalidRequest):
         params.require("state")
@@ -67,19 +67,19 @@ def test_empty_parameters_count_as_absent() -> None:
 @pytest.mark.parametrize("raw", [b"state=%FF", b"state=\xff"])
 def test_non_utf8_queries_are_refused(raw: bytes) -> None:
     with pytest.raises(InvalidRequest):
-        Params.from_query(raw)
+        ProviderParams.from_query(raw)
 
 
 def test_forms_must_be_urlencoded_utf8() -> None:
-    assert Params.from_form(b"a=%C3%A9", "application/x-www-form-urlencoded; charset=UTF-8").get("a") == "é"
+    assert ProviderParams.from_form(b"a=%C3%A9", "application/x-www-form-urlencoded; charset=UTF-8").get("a") == "é"
     with pytest.raises(InvalidRequest):
-        Params.from_form(b'{"a": 1}', "application/json")
+        ProviderParams.from_form(b'{"a": 1}', "application/json")
     with pytest.raises(InvalidRequest):
-        Params.from_form(b"a=%FF", "application/x-www-form-urlencoded")
+        ProviderParams.from_form(b"a=%FF", "application/x-www-form-urlencoded")
 
 
 def test_too_many_or_too_long_parameters_are_refused() -> None:
     with pytest.raises(InvalidRequest):
-        Params.from_query("&".join(f"p{i}=1" for i in range(100)).encode())
+        ProviderParams.from_query("&".join(f"p{i}=1" for i in range(100)).encode())
     with pytest.raises(InvalidRequest):
-        Params.from_query(b"state=" + b"x" * 5000)
+        ProviderParams.from_query(b"state=" + b"x" * 5000)
