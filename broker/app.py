@@ -31,7 +31,7 @@ from broker.federation.http import upstream_client
 from broker.federation.oidc import OidcConnector
 from broker.federation.okta import OktaConnector
 from broker.keys.crypto import DecryptionError, Encryptor
-from broker.keys.ring import BROKER, KeyRing
+from broker.keys.ring import KeyRing
 from broker.lifecycle.signals import SignedEventVerifier
 from broker.lifecycle.upstream_check import UpstreamCheck
 from broker.lifecycle.upstream_revocation import Attempt, UpstreamRevocations
@@ -123,7 +123,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
         raise StartupError("keys.key_encryption_key: required (set BROKER_KEYS__KEY_ENCRYPTION_KEY or "
                            "keys.key_encryption_key_file; `broker keys new-kek` prints a fresh one)")
     kek, encryptor = keks[0], Encryptor.of(keks)
-    keyring = KeyRing(encryptor, BROKER, settings.keys.algorithm, settings.keys.rsa_key_size)
+    keyring = KeyRing.of_broker(encryptor, settings)
     testidp = None
     if settings.testidp.enabled:
         testidp = TestIdentityProvider(settings.testidp, issuer=f"{settings.issuer}/testidp",

@@ -7,8 +7,10 @@ import datetime as dt
 from sqlalchemy.orm import Session
 
 from broker import audit
+from broker.config import Settings
 from broker.keys import schedule
-from broker.keys.ring import KeyRing
+from broker.keys.ring import KeyRing, publication
+from broker.storage import mcp_servers
 from broker.storage.models import SigningKey
 
 SCHEDULE = "broker:schedule"  # the actor of scheduled rotations in the audit log
@@ -36,6 +38,11 @@ def _rotated(session: Session, row: SigningKey, actor: str) -> None:
     audit.record(session, "key.rotated", actor=actor,
                  data={"after": {"kid": row.kid, "algorithm": row.algorithm,
                                  "activates_at": row.activates_at.isoformat()}})
+
+
+def grace(session: Session, settings: Settings) -> dt.timedelta:
+    """How long a retired key stays published now (``schedule.Publication``), for ``state``."""
+    return publication(settings).grace(mcp_servers.longest_lifetime(session))
 
 
 def state(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> str:

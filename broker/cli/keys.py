@@ -20,7 +20,7 @@ from broker.cli.common import (
     print_table,
 )
 from broker.keys.crypto import DecryptionError, Encryptor
-from broker.keys.ring import BROKER, KeyRing
+from broker.keys.ring import KeyRing
 from broker.storage import signing_keys
 from broker.storage.db import Database
 from broker.storage.models import SigningKey, utcnow
@@ -65,7 +65,7 @@ def _encryptor(settings: config.Settings) -> Encryptor:
 
 def _ring(args: argparse.Namespace) -> tuple[KeyRing, config.Settings, Database]:
     settings = load_settings(args)
-    ring = KeyRing(_encryptor(settings), BROKER, settings.keys.algorithm, settings.keys.rsa_key_size)
+    ring = KeyRing.of_broker(_encryptor(settings), settings)
     return ring, settings, open_database(settings)
 
 
@@ -77,8 +77,9 @@ def rotate(args: argparse.Namespace) -> int:
         except DecryptionError as exc:
             raise CliError(f"keys.key_encryption_key: {exc} (wrong key-encryption key?)") from None
         row = key_admin.rotate(session, ring, 0 if args.now else settings.keys.activation_delay, actor())
+        grace = key_admin.grace(session, settings)
     if args.json:
-        print_json(_describe(row, utcnow(), dt.timedelta(seconds=settings.longest_jwt_lifetime)))
+        print_json(_describe(row, utcnow(), grace))
     else:
         print(f"added key {row.kid} ({row.algorithm}); published now, signs from {row.activates_at.isoformat()}")
     return 0
@@ -87,9 +88,9 @@ def rotate(args: argparse.Namespace) -> int:
 def list_keys(args: argparse.Namespace) -> int:
     settings = load_settings(args)
     database = open_database(settings)
-    grace = dt.timedelta(seconds=settings.longest_jwt_lifetime)
     now = utcnow()
     with database.sessions() as session:
+        grace = key_admin.grace(session, settings)
         rows = [_describe(k, now, grace) for k in signing_keys.all_keys(session)]
     if args.json:
         print_json(rows)

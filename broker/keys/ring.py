@@ -19,9 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from sqlalchemy.orm import Session
 
+from broker.config import Settings
 from broker.keys import schedule
 from broker.keys.crypto import DecryptionError, Encryptor, signing_key_aad
-from broker.storage import changes
+from broker.storage import changes, mcp_servers
 from broker.storage import signing_keys as repo
 from broker.storage.hot import Tx
 from broker.storage.models import SigningKey, utcnow
@@ -50,26 +51,36 @@ class KeyRing:
     """The keys of one purpose. Their rows are cached and read again every ``RECHECK_SECONDS`` (and
     at once after this process changes them), so a rotation by another instance or the CLI, which is
     scheduled ``keys.activation_delay`` ahead, is seen long before it matters; decrypted keys are
-    kept by ``kid``, which never changes meaning.
+    kept by ``kid``, which never changes meaning. With a ``publication``, ``grace`` (how long a retired
+    key stays published) follows the MCP servers' own token lifetimes, read with the keys.
     """
 
     RECHECK_SECONDS = 5.0
 
     def __init__(self, encryptor: Encryptor, purpose: str = BROKER, algorithm: str = "ES256",
-                 rsa_key_size: int = 3072):
+                 rsa_key_size: int = 3072, publication: schedule.Publication | None = None):
         self.encryptor = encryptor
         self.purpose = purpose
         self.algorithm = algorithm
         self.rsa_key_size = rsa_key_size
+        self.publication = publication
+        self.grace = publication.grace(None) if publication else dt.timedelta(0)  # as of the last read
         self._recheck = changes.Recheck("signing_keys", self.RECHECK_SECONDS)
         self._records: tuple[KeyRecord, ...] = ()
         self._decrypted: dict[str, ActiveKey] = {}
+
+    @classmethod
+    def of_broker(cls, encryptor: Encryptor, settings: Settings) -> KeyRing:
+        """The broker's own keys, published while any token they signed may be valid."""
+        return cls(encryptor, BROKER, settings.keys.algorithm, settings.keys.rsa_key_size, publication(settings))
 
     def records(self, session: Session) -> tuple[KeyRecord, ...]:
         """This purpose's keys, oldest activation first, from the cache when it is fresh."""
         token = self._recheck.start()
         if token is not None:
             self._records = tuple(repo.rows_of(session, self.purpose))
+            if self.publication is not None:
+                self.grace = self.publication.grace(mcp_servers.longest_lifetime(session))
             self._recheck.done(token)
         return self._records
 
@@ -82,6 +93,8 @@ class KeyRing:
         token = self._recheck.start()
         if token is not None:
             self._records = tuple(await repo.rows_of_hot(tx, self.purpose))
+            if self.publication is not None:
+                self.grace = self.publication.grace(await mcp_servers.longest_lifetime_hot(tx))
             self._recheck.done(token)
         return self._records
 
@@ -126,8 +139,11 @@ class KeyRing:
             key = self._decrypted[record.kid] = self.decrypt(record)
         return key
 
-    def jwks(self, session: Session, grace: dt.timedelta, now: dt.datetime | None = None) -> dict[str, Any]:
-        return jwk_set(self.records(session), grace, now or utcnow())
+    def jwks(self, session: Session, grace: dt.timedelta | None = None,
+             now: dt.datetime | None = None) -> dict[str, Any]:
+        """The published keys; retired ones for ``grace``, else the ring's own."""
+        records = self.records(session)
+        return jwk_set(records, self.grace if grace is None else grace, now or utcnow())
 
     def verify_kek(self, session: Session) -> None:
         """Raise ``DecryptionError`` naming the first stored key (of any purpose) this KEK cannot open."""
@@ -154,6 +170,10 @@ class KeyRing:
                          private_key_encrypted=sealed, created_at=now, activates_at=activates_at)
         repo.add(session, row)
         return row
+
+
+def publication(settings: Settings) -> schedule.Publication:
+    return schedule.Publication(settings.longest_jwt_lifetime, settings.tokens.clock_skew)
 
 
 def jwk_set(records: tuple[KeyRecord, ...], grace: dt.timedelta, now: dt.datetime) -> dict[str, list[dict[str, Any]]]:

@@ -1,15 +1,31 @@
 """When a key is published and when it signs: pure functions of the key's times and the clock.
 
 A key is published in the JWKS from its creation (so verifiers learn it before it signs)
-until ``retired_at`` plus the longest lifetime of a JWT it may have signed. It signs from
-``activates_at`` until ``retired_at``; the newest active key wins.
+until ``retired_at`` plus the longest lifetime of a JWT it may have signed (``Publication``). It signs
+from ``activates_at`` until ``retired_at``; the newest active key wins.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
+
+
+@dataclass(frozen=True)
+class Publication:
+    """How long a retired key stays published: the longest a token it signed may still be valid.
+
+    ``longest`` is the settings' longest JWT lifetime, clock skew included; an MCP server's own access
+    token lifetime, plus ``skew``, counts instead when it is longer.
+    """
+
+    longest: int
+    skew: int
+
+    def grace(self, longest_server_lifetime: int | None) -> dt.timedelta:
+        return dt.timedelta(seconds=max(self.longest, (longest_server_lifetime or 0) + self.skew))
 
 
 class KeyTimes(Protocol):

@@ -58,7 +58,7 @@ class RefreshTokenRecord(_Record):
 def verify_own_access_token(session: Session, server: Any, unverified_token: str,
                             now: dt.datetime) -> dict[str, Any] | None:
     """Claims of an access token this broker signed and that has not expired; None otherwise."""
-    published = server.keyring.jwks(session, server.jwks_grace, now)["keys"]
+    published = server.keyring.jwks(session, now=now)["keys"]
     return verify_signed(published, server.issuer, server.verified_access_tokens, unverified_token, now)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker.storage.hot import Tx
@@ -27,6 +27,7 @@ class ServerRow(NamedTuple):
 
 _SERVERS = McpServer.__table__
 _EVERY = Prepared(select(*(_SERVERS.c[name] for name in ServerRow._fields)).order_by(_SERVERS.c.id), row=ServerRow)
+_LONGEST_LIFETIME = Prepared(select(func.max(_SERVERS.c.access_token_lifetime).label("longest")))
 
 
 def get(session: Session, server_id: str) -> McpServer | None:
@@ -47,6 +48,17 @@ def rows(session: Session) -> list[ServerRow]:
 
 async def rows_hot(tx: Tx) -> list[ServerRow]:
     return await tx.rows(_EVERY, {})
+
+
+def longest_lifetime(session: Session) -> int | None:
+    """The longest access token lifetime a server sets for itself (disabled servers too); None if none does."""
+    value: int | None = _LONGEST_LIFETIME.scalar(session, {})
+    return value
+
+
+async def longest_lifetime_hot(tx: Tx) -> int | None:
+    value: int | None = await tx.scalar(_LONGEST_LIFETIME, {})
+    return value
 
 
 def add(session: Session, server: McpServer) -> None:

@@ -122,11 +122,11 @@ async def test_the_broker_verifies_its_own_id_tokens(client: httpx.AsyncClient, 
     server = state.oauth.engine
     with state.database.sessions() as session:
         claims = server.id_tokens.verify(session, id_token, client_id=new.row.id, now=utcnow(),
-                                         jwks_grace=server.jwks_grace)
+                                         jwks_grace=state.keyring.grace)
         assert claims["aud"] == new.row.id
         try:
             server.id_tokens.verify(session, id_token, client_id=other.row.id, now=utcnow(),
-                                    jwks_grace=server.jwks_grace)
+                                    jwks_grace=state.keyring.grace)
         except IdTokenRejected as exc:
             assert "another client" in exc.description and id_token not in exc.description
         else:

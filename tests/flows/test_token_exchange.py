@@ -72,7 +72,7 @@ async def swap(client: httpx.AsyncClient, agent: Any, subject_token: str, /, *, 
 
 def verified(client_state: Any, assertion: str) -> dict[str, Any]:
     with client_state.database.sessions() as session:
-        keys = {k["kid"]: k for k in client_state.keyring.jwks(session, client_state.oauth.engine.jwks_grace)["keys"]}
+        keys = {k["kid"]: k for k in client_state.keyring.jwks(session)["keys"]}
     header = jwt.get_unverified_header(assertion)
     assert header["typ"] == ID_JAG_TYP
     key = jwt.PyJWK(keys[header["kid"]])

@@ -51,7 +51,6 @@ class TokenEngine:
         self.cimd = clients.cimd
         self.key_sets = clients.key_sets  # private_key_jwt clients' keys at a jwks_uri
         self.assertion_keys = assertion_keys
-        self.jwks_grace = dt.timedelta(seconds=settings.longest_jwt_lifetime)
         self.access_tokens = AccessTokens(settings, keyring)
         self.refresh_tokens = RefreshTokens(settings)
         self.id_tokens = IdTokens(settings, keyring)
@@ -184,7 +183,8 @@ class TokenEngine:
         return self.keyring.signer(await self.keyring.records_hot(tx), now)
 
     async def published_keys(self, tx: Tx, now: dt.datetime) -> list[dict[str, Any]]:
-        return jwk_set(await self.keyring.records_hot(tx), self.jwks_grace, now)["keys"]
+        records = await self.keyring.records_hot(tx)
+        return jwk_set(records, self.keyring.grace, now)["keys"]
 
 
 def _named_client_ids(params: Params, authorization: str | None) -> tuple[str, ...]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
@@ -22,7 +20,7 @@ router = APIRouter(prefix="/admin", route_class=ConsoleRoute, include_in_schema=
 @router.get("/keys")
 async def keys(request: Request, state: State) -> Response:
     def view(db: Session, console: ConsoleUser) -> Response:
-        now, grace = utcnow(), dt.timedelta(seconds=state.settings.longest_jwt_lifetime)
+        now, grace = utcnow(), key_admin.grace(db, state.settings)
         rows = [(k, key_admin.state(k, now, grace)) for k in signing_keys.all_keys(db)]
         return render(request, "admin/keys.html", console,
                       {"keys": rows, "delay": state.settings.keys.activation_delay, "nav": "keys"})

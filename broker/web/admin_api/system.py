@@ -132,7 +132,7 @@ def _key(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> KeyOut:
 
 @router.get("/keys", summary="Signing keys (admin:read)", response_model=list[KeyOut], responses=errors())
 def list_keys(session: DbSession, state: State, caller: Reader) -> list[KeyOut]:
-    now, grace = utcnow(), dt.timedelta(seconds=state.settings.longest_jwt_lifetime)
+    now, grace = utcnow(), key_admin.grace(session, state.settings)
     return [_key(k, now, grace) for k in signing_keys.all_keys(session)]
 
 
@@ -142,5 +142,4 @@ def list_keys(session: DbSession, state: State, caller: Reader) -> list[KeyOut]:
 def rotate(session: DbSession, state: State, caller: Writer, body: RotateIn | None = None) -> KeyOut:
     delay = 0 if body is not None and body.now else state.settings.keys.activation_delay
     row = key_admin.rotate(session, state.keyring, delay, actor(caller))
-    grace = dt.timedelta(seconds=state.settings.longest_jwt_lifetime)
-    return _key(row, utcnow(), grace)
+    return _key(row, utcnow(), key_admin.grace(session, state.settings))

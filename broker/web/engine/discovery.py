@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 from broker.keys.ring import jwk_set
 from broker.oauth import metadata
 from broker.registry import servers
@@ -22,7 +20,6 @@ class Discovery:
 
     def __init__(self, state: BrokerState) -> None:
         self.state = state
-        self.grace = dt.timedelta(seconds=state.settings.longest_jwt_lifetime)
         self._document: tuple[Registry, Reply] | None = None
 
     async def jwks(self, request: Request) -> Reply:
@@ -31,7 +28,7 @@ class Discovery:
         if records is None:
             async with self.state.database.hot.read() as tx:
                 records = await ring.records_hot(tx)
-        reply = json_reply(200, jwk_set(records, self.grace, utcnow()), ())
+        reply = json_reply(200, jwk_set(records, ring.grace, utcnow()), ())
         reply.headers[:] = JWKS_HEADERS  # its own media type instead of application/json
         return reply
 

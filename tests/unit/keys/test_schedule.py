@@ -41,6 +41,12 @@ def test_retired_key_stays_published_for_the_longest_token_lifetime() -> None:
     assert [k.kid for k in schedule.published([old], T0 + 2 * HOUR, GRACE)] == []
 
 
+def test_a_server_with_a_longer_token_lifetime_lengthens_the_publication() -> None:
+    settings_longest = schedule.Publication(longest=360, skew=60)  # 300 s tokens plus the skew
+    assert settings_longest.grace(None) == settings_longest.grace(120) == dt.timedelta(seconds=360)
+    assert settings_longest.grace(3600) == dt.timedelta(seconds=3660)
+
+
 def test_no_key_signs_before_the_first_activation() -> None:
     assert schedule.signing_key([Key("k", T0, T0 + HOUR)], T0) is None
 
