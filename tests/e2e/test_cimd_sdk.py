@@ -4,19 +4,23 @@ The client's metadata document is served over https on loopback (tests/support/h
 a test CA made at test time). The broker reaches it only because this test starts it with the
 dev/test-only ``cimd.allow_loopback`` (production mode refuses that setting) and the test CA as
 ``cimd.ca_file``; a second broker with the same CA but without ``allow_loopback`` refuses the same
-client, so the SSRF guard stays on everywhere else.
+client, so the SSRF guard stays on everywhere else. A dynamically registered ``private_key_jwt``
+client's ``jwks_uri`` is fetched by the same guarded fetcher: the same two brokers show it.
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import httpx
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from mcp.client.auth.oauth2 import OAuthClientProvider
 
 from tests.support.https_server import HttpsDocumentServer, TestCertificates
@@ -26,6 +30,8 @@ from tests.support.processes import BROKER, ServerProcess, run_broker
 
 pytestmark = pytest.mark.e2e
 DOCUMENT_PATH = "/clients/sdk-e2e.json"
+KEYS_PATH = "/clients/server-app/jwks.json"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +117,56 @@ async def test_without_allow_loopback_the_same_client_is_refused(guarded_broker:
     assert token.json()["error"] == "invalid_client"
     assert len(document_server.requests) == fetched_before  # never connected
     assert [r for r in stored_clients(guarded_broker) if r["kind"] == "cimd"] == []
+
+
+async def register_key_client(http: httpx.AsyncClient, broker: ServerProcess, jwks_uri: str) -> tuple[str, str]:
+    """A DCR ``private_key_jwt`` client whose keys are at ``jwks_uri``: (client id, the broker's issuer)."""
+    registered = await http.post(f"{broker.base_url}/register", json={
+        "client_name": "Server app", "redirect_uris": [REDIRECT_URI],
+        "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": jwks_uri})
+    assert registered.status_code == 201 and registered.json()["jwks_uri"] == jwks_uri, registered.text
+    issuer = (await http.get(f"{broker.base_url}/.well-known/oauth-authorization-server")).json()["issuer"]
+    return registered.json()["client_id"], issuer
+
+
+def signed_revocation(key: ec.EllipticCurvePrivateKey, client_id: str, issuer: str) -> dict[str, str]:
+    """An RFC 7009 request authenticated by an RFC 7523 client assertion signed with ``key`` (kid k1)."""
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": issuer, "iat": now, "exp": now + 60, "jti": str(uuid.uuid4())}
+    return {"token": "not-a-token", "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": jwt.encode(claims, key, algorithm="ES256", headers={"kid": "k1"})}
+
+
+@pytest.fixture(scope="module")
+def client_key(document_server: HttpsDocumentServer) -> ec.EllipticCurvePrivateKey:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    document_server.serve_json(KEYS_PATH, {"keys": [{**jwk, "kid": "k1", "alg": "ES256", "use": "sig"}]},
+                               headers={"Cache-Control": "max-age=60"})
+    return key
+
+
+async def test_a_registered_jwks_uri_is_fetched_through_the_guard(broker: ServerProcess,
+                                                                   document_server: HttpsDocumentServer,
+                                                                   client_key: ec.EllipticCurvePrivateKey) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        client_id, issuer = await register_key_client(http, broker, document_server.url(KEYS_PATH))
+        signed = await http.post(f"{broker.base_url}/revoke", data=signed_revocation(client_key, client_id, issuer))
+        forged = await http.post(f"{broker.base_url}/revoke", data=signed_revocation(
+            ec.generate_private_key(ec.SECP256R1()), client_id, issuer))
+    assert signed.status_code == 200, signed.text  # the keys were fetched from the client's jwks_uri
+    assert forged.status_code == 401 and forged.json()["error"] == "invalid_client", forged.text
+    assert [r["path"] for r in document_server.requests].count(KEYS_PATH) >= 1
+
+
+async def test_without_allow_loopback_a_jwks_uri_on_loopback_is_never_fetched(
+        guarded_broker: ServerProcess, document_server: HttpsDocumentServer,
+        client_key: ec.EllipticCurvePrivateKey) -> None:
+    fetched_before = len(document_server.requests)
+    async with httpx.AsyncClient(timeout=10) as http:
+        client_id, issuer = await register_key_client(http, guarded_broker, document_server.url(KEYS_PATH))
+        refused = await http.post(f"{guarded_broker.base_url}/revoke",
+                                  data=signed_revocation(client_key, client_id, issuer))
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
+    assert "127.0.0.1 is a loopback address, which is never fetched from" in refused.json()["error_description"]
+    assert len(document_server.requests) == fetched_before  # never connected

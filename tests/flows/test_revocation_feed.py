@@ -115,3 +115,23 @@ async def test_a_client_may_introspect_its_own_refresh_token(client: httpx.Async
     answer = (await client.post("/introspect", data={"token": tokens["refresh_token"]},
                                 auth=(own.row.id, own.secret))).json()
     assert answer["active"] and answer["token_type"] == "refresh_token" and answer["client_id"] == own.row.id
+
+
+async def test_the_feed_takes_http_basic_only_and_says_so(client: httpx.AsyncClient, state) -> None:
+    """A GET has no body and credentials never go in a URL (RFC 6749 §2.3.1): the feed cannot be read with
+    client_secret_post or a client assertion, and its refusal names the one method it takes."""
+    posting = register_client(state, name="RS", auth_method="client_secret_post", redirect_uris=[],
+                              grant_types=("client_credentials",), may_introspect=True)
+    in_the_url = await client.get("/revocations", params={"client_id": posting.row.id,
+                                                          "client_secret": posting.secret})
+    assert in_the_url.status_code == 401 and in_the_url.json() == {
+        "error": "invalid_client",
+        "error_description": "this request needs client authentication with client_secret_basic; "
+                             "the request carried no client credentials"}
+    as_basic = await client.get("/revocations", auth=(posting.row.id, posting.secret))
+    assert as_basic.status_code == 401
+    assert as_basic.json()["error_description"] == ("the client is registered for client_secret_post; "
+                                                    "the request used client_secret_basic")
+    both = register_client(state, name="RS2", auth_method=("client_secret_post", "client_secret_basic"),
+                           redirect_uris=[], grant_types=("client_credentials",), may_introspect=True)
+    assert (await client.get("/revocations", auth=(both.row.id, both.secret))).status_code == 200

@@ -24,6 +24,7 @@ from broker.storage import grants, users
 from broker.storage.grants import FamilyRow, RevocationRow
 
 RESOURCE_SERVER_METHODS = (*SECRET_METHODS, "private_key_jwt")
+FEED_METHODS = ("client_secret_basic",)  # a GET has no body, and RFC 6749 §2.3.1 keeps credentials out of the URL
 TOKEN_TYPES = ("access_token", "refresh_token")
 MAX_PAGE = 1000
 
@@ -79,7 +80,7 @@ async def revoke(grant: Grant) -> Answer:
 
 async def feed(grant: Grant, cursor: int, limit: int) -> Answer:
     """The next page of revocations after ``cursor``, for a resource server's client."""
-    client = await authenticate(grant, RESOURCE_SERVER_METHODS)
+    client = await authenticate(grant, FEED_METHODS)
     if not client.row.may_introspect:
         raise AccessDeniedError("this client may not read the revocation feed", status_code=403)
     page = min(max(limit, 1), MAX_PAGE)

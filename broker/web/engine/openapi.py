@@ -46,7 +46,7 @@ def documented(discovery_paths: list[str]) -> APIRouter:
                        summary="Token introspection (RFC 7662), for registered resource servers",
                        responses=OAUTH_ERRORS, openapi_extra=FORM_BODY, response_class=JSONResponse)
     docs.add_api_route("/revocations", _served_by_the_front, methods=["GET"], tags=["oauth"],
-                       summary="Revocation feed for MCP servers that verify tokens locally",
+                       summary="Revocation feed for MCP servers that verify tokens locally (client_secret_basic only)",
                        responses={**OAUTH_ERRORS, 403: {"description": "The client may not read the feed "
                                                                        "(access_denied)"}},
                        response_class=JSONResponse)
