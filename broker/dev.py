@@ -25,6 +25,7 @@ from broker.registry import policies
 from broker.storage import clients as clients_repo
 from broker.storage import mcp_servers
 from broker.storage.enums import ClientKind
+from broker.storage.models import utcnow
 
 log = logging.getLogger("broker.dev")
 
@@ -175,7 +176,8 @@ def seed(session: Session, issuer: str) -> list[str]:
     existing = mcp_servers.get(session, DEMO_SERVER_ID)
     if existing is not None:
         if "demo" in existing.tags and existing.resource != resource:
-            existing.resource = resource  # `broker dev` ran before on another host or port
+            # `broker dev` ran before on another host or port
+            mcp_servers.save(session, existing._replace(resource=resource, updated_at=utcnow()))
             return [f"MCP server {DEMO_SERVER_ID} moved to {resource}"]
         return []
     registry.add(session, registry.ServerSpec(

@@ -16,7 +16,8 @@ from sqlalchemy import text as sql
 from sqlalchemy.orm import Session
 
 from broker.audit import Outcome
-from broker.storage.models import AuditEvent, Client, McpServer, User
+from broker.storage import mcp_servers
+from broker.storage.models import AuditEvent, Client, User
 from broker.storage.search import contains
 
 PAGE_SIZE = 50
@@ -130,10 +131,9 @@ def _client_ids(session: Session, text: str) -> list[str]:
 
 
 def _server_ids(session: Session, text: str) -> list[str]:
-    if session.get(McpServer, text) is not None:
+    if mcp_servers.get(session, text) is not None:
         return [text]
-    ids = list(session.scalars(select(McpServer.id).where(contains(session, McpServer.name, text))
-                               .limit(MAX_MATCHES + 1)))
+    ids = mcp_servers.ids_named(session, text, MAX_MATCHES + 1)
     return ids or [text]  # built-in targets (the admin API, sign-in) are not in the registry's table
 
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
-from broker.storage.models import AuditEvent, Client, McpServer, User
+from broker.storage import mcp_servers
+from broker.storage.models import AuditEvent, Client, User
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ def lookup(session: Session, user_ids: Iterable[str] = (), client_ids: Iterable[
     by_email = _people(session, User.email.in_(wanted_emails)) if wanted_emails else []
     return Names(users={p.id: p for p in people},
                  clients=_names(session, Client, set(filter(None, client_ids))),
-                 servers=_names(session, McpServer, set(filter(None, server_ids))),
+                 servers=mcp_servers.names(session, set(filter(None, server_ids))),
                  emails={p.email: p for p in by_email if p.email})
 
 
@@ -90,7 +91,7 @@ def _people(session: Session, where: ColumnElement[bool]) -> list[Person]:
             for row in session.execute(select(User.id, User.email, User.display_name).where(where))]
 
 
-def _names(session: Session, model: type[Client] | type[McpServer], ids: set[str]) -> dict[str, str]:
+def _names(session: Session, model: type[Client], ids: set[str]) -> dict[str, str]:
     if not ids:
         return {}
     return dict(session.execute(select(model.id, model.name).where(model.id.in_(ids))).all())

@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 
 from broker.admin.audit_search import denial_conditions
 from broker.admin.names import Names, for_events, lookup
+from broker.storage import mcp_servers
 from broker.storage.enums import UserStatus
 from broker.storage.models import (
     AuditEvent,
     Client,
-    McpServer,
     RefreshTokenFamily,
     UpstreamIdentity,
     User,
@@ -53,7 +53,7 @@ def dashboard(session: Session, now: dt.datetime) -> Dashboard:
     return Dashboard(
         users=_count(session, select(func.count()).select_from(User)),
         active_today=_count(session, select(func.count()).select_from(User).where(User.last_login_at >= today)),
-        servers=_count(session, select(func.count()).select_from(McpServer)),
+        servers=mcp_servers.count(session),
         clients=_count(session, select(func.count()).select_from(Client)),
         issued_24h=_count(session, select(func.count()).select_from(AuditEvent).where(
             AuditEvent.event_type.in_(ISSUED), AuditEvent.occurred_at >= now - dt.timedelta(hours=24))),
@@ -138,8 +138,7 @@ def user_detail(session: Session, user: User, groups: list[str]) -> UserDetail:
     clients = lookup(session, client_ids=[f.client_id for f in families]).clients
     found = Names(seen.users, {**seen.clients, **clients}, seen.servers, seen.emails)
     resources = {f.resource for f in families}
-    by_resource = dict(session.execute(select(McpServer.resource, McpServer.name)
-                                       .where(McpServer.resource.in_(resources))).all()) if resources else {}
+    by_resource = mcp_servers.names_by_resource(session, resources)
     return UserDetail(user, groups, identities, families, events, found, by_resource, offboarding)
 
 

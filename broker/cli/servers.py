@@ -21,7 +21,7 @@ from broker.cli.common import (
 )
 from broker.registry import admin
 from broker.storage import mcp_servers
-from broker.storage.models import McpServer
+from broker.storage.mcp_servers import ServerRow
 
 
 def register(commands: Commands) -> None:
@@ -120,7 +120,7 @@ def set_enabled(args: argparse.Namespace, enabled: bool) -> int:
     return 0
 
 
-def _spec(args: argparse.Namespace, row: McpServer | None) -> admin.ServerSpec:
+def _spec(args: argparse.Namespace, row: ServerRow | None) -> admin.ServerSpec:
     scopes = dict(row.scopes) if row else {}
     if args.scopes is not None:
         scopes = {s: scopes.get(s, "") for s in args.scopes.split()}
@@ -134,14 +134,14 @@ def _spec(args: argparse.Namespace, row: McpServer | None) -> admin.ServerSpec:
         access_token_lifetime=pick(args.access_token_lifetime, row.access_token_lifetime if row else None))
 
 
-def _apply(operation: Callable[[], McpServer]) -> McpServer:
+def _apply(operation: Callable[[], ServerRow]) -> ServerRow:
     try:
         return operation()
     except admin.InvalidServer as exc:
         raise CliError("; ".join(exc.problems)) from None
 
 
-def _get(session: Session, server_id: str) -> McpServer:
+def _get(session: Session, server_id: str) -> ServerRow:
     row = mcp_servers.get(session, server_id)
     if row is None:
         raise CliError(f"no MCP server {server_id!r}")
@@ -155,7 +155,7 @@ def _print(args: argparse.Namespace, record: dict[str, Any], line: str) -> None:
         print(line)
 
 
-def describe(row: McpServer) -> dict[str, Any]:
+def describe(row: ServerRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "resource": row.resource, "enabled": row.enabled,
             "scopes": dict(row.scopes), "default_scopes": list(row.default_scopes), "tags": list(row.tags),
             "description": row.description, "access_token_lifetime": row.access_token_lifetime}

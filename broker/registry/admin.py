@@ -16,7 +16,8 @@ from broker import audit
 from broker.registry.resources import InvalidResource, canonical_resource
 from broker.registry.servers import ADMIN_API_ID, USERINFO_ID
 from broker.storage import mcp_servers
-from broker.storage.models import McpServer, utcnow
+from broker.storage.mcp_servers import ServerRow
+from broker.storage.models import utcnow
 
 SERVER_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SCOPE = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]{1,128}$")  # RFC 6749 §3.3 scope-token
@@ -46,44 +47,45 @@ class ServerSpec:
     access_token_lifetime: int | None = None
 
 
-def add(session: Session, spec: ServerSpec, actor: str = "system") -> McpServer:
+def add(session: Session, spec: ServerSpec, actor: str = "system") -> ServerRow:
     resource = _validate(spec)
     if mcp_servers.get(session, spec.id) is not None:
         raise ServerConflict([f"id: a server {spec.id!r} exists already"])
     if mcp_servers.by_resource(session, resource) is not None:
         raise ServerConflict([f"resource: {resource} belongs to another server"])
-    row = McpServer(id=spec.id, name=spec.name, description=spec.description, resource=resource,
+    now = utcnow()
+    row = ServerRow(id=spec.id, name=spec.name, description=spec.description, resource=resource,
                     scopes=dict(spec.scopes), default_scopes=list(spec.default_scopes), tags=sorted(set(spec.tags)),
-                    access_token_lifetime=spec.access_token_lifetime, enabled=True)
+                    access_token_lifetime=spec.access_token_lifetime, enabled=True, created_at=now, updated_at=now)
     mcp_servers.add(session, row)
     audit.record(session, "server.added", actor=actor, server_id=row.id, data={"after": snapshot(row)})
     return row
 
 
-def update(session: Session, row: McpServer, spec: ServerSpec, actor: str = "system") -> McpServer:
+def update(session: Session, row: ServerRow, spec: ServerSpec, actor: str = "system") -> ServerRow:
     resource = _validate(spec)
     other = mcp_servers.by_resource(session, resource)
     if other is not None and other.id != row.id:
         raise ServerConflict([f"resource: {resource} belongs to server {other.id!r}"])
-    before = snapshot(row)
-    row.name, row.description, row.resource = spec.name, spec.description, resource
-    row.scopes, row.default_scopes = dict(spec.scopes), list(spec.default_scopes)
-    row.tags, row.access_token_lifetime, row.updated_at = sorted(set(spec.tags)), spec.access_token_lifetime, utcnow()
+    changed = row._replace(name=spec.name, description=spec.description, resource=resource, scopes=dict(spec.scopes),
+                           default_scopes=list(spec.default_scopes), tags=sorted(set(spec.tags)),
+                           access_token_lifetime=spec.access_token_lifetime, updated_at=utcnow())
+    mcp_servers.save(session, changed)
     audit.record(session, "server.updated", actor=actor, server_id=row.id,
-                 data={"before": before, "after": snapshot(row)})
-    return row
+                 data={"before": snapshot(row), "after": snapshot(changed)})
+    return changed
 
 
-def set_enabled(session: Session, row: McpServer, enabled: bool, actor: str = "system") -> McpServer:
+def set_enabled(session: Session, row: ServerRow, enabled: bool, actor: str = "system") -> ServerRow:
     """Disabling stops new tokens, refresh, and introspection of existing tokens for the server."""
-    before = snapshot(row)
-    row.enabled, row.updated_at = enabled, utcnow()
+    changed = row._replace(enabled=enabled, updated_at=utcnow())
+    mcp_servers.save(session, changed)
     audit.record(session, "server.enabled" if enabled else "server.disabled", actor=actor, server_id=row.id,
-                 data={"before": before, "after": snapshot(row)})
-    return row
+                 data={"before": snapshot(row), "after": snapshot(changed)})
+    return changed
 
 
-def snapshot(row: McpServer) -> dict[str, object]:
+def snapshot(row: ServerRow) -> dict[str, object]:
     return {"name": row.name, "resource": row.resource, "enabled": row.enabled, "scopes": dict(row.scopes),
             "default_scopes": list(row.default_scopes), "tags": list(row.tags), "description": row.description,
             "access_token_lifetime": row.access_token_lifetime}

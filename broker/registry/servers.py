@@ -19,7 +19,6 @@ from broker.policy.layered import SIGN_IN_TARGET
 from broker.registry.resources import InvalidResource, canonical_resource
 from broker.storage import changes, mcp_servers
 from broker.storage.hot import Tx
-from broker.storage.models import McpServer
 
 ADMIN_API_ID = "broker-admin-api"
 ADMIN_SCOPES = {
@@ -54,7 +53,7 @@ class Server:
     builtin: bool = field(default=False, compare=False)
 
 
-def from_row(row: McpServer | mcp_servers.ServerRow) -> Server:
+def from_row(row: mcp_servers.ServerRow) -> Server:
     return Server(id=row.id, name=row.name, resource=row.resource, scopes=dict(row.scopes),
                   default_scopes=tuple(row.default_scopes), tags=tuple(row.tags),
                   access_token_lifetime=row.access_token_lifetime, enabled=row.enabled)
@@ -120,13 +119,13 @@ class _Cache:
     def current(self, session: Session) -> Registry:
         token = self.recheck.start()
         if token is not None:
-            self._keep(mcp_servers.rows(session), token)
+            self._keep(mcp_servers.list_all(session), token)
         return self.registry
 
     async def current_hot(self, tx: Tx) -> Registry:
         token = self.recheck.start()
         if token is not None:
-            self._keep(await mcp_servers.rows_hot(tx), token)
+            self._keep(await mcp_servers.list_all_hot(tx), token)
         return self.registry
 
     def _keep(self, rows: list[mcp_servers.ServerRow], token: int) -> None:

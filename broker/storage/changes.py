@@ -25,6 +25,12 @@ _generations: dict[str, int] = dict.fromkeys(WATCHED.values(), 0)
 _lock = threading.Lock()
 
 
+def wrote(session: Session, table: str) -> None:
+    """A repository's statement changed ``table`` (the ORM's writes are noted by themselves): caches of it are
+    read again once this transaction commits."""
+    session.info.setdefault(_PENDING, set()).add(table)
+
+
 def generation(table: str) -> int:
     return _generations[table]
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from broker.admin.sessions import MANAGE, VIEW, ConsoleUser
 from broker.registry import admin as registry
 from broker.storage import mcp_servers
-from broker.storage.models import McpServer
+from broker.storage.mcp_servers import ServerRow
 from broker.web.admin.common import ConsoleRoute, NotFound, back, console_call, read_form, render
 from broker.web.deps import State
 
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/admin/servers", route_class=ConsoleRoute, include_in
 FIELDS = ("id", "name", "description", "resource", "scopes", "default_scopes", "tags", "access_token_lifetime")
 
 
-def _form_of(row: McpServer) -> dict[str, str]:
+def _form_of(row: ServerRow) -> dict[str, str]:
     return {"id": row.id, "name": row.name, "description": row.description, "resource": row.resource,
             "scopes": "\n".join(f"{s} {d}".rstrip() for s, d in row.scopes.items()),
             "default_scopes": " ".join(row.default_scopes), "tags": " ".join(row.tags),
@@ -72,7 +72,7 @@ async def new_form(request: Request, state: State) -> Response:
     return await console_call(request, state, MANAGE, view)
 
 
-def _form_page(request: Request, console: ConsoleUser, row: McpServer | None, form: dict[str, str],
+def _form_page(request: Request, console: ConsoleUser, row: ServerRow | None, form: dict[str, str],
                errors: dict[str, list[str]], status: int) -> Response:
     values = {name: form.get(name, "") for name in FIELDS}
     return render(request, "admin/server_form.html", console, {"row": row, "form": values, "errors": errors,
@@ -96,7 +96,7 @@ async def create(request: Request, state: State) -> Response:
     return await console_call(request, state, MANAGE, act, csrf=form.get("csrf_token"))
 
 
-def _row(db: Session, server_id: str) -> McpServer:
+def _row(db: Session, server_id: str) -> ServerRow:
     row = mcp_servers.get(db, server_id)
     if row is None:
         raise NotFound("MCP server with that id")

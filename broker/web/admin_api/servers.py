@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from broker.registry import admin as registry
 from broker.storage import mcp_servers
-from broker.storage.models import McpServer
+from broker.storage.mcp_servers import ServerRow
 from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso, not_found
 from broker.web.deps import DbSession
 
@@ -53,14 +53,14 @@ class ServerPatch(Body):
     access_token_lifetime: int | None = None
 
 
-def describe(row: McpServer) -> ServerOut:
+def describe(row: ServerRow) -> ServerOut:
     return ServerOut(id=row.id, name=row.name, description=row.description, resource=row.resource,
                      scopes=dict(row.scopes), default_scopes=list(row.default_scopes), tags=list(row.tags),
                      access_token_lifetime=row.access_token_lifetime, enabled=row.enabled,
                      created_at=iso(row.created_at), updated_at=iso(row.updated_at))
 
 
-def _row(session: DbSession, server_id: str) -> McpServer:
+def _row(session: DbSession, server_id: str) -> ServerRow:
     row = mcp_servers.get(session, server_id)
     if row is None:
         raise not_found(f"no MCP server {server_id!r}")
