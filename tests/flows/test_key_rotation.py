@@ -55,7 +55,9 @@ async def test_a_retired_key_stays_published_while_a_longer_lived_servers_token_
     """An MCP server's own access token lifetime (here an hour, the default five minutes) keeps the key that
     signed its tokens in the JWKS, and those tokens active at introspection, until they have expired."""
     with state.database.transaction() as session:
-        mcp_servers.get(session, "demo").access_token_lifetime = 3600
+        demo = mcp_servers.get(session, "demo")
+        assert demo is not None
+        mcp_servers.save(session, demo._replace(access_token_lifetime=3600))
     user_client = register_client(state)
     rs = register_client(state, name="RS", auth_method="client_secret_basic", redirect_uris=[],
                          grant_types=("client_credentials",), may_introspect=True)
