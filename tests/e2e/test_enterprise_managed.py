@@ -6,6 +6,8 @@
   (``broker clients add --auth-method client_secret_post``).
 - Broker A is also the enterprise IdP for broker B: a client signs its user in at A (OpenID
   Connect), exchanges the ID token at A for an ID-JAG for B, and the SDK redeems it at B for MCP-B.
+  Like MCP Inspector's Enterprise-Managed flow, every leg sends the client secret in the body
+  (``client_secret_post``): the test IdP's exchange, A's code and exchange, B's jwt-bearer grant.
 - Policy at the IdP side (A decides who may reach B's server) and offboarding stop both paths.
 
 Four processes on loopback: two ``broker serve`` and two ``examples/protected_server.py``.
@@ -135,8 +137,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     # The SDK's IdentityAssertionOAuthProvider authenticates with client_secret_post unless told otherwise.
     agent_a = json.loads(broker_cli(env_a, "clients", "add", "--id", "agent-a", "--name", "Agent",
                                     "--auth-method", "client_secret_post", "--id-jag", "--json"))
-    app_a = json.loads(broker_cli(env_a, "clients", "add", "--id", "app-a", "--name", "Desktop app", "--confidential",
-                                  "--redirect-uri", REDIRECT, "--trusted", "--token-exchange", "--json"))
+    app_a = json.loads(broker_cli(env_a, "clients", "add", "--id", "app-a", "--name", "Desktop app",
+                                  "--auth-method", "client_secret_post", "--redirect-uri", REDIRECT, "--trusted",
+                                  "--token-exchange", "--json"))
     broker_cli(env_b, "db", "upgrade")
     broker_cli(env_b, "servers", "add", "--id", "mcp-b", "--name", "MCP B", "--resource", mcp_b, *scopes)
     broker_cli(env_b, "policy", "import", str(tmp / "policy-b.toml"))
@@ -187,8 +190,9 @@ def idp_assertion_provider(setup: Setup, username: str, exchanges: list[httpx.Re
 
     async def fetch(audience: str, resource: str) -> str:
         async with httpx.AsyncClient(timeout=10) as http:
-            response = await http.post(f"{setup.a.base_url}/testidp/token", auth=("agent", AGENT_SECRET), data={
-                "grant_type": EXCHANGE, "requested_token_type": ID_JAG, "subject_token": id_token,
+            response = await http.post(f"{setup.a.base_url}/testidp/token", data={
+                "client_id": "agent", "client_secret": AGENT_SECRET, "grant_type": EXCHANGE,
+                "requested_token_type": ID_JAG, "subject_token": id_token,
                 "subject_token_type": ID_TOKEN, "audience": audience, "resource": resource,
                 "scope": "tools:read tools:call"})
         exchanges.append(response)
@@ -237,15 +241,16 @@ def sign_in_at_a(setup: Setup, username: str) -> dict:
         response = browser.get(response.headers["location"])
         code = parse_qs(urlsplit(response.headers["location"]).query)["code"][0]
         tokens = browser.post("/token", data={"grant_type": "authorization_code", "code": code,
-                                              "redirect_uri": REDIRECT, "code_verifier": verifier},
-                              auth=("app-a", setup.app_a["client_secret"]))
+                                              "redirect_uri": REDIRECT, "code_verifier": verifier,
+                                              "client_id": "app-a", "client_secret": setup.app_a["client_secret"]})
     assert tokens.status_code == 200, tokens.text
     return tokens.json()
 
 
 def exchange_at_a(setup: Setup, id_token: str, audience: str, resource: str) -> httpx.Response:
-    return httpx.post(f"{setup.a.base_url}/token", auth=("app-a", setup.app_a["client_secret"]), timeout=10, data={
-        "grant_type": EXCHANGE, "requested_token_type": ID_JAG, "subject_token": id_token,
+    return httpx.post(f"{setup.a.base_url}/token", timeout=10, data={
+        "client_id": "app-a", "client_secret": setup.app_a["client_secret"], "grant_type": EXCHANGE,
+        "requested_token_type": ID_JAG, "subject_token": id_token,
         "subject_token_type": ID_TOKEN, "audience": audience, "resource": resource, "scope": "tools:read tools:call"})
 
 
@@ -267,6 +272,12 @@ async def test_broker_a_is_the_idp_for_broker_b(setup: Setup) -> None:
     me = await call_whoami(setup.mcp_b, provider)
     assert me["client_id"] == "agent-b" and me["email"] == "alice@example.com"
     assert set(me["scopes"]) == {"tools:read", "tools:call"}
+    # app-a registered client_secret_post: HTTP Basic is refused, and the refusal names what the request used.
+    as_basic = httpx.post(f"{setup.a.base_url}/token", auth=("app-a", setup.app_a["client_secret"]), data={
+        "grant_type": EXCHANGE, "requested_token_type": ID_JAG, "subject_token": tokens["id_token"],
+        "subject_token_type": ID_TOKEN, "audience": setup.b.base_url, "resource": setup.mcp_b})
+    assert as_basic.status_code == 401 and as_basic.json()["error_description"] == (
+        "the client is registered for client_secret_post; the request used client_secret_basic")
     # A's ID-JAG is for B: A itself refuses it, and B refuses it a second time (single-use jti).
     jag = exchange_at_a(setup, tokens["id_token"], setup.b.base_url, setup.mcp_b).json()["access_token"]
     grant = {"grant_type": "urn:ietf:params:oauth:grant-type:jwt-bearer", "assertion": jag, "resource": setup.mcp_b}

@@ -281,6 +281,21 @@ async def test_only_confidential_clients_registered_for_the_grant(client, state,
     assert unregistered.json()["error"] == "unauthorized_client"
 
 
+async def test_an_agent_registered_for_client_secret_post_redeems_with_its_secret_in_the_body(client, state, idp,
+                                                                                               alice) -> None:
+    """The MCP SDK's IdentityAssertionOAuthProvider and MCP Inspector send the secret in the body; an agent
+    registered so is refused over Basic, and the refusal names the method the request used."""
+    agent = register_client(state, name="Agent", auth_method="client_secret_post", redirect_uris=[],
+                            grant_types=(JWT_BEARER,))
+    as_basic = await redeem(client, agent, idp.assertion(agent.row.id))
+    assert as_basic.status_code == 401 and as_basic.json() == {
+        "error": "invalid_client",
+        "error_description": "the client is registered for client_secret_post; the request used client_secret_basic"}
+    posted = await client.post("/token", data={**grant_form(idp.assertion(agent.row.id)), "client_id": agent.row.id,
+                                               "client_secret": agent.secret})
+    assert posted.status_code == 200 and posted.json()["token_type"] == "Bearer", posted.text
+
+
 async def test_unreachable_idp_keys_are_a_503_not_a_grant(client, state, idp, agent, alice) -> None:
     idp.down = True
     response = await redeem(client, agent, idp.assertion(agent.row.id))

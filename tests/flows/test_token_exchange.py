@@ -191,6 +191,30 @@ async def test_unmapped_clients_and_unregistered_grants(client, state, agent) ->
     assert anonymous.status_code == 401 and anonymous.json()["error"] == "invalid_client"
 
 
+async def test_a_client_secret_post_client_exchanges_with_its_secret_in_the_body(client, state) -> None:
+    """MCP Inspector's Enterprise-Managed flow authenticates with client_secret_post at every step: the sign-in's
+    code, then the exchange; the client's Basic attempt is refused naming the method it used."""
+    with state.database.transaction() as session:
+        app = clients.register(session, client_id="other-agent", name="Inspector", kind="preregistered",
+                               auth=clients.auth_setup(["client_secret_post"]), trusted=True,
+                               redirect_uris=["http://127.0.0.1:9999/cb"], grant_types=["authorization_code", EXCHANGE])
+    verifier, challenge = pkce()
+    redirect = await authorize(client, app.row.id, challenge, resource=None, scope="openid email",
+                               redirect_uri="http://127.0.0.1:9999/cb")
+    signed_in = await exchange(client, app.row.id, redirect["code"], verifier, resource=None,
+                               redirect_uri="http://127.0.0.1:9999/cb", client_secret=app.secret)
+    assert signed_in.status_code == 200, signed_in.text
+    form = {"grant_type": EXCHANGE, "requested_token_type": ID_JAG, "subject_token": signed_in.json()["id_token"],
+            "subject_token_type": ID_TOKEN, "audience": PARTNER, "resource": DEMO_RESOURCE, "scope": "tools:read"}
+    as_basic = await client.post("/token", data=form, auth=(app.row.id, app.secret))
+    assert as_basic.status_code == 401 and as_basic.json() == {
+        "error": "invalid_client",
+        "error_description": "the client is registered for client_secret_post; the request used client_secret_basic"}
+    posted = await client.post("/token", data={**form, "client_id": app.row.id, "client_secret": app.secret})
+    assert posted.status_code == 200 and posted.json()["issued_token_type"] == ID_JAG, posted.text
+    assert verified(state, posted.json()["access_token"])["client_id"] == "remote-other"
+
+
 async def test_the_broker_never_redeems_its_own_id_jags(client, state, agent, loopback) -> None:
     FakeIdp().install(loopback)
     tokens = await sign_in(client, agent)
