@@ -9,9 +9,10 @@ A search names people and things; ``resolve`` turns the names into ids first (ea
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, Select, Text, cast, false, func, or_, select
+from sqlalchemy import ColumnElement, Text, cast, false, func, or_, select
 from sqlalchemy import text as sql
 from sqlalchemy.orm import Session
 
@@ -159,9 +160,10 @@ def page(session: Session, search: Search, before_id: int | None) -> Page:
     return Page(rows, floor if floor > oldest else None, floor)
 
 
-def stream(search: Search) -> Select[AuditEvent]:
+def stream(session: Session, search: Search) -> Iterator[AuditEvent]:
     """Every matching event, oldest first, fetched a thousand at a time (the JSON-lines export)."""
-    return select(AuditEvent).where(*search.conditions).order_by(AuditEvent.id).execution_options(yield_per=1000)
+    yield from session.scalars(select(AuditEvent).where(*search.conditions).order_by(AuditEvent.id)
+                               .execution_options(yield_per=1000))
 
 
 # A loose index scan: one probe of the (event_type, occurred_at) index per distinct type, not a pass over every

@@ -4,20 +4,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import sys
 from dataclasses import asdict
 
-from sqlalchemy import func, select
-
 from broker import audit
-from broker.audit.chain import canonical
+from broker.audit.export import json_line
 from broker.cli.common import CliError, Commands, common_flags, json_flag, load_settings, open_database, print_json
 from broker.cli.progress import Progress
 from broker.config import Settings
 from broker.keys.crypto import DecryptionError, Encryptor
+from broker.storage import audit_events
 from broker.storage.db import Database
-from broker.storage.models import AuditEvent
 
 
 def register(commands: Commands) -> None:
@@ -84,16 +81,10 @@ def verify(args: argparse.Namespace) -> int:
 
 def export(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args))
-    query = select(AuditEvent).order_by(AuditEvent.id)
-    if args.since:
-        query = query.where(AuditEvent.occurred_at >= args.since)
     with database.sessions() as session:
-        progress = Progress("audit export: events written",
-                            session.scalar(select(func.count()).select_from(query.order_by(None).subquery())))
-        for event in session.scalars(query.execution_options(yield_per=1000)):
-            record = json.loads(canonical(event))
-            record.update(occurred_at=event.occurred_at.isoformat(), chain_seq=event.chain_seq, hash=event.hash)
-            sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+        progress = Progress("audit export: events written", audit_events.count(session, args.since))
+        for event in audit_events.in_order(session, args.since):
+            sys.stdout.write(json_line(event))
             progress.advance()
         progress.done()
     return 0

@@ -7,7 +7,6 @@ import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker import app
@@ -29,7 +28,7 @@ from broker.lifecycle.upstream_revocation import Attempt, AttemptResult
 from broker.storage import users as user_repo
 from broker.storage.db import Database
 from broker.storage.enums import UserStatus
-from broker.storage.models import RefreshTokenFamily, UpstreamIdentity, User, utcnow
+from broker.storage.models import User, utcnow
 
 
 def register(commands: Commands) -> None:
@@ -94,11 +93,8 @@ def _with_flags(message: str) -> str:
 
 def list_users(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args))
-    query = select(User).order_by(User.email, User.id)
-    if args.status:
-        query = query.where(User.status == args.status)
     with database.sessions() as session:
-        rows = [summary(u) for u in session.scalars(query)]
+        rows = [summary(u) for u in user_repo.list_all(session, UserStatus(args.status) if args.status else None)]
     if args.json:
         print_json(rows)
     else:
@@ -112,11 +108,8 @@ def show_user(args: argparse.Namespace) -> int:
         user = _find(session, args)
         record = {**summary(user), "groups": user_repo.group_names(session, user.id),
                   "identities": [{"idp": i.idp_id, "subject": i.subject, "email": i.email}
-                                 for i in session.scalars(select(UpstreamIdentity)
-                                                          .where(UpstreamIdentity.user_id == user.id))],
-                  "live_refresh_families": session.scalar(
-                      select(func.count()).select_from(RefreshTokenFamily)
-                      .where(RefreshTokenFamily.user_id == user.id, RefreshTokenFamily.revoked_at.is_(None))),
+                                 for i in user_repo.identities_of(session, user.id)],
+                  "live_refresh_families": user_repo.live_family_count(session, user.id),
                   "sessions": [f"{f.id} ({f.client_id} at {f.resource}, last used {_iso(f.last_used_at)})"
                                for f in queries.live_families(session, user.id)],
                   "offboarded_at": _iso(user.offboarded_at), "offboard_reason": user.offboard_reason}

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from broker.storage.enums import ClientStatus
 from broker.storage.hot import Tx
 from broker.storage.models import Client
 from broker.storage.prepared import Prepared
@@ -98,6 +99,12 @@ def insert_if_absent(session: Session, values: dict[str, Any]) -> bool:
 
 def list_all(session: Session) -> list[Client]:
     return list(session.scalars(select(Client).order_by(Client.created_at, Client.id)))
+
+
+def newest_first(session: Session, *, offset: int, limit: int, status: ClientStatus | None = None) -> list[Client]:
+    """A slice of the clients (those with ``status``, when given), most recently registered first."""
+    query = select(Client) if status is None else select(Client).where(Client.status == status)
+    return list(session.scalars(query.order_by(Client.created_at.desc(), Client.id).offset(offset).limit(limit)))
 
 
 def count_registered_from(session: Session, address: str, since: dt.datetime) -> int:

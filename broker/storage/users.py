@@ -11,13 +11,34 @@ from sqlalchemy.orm import Session
 
 from broker.storage.enums import UserStatus
 from broker.storage.hot import Tx
-from broker.storage.models import AdminSession, Group, GroupMembership, UpstreamIdentity, User, new_id, utcnow
+from broker.storage.models import (
+    AdminSession,
+    Group,
+    GroupMembership,
+    RefreshTokenFamily,
+    UpstreamIdentity,
+    User,
+    new_id,
+    utcnow,
+)
 from broker.storage.prepared import Prepared
 from broker.storage.statements import insert_unless_present, rowcount
 
 
 def get(session: Session, user_id: str) -> User | None:
     return session.get(User, user_id)
+
+
+def list_all(session: Session, status: UserStatus | None = None) -> list[User]:
+    """Every user (with ``status``, when given), by email then id."""
+    query = select(User) if status is None else select(User).where(User.status == status)
+    return list(session.scalars(query.order_by(User.email, User.id)))
+
+
+def live_family_count(session: Session, user_id: str) -> int:
+    """How many of the user's refresh-token families are not revoked (expired ones included)."""
+    return int(session.scalar(select(func.count()).select_from(RefreshTokenFamily).where(
+        RefreshTokenFamily.user_id == user_id, RefreshTokenFamily.revoked_at.is_(None))) or 0)
 
 
 class Account(NamedTuple):

@@ -3,7 +3,6 @@ and the chain verification status."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request
@@ -14,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from broker import audit
 from broker.admin import audit_search, names
 from broker.admin.sessions import VIEW, ConsoleUser
-from broker.audit.chain import canonical
+from broker.audit.export import json_line
 from broker.web.admin.common import ConsoleRoute, authenticate, console_call, parse_time, render
 from broker.web.deps import State
 from broker.web.headers import NO_STORE
@@ -101,10 +100,8 @@ async def export(request: Request, state: State) -> Response:
         if problems or search.unmatched:
             return
         with state.database.sessions() as db:
-            for event in db.scalars(audit_search.stream(search)):
-                record = json.loads(canonical(event))
-                record.update(occurred_at=event.occurred_at.isoformat(), chain_seq=event.chain_seq, hash=event.hash)
-                yield (json.dumps(record, separators=(",", ":")) + "\n").encode()
+            for event in audit_search.stream(db, search):
+                yield json_line(event).encode()
 
     return StreamingResponse(lines(), media_type="application/x-ndjson",
                              headers={"content-disposition": 'attachment; filename="audit.jsonl"',

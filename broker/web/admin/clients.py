@@ -8,7 +8,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker.admin import clients as client_admin
@@ -17,7 +16,6 @@ from broker.admin.sessions import MANAGE, VIEW, ConsoleUser
 from broker.oauth import client_auth, clients
 from broker.storage import clients as repo
 from broker.storage.enums import ClientKind, ClientStatus
-from broker.storage.models import Client
 from broker.web.admin.common import (
     ConsoleRoute,
     NotFound,
@@ -41,11 +39,8 @@ async def list_clients(request: Request, state: State) -> Response:
     status = request.query_params.get("status") or ""
 
     def view(db: Session, console: ConsoleUser) -> Response:
-        query = select(Client)
-        if status in tuple(ClientStatus):
-            query = query.where(Client.status == status)
-        rows = list(db.scalars(query.order_by(Client.created_at.desc(), Client.id)
-                               .offset((number - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
+        rows = repo.newest_first(db, offset=(number - 1) * PAGE_SIZE, limit=PAGE_SIZE + 1,
+                                 status=ClientStatus(status) if status in tuple(ClientStatus) else None)
         return render(request, "admin/clients.html", console,
                       {"clients": rows[:PAGE_SIZE], "page": number, "has_next": len(rows) > PAGE_SIZE,
                        "status": status, "cimd": state.settings.cimd, "nav": "clients",

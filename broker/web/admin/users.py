@@ -44,7 +44,7 @@ async def list_users(request: Request, state: State) -> Response:
 
 
 def _user(db: Session, user_id: str) -> User:
-    user = db.get(User, user_id)
+    user = user_repo.get(db, user_id)
     if user is None:
         raise NotFound("user with that id")
     return user

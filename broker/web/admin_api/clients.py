@@ -8,13 +8,13 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from broker.admin import clients as client_admin
 from broker.admin.queries import PAGE_SIZE
 from broker.oauth import client_auth, clients
 from broker.oauth.bearer import Caller
 from broker.storage import clients as repo
+from broker.storage.enums import ClientStatus
 from broker.storage.models import Client
 from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso, not_found
 from broker.web.deps import DbSession
@@ -104,11 +104,8 @@ def _row(session: DbSession, client_id: str) -> Client:
             responses={**errors(), **BAD_BODY})
 def list_clients(session: DbSession, caller: Reader, page: int = Query(1, ge=1, le=100000),
                  status: str | None = Query(None, pattern="^(active|pending|disabled)$")) -> ClientPage:
-    query = select(Client)
-    if status:
-        query = query.where(Client.status == status)
-    rows = list(session.scalars(query.order_by(Client.created_at.desc(), Client.id)
-                                .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE + 1)))
+    rows = repo.newest_first(session, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE + 1,
+                             status=ClientStatus(status) if status else None)
     return ClientPage(clients=[describe(r) for r in rows[:PAGE_SIZE]], page=page, has_next=len(rows) > PAGE_SIZE)
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
-from sqlalchemy import func, select
 
 from broker.admin import names, queries
 from broker.lifecycle import offboarding, sessions
 from broker.storage import users as user_repo
-from broker.storage.models import RefreshTokenFamily, UpstreamIdentity, User, utcnow
+from broker.storage.models import User, utcnow
 from broker.web.admin_api.common import BAD_BODY, Body, Reader, Revoker, actor, errors, fail, iso, not_found
 from broker.web.deps import DbSession
 
@@ -142,14 +141,13 @@ def search_users(session: DbSession, caller: Reader, q: str = Query("", max_leng
             responses=errors(e404=NO_USER, e409=AMBIGUOUS))
 def get_user(user: str, session: DbSession, caller: Reader) -> UserDetail:
     row = _find(session, user)
-    identities = session.scalars(select(UpstreamIdentity).where(UpstreamIdentity.user_id == row.id))
-    live = session.scalar(select(func.count()).select_from(RefreshTokenFamily)
-                          .where(RefreshTokenFamily.user_id == row.id, RefreshTokenFamily.revoked_at.is_(None)))
+    identities = user_repo.identities_of(session, row.id)
+    live = user_repo.live_family_count(session, row.id)
     families = queries.live_families(session, row.id)
     client_names = names.lookup(session, client_ids=[f.client_id for f in families]).clients
     return UserDetail(**summary(row).model_dump(), groups=user_repo.group_names(session, row.id),
                       identities=[Identity(idp=i.idp_id, subject=i.subject, email=i.email) for i in identities],
-                      live_refresh_families=int(live or 0), offboarded_at=iso(row.offboarded_at),
+                      live_refresh_families=live, offboarded_at=iso(row.offboarded_at),
                       sessions=[SessionOut(id=f.id, client_id=f.client_id, client_name=client_names.get(f.client_id),
                                            resource=f.resource, scope=f.scope, created_at=iso(f.created_at),
                                            last_used_at=iso(f.last_used_at), expires_at=iso(f.expires_at))
