@@ -15,3 +15,15 @@ TEMPLATES = HERE / "templates"
 STATIC = TEMPLATES / "static"
 MIGRATIONS = HERE / "migrations"
 DEMO_SERVER = HERE / "examples" / "protected_server.py"
+
+
+def incomplete(*parts: str) -> str | None:
+    """One line naming the first of ``parts`` (templates, static files, migrations) missing from this
+    installation, None when all are there: a broken install is told apart from a broken request."""
+    marker = {"templates": TEMPLATES / "base.html", "static files": STATIC / "broker.css",
+              "migrations": MIGRATIONS / "env.py"}
+    for part in parts:
+        if not marker[part].is_file():
+            return (f"no {part} at {marker[part].parent}: this installation of mcp-auth-broker is incomplete "
+                    "(reinstall it)")
+    return None

@@ -10,7 +10,7 @@ from typing import TypedDict
 
 import uvicorn
 
-from broker import dev
+from broker import bundled, dev
 from broker.app import StartupError, build_state, prepare
 from broker.cli.common import CliError, Commands, common_flags, database_errors, load_settings, open_database
 from broker.config import Settings
@@ -38,6 +38,7 @@ def register(commands: Commands) -> None:
 
 
 def run_dev(args: argparse.Namespace) -> int:
+    _check_installation("templates", "static files", "migrations")
     _check_port(args.port)
     data_dir = args.data_dir or Path("var")
     settings = load_settings(args, defaults=dev.defaults(args.host, args.port, data_dir))
@@ -77,12 +78,18 @@ def server_options(settings: Settings) -> ServerOptions:
             "timeout_graceful_shutdown": graceful}  # type: ignore[typeddict-item]  # uvicorn runs asyncio.timeout(): a float works
 
 
+def _check_installation(*parts: str) -> None:
+    if missing := bundled.incomplete(*parts):
+        raise CliError(missing)
+
+
 def _check_port(port: int | None) -> None:
     if port is not None and not 0 < port < 65536:
         raise CliError(f"--port: {port} is not a valid port (1-65535)")
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    _check_installation("templates", "static files")
     _check_port(args.port)
     settings = load_settings(args)
     checked = _prepared_state(settings)  # fail here, once, before forking workers

@@ -51,9 +51,8 @@ def upgrade(database: Database, report: Report | None = None) -> tuple[str | Non
     if state.verdict is schema.Verdict.AHEAD:
         assert state.revision is not None
         return state.revision, state.revision
-    if not (bundled.MIGRATIONS / "env.py").is_file():
-        raise MigrationError(f"no migrations at {bundled.MIGRATIONS}: this installation of mcp-auth-broker is "
-                             "incomplete (reinstall it)")
+    if missing := bundled.incomplete("migrations"):
+        raise MigrationError(missing)
     cfg = alembic_config(database)
     with Progress(pending(cfg, state.revision), report or (lambda line: None)) as progress:
         cfg.attributes["on_version_apply"] = (progress.applied,)

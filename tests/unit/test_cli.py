@@ -92,6 +92,23 @@ def test_serve_refuses_a_stale_schema_naming_the_command(env, capsys) -> None:
     assert err == "broker: the database has no schema yet: run `broker db upgrade`\n"
 
 
+@pytest.mark.parametrize(("command", "part", "attribute"), [("serve", "templates", "TEMPLATES"),
+                                                            ("serve", "static files", "STATIC"),
+                                                            ("dev", "templates", "TEMPLATES")])
+def test_an_installation_without_its_pages_is_one_line(env, capsys, monkeypatch, tmp_path: Path, command: str,
+                                                       part: str, attribute: str) -> None:
+    """Before: `broker serve` died on a traceback (starlette: Directory ... does not exist), exit 1."""
+    from broker import bundled
+
+    run(capsys, "db", "upgrade")
+    monkeypatch.setattr(bundled, attribute, tmp_path / "missing")
+    code, out, err = run(capsys, command, "--port", "1", "--data-dir", str(tmp_path / "data"))
+    assert (code, out) == (2, "")
+    assert err == (f"broker: no {part} at {tmp_path / 'missing'}: this installation of mcp-auth-broker is "
+                   "incomplete (reinstall it)\n")
+    assert not (tmp_path / "data").exists()
+
+
 def test_serve_refuses_a_wrong_kek_before_writing(env, capsys, monkeypatch) -> None:
     run(capsys, "db", "upgrade")
     run(capsys, "keys", "rotate", "--now")
