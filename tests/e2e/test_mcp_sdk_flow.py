@@ -3,6 +3,7 @@
 The client discovers the broker from the server's Protected Resource Metadata, registers (DCR)
 or uses a pre-registered confidential client, logs in at the test IdP, consents, calls the
 `whoami` tool, and refreshes; a headless browser (tests/support/mcp_browser.py) plays the user.
+The SDK's ``PrivateKeyJWTOAuthProvider`` (client credentials, ``private_key_jwt``) needs no user.
 """
 
 from __future__ import annotations
@@ -12,10 +13,15 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from mcp.client.auth.extensions.client_credentials import PrivateKeyJWTOAuthProvider, SignedJWTParameters
 from mcp.client.auth.oauth2 import OAuthClientProvider
 from mcp.shared.auth import OAuthClientInformationFull
 
+from broker.dev import DEV_POLICY
 from tests.support.mcp_browser import McpBrowser
 from tests.support.mcp_client import REDIRECT_URI, InMemoryTokenStorage, call_whoami, metadata
 from tests.support.processes import BROKER, ServerProcess, run_broker
@@ -71,3 +77,40 @@ async def test_pre_registered_confidential_client(broker: ServerProcess, browser
     provider.context.token_expiry_time = time.time() - 1
     assert (await call_whoami(url, provider))["client_id"] == record["client_id"]
     assert len(storage.history) == 2
+
+
+def broker_cli(broker: ServerProcess, *args: str) -> str:
+    data_dir = broker.args[broker.args.index("--data-dir") + 1]
+    done = run_broker(*args, "--data-dir", data_dir, env={})
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_sdk_private_key_jwt_client_credentials(broker: ServerProcess, tmp_path: Path) -> None:
+    """``broker clients add --auth-method private_key_jwt --jwks FILE``: the SDK signs its assertion (RS256, no
+    ``kid``, ``aud`` the issuer) and gets a token for the demo server that policy grants the client."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{**public, "alg": "RS256", "use": "sig"}]}))
+    client_id = json.loads(broker_cli(broker, "clients", "add", "--name", "Signer", "--auth-method", "private_key_jwt",
+                                      "--jwks", str(tmp_path / "jwks.json"), "--client-credentials",
+                                      "--scope", "tools:read", "--scope", "tools:call", "--json"))["client_id"]
+    (tmp_path / "policy.toml").write_text(DEV_POLICY + f'''
+[[rules]]
+id = "signer-demo"
+effect = "allow"
+scopes = "*"
+[rules.subjects]
+clients = ["{client_id}"]
+[rules.targets]
+servers = ["demo"]
+''')
+    broker_cli(broker, "policy", "import", str(tmp_path / "policy.toml"))
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    signer = SignedJWTParameters(issuer=client_id, subject=client_id, signing_key=pem)
+    url = f"{broker.base_url}/demo/mcp"
+    provider = PrivateKeyJWTOAuthProvider(url, InMemoryTokenStorage(), client_id, signer.create_assertion_provider(),
+                                          scope="tools:read tools:call", issuer=broker.base_url)
+    me = await call_whoami(url, provider)
+    assert me["client_id"] == client_id and set(me["scopes"]) == {"tools:read", "tools:call"}
