@@ -16,7 +16,6 @@ from broker.web.headers import NO_STORE
 log = logging.getLogger("broker.web")
 
 
-
 def install(app: FastAPI) -> None:
     app.exception_handler(StarletteHTTPException)(_http_error)
     app.exception_handler(RequestValidationError)(_validation_error)
@@ -25,6 +24,7 @@ def install(app: FastAPI) -> None:
     # exhausted): the client should retry, so 503 temporarily_unavailable, never a 500.
     for error in (sa.OperationalError, sa.InterfaceError, sa.TimeoutError):
         app.add_exception_handler(error, _database_unavailable)
+    app.add_exception_handler(sa.DataError, _unstorable)
     app.add_exception_handler(Exception, _unexpected)
 
 
@@ -51,6 +51,14 @@ async def _database_unavailable(request: Request, exc: Exception) -> JSONRespons
               type(getattr(exc, "orig", None) or exc).__name__, first_line(exc))
     return JSONResponse({"error": "temporarily_unavailable", "error_description": "database unavailable"},
                         status_code=503, headers={**NO_STORE, "retry-after": "1"})
+
+
+async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+    # The store refused a value the request carried (PostgreSQL: a NUL character, a number out of range):
+    # bad input, and the transaction rolled back. One line, the driver's message without the parameters.
+    log.warning("value refused by the database on %s %s: %s", request.method, request.url.path, first_line(exc))
+    return JSONResponse({"error": "invalid_request", "error_description": "a value in the request cannot be stored"},
+                        status_code=400, headers=NO_STORE)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

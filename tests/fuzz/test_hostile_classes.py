@@ -1,6 +1,7 @@
 """Every route of the app, whether the OpenAPI document lists it or not, against each class of hostile input:
 malformed credentials in every header that carries them (Authorization, DPoP, the console's cookies), and
-malformed, over-deep or type-confused JSON at every route that takes JSON. No answer may be a 5xx, no request
+malformed, over-deep or type-confused JSON at every route that takes JSON, and hostile values (NUL, bytes that
+are not UTF-8, control characters) in every path and query parameter. No answer may be a 5xx, no request
 may leave a traceback in the log, and none more than one warning line (``tests.support.hostile.verdict``).
 
 Routes are read from the app itself, so a new route is covered the day it is added. Requests carry valid
@@ -21,9 +22,12 @@ import httpx
 import jwt
 import pytest
 from fastapi.routing import APIRoute
+from sqlalchemy import select
 
+from broker.storage.models import User
 from tests.conftest import ISSUER
 from tests.flows.test_security_signals import JWK, KEY, TRANSMITTER
+from tests.support import hostile
 from tests.support.hostile import AUTHORIZATION, COOKIE, DPOP, JSON_BODIES, WRONG_TYPES, verdict, watched_logs
 from tests.support.oauth_flow import register_client
 
@@ -33,21 +37,19 @@ METRICS_TOKEN = secrets.token_urlsafe(30)
 JSON_TYPES = ("application/json", "application/scim+json")
 # What a client would send in each JSON body (RFC 7591 client metadata, SCIM resources, Global Token
 # Revocation), for the bodies the OpenAPI document shows as free-form objects.
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 FREE_FORM_FIELDS = {
-    "/register": ["redirect_uris", "grant_types", "response_types", "token_endpoint_auth_method", "client_name",
-                  "client_uri", "logo_uri", "scope", "contacts", "tos_uri", "policy_uri", "jwks_uri", "jwks",
-                  "software_id", "software_version"],
-    "/scim/v2/Users": ["schemas", "userName", "name", "displayName", "emails", "active", "externalId", "groups",
-                       "Operations"],
-    "/scim/v2/Groups": ["schemas", "displayName", "members", "externalId", "Operations"],
-    "/global-logout": ["sub_id"],
-}
-VALID_BODIES = {
-    "/register": {"redirect_uris": ["http://127.0.0.1:9999/cb"], "client_name": "x"},
-    "/scim/v2/Users": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "fuzz@example.com",
-                       "active": True},
-    "/scim/v2/Groups": {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "fuzz"},
-    "/global-logout": {"sub_id": {"format": "email", "email": "nobody@example.com"}},
+    "POST /register": ["redirect_uris", "grant_types", "response_types", "token_endpoint_auth_method", "client_name",
+                       "client_uri", "logo_uri", "scope", "contacts", "tos_uri", "policy_uri", "jwks_uri", "jwks",
+                       "software_id", "software_version"],
+    "POST /scim/v2/Users": ["schemas", "userName", "name", "displayName", "emails", "active", "externalId", "groups"],
+    "PUT /scim/v2/Users": ["schemas", "userName", "name", "displayName", "emails", "active", "externalId", "groups"],
+    "POST /scim/v2/Groups": ["schemas", "displayName", "members", "externalId"],
+    "PUT /scim/v2/Groups": ["schemas", "displayName", "members", "externalId"],
+    # a PatchOp, and each member of its operation (``Operations.x``: the first operation's x)
+    "PATCH /scim/v2/Users": ["schemas", "Operations", "Operations.op", "Operations.path", "Operations.value"],
+    "PATCH /scim/v2/Groups": ["schemas", "Operations", "Operations.op", "Operations.path", "Operations.value"],
+    "POST /global-logout": ["sub_id"],
 }
 
 
@@ -86,7 +88,7 @@ async def admin_token(raw: httpx.AsyncClient, state: Any) -> str:
 
 
 def routes(app: Any) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(method, path with parameters filled in, JSON media types it takes) for every route of the app."""
+    """(method, path template, JSON media types it takes) for every route of the app."""
     found: dict[tuple[str, str], tuple[str, ...]] = {}
     for path, operations in app.openapi()["paths"].items():
         for method, operation in operations.items():
@@ -96,7 +98,28 @@ def routes(app: Any) -> list[tuple[str, str, tuple[str, ...]]]:
         if isinstance(route, APIRoute):
             for method in route.methods - {"HEAD"}:
                 found.setdefault((method, route.path_format), ())
-    return [(method, re.sub(r"\{[^}]+\}", "x", path), media) for (method, path), media in sorted(found.items())]
+    return [(method, path, media) for (method, path), media in sorted(found.items())]
+
+
+@pytest.fixture
+async def ids(raw: httpx.AsyncClient, state: Any) -> dict[str, str]:
+    """Path parameters naming things that exist, so a request gets past the lookup to what reads its body: the
+    demo server, an introspecting client, a user SCIM provisioned, a SCIM group."""
+    target = register_client(state, name="Target", auth_method="client_secret_basic", redirect_uris=[],
+                             grant_types=(), may_introspect=True)
+    scim = {"authorization": f"Bearer {SCIM_TOKEN}"}
+    user = await raw.post("/scim/v2/Users", json=valid_body("POST", "/scim/v2/Users", {}), headers=scim)
+    group = await raw.post("/scim/v2/Groups", json=valid_body("POST", "/scim/v2/Groups", {}), headers=scim)
+    assert user.status_code == group.status_code == 201, (user.text, group.text)
+    with state.database.sessions() as session:
+        broker_user = session.scalars(select(User.id)).one()
+    return {"server_id": "demo", "client_id": target.row.id, "user": broker_user, "user_id": user.json()["id"],
+            "external_id": user.json()["externalId"], "group_id": group.json()["id"]}
+
+
+def filled(template: str, ids: dict[str, str]) -> str:
+    """The path with each parameter an existing thing's id where there is one, else ``x``."""
+    return re.sub(r"\{([^}:]+)(:[^}]*)?\}", lambda m: ids.get(m.group(1), "x"), template)
 
 
 def logout_bearer() -> str:
@@ -134,57 +157,122 @@ async def attempt(http: httpx.AsyncClient, method: str, path: str, headers: list
     return None if problem is None else f"{method} {path} ({case}): {problem}"
 
 
-async def test_malformed_credentials_in_every_header_that_carries_them(raw: httpx.AsyncClient, app: Any) -> None:
+async def test_malformed_credentials_in_every_header_that_carries_them(raw: httpx.AsyncClient, app: Any,
+                                                                      ids: dict[str, str]) -> None:
     failures = []
-    for method, path, media in routes(app):
+    for method, template, media in routes(app):
         body = plain_body(method, media)
         cases = [(f"Authorization: {name}", [(b"authorization", value)]) for name, value in AUTHORIZATION.items()]
         cases += [(f"DPoP: {name}", [(b"dpop", value), (b"authorization", b"DPoP x")]) for name, value in DPOP.items()]
         cases += [(f"Cookie: {name}", [(b"cookie", value)]) for name, value in COOKIE.items()]
         for case, headers in cases:
-            failures.append(await attempt(raw, method, path, headers, body, case))
+            failures.append(await attempt(raw, method, filled(template, ids), headers, body, case))
+    problems = [f for f in failures if f]
+    assert not problems, "\n".join(problems[:40])
+
+
+def query_parameters(app: Any, method: str, template: str) -> list[str]:
+    operation = app.openapi()["paths"].get(template, {}).get(method.lower(), {})
+    return [p["name"] for p in operation.get("parameters", ()) if p["in"] == "query"]
+
+
+async def test_hostile_path_and_query_parameters_at_every_route(raw: httpx.AsyncClient, app: Any,
+                                                                admin_token: str, ids: dict[str, str]) -> None:
+    """Each path parameter in turn, then every query parameter the route documents (and ``q``, which none
+    does), holding each hostile URL value; with credentials, so the value gets to the lookup that uses it."""
+    failures = []
+    for method, template, media in routes(app):
+        headers = [(k.encode(), v.encode()) for k, v in credentials(template, admin_token).items()]
+        names = [*query_parameters(app, method, template), "q"]
+        for case, value in hostile.URL_VALUES.items():
+            for name in re.findall(r"\{([^}:]+)", template):
+                path = filled(template, {**ids, name: value})
+                failures.append(await attempt(raw, method, path, headers, plain_body(method, media), f"{name}: {case}"))
+            query = "&".join(f"{name}={value}" for name in names)
+            failures.append(await attempt(raw, method, f"{filled(template, ids)}?{query}", headers,
+                                          plain_body(method, media), f"query: {case}"))
     problems = [f for f in failures if f]
     assert not problems, "\n".join(problems[:40])
 
 
 def json_routes(app: Any) -> list[tuple[str, str, str, list[str]]]:
-    """(method, path, media type, the fields its body has) for every route that takes JSON."""
+    """(method, path template, media type, the fields its body has) for every route that takes JSON."""
     document = app.openapi()
     out = []
-    for method, path, media in routes(app):
+    for method, template, media in routes(app):
         if not media:
             continue
-        fields = FREE_FORM_FIELDS.get(re.sub(r"/x$", "", path), [])
-        schema = document["paths"].get(path, {}).get(method.lower(), {})
-        ref = ((schema.get("requestBody") or {}).get("content", {}).get(media[0], {}).get("schema") or {}).get("$ref")
-        if ref:
-            fields = list(document["components"]["schemas"][ref.rsplit("/", 1)[-1]].get("properties", {}))
-        out.append((method, path, media[0], fields))
+        schema = (document["paths"][template][method.lower()]["requestBody"]["content"][media[0]].get("schema") or {})
+        refs = [s["$ref"] for s in [schema, *schema.get("anyOf", ())] if "$ref" in s]  # an optional body: anyOf
+        fields = FREE_FORM_FIELDS.get(f"{method} {template.split('/{')[0]}", [])
+        if refs:
+            fields = list(document["components"]["schemas"][refs[0].rsplit("/", 1)[-1]].get("properties", {}))
+        out.append((method, template, media[0], fields))
     return out
 
 
+def valid_body(method: str, template: str, ids: dict[str, str]) -> dict[str, Any]:
+    """A body the route accepts as it stands, so each field in turn can be the one that is wrong; fresh names
+    where it creates something, so every request gets as far as the first did."""
+    fresh = uuid.uuid4().hex[:12]
+    scim_user = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": f"{fresh}@example.com",
+                 "externalId": fresh, "active": True}
+    scim_group = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": fresh}
+    bodies: dict[str, dict[str, Any]] = {
+        "POST /register": {"redirect_uris": ["http://127.0.0.1:9999/cb"], "client_name": "x"},
+        "POST /scim/v2/Users": scim_user, "PUT /scim/v2/Users": {**scim_user, "externalId": ids.get("external_id")},
+        "POST /scim/v2/Groups": scim_group, "PUT /scim/v2/Groups": scim_group,
+        "PATCH /scim/v2/Users": {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "active",
+                                                                       "value": True}]},
+        "PATCH /scim/v2/Groups": {"schemas": [PATCH_OP], "Operations": [{"op": "replace", "path": "displayName",
+                                                                        "value": fresh}]},
+        "POST /global-logout": {"sub_id": {"format": "email", "email": "nobody@example.com"}},
+        "POST /admin/api/v1/servers": {"id": f"fuzz-{fresh}", "name": "Fuzz", "resource": f"http://127.0.0.1:9/{fresh}",
+                                       "scopes": {"read": "Read"}},
+        "POST /admin/api/v1/clients": {"name": "Fuzz", "confidential": True, "introspect": True,
+                                       "resource_servers": ["demo"]},
+        "PUT /admin/api/v1/clients/{client_id}/trusted": {"trusted": False},
+        "PUT /admin/api/v1/clients/{client_id}/resource-servers": {"servers": ["demo"]},
+        "POST /admin/api/v1/users/{user}/revoke": {"reason": "fuzz"},
+        "POST /admin/api/v1/users/{user}/restore": {"reason": "fuzz"},
+        "POST /admin/api/v1/users/{user}/sessions/{session_id}/revoke": {"reason": "fuzz"},
+        "POST /admin/api/v1/policy": {"document": "", "dry_run": True},
+        "POST /admin/api/v1/policy/explain": {"server": "demo", "user": ids.get("user", "x")},
+        "POST /admin/api/v1/policy/rollback": {"version": 1},
+    }
+    return bodies.get(f"{method} {template}") or bodies.get(f"{method} {template.split('/{')[0]}") or {}
+
+
+def with_field(body: dict[str, Any], name: str, value: Any) -> dict[str, Any]:
+    """``body`` with ``name`` set to ``value``; ``Operations.x`` is member x of the first PatchOp operation."""
+    if name.startswith("Operations."):
+        return {**body, "Operations": [{**body["Operations"][0], name.split(".", 1)[1]: value}]}
+    return {**body, name: value}
+
+
 async def test_malformed_and_over_deep_json_at_every_json_route(raw: httpx.AsyncClient, app: Any,
-                                                               admin_token: str) -> None:
+                                                               admin_token: str, ids: dict[str, str]) -> None:
     failures = []
-    for method, path, media, _ in json_routes(app):
+    for method, template, media, _ in json_routes(app):
         for case, body in JSON_BODIES.items():
-            headers = [(k.encode(), v.encode()) for k, v in credentials(path, admin_token).items()]
-            failures.append(await attempt(raw, method, path, headers, (body, media), case))
+            headers = [(k.encode(), v.encode()) for k, v in credentials(template, admin_token).items()]
+            failures.append(await attempt(raw, method, filled(template, ids), headers, (body, media), case))
     problems = [f for f in failures if f]
     assert not problems, "\n".join(problems[:40])
 
 
-async def test_every_field_of_every_json_body_in_the_wrong_type(raw: httpx.AsyncClient, app: Any,
-                                                                admin_token: str) -> None:
-    failures, tried = [], 0
-    for method, path, media, fields in json_routes(app):
-        base = VALID_BODIES.get(re.sub(r"/x$", "", path), {})
+async def test_every_field_of_every_json_body_in_the_wrong_type(raw: httpx.AsyncClient, app: Any, admin_token: str,
+                                                                ids: dict[str, str]) -> None:
+    failures, fields_of = [], {}
+    for method, template, media, fields in json_routes(app):
+        fields_of[f"{method} {template}"] = fields
         for name in fields:
             for case, value in WRONG_TYPES.items():
-                body = json.dumps({**base, name: value}).encode()
-                headers = [(k.encode(), v.encode()) for k, v in credentials(path, admin_token).items()]
-                failures.append(await attempt(raw, method, path, headers, (body, media), f"{name}: {case}"))
-                tried += 1
-    assert tried > 500  # every JSON route has its fields (a schema change would otherwise empty this test)
+                body = json.dumps(with_field(valid_body(method, template, ids), name, value)).encode()
+                headers = [(k.encode(), v.encode()) for k, v in credentials(template, admin_token).items()]
+                failures.append(await attempt(raw, method, filled(template, ids), headers, (body, media),
+                                              f"{name}: {case}"))
+    # every JSON route has its fields (a schema change would otherwise empty this test)
+    assert all(fields_of.values()), [route for route, fields in fields_of.items() if not fields]
     problems = [f for f in failures if f]
     assert not problems, "\n".join(problems[:40])

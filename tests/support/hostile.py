@@ -83,6 +83,17 @@ COOKIE: dict[str, bytes] = {
     "unbalanced quotes": b'broker-admin="abc; broker-browser="',
 }
 
+# Path segments and query values, percent-encoded as they travel.
+URL_VALUES: dict[str, str] = {
+    "a NUL character": "a%00b",
+    "not UTF-8": "%ff%fe",
+    "control characters": "a%01%1b%0d%0ab",
+    "a lone surrogate, CESU-encoded": "%ed%a0%80",
+    "4 KB": "A" * 4096,
+    "an integer past 64 bits": str(2**64),
+    "dot segments": "..%2f..%2f",
+}
+
 # JSON request bodies (raw bytes) whatever the endpoint expects.
 JSON_BODIES: dict[str, bytes] = {
     "arrays nested 30,000 deep": nested(DEEP).encode(),
@@ -109,6 +120,7 @@ WRONG_TYPES: dict[str, Any] = {
     "integer": 5,
     "float": 1.5,
     "negative": -1,
+    "an integer past 64 bits": 2**64,
     "true": True,
     "null": None,
     "empty string": "",

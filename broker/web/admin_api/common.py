@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from broker.oauth.bearer import BearerError, Caller, authenticate
 from broker.registry.servers import admin_api
@@ -33,9 +33,25 @@ def errors(**codes: str) -> dict[int | str, dict[str, Any]]:
 
 
 class Body(BaseModel):
-    """Request bodies refuse unknown fields (a typo is a 400, not a silently ignored setting)."""
+    """Request bodies refuse unknown fields (a typo is a 400, not a silently ignored setting) and NUL
+    characters in any string (PostgreSQL text cannot hold one; both stores refuse the same bodies)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        if _holds_nul(data):
+            raise ValueError("a string contains a NUL character")
+        return data
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    return isinstance(value, list) and any(_holds_nul(item) for item in value)
 
 
 class ApiError(Exception):
