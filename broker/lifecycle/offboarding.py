@@ -14,15 +14,13 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.audit import Outcome
-from broker.storage import upstream_revocations, users
-from broker.storage.enums import RevocationKind, SignInStatus, UserStatus
-from broker.storage.models import PendingAuthorization, RefreshTokenFamily, Revocation, User
-from broker.storage.statements import rowcount
+from broker.storage import upstream_revocations, user_grants, users
+from broker.storage.enums import SignInStatus, UserStatus
+from broker.storage.models import User
 
 # The sign-ins an offboarding fails: past the IdP, so the user is known, and not finished yet.
 USER_KNOWN = (SignInStatus.CALLBACK, SignInStatus.CONSENT, SignInStatus.DECIDING)
@@ -48,16 +46,9 @@ def revoke_user(session: Session, user: User, *, reason: str, actor: str, now: d
     if not already:
         user.offboarded_at, user.offboard_reason = now, reason
     user.not_before = now  # access tokens with an earlier iat are dead (introspection, refresh)
-    families = rowcount(session, update(RefreshTokenFamily)
-                               .where(RefreshTokenFamily.user_id == user.id, RefreshTokenFamily.revoked_at.is_(None))
-                               .values(revoked_at=now, revoked_reason=f"user offboarded: {reason}"[:200])
-                               .execution_options(synchronize_session=False))
-    session.execute(update(PendingAuthorization)
-                    .where(PendingAuthorization.user_id == user.id,
-                           PendingAuthorization.status.in_(USER_KNOWN))
-                    .values(status=SignInStatus.FAILED).execution_options(synchronize_session=False))
-    session.add(Revocation(kind=RevocationKind.USER, subject=user.id, not_before=now, reason=reason, actor=actor,
-                           created_at=now))
+    families = user_grants.revoke_families(session, user.id, f"user offboarded: {reason}", now)
+    user_grants.fail_sign_ins(session, user.id, USER_KNOWN)
+    user_grants.record_revocation(session, user.id, reason=reason, actor=actor, now=now)
     upstream = upstream_revocations.take_refresh_tokens(session, user.id, now)  # revoked at the IdP after commit
     consoles = users.end_console_sessions(session, user.id, now)  # an admin's console too, whoever offboards
     audit.record(session, "user.offboarded", actor=actor, user_id=user.id, outcome=Outcome.REVOKED,
@@ -77,12 +68,8 @@ def revoke_sessions(session: Session, user: User, *, reason: str, actor: str, no
     families revoked.
     """
     user.not_before, user.updated_at = now, now
-    families = rowcount(session, update(RefreshTokenFamily)
-                               .where(RefreshTokenFamily.user_id == user.id, RefreshTokenFamily.revoked_at.is_(None))
-                               .values(revoked_at=now, revoked_reason=f"sessions revoked: {reason}"[:200])
-                               .execution_options(synchronize_session=False))
-    session.add(Revocation(kind=RevocationKind.USER, subject=user.id, not_before=now, reason=reason, actor=actor,
-                           created_at=now))
+    families = user_grants.revoke_families(session, user.id, f"sessions revoked: {reason}", now)
+    user_grants.record_revocation(session, user.id, reason=reason, actor=actor, now=now)
     consoles = users.end_console_sessions(session, user.id, now)  # the console is a session too
     audit.record(session, "user.sessions_revoked", actor=actor, user_id=user.id, outcome=Outcome.REVOKED,
                  data={"reason": reason, "source": source, "families_revoked": families,
@@ -130,9 +117,8 @@ class AmbiguousUser(UnknownUser):
 def find_users(session: Session, reference: str, idp: str | None = None) -> list[User]:
     """Every user ``reference`` names (a user id, an email their IdP vouched for, or ``IDP:SUBJECT``), only
     those with an identity at ``idp`` when it is given; ``UnknownUser`` when none."""
-    user = session.get(User, reference)
-    matches = [user] if user is not None else list(session.scalars(
-        select(User).where(func.lower(User.email) == reference.lower()).order_by(User.created_at, User.id)))
+    user = users.get(session, reference)
+    matches = [user] if user is not None else users.with_email(session, reference)
     if not matches:
         by_identity = _by_identity(session, reference)
         matches = [by_identity] if by_identity is not None else []
@@ -172,4 +158,4 @@ def candidates(session: Session, matches: list[User]) -> list[Candidate]:
 def _by_identity(session: Session, reference: str) -> User | None:
     idp_id, _, subject = reference.partition(":")
     record = users.identity(session, idp_id, subject) if subject else None
-    return None if record is None else session.get(User, record.user_id)
+    return None if record is None else users.get(session, record.user_id)

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.audit import Outcome
-from broker.storage import grants, mcp_servers
+from broker.storage import grants, mcp_servers, user_grants
 from broker.storage.models import RefreshTokenFamily
 
 
@@ -27,7 +27,7 @@ def revoke_session(session: Session, user_id: str, family_id: str, *, reason: st
                    source: str) -> RefreshTokenFamily:
     """Revoke the user's family ``family_id`` and record ``user.session_revoked``; ``UnknownSession`` when the
     family is not this user's or is no longer live."""
-    family = session.get(RefreshTokenFamily, family_id)
+    family = user_grants.family(session, family_id)
     if family is None or family.user_id != user_id or family.revoked_at is not None:
         raise UnknownSession(f"user {user_id} has no live session {family_id!r}")
     if not grants.revoke_family(session, family_id, f"revoked by an administrator: {reason}", now):

@@ -18,7 +18,6 @@ from typing import Any, TypeGuard
 
 import httpx
 import jwt
-from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from broker import audit
@@ -29,7 +28,7 @@ from broker.federation.idtoken import UnverifiedHeader
 from broker.federation.jwks import JwksCache, http_fetcher
 from broker.lifecycle import offboarding
 from broker.storage import grants, users
-from broker.storage.models import UpstreamIdentity, User
+from broker.storage.models import User
 
 CAEP = "https://schemas.openid.net/secevent/caep/event-type/"
 RISC = "https://schemas.openid.net/secevent/risc/event-type/"
@@ -173,16 +172,12 @@ def _idp_for(sender: SignalIssuer, iss: str, idps: list[IdpSettings]) -> str | N
 
 def _by_identity(session: Session, idp_id: str | None, subject: str) -> list[User]:
     record = users.identity(session, idp_id, subject) if idp_id else None
-    user = session.get(User, record.user_id) if record else None
+    user = users.get(session, record.user_id) if record else None
     return [user] if user else []
 
 
 def _by_email(session: Session, email: str, idp_id: str | None) -> list[User]:
-    query = select(User).join(UpstreamIdentity, UpstreamIdentity.user_id == User.id) \
-        .where(func.lower(UpstreamIdentity.email) == email.lower())
-    if idp_id:
-        query = query.where(UpstreamIdentity.idp_id == idp_id)
-    return list(session.scalars(query.distinct()))
+    return users.by_identity_email(session, email, idp_id)
 
 
 def apply_ssf(session: Session, signal: VerifiedSignal, idps: list[IdpSettings], now: dt.datetime) -> list[str]:

@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker import audit
@@ -30,8 +29,7 @@ from broker.federation.errors import UpstreamError
 from broker.keys.crypto import DecryptionError, Encryptor, upstream_refresh_token_aad
 from broker.lifecycle import offboarding
 from broker.oauth import secrets
-from broker.storage import grants
-from broker.storage.models import UpstreamIdentity, User
+from broker.storage import grants, users
 
 log = logging.getLogger("broker.lifecycle")
 
@@ -60,9 +58,7 @@ class UpstreamCheck:
         family = grants.family_by_current(session, secrets.digest(presented_refresh_token))
         if family is None or family.revoked_at is not None:
             return None  # the grant itself will refuse it
-        identity = session.scalar(select(UpstreamIdentity).where(
-            UpstreamIdentity.user_id == family.user_id, UpstreamIdentity.idp_id.in_(self.idps),
-            UpstreamIdentity.refresh_token_encrypted.is_not(None)).order_by(UpstreamIdentity.last_login_at.desc()))
+        identity = users.identity_with_refresh_token(session, family.user_id, self.idps)
         if identity is None:
             self._say_unchecked(session, family.user_id)
             return None
@@ -74,8 +70,7 @@ class UpstreamCheck:
         return PendingCheck(family.user_id, identity.idp_id, identity.id, token)
 
     def _say_unchecked(self, session: Session, user_id: str) -> None:
-        idps = sorted(set(session.scalars(select(UpstreamIdentity.idp_id).where(
-            UpstreamIdentity.user_id == user_id, UpstreamIdentity.idp_id.in_(self.idps)))))
+        idps = users.idps_of(session, user_id, self.idps)
         if idps:
             log.warning("check_upstream_on_refresh cannot run for this refresh: no refresh token from IdP %s is "
                         "stored for the user, so the refresh is not checked upstream", ", ".join(idps),
@@ -102,14 +97,14 @@ class UpstreamCheck:
 
     def accepted(self, session: Session, check: PendingCheck, rotated: str | None) -> None:
         if rotated:
-            identity = session.get(UpstreamIdentity, check.identity_id)
+            identity = users.identity_by_id(session, check.identity_id)
             if identity is not None:
                 identity.refresh_token_encrypted = self.encryptor.encrypt(rotated.encode(),
                                                                           upstream_refresh_token_aad(identity.id))
 
     def refused(self, session: Session, check: PendingCheck, upstream_error: str | None, now: dt.datetime) -> None:
-        user = session.get(User, check.user_id)
-        identity = session.get(UpstreamIdentity, check.identity_id)
+        user = users.get(session, check.user_id)
+        identity = users.identity_by_id(session, check.identity_id)
         if identity is not None:
             identity.refresh_token_encrypted = None
         if user is not None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import Any, NamedTuple
 
 from sqlalchemy import String, bindparam, delete, func, insert, select, update
@@ -184,6 +184,39 @@ def identities_of(session: Session, user_id: str) -> list[UpstreamIdentity]:
 def has_identity_at(session: Session, user_id: str, idp_id: str) -> bool:
     return session.scalar(select(UpstreamIdentity.id).where(UpstreamIdentity.user_id == user_id,
                                                             UpstreamIdentity.idp_id == idp_id).limit(1)) is not None
+
+
+def with_email(session: Session, email: str) -> list[User]:
+    """Every user with this email (any case), oldest first."""
+    return list(session.scalars(select(User).where(func.lower(User.email) == email.lower())
+                                .order_by(User.created_at, User.id)))
+
+
+def by_identity_email(session: Session, email: str, idp_id: str | None = None) -> list[User]:
+    """The users with an upstream identity (at ``idp_id``, when given) that has this email (any case)."""
+    query = select(User).join(UpstreamIdentity, UpstreamIdentity.user_id == User.id) \
+        .where(func.lower(UpstreamIdentity.email) == email.lower())
+    if idp_id:
+        query = query.where(UpstreamIdentity.idp_id == idp_id)
+    return list(session.scalars(query.distinct()))
+
+
+def identity_by_id(session: Session, identity_id: str) -> UpstreamIdentity | None:
+    return session.get(UpstreamIdentity, identity_id)
+
+
+def identity_with_refresh_token(session: Session, user_id: str, idp_ids: Collection[str]) -> UpstreamIdentity | None:
+    """The user's identity at one of ``idp_ids`` that holds an upstream refresh token, latest sign-in first."""
+    return session.scalars(select(UpstreamIdentity).where(
+        UpstreamIdentity.user_id == user_id, UpstreamIdentity.idp_id.in_(idp_ids),
+        UpstreamIdentity.refresh_token_encrypted.is_not(None))
+        .order_by(UpstreamIdentity.last_login_at.desc())).first()
+
+
+def idps_of(session: Session, user_id: str, among: Collection[str]) -> list[str]:
+    """The IdPs among ``among`` at which the user has an identity, sorted."""
+    return sorted(set(session.scalars(select(UpstreamIdentity.idp_id).where(
+        UpstreamIdentity.user_id == user_id, UpstreamIdentity.idp_id.in_(among)))))
 
 
 def by_email(session: Session, email: str) -> list[User]:

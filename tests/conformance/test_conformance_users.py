@@ -52,3 +52,47 @@ def test_live_family_count_leaves_out_revoked_families_and_other_users(database:
         assert users.live_family_count(session, "u1") == 2  # an expired family is not revoked
         assert users.live_family_count(session, "u2") == 1
         assert users.live_family_count(session, "nobody") == 0
+
+
+def test_with_email_is_every_match_in_any_case_oldest_first(database: Database) -> None:
+    with database.transaction() as session:
+        users.add(session, User(id="u2", email="Ann@Example.com", created_at=NOW),
+                  User(id="u1", email="ann@example.com", created_at=NOW + dt.timedelta(seconds=1)),
+                  User(id="u3", email="ann@example.org", created_at=NOW - dt.timedelta(days=1)))
+    with database.transaction() as session:
+        assert [u.id for u in users.with_email(session, "ANN@example.com")] == ["u2", "u1"]
+        assert users.with_email(session, "nobody@example.com") == []
+
+
+def test_by_identity_email_finds_users_through_their_identities_once_each(database: Database) -> None:
+    with database.transaction() as session:
+        users.add(session, User(id="u1", email="other@example.com"), User(id="u2"))
+        users.add(session, UpstreamIdentity(user_id="u1", idp_id="okta", subject="a", email="Ann@example.com"),
+                  UpstreamIdentity(user_id="u1", idp_id="entra", subject="b", email="ann@example.com"),
+                  UpstreamIdentity(user_id="u2", idp_id="entra", subject="c", email="bob@example.com"))
+    with database.transaction() as session:
+        assert [u.id for u in users.by_identity_email(session, "ann@EXAMPLE.com")] == ["u1"]
+        assert [u.id for u in users.by_identity_email(session, "ann@example.com", "okta")] == ["u1"]
+        assert users.by_identity_email(session, "bob@example.com", "okta") == []
+        assert users.by_identity_email(session, "other@example.com") == []  # the user's own email is not asked
+
+
+def test_identities_holding_refresh_tokens_and_the_idps_a_user_has(database: Database) -> None:
+    with database.transaction() as session:
+        users.add(session, User(id="u1"))
+        users.add(session, UpstreamIdentity(id="i1", user_id="u1", idp_id="okta", subject="a",
+                                            refresh_token_encrypted=b"r1", last_login_at=NOW),
+                  UpstreamIdentity(id="i2", user_id="u1", idp_id="entra", subject="b",
+                                   refresh_token_encrypted=b"r2", last_login_at=NOW + dt.timedelta(minutes=1)),
+                  UpstreamIdentity(id="i3", user_id="u1", idp_id="google", subject="c", last_login_at=NOW))
+    with database.transaction() as session:
+        latest = users.identity_with_refresh_token(session, "u1", ["okta", "entra", "google"])
+        assert latest is not None and latest.id == "i2"
+        only_okta = users.identity_with_refresh_token(session, "u1", ["okta"])
+        assert only_okta is not None and only_okta.id == "i1"
+        assert users.identity_with_refresh_token(session, "u1", ["google"]) is None
+        assert users.idps_of(session, "u1", ["okta", "google", "gitlab"]) == ["google", "okta"]
+        assert users.idps_of(session, "u1", []) == []
+        found = users.identity_by_id(session, "i3")
+        assert found is not None and found.subject == "c" and type(found) is UpstreamIdentity
+        assert users.identity_by_id(session, "nope") is None

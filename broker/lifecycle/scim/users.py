@@ -159,7 +159,7 @@ def delete(session: Session, request: ScimRequest, scim_id: str) -> ScimResult:
 def _load(session: Session, request: ScimRequest, scim_id: str, *, for_update: bool = True) -> tuple[ScimUser, User]:
     row = store.live_user(session, request.client.idp_id, scim_id, for_update=for_update) \
         if resource_id(scim_id) else None
-    user = None if row is None else session.get(User, row.user_id)
+    user = None if row is None else users.get(session, row.user_id)
     if row is None or user is None:
         raise NotFoundException(detail="no such user")
     return row, user
