@@ -101,6 +101,7 @@ class FakeUpstream:
         self.codes: dict[str, _Code] = {}
         self.requests: list[str] = []  # "METHOD path" of every request, for assertions
         self.token_requests: list[dict[str, str]] = []  # the token endpoint's forms, secrets removed
+        self.refresh_tokens: list[str] = []  # every refresh token issued
         self.app = Starlette(routes=self.routes())
         self.app.add_middleware(_Recorder, log=self.requests)  # type: ignore[arg-type]
 
@@ -204,6 +205,7 @@ class FakeUpstream:
                 "access_token": secrets.token_urlsafe(32), "id_token": self.sign(self.id_token_claims(code))}
         if "offline_access" in code.scope.split():
             body["refresh_token"] = secrets.token_urlsafe(32)
+            self.refresh_tokens.append(body["refresh_token"])
         return body
 
     def client_credentials(self, request: Request, form: dict[str, Any]) -> Response:
@@ -239,6 +241,7 @@ class FakeOkta(FakeUpstream):
         self.endpoints = f"{prefix}/v1" if authorization_server else "/oauth2/v1"
         self.groups_claim = True  # the app's (or authorization server's) groups claim is configured
         self.api_error: tuple[int, str, str] | None = None  # the token endpoint answers Okta's errorCode JSON
+        self.revoked: list[tuple[str, str, str]] = []  # (client id, token, token_type_hint) at /revoke
         super().__init__(base_url, users, clients)
 
     @property
@@ -249,6 +252,7 @@ class FakeOkta(FakeUpstream):
         return [Route(f"{self.prefix}/.well-known/openid-configuration", self.discovery),
                 Route(f"{self.endpoints}/authorize", self.authorize_endpoint),
                 Route(f"{self.endpoints}/token", self.token_endpoint, methods=["POST"]),
+                Route(f"{self.endpoints}/revoke", self.revocation_endpoint, methods=["POST"]),
                 Route(f"{self.endpoints}/keys", lambda request: JSONResponse(self.jwks()))]
 
     async def discovery(self, request: Request) -> Response:
@@ -256,6 +260,7 @@ class FakeOkta(FakeUpstream):
         return JSONResponse({
             "issuer": self.issuer, "authorization_endpoint": f"{endpoints}/authorize",
             "token_endpoint": f"{endpoints}/token", "jwks_uri": f"{endpoints}/keys",
+            "revocation_endpoint": f"{endpoints}/revoke",
             "response_types_supported": ["code"], "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["RS256"],
             "scopes_supported": ["openid", "profile", "email", "groups", "offline_access"],
@@ -273,6 +278,15 @@ class FakeOkta(FakeUpstream):
             return JSONResponse({"errorCode": code, "errorSummary": summary, "errorLink": code,
                                  "errorId": "oae" + secrets.token_hex(10), "errorCauses": []}, status_code=status)
         return await self.token(request)
+
+    async def revocation_endpoint(self, request: Request) -> Response:
+        """RFC 7009 as Okta answers it: 200 with no body for any token, once the client authenticates."""
+        form = dict(await request.form())
+        client_id = self.authenticate(request, form)
+        if client_id is None:
+            return self.oauth_error(401, "invalid_client")
+        self.revoked.append((client_id, form.get("token", ""), form.get("token_type_hint", "")))
+        return Response(status_code=200)
 
     def id_token_claims(self, code: _Code) -> dict[str, Any]:
         user = code.user
