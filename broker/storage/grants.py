@@ -372,12 +372,42 @@ async def first_use_of_jti_hot(tx: Tx, key_hash: str, purpose: str, expires_at: 
 
 
 _PENDING = PendingAuthorization.__table__
-# A sign-in reads and writes its pending authorization at each step: prepared, read as rows (``Pending``).
-Pending = Any  # a Prepared row with PendingAuthorization's columns; changes go through update_pending
+
+
+class Pending(NamedTuple):
+    """A sign-in under way (``PendingAuthorization``'s columns): read at each step, changed by ``update_pending``
+    and ``advance_pending`` (prepared statements: a sign-in reads and writes it at each step)."""
+
+    id: str
+    browser_hash: str
+    status: str  # SignInStatus
+    client_id: str
+    redirect_uri: str
+    resource: str
+    server_id: str
+    requested_scope: str
+    granted_scope: str | None
+    state: str | None
+    code_challenge: str
+    code_challenge_method: str
+    nonce: str | None
+    idp_id: str
+    upstream_state_hash: str
+    upstream_nonce: str
+    upstream_verifier_encrypted: bytes
+    user_id: str | None
+    auth_time: dt.datetime | None
+    acr: str | None
+    oidc_scope: str | None
+    prompt: str | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+
 _HOLD = Prepared(insert(_PENDING), columns=[c.key for c in _PENDING.c if c.key not in ("user_id", "granted_scope",
                                                                                         "auth_time", "acr")])
-_PENDING_BY_ID = Prepared(select(*_PENDING.c).where(_PENDING.c.id == bindparam("b_id")))
-_PENDING_BY_STATE = Prepared(select(*_PENDING.c).where(_PENDING.c.upstream_state_hash == bindparam("b_state")))
+_PENDING_BY_ID = Prepared(select(*_PENDING.c).where(_PENDING.c.id == bindparam("b_id")), row=Pending)
+_PENDING_BY_STATE = Prepared(select(*_PENDING.c).where(_PENDING.c.upstream_state_hash == bindparam("b_state")),
+                             row=Pending)
 _ADVANCE = Prepared(update(_PENDING).where(_PENDING.c.id == bindparam("b_id"), _PENDING.c.status == bindparam("b_from"))
                     .values(status=bindparam("b_to", type_=_PENDING.c.status.type)))
 
@@ -388,11 +418,13 @@ def hold_pending(session: Session, **columns: Any) -> None:
 
 
 def pending(session: Session, pending_id: str) -> Pending | None:
-    return _PENDING_BY_ID.first(session, {"b_id": pending_id})
+    found: Pending | None = _PENDING_BY_ID.first(session, {"b_id": pending_id})
+    return found
 
 
 def pending_by_upstream_state(session: Session, state_hash: str) -> Pending | None:
-    return _PENDING_BY_STATE.first(session, {"b_state": state_hash})
+    found: Pending | None = _PENDING_BY_STATE.first(session, {"b_state": state_hash})
+    return found
 
 
 def advance_pending(session: Session, pending_id: str, from_status: str, to_status: str) -> bool:

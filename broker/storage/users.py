@@ -95,8 +95,16 @@ def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | 
                                                          UpstreamIdentity.subject == subject))
 
 
+class LoginIds(NamedTuple):
+    """Which upstream identity a sign-in is, and whose."""
+
+    id: str
+    user_id: str
+
+
 _LOGIN_IDS = Prepared(select(_LOGINS.c.id, _LOGINS.c.user_id).where(_LOGINS.c.idp_id == bindparam("idp_id"),
-                                                                      _LOGINS.c.subject == bindparam("subject")))
+                                                                      _LOGINS.c.subject == bindparam("subject")),
+                      row=LoginIds)
 
 
 def user_id_by_identity(session: Session, idp_id: str, subject: str) -> str | None:
@@ -136,9 +144,10 @@ async def add_identity_hot(tx: Tx, *, user_id: str, idp_id: str, subject: str, e
                                       "email": email, "claims": claims, "created_at": now})
 
 
-def login_ids(session: Session, idp_id: str, subject: str) -> Any:
-    """(``id``, ``user_id``) of the upstream identity ``subject`` at ``idp_id``; None when there is none."""
-    return _LOGIN_IDS.first(session, {"idp_id": idp_id, "subject": subject})
+def login_ids(session: Session, idp_id: str, subject: str) -> LoginIds | None:
+    """The upstream identity ``subject`` at ``idp_id``; None when there is none."""
+    known: LoginIds | None = _LOGIN_IDS.first(session, {"idp_id": idp_id, "subject": subject})
+    return known
 
 
 _RECORD_LOGIN = Prepared(update(_LOGINS).where(_LOGINS.c.id == bindparam("b_id"))
@@ -232,9 +241,16 @@ _GROUPS = Group.__table__
 _MEMBERSHIPS = GroupMembership.__table__
 _GROUP_NAMES = Prepared(select(_GROUPS.c.name).join(_MEMBERSHIPS, _MEMBERSHIPS.c.group_id == _GROUPS.c.id)
                         .where(_MEMBERSHIPS.c.user_id == bindparam("user_id")).order_by(_GROUPS.c.name))
+class LatestLogin(NamedTuple):
+    """Where a user last signed in upstream, and the claims that IdP sent then."""
+
+    idp_id: str
+    claims: dict[str, Any]
+
+
 _LATEST_LOGIN = Prepared(select(_LOGINS.c.idp_id, _LOGINS.c.claims)
                          .where(_LOGINS.c.user_id == bindparam("user_id"))
-                         .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1))
+                         .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1), row=LatestLogin)
 
 
 def group_names(session: Session, user_id: str) -> list[str]:
@@ -245,9 +261,10 @@ async def group_names_hot(tx: Tx, user_id: str) -> list[str]:
     return [str(name) for name in await tx.scalars(_GROUP_NAMES, {"user_id": user_id})]
 
 
-def latest_login(session: Session, user_id: str) -> Any:
-    """(``idp_id``, ``claims``) of the user's most recent upstream sign-in; None if they never signed in."""
-    return _LATEST_LOGIN.first(session, {"user_id": user_id})
+def latest_login(session: Session, user_id: str) -> LatestLogin | None:
+    """The user's most recent upstream sign-in; None if they never signed in."""
+    latest: LatestLogin | None = _LATEST_LOGIN.first(session, {"user_id": user_id})
+    return latest
 
 
 _GROUPS_FROM = Prepared(select(_GROUPS.c.name).join(_MEMBERSHIPS, _MEMBERSHIPS.c.group_id == _GROUPS.c.id)

@@ -96,3 +96,20 @@ def test_identities_holding_refresh_tokens_and_the_idps_a_user_has(database: Dat
         found = users.identity_by_id(session, "i3")
         assert found is not None and found.subject == "c" and type(found) is UpstreamIdentity
         assert users.identity_by_id(session, "nope") is None
+
+
+def test_login_ids_and_latest_login_are_declared_rows(database: Database) -> None:
+    with database.transaction() as session:
+        users.add(session, User(id="u1"), User(id="u2"))
+        users.add(session, UpstreamIdentity(id="i1", user_id="u1", idp_id="okta", subject="a", claims={"x": 1},
+                                            last_login_at=NOW),
+                  UpstreamIdentity(id="i2", user_id="u1", idp_id="entra", subject="b", claims={"y": [2]},
+                                   last_login_at=NOW + dt.timedelta(minutes=1)),
+                  UpstreamIdentity(id="i3", user_id="u1", idp_id="google", subject="c"))
+    with database.transaction() as session:
+        assert users.login_ids(session, "okta", "a") == users.LoginIds(id="i1", user_id="u1")
+        assert type(users.login_ids(session, "okta", "a")) is users.LoginIds
+        assert users.login_ids(session, "okta", "b") is None
+        assert users.latest_login(session, "u1") == users.LatestLogin(idp_id="entra", claims={"y": [2]})
+        assert type(users.latest_login(session, "u1")) is users.LatestLogin
+        assert users.latest_login(session, "u2") is None
