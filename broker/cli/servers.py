@@ -68,20 +68,22 @@ def _definition_flags(parser: argparse.ArgumentParser, required: bool) -> None:
 
 def add_server(args: argparse.Namespace) -> int:
     spec = _spec(args, None)
-    database = open_database(load_settings(args))
+    settings = load_settings(args)
+    database = open_database(settings)
     with database.transaction() as session:
-        row = _apply(lambda: admin.add(session, spec, actor=actor()))
+        row = _apply(lambda: admin.add(session, spec, actor=actor(), issuer=settings.issuer))
         record = describe(row)
     _print(args, record, f"registered {record['id']}: {record['resource']}")
     return 0
 
 
 def update_server(args: argparse.Namespace) -> int:
-    database = open_database(load_settings(args))
+    settings = load_settings(args)
+    database = open_database(settings)
     with database.transaction() as session:
         row = _get(session, args.server_id)
         spec = _spec(args, row)
-        record = describe(_apply(lambda: admin.update(session, row, spec, actor=actor())))
+        record = describe(_apply(lambda: admin.update(session, row, spec, actor=actor(), issuer=settings.issuer)))
     _print(args, record, f"updated {record['id']}")
     return 0
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.registry.resources import InvalidResource, canonical_resource
-from broker.registry.servers import ADMIN_API_ID, USERINFO_ID
+from broker.registry.servers import ADMIN_API_ID, USERINFO_ID, builtin_resources
 from broker.storage import mcp_servers
 from broker.storage.mcp_servers import ServerRow
 from broker.storage.models import utcnow
@@ -47,8 +47,9 @@ class ServerSpec:
     access_token_lifetime: int | None = None
 
 
-def add(session: Session, spec: ServerSpec, actor: str = "system") -> ServerRow:
-    resource = _validate(spec)
+def add(session: Session, spec: ServerSpec, actor: str = "system", *, issuer: str = "") -> ServerRow:
+    """Register a server; ``issuer`` names the broker, whose own targets' resources no server may take."""
+    resource = _validate(spec, issuer)
     if mcp_servers.get(session, spec.id) is not None:
         raise ServerConflict([f"id: a server {spec.id!r} exists already"])
     if mcp_servers.by_resource(session, resource) is not None:
@@ -62,8 +63,9 @@ def add(session: Session, spec: ServerSpec, actor: str = "system") -> ServerRow:
     return row
 
 
-def update(session: Session, row: ServerRow, spec: ServerSpec, actor: str = "system") -> ServerRow:
-    resource = _validate(spec)
+def update(session: Session, row: ServerRow, spec: ServerSpec, actor: str = "system", *,
+           issuer: str = "") -> ServerRow:
+    resource = _validate(spec, issuer)
     other = mcp_servers.by_resource(session, resource)
     if other is not None and other.id != row.id:
         raise ServerConflict([f"resource: {resource} belongs to server {other.id!r}"])
@@ -91,7 +93,7 @@ def snapshot(row: ServerRow) -> dict[str, object]:
             "access_token_lifetime": row.access_token_lifetime}
 
 
-def _validate(spec: ServerSpec) -> str:
+def _validate(spec: ServerSpec, issuer: str) -> str:
     problems = []
     if spec.id in (ADMIN_API_ID, USERINFO_ID):
         problems.append(f"id: {spec.id!r} is reserved for a built-in target")
@@ -104,6 +106,8 @@ def _validate(spec: ServerSpec) -> str:
         resource = canonical_resource(spec.resource)
     except InvalidResource as exc:
         problems.append(f"resource: {exc}")
+    if issuer and resource in builtin_resources(issuer):  # a token for it would be one for the broker itself
+        problems.append(f"resource: {resource} is the broker's own; register the MCP server's URL")
     if not spec.scopes:
         problems.append("scopes: at least one scope")
     problems += [f"scopes: {s!r} is not a valid scope name" for s in spec.scopes if not SCOPE.match(s)]

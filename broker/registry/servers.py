@@ -69,6 +69,11 @@ def userinfo(issuer: str) -> Server:
                   scopes=dict(USERINFO_SCOPES), default_scopes=("openid",), builtin=True)
 
 
+def builtin_resources(issuer: str) -> tuple[str, ...]:
+    """The audiences of the broker's own targets, which no registered server may take."""
+    return admin_api(issuer).resource, userinfo(issuer).resource
+
+
 def resolve(session: Session, resource: str, issuer: str, *, include_admin_api: bool = False,
             include_sign_in: bool = False) -> Server:
     """The enabled server a ``resource`` parameter names after canonicalisation, or ``UnknownResource``.
@@ -87,8 +92,10 @@ def resolve_in(registry: Registry, resource: str, issuer: str, *, include_admin_
         canonical = canonical_resource(resource)
     except InvalidResource as exc:
         raise UnknownResource(str(exc)) from None
-    if include_admin_api and canonical == admin_api(issuer).resource:
-        return admin_api(issuer)
+    if canonical == admin_api(issuer).resource:
+        if include_admin_api:
+            return admin_api(issuer)
+        raise UnknownResource("the resource is not a registered MCP server")  # even if one was registered there
     if canonical == userinfo(issuer).resource:
         if include_sign_in:
             return userinfo(issuer)

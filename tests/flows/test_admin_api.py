@@ -10,8 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from broker.dev import DEV_POLICY
+from broker.registry import admin as registry_admin
 from broker.storage.models import AuditEvent, Client, McpServer, PolicyVersion, utcnow
-from tests.support.oauth_flow import register_client, tokens_for
+from tests.support.oauth_flow import authorize, exchange, pkce, register_client, tokens_for
 
 API = "/admin/api/v1"
 READ_ONLY = DEV_POLICY.replace('scopes = "*"', 'scopes = ["tools:read"]')
@@ -202,6 +203,35 @@ async def test_a_caller_cannot_widen_an_existing_client(client: httpx.AsyncClien
     with state.database.sessions() as session:
         assert session.get(Client, pending.row.id).status == "pending"
         assert not session.get(Client, target.row.id).trusted
+
+
+async def test_no_mcp_server_takes_the_audience_of_the_brokers_own_apis(client: httpx.AsyncClient, state) -> None:
+    """admin:write registering an MCP server at the admin API's resource, with admin scopes, and a policy rule
+    for it, would hand users admin API tokens: registration refuses it, and a server stored there anyway (an
+    older database) is never a token audience."""
+    writer, _ = await bearer(client, state, "admin:write")
+    issuer = state.settings.issuer
+    squat = {"id": "squat", "name": "Squat", "resource": f"{issuer}/admin/api",
+             "scopes": {"admin:read": "Read", "security:revoke": "Revoke"}}
+    for resource in (f"{issuer}/admin/api", f"{issuer}/admin/api/", f"{issuer}/userinfo"):
+        refused = await client.post(f"{API}/servers", json={**squat, "resource": resource}, headers=writer)
+        assert refused.status_code == 400 and "the broker's own" in refused.json()["error_description"]
+    moved = await client.patch(f"{API}/servers/demo", json={"resource": f"{issuer}/admin/api"}, headers=writer)
+    assert moved.status_code == 400
+    with state.database.transaction() as session:
+        assert session.get(McpServer, "squat") is None
+        registry_admin.add(session, registry_admin.ServerSpec(**squat))  # no issuer: as registered before the check
+    everyone = ('\n[[rules]]\nid = "squat"\neffect = "allow"\nscopes = "*"\n[rules.subjects]\neveryone = true\n'
+                '[rules.targets]\nservers = ["squat"]\n')
+    assert (await client.post(f"{API}/policy", json={"document": DEV_POLICY + everyone},
+                              headers=writer)).status_code == 200
+    app = register_client(state, trusted=True)
+    verifier, challenge = pkce()
+    redirect = await authorize(client, app.row.id, challenge, resource=f"{issuer}/admin/api", scope="admin:read")
+    assert redirect.get("error") == "invalid_target" and "code" not in redirect
+    code = (await authorize(client, app.row.id, challenge))["code"]
+    token = await exchange(client, app.row.id, code, verifier, resource=f"{issuer}/admin/api")
+    assert token.status_code == 400 and token.json()["error"] in ("invalid_target", "invalid_grant")
 
 
 async def test_a_preregistered_client_id_is_never_a_metadata_document_url(client: httpx.AsyncClient, state) -> None:

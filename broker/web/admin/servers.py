@@ -87,7 +87,7 @@ async def create(request: Request, state: State) -> Response:
         spec, errors = _spec(form, form.get("id", "").strip())
         if spec is not None:
             try:
-                registry.add(db, spec, actor=console.actor)
+                registry.add(db, spec, actor=console.actor, issuer=state.settings.issuer)
                 return back(f"/admin/servers/{spec.id}?saved=1")
             except registry.InvalidServer as exc:
                 errors = _field_errors(exc.problems)
@@ -123,7 +123,7 @@ async def update(server_id: str, request: Request, state: State) -> Response:
         spec, errors = _spec(form, row.id)
         if spec is not None:
             try:
-                registry.update(db, row, spec, actor=console.actor)
+                registry.update(db, row, spec, actor=console.actor, issuer=state.settings.issuer)
                 return back(f"/admin/servers/{row.id}?saved=1")
             except registry.InvalidServer as exc:
                 db.rollback()  # nothing of a refused edit stays

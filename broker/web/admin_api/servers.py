@@ -10,7 +10,7 @@ from broker.registry import admin as registry
 from broker.storage import mcp_servers
 from broker.storage.mcp_servers import ServerRow
 from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso, not_found
-from broker.web.deps import DbSession
+from broker.web.deps import DbSession, State
 
 router = APIRouter()
 NO_SERVER = "No MCP server with that id"
@@ -87,17 +87,18 @@ def get_server(server_id: str, session: DbSession, caller: Reader) -> ServerOut:
 
 @router.post("/servers", summary="Register an MCP server (admin:write)", response_model=ServerOut,
              status_code=201, responses={**errors(e409="A server with that id or resource exists"), **BAD_BODY})
-def add_server(body: ServerIn, session: DbSession, caller: Writer) -> ServerOut:
+def add_server(body: ServerIn, session: DbSession, caller: Writer, state: State) -> ServerOut:
     spec = registry.ServerSpec(**body.model_dump())
     try:
-        return describe(registry.add(session, spec, actor=actor(caller)))
+        return describe(registry.add(session, spec, actor=actor(caller), issuer=state.settings.issuer))
     except registry.InvalidServer as exc:
         raise _refused(exc) from None
 
 
 @router.patch("/servers/{server_id}", summary="Change an MCP server (admin:write)", response_model=ServerOut,
               responses={**errors(e404=NO_SERVER, e409="The resource belongs to another server"), **BAD_BODY})
-def update_server(server_id: str, body: ServerPatch, session: DbSession, caller: Writer) -> ServerOut:
+def update_server(server_id: str, body: ServerPatch, session: DbSession, caller: Writer,
+                  state: State) -> ServerOut:
     row = _row(session, server_id)
     current = {"name": row.name, "resource": row.resource, "scopes": dict(row.scopes),
                "default_scopes": list(row.default_scopes), "description": row.description, "tags": list(row.tags),
@@ -106,7 +107,7 @@ def update_server(server_id: str, body: ServerPatch, session: DbSession, caller:
              if v is not None or k == "access_token_lifetime"}  # null elsewhere: leave as is
     spec = registry.ServerSpec(id=row.id, **{**current, **given})
     try:
-        return describe(registry.update(session, row, spec, actor=actor(caller)))
+        return describe(registry.update(session, row, spec, actor=actor(caller), issuer=state.settings.issuer))
     except registry.InvalidServer as exc:
         raise _refused(exc) from None
 
