@@ -14,7 +14,7 @@ BENCH_SCRIPTS := $(sort $(wildcard bench/*.py))
 help:
 	@echo "make run     start the broker in dev mode (.venv/bin/broker dev \$$ARGS)"
 	@echo "make test    ruff, mypy, then the test suite (installs PostgreSQL if missing; \$$PYTEST_ARGS)"
-	@echo "make test-quick  mypy, then unit and flow tests on SQLite only, for the edit loop (\$$PYTEST_ARGS)"
+	@echo "make test-quick  mypy, then unit, flow and storage conformance tests on SQLite only, for the edit loop (\$$PYTEST_ARGS)"
 	@echo "make bench   run every bench/*.py script in order"
 	@echo "make soak    10 minutes of mixed load on broker serve --workers 2 (\$$SOAK_ARGS, e.g. --minutes 3)"
 	@echo "make clean   remove .venv, var/, caches and tests/artifacts"
@@ -51,7 +51,7 @@ test: $(STAMP)
 # The edit loop: no e2e tests, no PostgreSQL, no browser, one pytest worker per core (CI runs `make test`).
 test-quick: $(STAMP)
 	$(VENV)/bin/mypy
-	TEST_STORES=sqlite TEST_QUICK=1 $(VPY) -m pytest tests/unit tests/flows -m "not e2e" -q -n auto $(PYTEST_ARGS) \
+	TEST_STORES=sqlite TEST_QUICK=1 $(VPY) -m pytest tests/unit tests/flows tests/conformance -m "not e2e" -q -n auto $(PYTEST_ARGS) \
 		|| { status=$$?; [ $$status -ne 5 ] || echo "make test-quick: pytest collected no tests" >&2; exit $$status; }
 
 # bench/run_all.py runs every bench script, then the issue 9 load runs (bench/load_runs.py; needs node

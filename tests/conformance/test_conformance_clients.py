@@ -27,3 +27,67 @@ def test_newest_first_pages_by_registration_time_then_id(database: Database) -> 
         assert [c.id for c in clients.newest_first(session, offset=4, limit=2)] == []
         assert [c.id for c in clients.newest_first(session, offset=0, limit=10, status=ClientStatus.PENDING)] == ["d"]
         assert all(type(c) is Client for c in clients.newest_first(session, offset=0, limit=10))
+
+
+def cimd_values(client_id: str) -> dict[str, object]:
+    return {"id": client_id, "name": "Doc client", "kind": ClientKind.CIMD, "status": ClientStatus.ACTIVE,
+            "secret_hash": None, "token_endpoint_auth_method": "none", "extra_auth_methods": [],
+            "redirect_uris": ["https://app.example/cb"], "grant_types": ["authorization_code"], "jwks": None,
+            "jwks_uri": None, "trusted": False, "scopes": [], "may_introspect": False, "resource_servers": [],
+            "registered_from": None, "metadata": {"client_uri": "https://app.example"}, "created_at": NOW,
+            "updated_at": NOW}
+
+
+async def test_a_client_reads_back_as_the_orm_object_and_as_a_record_on_both_lanes(database: Database) -> None:
+    with database.transaction() as session:
+        clients.add(session, Client(id="c1", name="One", kind=ClientKind.DCR, redirect_uris=["https://a/cb"],
+                                    jwks={"keys": []}, metadata_={"logo_uri": "https://a/l.png"}, created_at=NOW,
+                                    updated_at=NOW))
+    with database.transaction() as session:
+        row = clients.get(session, "c1")
+        record = clients.record(session, "c1")
+        assert row is not None and record is not None and type(record) is clients.ClientRow
+        assert record._asdict() == {name: getattr(row, name) for name in clients.ClientRow._fields}
+        assert clients.get(session, "c2") is None and clients.record(session, "c2") is None
+    async with database.hot.read() as tx:
+        assert await clients.record_hot(tx, "c1") == record
+        assert await clients.record_hot(tx, "c2") is None
+
+
+async def test_insert_if_absent_stores_a_client_once_on_both_lanes(database: Database) -> None:
+    with database.transaction() as session:
+        assert clients.insert_if_absent(session, cimd_values("https://app.example/c")) is True
+        assert clients.insert_if_absent(session, {**cimd_values("https://app.example/c"), "name": "Other"}) is False
+    async with database.hot.write() as tx:
+        assert await clients.insert_if_absent_hot(tx, cimd_values("https://app.example/c")) is False
+        assert await clients.insert_if_absent_hot(tx, cimd_values("https://other.example/c")) is True
+    with database.transaction() as session:
+        stored = clients.record(session, "https://app.example/c")
+        assert stored is not None and stored.name == "Doc client"
+        assert stored.metadata_ == {"client_uri": "https://app.example"}
+        assert [c.id for c in clients.list_all(session)] == ["https://app.example/c", "https://other.example/c"]
+
+
+async def test_update_hot_sets_the_columns_given_and_updated_at(database: Database) -> None:
+    with database.transaction() as session:
+        clients.insert_if_absent(session, cimd_values("https://app.example/c"))
+    later = NOW + dt.timedelta(hours=1)
+    async with database.hot.write() as tx:
+        await clients.update_hot(tx, "https://app.example/c", {"name": "Renamed", "metadata_": {"a": 1}}, later)
+    with database.transaction() as session:
+        stored = clients.record(session, "https://app.example/c")
+        assert stored is not None
+        assert (stored.name, stored.metadata_) == ("Renamed", {"a": 1})
+        assert (stored.updated_at, stored.created_at) == (later, NOW)
+
+
+def test_count_registered_from_counts_an_address_since_a_time(database: Database) -> None:
+    with database.transaction() as session:
+        for minutes, address in ((0, "10.0.0.1"), (5, "10.0.0.1"), (6, "10.0.0.2"), (-5, "10.0.0.1")):
+            row = client(f"c{minutes}{address}", minutes)
+            row.registered_from = address
+            clients.add(session, row)
+    with database.transaction() as session:
+        assert clients.count_registered_from(session, "10.0.0.1", NOW) == 2
+        assert clients.count_registered_from(session, "10.0.0.1", NOW + dt.timedelta(minutes=1)) == 1
+        assert clients.count_registered_from(session, "10.0.0.9", NOW) == 0
