@@ -76,3 +76,39 @@ def test_only_the_edge_knows_metrics(module: str, path: Path) -> None:
 def test_config_imports_nothing_of_ours(module: str, path: Path) -> None:
     ours = {i for i in imports_of(path) if i.split(".")[0] == "broker"}
     assert {i for i in ours if not i.startswith("broker.config")} == set(), "config is imported by all, imports none"
+
+
+# All SQL is in broker/storage: these rooms take a Session to pass on and catch SQLAlchemy's errors, no more.
+NO_SQL_ROOMS = ("cli", "lifecycle", "web")
+SQLALCHEMY_ALLOWED = {"sqlalchemy": {"exc"}, "sqlalchemy.orm": {"Session"}, "sqlalchemy.exc": None}
+
+
+def sqlalchemy_names(path: Path) -> set[str]:
+    """What a module takes from SQLAlchemy beyond ``SQLALCHEMY_ALLOWED`` (module.name)."""
+    taken = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            taken |= {alias.name for alias in node.names if alias.name.split(".")[0] == "sqlalchemy"}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sqlalchemy":
+            allowed = SQLALCHEMY_ALLOWED.get(node.module, set())
+            taken |= {f"{node.module}.{alias.name}" for alias in node.names
+                      if allowed is not None and alias.name not in allowed}
+    return taken
+
+
+def statements_run(path: Path) -> set[str]:
+    """Calls that run a statement on a session (``session.execute(...)``, ``db.scalars(...)``, ``.get(Model, ...)``)."""
+    runs = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and isinstance(node.func.value, ast.Name) and node.func.value.id in ("session", "db"):
+            if node.func.attr in ("execute", "scalar", "scalars", "get", "query"):
+                runs.add(f"{node.func.value.id}.{node.func.attr} at line {node.lineno}")
+    return runs
+
+
+@pytest.mark.parametrize("module,path", [(m, p) for m, p in modules() if room(m) in NO_SQL_ROOMS],
+                         ids=[m for m, _ in modules() if room(m) in NO_SQL_ROOMS])
+def test_no_sql_outside_storage(module: str, path: Path) -> None:
+    assert sqlalchemy_names(path) == set(), "statements are built in broker/storage"
+    assert statements_run(path) == set(), "statements are run in broker/storage"
