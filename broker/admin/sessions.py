@@ -15,7 +15,6 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from broker.config import AdminSettings
@@ -79,12 +78,12 @@ def resume(session: Session, cookie: str | None, settings: AdminSettings, now: d
     """The session behind ``cookie`` if it is still valid (and mark it used); else None."""
     if not cookie or len(cookie) > 200:
         return None
-    row = session.get(AdminSession, _hash(cookie))
+    row = users.console_session(session, _hash(cookie))
     if row is None or row.ended_at is not None or row.expires_at <= now:
         return None
     if row.last_seen_at + dt.timedelta(seconds=settings.session_idle_timeout) <= now:
         return None
-    user = session.get(User, row.user_id)
+    user = users.get(session, row.user_id)
     if user is None or user.status != UserStatus.ACTIVE:
         return None
     if now - row.last_seen_at >= TOUCH_EVERY:
@@ -98,8 +97,7 @@ def csrf_ok(console: ConsoleUser, submitted: str | None) -> bool:
 
 
 def end(session: Session, session_id: str, now: dt.datetime) -> None:
-    session.execute(update(AdminSession).where(AdminSession.id == session_id, AdminSession.ended_at.is_(None))
-                    .values(ended_at=now))
+    users.end_console_session(session, session_id, now)
 
 
 def end_all_for(session: Session, user_id: str, now: dt.datetime) -> int:

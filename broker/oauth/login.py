@@ -248,7 +248,7 @@ class LoginFlow:
         if not approve:
             return self.fail(session, pending, AccessDeniedError("the user denied the request"))
         self._remember_consent(session, pending, now)
-        user = session.get(User, pending.user_id)
+        user = users.get(session, pending.user_id) if pending.user_id else None
         assert user is not None
         return self._issue_code(session, pending, user, now)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker.storage.models import UpstreamIdentity, User
+from broker.storage import users
+from broker.storage.models import User
 from broker.storage.users import Account
 
 OIDC_SCOPES = frozenset({"openid", "profile", "email"})
@@ -61,8 +61,7 @@ def account_claims(account: Account, oidc_scopes: frozenset[str]) -> dict[str, A
 
 def _email_verified(session: Session, user: User | Account) -> bool:
     """What the IdP of the user's latest sign-in said about this address (the connector's verdict)."""
-    latest = session.scalar(select(UpstreamIdentity).where(UpstreamIdentity.user_id == user.id)
-                            .order_by(UpstreamIdentity.last_login_at.desc().nulls_last()).limit(1))
+    latest = users.latest_login(session, user.id)
     if latest is None or latest.email != user.email:  # OIDC Core §5.1: it speaks only for that address
         return False
     return latest.claims.get("email_verified") is True

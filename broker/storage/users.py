@@ -242,13 +242,14 @@ _MEMBERSHIPS = GroupMembership.__table__
 _GROUP_NAMES = Prepared(select(_GROUPS.c.name).join(_MEMBERSHIPS, _MEMBERSHIPS.c.group_id == _GROUPS.c.id)
                         .where(_MEMBERSHIPS.c.user_id == bindparam("user_id")).order_by(_GROUPS.c.name))
 class LatestLogin(NamedTuple):
-    """Where a user last signed in upstream, and the claims that IdP sent then."""
+    """Where a user last signed in upstream: the IdP, the claims it sent then and the email it vouched for."""
 
     idp_id: str
     claims: dict[str, Any]
+    email: str | None
 
 
-_LATEST_LOGIN = Prepared(select(_LOGINS.c.idp_id, _LOGINS.c.claims)
+_LATEST_LOGIN = Prepared(select(_LOGINS.c.idp_id, _LOGINS.c.claims, _LOGINS.c.email)
                          .where(_LOGINS.c.user_id == bindparam("user_id"))
                          .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1), row=LatestLogin)
 
@@ -294,6 +295,16 @@ def set_groups(session: Session, user_id: str, source: str, names: Iterable[str]
                                                       GroupMembership.group_id.in_(stale)))
     session.add_all(GroupMembership(user_id=user_id, group_id=gid) for gid in sorted(keep - current))
     session.flush()
+
+
+def console_session(session: Session, session_id: str) -> AdminSession | None:
+    return session.get(AdminSession, session_id)
+
+
+def end_console_session(session: Session, session_id: str, now: dt.datetime) -> None:
+    """End one admin console session (sign-out), once."""
+    session.execute(update(AdminSession).where(AdminSession.id == session_id, AdminSession.ended_at.is_(None))
+                    .values(ended_at=now))
 
 
 def end_console_sessions(session: Session, user_id: str, now: dt.datetime) -> int:

@@ -7,7 +7,7 @@ import datetime as dt
 from broker.storage import grants, users
 from broker.storage.db import Database
 from broker.storage.enums import UserStatus
-from broker.storage.models import RefreshTokenFamily, UpstreamIdentity, User
+from broker.storage.models import AdminSession, RefreshTokenFamily, UpstreamIdentity, User
 
 NOW = dt.datetime(2026, 12, 7, 9, 15, 30, tzinfo=dt.UTC)
 
@@ -104,12 +104,31 @@ def test_login_ids_and_latest_login_are_declared_rows(database: Database) -> Non
         users.add(session, UpstreamIdentity(id="i1", user_id="u1", idp_id="okta", subject="a", claims={"x": 1},
                                             last_login_at=NOW),
                   UpstreamIdentity(id="i2", user_id="u1", idp_id="entra", subject="b", claims={"y": [2]},
-                                   last_login_at=NOW + dt.timedelta(minutes=1)),
+                                   email="ann@example.com", last_login_at=NOW + dt.timedelta(minutes=1)),
                   UpstreamIdentity(id="i3", user_id="u1", idp_id="google", subject="c"))
     with database.transaction() as session:
         assert users.login_ids(session, "okta", "a") == users.LoginIds(id="i1", user_id="u1")
         assert type(users.login_ids(session, "okta", "a")) is users.LoginIds
         assert users.login_ids(session, "okta", "b") is None
-        assert users.latest_login(session, "u1") == users.LatestLogin(idp_id="entra", claims={"y": [2]})
+        assert users.latest_login(session, "u1") == users.LatestLogin(idp_id="entra", claims={"y": [2]},
+                                                                         email="ann@example.com")
         assert type(users.latest_login(session, "u1")) is users.LatestLogin
         assert users.latest_login(session, "u2") is None
+
+
+def test_console_sessions_end_one_at_a_time_or_all_of_a_users(database: Database) -> None:
+    def console(session_id: str, user_id: str) -> AdminSession:
+        return AdminSession(id=session_id, user_id=user_id, idp_id="okta", csrf_secret="c", created_at=NOW,
+                            last_seen_at=NOW, expires_at=NOW + dt.timedelta(hours=8))
+
+    later = NOW + dt.timedelta(minutes=5)
+    with database.transaction() as session:
+        users.add(session, User(id="u1"), User(id="u2"))
+        users.add(session, console("s1", "u1"), console("s2", "u1"), console("s3", "u1"), console("s4", "u2"))
+    with database.transaction() as session:
+        users.end_console_session(session, "s1", NOW)
+        users.end_console_session(session, "s1", later)  # ended once
+        assert users.end_console_sessions(session, "u1", later) == 2
+    with database.transaction() as session:
+        ended = {i: getattr(users.console_session(session, i), "ended_at", "missing") for i in ("s1", "s2", "s4", "s9")}
+        assert ended == {"s1": NOW, "s2": later, "s4": None, "s9": "missing"}
