@@ -13,7 +13,7 @@ from typing import Any
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
 from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
 
-from broker.oauth import clients, secrets
+from broker.oauth import client_keys, clients, secrets
 from broker.oauth.errors import OAuth2Error, describe
 from broker.storage import clients as client_repo
 
@@ -40,6 +40,25 @@ def check_metadata_types(metadata: dict[str, Any]) -> None:
         raise InvalidClientMetadataError("jwks must be a JWK Set: an object whose keys is an array of objects")
 
 
+def check_supported(metadata: dict[str, Any]) -> None:
+    """RFC 7591 §3.2.2: metadata this server cannot honour is ``invalid_client_metadata`` saying what it takes,
+    before authlib's checks (whose description names only the field)."""
+    method = metadata.get("token_endpoint_auth_method")
+    if method is not None and method not in DCR_AUTH_METHODS:
+        raise InvalidClientMetadataError(f"token_endpoint_auth_method must be one of {', '.join(DCR_AUTH_METHODS)}")
+    if not set(metadata.get("grant_types", [])) <= DCR_GRANTS:
+        raise InvalidClientMetadataError("grant_types: only authorization_code and refresh_token may be registered")
+    if not set(metadata.get("response_types", [])) <= {"code"}:
+        raise InvalidClientMetadataError("response_types: only code is supported")
+    if "jwks" in metadata and "jwks_uri" in metadata:  # RFC 7591 §2: MUST NOT both
+        raise InvalidClientMetadataError("give the client's keys as jwks or as jwks_uri, not both")
+    if "jwks_uri" in metadata:
+        try:
+            client_keys.check_jwks_uri(metadata["jwks_uri"])
+        except client_keys.InvalidKeys as exc:
+            raise InvalidClientMetadataError(str(exc)) from None
+
+
 class TooManyRegistrations(OAuth2Error):
     error = "too_many_requests"
     status_code = 429
@@ -62,6 +81,7 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
         if isinstance(request.payload.data, dict):
             check_metadata_types(request.payload.data)
+            check_supported(request.payload.data)
         return super().extract_client_metadata(request)
 
     def get_server_metadata(self) -> dict[str, Any]:
@@ -76,9 +96,7 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
         return secrets.new_token() if method in clients.SECRET_METHODS else None
 
     def save_client(self, client_info: dict[str, Any], metadata: dict[str, Any], request: Any) -> Any:
-        grant_types = metadata.get("grant_types") or ["authorization_code"]
-        if not set(grant_types) <= DCR_GRANTS:
-            raise InvalidClientMetadataError("only authorization_code and refresh_token may be registered")
+        grant_types = metadata.get("grant_types") or ["authorization_code"]  # check_supported limited them
         try:
             auth = clients.auth_setup([metadata.get("token_endpoint_auth_method", "client_secret_basic")],
                                       jwks=metadata.get("jwks"), jwks_uri=metadata.get("jwks_uri"))

@@ -240,6 +240,13 @@ async def test_dcr_private_key_jwt_with_a_jwks_uri(client: httpx.AsyncClient, st
 
 @pytest.mark.parametrize("metadata,reason", [
     ({"token_endpoint_auth_method": "private_key_jwt"}, "needs the client's public keys"),
+    ({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": JWKS_URI, "jwks": public_jwks(new_key())},
+     "as jwks or as jwks_uri, not both"),  # RFC 7591 §2: MUST NOT both
+    ({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "not a URL"}, "jwks_uri must be an https URL"),
+    ({"token_endpoint_auth_method": "client_secret_jwt"},
+     "token_endpoint_auth_method must be one of none, client_secret_basic, client_secret_post, private_key_jwt"),
+    ({"grant_types": ["client_credentials"]}, "only authorization_code and refresh_token may be registered"),
+    ({"response_types": ["code", "token"]}, "response_types: only code is supported"),
     ({"token_endpoint_auth_method": "private_key_jwt", "jwks_uri": "http://agent.example.com/jwks"},
      "jwks_uri must be an https URL"),
     ({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}},
