@@ -7,12 +7,12 @@ import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, Select, func, or_, select
+from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
 from broker.admin.audit_search import denial_conditions
 from broker.admin.names import Names, for_events, lookup
-from broker.storage import mcp_servers
+from broker.storage import mcp_servers, user_grants, users
 from broker.storage.enums import UserStatus
 from broker.storage.models import (
     AuditEvent,
@@ -100,15 +100,8 @@ class Page:
 
 
 def search_users(session: Session, text: str, page: int, status: str | None = None) -> Page:
-    query = select(User)
-    if text:
-        like = f"%{text.lower()}%"
-        query = query.where(or_(func.lower(User.email).like(like), func.lower(User.display_name).like(like),
-                                User.id == text))
-    if status in tuple(UserStatus):
-        query = query.where(User.status == status)
-    rows = list(session.scalars(query.order_by(User.email, User.id).offset((page - 1) * PAGE_SIZE)
-                                .limit(PAGE_SIZE + 1)))
+    rows = users.search(session, text, offset=(page - 1) * PAGE_SIZE, limit=PAGE_SIZE + 1,
+                        status=UserStatus(status) if status in tuple(UserStatus) else None)
     return Page(rows[:PAGE_SIZE], page, len(rows) > PAGE_SIZE)
 
 
@@ -127,7 +120,7 @@ class UserDetail:
 
 
 def user_detail(session: Session, user: User, groups: list[str]) -> UserDetail:
-    identities = list(session.scalars(select(UpstreamIdentity).where(UpstreamIdentity.user_id == user.id)))
+    identities = users.identities_of(session, user.id)
     families = live_families(session, user.id)
     events = list(session.scalars(select(AuditEvent).where(AuditEvent.user_id == user.id)
                                   .order_by(AuditEvent.id.desc()).limit(10)))
@@ -144,6 +137,4 @@ def user_detail(session: Session, user: User, groups: list[str]) -> UserDetail:
 
 def live_families(session: Session, user_id: str) -> list[RefreshTokenFamily]:
     """The user's refresh-token families that are not revoked, most recently used first (a page at most)."""
-    return list(session.scalars(select(RefreshTokenFamily).where(
-        RefreshTokenFamily.user_id == user_id, RefreshTokenFamily.revoked_at.is_(None))
-        .order_by(RefreshTokenFamily.last_used_at.desc()).limit(PAGE_SIZE)))
+    return user_grants.live_families(session, user_id, PAGE_SIZE)

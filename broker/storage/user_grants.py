@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Collection
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from broker.storage.enums import RevocationKind, SignInStatus
@@ -18,6 +18,13 @@ REASON_LENGTH = 200  # refresh_token_families.revoked_reason
 
 def family(session: Session, family_id: str) -> RefreshTokenFamily | None:
     return session.get(RefreshTokenFamily, family_id)
+
+
+def live_families(session: Session, user_id: str, limit: int) -> list[RefreshTokenFamily]:
+    """Up to ``limit`` of the user's families that are not revoked, most recently used first."""
+    return list(session.scalars(select(RefreshTokenFamily).where(
+        RefreshTokenFamily.user_id == user_id, RefreshTokenFamily.revoked_at.is_(None))
+        .order_by(RefreshTokenFamily.last_used_at.desc()).limit(limit)))
 
 
 def revoke_families(session: Session, user_id: str, reason: str, now: dt.datetime) -> int:

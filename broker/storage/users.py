@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Collection, Iterable
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, bindparam, delete, func, insert, select, update
+from sqlalchemy import String, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from broker.storage.enums import UserStatus
@@ -22,6 +22,7 @@ from broker.storage.models import (
     utcnow,
 )
 from broker.storage.prepared import Prepared
+from broker.storage.search import contains
 from broker.storage.statements import insert_unless_present, rowcount
 
 
@@ -33,6 +34,18 @@ def list_all(session: Session, status: UserStatus | None = None) -> list[User]:
     """Every user (with ``status``, when given), by email then id."""
     query = select(User) if status is None else select(User).where(User.status == status)
     return list(session.scalars(query.order_by(User.email, User.id)))
+
+
+def search(session: Session, text: str, *, offset: int, limit: int, status: UserStatus | None = None) -> list[User]:
+    """Users whose email or display name contains ``text`` (any case, wildcards literal) or whose id is ``text``
+    (every user when it is empty), with ``status`` when given; by email then id."""
+    query = select(User)
+    if text:
+        query = query.where(or_(contains(session, User.email, text), contains(session, User.display_name, text),
+                                User.id == text))
+    if status is not None:
+        query = query.where(User.status == status)
+    return list(session.scalars(query.order_by(User.email, User.id).offset(offset).limit(limit)))
 
 
 def live_family_count(session: Session, user_id: str) -> int:

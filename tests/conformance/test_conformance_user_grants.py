@@ -67,3 +67,15 @@ def test_record_revocation_is_a_user_record_with_its_not_before(database: Databa
         recorded = list(session.scalars(select(Revocation)))
         assert [(r.kind, r.subject, r.not_before, r.reason, r.actor, r.expires_at) for r in recorded] == [
             (RevocationKind.USER, "u1", NOW, "left", "admin@example.com", None)]
+
+
+def test_live_families_are_the_users_unrevoked_most_recently_used_first(database: Database) -> None:
+    with database.transaction() as session:
+        users.add(session, User(id="u1"), User(id="u2"))
+        rows = [family("f1", "u1"), family("f2", "u1"), family("f3", "u1", revoked_at=EARLIER), family("f4", "u2")]
+        rows[1].last_used_at = NOW
+        grants.add(session, *rows)
+    with database.transaction() as session:
+        assert [f.id for f in user_grants.live_families(session, "u1", 10)] == ["f2", "f1"]
+        assert [f.id for f in user_grants.live_families(session, "u1", 1)] == ["f2"]
+        assert user_grants.live_families(session, "nobody", 10) == []

@@ -132,3 +132,20 @@ def test_console_sessions_end_one_at_a_time_or_all_of_a_users(database: Database
     with database.transaction() as session:
         ended = {i: getattr(users.console_session(session, i), "ended_at", "missing") for i in ("s1", "s2", "s4", "s9")}
         assert ended == {"s1": NOW, "s2": later, "s4": None, "s9": "missing"}
+
+
+def test_search_matches_part_of_email_or_name_in_any_case_or_the_id(database: Database) -> None:
+    with database.transaction() as session:
+        users.add(session, User(id="u1", email="ann_lee@example.com", display_name="Ann 100% Lee"),
+                  User(id="u2", email="annxlee@example.com", display_name="Ann", status=UserStatus.OFFBOARDED),
+                  User(id="u3", email="bob@example.com", display_name="Bob"))
+    with database.transaction() as session:
+        def ids(text: str, offset: int = 0, limit: int = 10, status: UserStatus | None = None) -> list[str]:
+            return [u.id for u in users.search(session, text, offset=offset, limit=limit, status=status)]
+
+        assert ids("") == ["u1", "u2", "u3"]
+        assert ids("ANN") == ["u1", "u2"]
+        assert ids("ann_") == ["u1"] and ids("100%") == ["u1"] and ids("%") == ["u1"]
+        assert ids("u3") == ["u3"]
+        assert ids("ann", status=UserStatus.OFFBOARDED) == ["u2"]
+        assert ids("", offset=1, limit=1) == ["u2"]

@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from broker.dev import DEV_POLICY
 from broker.registry import admin as registry_admin
-from broker.storage.models import AuditEvent, Client, McpServer, PolicyVersion, utcnow
+from broker.storage import users
+from broker.storage.models import AuditEvent, Client, McpServer, PolicyVersion, User, utcnow
 from tests.support.oauth_flow import authorize, exchange, pkce, register_client, tokens_for
 
 API = "/admin/api/v1"
@@ -280,6 +281,22 @@ async def test_policy_import_dry_run_apply_invalid_rollback(client: httpx.AsyncC
     assert events(state, "policy.rolled_back")[0].actor == f"client:{robot}"
     with state.database.sessions() as session:
         assert len(session.scalars(select(PolicyVersion)).all()) == 3
+
+
+async def test_user_search_takes_percent_and_underscore_literally(client: httpx.AsyncClient, state) -> None:
+    with state.database.transaction() as session:
+        users.add(session, User(email="ann_lee@example.com", display_name="Ann 100% Lee"),
+                  User(email="annxlee@example.com", display_name="Ann"))
+    reader, _ = await bearer(client, state, "admin:read")
+
+    async def emails(q: str) -> list[str]:
+        found = (await client.get(f"{API}/users", params={"q": q}, headers=reader)).json()
+        return [u["email"] for u in found["users"]]
+
+    assert await emails("ann_") == ["ann_lee@example.com"]
+    assert await emails("100%") == ["ann_lee@example.com"]
+    assert await emails("%") == ["ann_lee@example.com"]
+    assert await emails("ANN") == ["ann_lee@example.com", "annxlee@example.com"]
 
 
 async def test_users_revoke_and_restore(client: httpx.AsyncClient, state) -> None:
