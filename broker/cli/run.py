@@ -6,18 +6,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TypedDict
-
-import uvicorn
+from typing import TYPE_CHECKING, TypedDict
 
 from broker import bundled, dev
-from broker.app import StartupError, build_state, prepare
 from broker.cli.common import CliError, Commands, common_flags, database_errors, load_settings, open_database
 from broker.config import Settings
-from broker.observability.workers import shared_by_workers
 from broker.storage.db import DatabaseError
-from broker.web import create_app, shutdown
-from broker.web.state import BrokerState
+
+if TYPE_CHECKING:
+    from broker.web.state import BrokerState
 
 
 def register(commands: Commands) -> None:
@@ -53,6 +50,10 @@ def run_dev(args: argparse.Namespace) -> int:
             dev.seed_feed_client(session, dev.demo_feed_secret(settings))
     state = _prepared_state(settings)
     print(dev.banner(settings), flush=True)
+    import uvicorn
+
+    from broker.web import create_app
+
     app = create_app(state, fallback=dev.demo_app(settings.issuer, dev.demo_feed_secret(settings)))
     uvicorn.run(app, host=args.host, port=args.port, proxy_headers=False, **server_options(settings))
     return 0
@@ -71,6 +72,8 @@ def server_options(settings: Settings) -> ServerOptions:
     """What both commands tell uvicorn: our logging only, and its share of bounding a connection (idle keep-alive,
     the header size its h11 parser allows: the app answers 431 past ``server.max_header_bytes`` whichever parser
     runs, and how long requests in flight may take after a SIGTERM)."""
+    from broker.web import shutdown
+
     graceful = shutdown.Plan.of(settings.server).graceful
     return {"log_config": None, "access_log": False, "server_header": False,
             "timeout_keep_alive": settings.server.keep_alive_timeout,
@@ -108,6 +111,10 @@ def run_serve(args: argparse.Namespace) -> int:
               "for each other, and fail with 'database is locked' past database.sqlite_busy_timeout_ms); use "
               "PostgreSQL for more than one worker", file=sys.stderr, flush=True)
     os.environ["BROKER_SERVER__WORKERS"] = str(workers)  # each worker enforces its share of every rate limit
+    import uvicorn
+
+    from broker.observability.workers import shared_by_workers
+
     with shared_by_workers(settings.metrics, workers):
         uvicorn.run("broker.app:create_app_from_environment", factory=True, workers=workers,
                     host=args.host or settings.server.host, port=args.port or settings.server.port,
@@ -116,6 +123,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def _prepared_state(settings: Settings) -> BrokerState:
+    """The state both commands serve, built and checked; the web stack is imported here, not by every command."""
+    from broker.app import StartupError, build_state, prepare
+
     try:
         state = build_state(settings)
         prepare(state)

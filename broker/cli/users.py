@@ -9,7 +9,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from broker import app
 from broker.admin import queries
 from broker.cli.common import (
     CliError,
@@ -150,8 +149,10 @@ def revoke_user(args: argparse.Namespace) -> int:
 
 def _revoke_upstream(settings: Settings, database: Database) -> list[Attempt]:
     """``app.revoke_upstream_tokens`` on an event loop of its own thread (the caller may run one already)."""
+    from broker.app import revoke_upstream_tokens  # the web stack only in the commands that call out
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(app.revoke_upstream_tokens(settings, database))).result()
+        return pool.submit(lambda: asyncio.run(revoke_upstream_tokens(settings, database))).result()
 
 
 UPSTREAM_RESULTS = {AttemptResult.REVOKED: "revoked at the IdP",

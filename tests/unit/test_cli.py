@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,6 +92,16 @@ def test_serve_refuses_a_stale_schema_naming_the_command(env, capsys) -> None:
     code, _, err = run(capsys, "serve")
     assert code == 2
     assert err == "broker: the database has no schema yet: run `broker db upgrade`\n"
+
+
+def test_the_commands_load_without_the_web_stack() -> None:
+    """Every one-shot command starts a process: `broker serve` and `broker dev` import the web stack when they run,
+    the others never (it cost each ~1 s of its start, ~3 s on a loaded machine)."""
+    code = "import sys, broker.cli; print(sorted(m for m in sys.modules if m.split('.')[0] in WEB or m in WEB))"
+    web = ("fastapi", "starlette", "uvicorn", "jinja2", "broker.app", "broker.web")
+    done = subprocess.run([sys.executable, "-c", f"WEB = {web!r}\n{code}"], capture_output=True, text=True,
+                          timeout=120, check=True)
+    assert done.stdout == "[]\n", done.stdout
 
 
 @pytest.mark.parametrize(("command", "part", "attribute"), [("serve", "templates", "TEMPLATES"),

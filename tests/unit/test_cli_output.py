@@ -9,11 +9,11 @@ import json
 from pathlib import Path
 
 import pytest
+import uvicorn
 
 from broker import config
 from broker.cli import audit as audit_cli
 from broker.cli import main
-from broker.cli import run as run_module
 from broker.cli.progress import Progress
 
 POLICY = ('[[rules]]\nid = "eng"\neffect = "allow"\nscopes = "*"\n[rules.subjects]\ngroups = ["engineering"]\n'
@@ -106,7 +106,7 @@ def test_progress_stays_quiet_for_a_second_then_counts() -> None:
 
 
 def test_serve_warns_when_several_workers_share_sqlite(env: Path, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(run_module.uvicorn, "run", lambda *a, **kw: None)
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: None)
     code, _, err = run(capsys, "serve", "--workers", "2")
     assert code == 0 and "broker: warning: 2 workers on SQLite" in err and "use PostgreSQL" in err
     code, _, err = run(capsys, "serve", "--workers", "1")

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import uvicorn
 
 from broker import dev
 from broker.cli import main
-from broker.cli import run as run_module
 
 OKTA = ('[[idps]]\nid = "okta"\ntype = "okta"\nissuer = "https://acme.okta.com"\nclient_id = "0oa1"\n'
         'client_secret = "from-the-file"\n')
@@ -19,7 +19,7 @@ OKTA = ('[[idps]]\nid = "okta"\ntype = "okta"\nissuer = "https://acme.okta.com"\
 def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     """`broker dev` up to the point where uvicorn would serve (which it does not, here)."""
     seen: dict[str, Any] = {}
-    monkeypatch.setattr(run_module.uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
     monkeypatch.setattr(dev, "demo_app", lambda issuer, secret=None: None)
     for name in ("BROKER_CONFIG", "BROKER_MODE", "BROKER_ISSUER", "BROKER_DATABASE__URL"):
         monkeypatch.delenv(name, raising=False)
