@@ -40,7 +40,7 @@ from broker.oauth.core import OAuthCore
 from broker.oauth.ssrf import HttpsMetadataFetcher
 from broker.observability import Metrics, MetricsUnavailable, workers
 from broker.registry.policies import StoredPolicy
-from broker.storage import housekeeping, schema
+from broker.storage import hot, housekeeping, schema
 from broker.storage.db import Database, EngineOptions
 from broker.storage.models import utcnow
 from broker.testidp.provider import TESTIDP_KEY_PURPOSE, TestIdentityProvider
@@ -136,20 +136,19 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
                       client_metadata=client_metadata or metadata_fetcher(settings), http=http)
     audit_keys = audit.AuditKeys(encryptor, keks)
 
-    # Both jobs queue like the request handlers' transactions: on SQLite they start the moment the write
-    # lock is free instead of sleeping in SQLite's busy handler. The sealer works in batches, each its own
-    # transaction, so token requests waiting for the lock (or the chain head) get in between: one
-    # transaction for a second's events held them up to ~40 ms.
+    # The sealer works in batches, each its own transaction, with a pause between them longer than the hot
+    # lane's longest wait for SQLite's lock, so token requests get in between
+    # (docs/decisions/0005-two-transaction-lanes.md).
     def seal_audit_chain() -> None:
         while True:
-            with database.queued_transaction() as session:
+            with database.transaction() as session:
                 sealed = audit.seal(session, audit_keys.get(session), limit=AUDIT_SEAL_BATCH)
             if sealed < AUDIT_SEAL_BATCH:
                 return
-            time.sleep(0)  # let a waiting thread take the queue first
+            time.sleep(hot.BUSY_LONGEST_WAIT_S)
 
     def purge_expired_rows() -> None:
-        with database.queued_transaction() as session:
+        with database.transaction() as session:
             housekeeping.purge_expired(session, utcnow())
 
     audience = settings.signals.audience or settings.issuer
@@ -179,7 +178,7 @@ def scheduled_rotation(settings: Settings, database: Database, keyring: KeyRing)
     every, delay = settings.keys.rotate_every, settings.keys.activation_delay
 
     def rotate_signing_key_when_due() -> None:
-        with database.queued_transaction() as session:
+        with database.transaction() as session:
             key_admin.rotate_on_schedule(session, keyring, every, delay)
 
     return min(ROTATION_CHECK_MAX, max(1.0, every / 20)), rotate_signing_key_when_due

@@ -24,11 +24,9 @@ ACCEPT_JSON = {"accept": "application/json"}
 
 log = logging.getLogger("broker.federation")
 
-# Idle connections kept per client (httpx's default is 20). httpcore checks every pooled connection on
-# each request (a poll per idle socket, and a count of the idle ones for each). With 16 concurrent
-# calls to one loopback token endpoint that bookkeeping cost ~1.4 ms of CPU per call at 8 against
-# ~2.0-2.6 ms at 20; the bench's federated sign-in (fewer redemptions at once) moved within noise.
-# Busier bursts open extra connections and close them after use.
+# Idle connections kept per client (httpx's default is 20): httpcore checks every pooled connection on each
+# request, so fewer idle ones cost less per call; busier bursts open extra connections and close them after
+# use (docs/decisions/0008-a-bounded-upstream-connection-pool.md).
 KEEPALIVE_CONNECTIONS = 8
 
 

@@ -76,7 +76,7 @@ class UpstreamRevocations:
         return attempts
 
     def _claim(self) -> list[PendingRevocation]:
-        with self.database.queued_transaction() as session:
+        with self.database.transaction() as session:
             return upstream_revocations.claim(session, BATCH)
 
     async def _revoke(self, pending: PendingRevocation) -> Attempt:
@@ -99,7 +99,7 @@ class UpstreamRevocations:
         if attempt.result == AttemptResult.FAILED:
             log.warning("the refresh token of an offboarded user could not be revoked at IdP %s: %s (the broker's "
                         "copy is deleted)", pending.idp_id, attempt.detail, extra={"user_id": pending.user_id})
-        with self.database.queued_transaction() as session:
+        with self.database.transaction() as session:
             audit.record(session, EVENT, actor=f"idp:{pending.idp_id}", user_id=pending.user_id,
                          outcome=AUDITED.get(attempt.result, Outcome.SUCCESS),
                          data={"idp": pending.idp_id, "result": attempt.result, "detail": attempt.detail})

@@ -1,7 +1,8 @@
-"""Bearer tokens presented to the broker itself (the admin API): who is calling, with which scopes.
+"""Bearer tokens presented to the broker itself (the admin API, UserInfo): who is calling, with which scopes.
 
-The same rules as introspection: a token this broker signed, unexpired, not revoked, its client
-still active, its audience exactly the admin API; then the scope the operation needs (RFC 6750 §3.1).
+The same rules as introspection (``oauth.verification``), in a session of the cold lane: a token this
+broker signed, unexpired, not revoked, its client still active, its audience exactly the API; then the
+scope the operation needs (RFC 6750 §3.1).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from broker.oauth.introspection import AccessTokenRecord, is_active, verify_own_access_token
+from broker.oauth.verification import standing_allows, user_of, verify_signed
+from broker.registry import servers
+from broker.storage import grants
 
 
 class BearerError(Exception):
@@ -31,24 +34,32 @@ class Caller:
     jti: str
 
 
-@dataclass
-class _Check:
-    db: Session
-    now: dt.datetime
-    server_ref: Any
-
-
-def authenticate(session: Session, server: Any, unverified_token: str | None, audience: str, required_scope: str,
+def authenticate(session: Session, engine: Any, unverified_token: str | None, audience: str, required_scope: str,
                  now: dt.datetime) -> Caller:
+    """The caller ``unverified_token`` names, for ``audience`` with ``required_scope``; ``BearerError`` otherwise.
+    ``engine``: the token engine (its keys, issuer and verified-token cache)."""
     if not unverified_token:
         raise BearerError("invalid_request", "a bearer token is required", 401, required_scope)
-    claims = verify_own_access_token(session, server, unverified_token, now)
+    published = engine.keyring.jwks(session, engine.jwks_grace, now)["keys"]
+    claims = verify_signed(published, engine.issuer, engine.verified_access_tokens, unverified_token, now)
     if claims is None or claims.get("aud") != audience:  # RFC 9068 §4: aud must be this API
         raise BearerError("invalid_token", "the access token is not valid for this API", 401, required_scope)
-    if not is_active(_Check(session, now, server), AccessTokenRecord(claims)):
+    if not _active(session, engine.issuer, claims):
         raise BearerError("invalid_token", "the access token was revoked", 401, required_scope)
     scopes = frozenset(str(claims.get("scope", "")).split())
     if required_scope not in scopes:
         raise BearerError("insufficient_scope", f"this operation needs the {required_scope} scope", 403,
                           required_scope)
     return Caller(client_id=claims["client_id"], subject=claims["sub"], scopes=scopes, jti=claims["jti"])
+
+
+def _active(session: Session, issuer: str, claims: dict[str, Any]) -> bool:
+    standing = grants.access_token_standing(session, jti=claims["jti"], client_id=claims["client_id"],
+                                            family_id=claims.get("sid"), user_id=user_of(claims))
+    if not standing_allows(claims, standing):
+        return False
+    try:
+        servers.resolve(session, claims["aud"], issuer, include_admin_api=True, include_sign_in=True)
+    except servers.UnknownResource:
+        return False
+    return True

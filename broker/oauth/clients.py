@@ -26,8 +26,8 @@ from broker.storage.models import Client
 
 AUTH_METHODS = ALL_METHODS
 USER_GRANTS = ("authorization_code", "refresh_token")
-JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # redeem ID-JAGs (broker.oauth.jwt_bearer)
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # get ID-JAGs (broker.oauth.token_exchange)
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"  # redeem ID-JAGs (oauth.engine.assertions)
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"  # get ID-JAGs (oauth.engine.assertions)
 CONFIDENTIAL_GRANTS = ("client_credentials", JWT_BEARER, TOKEN_EXCHANGE)
 
 

@@ -1,4 +1,5 @@
-"""The protocol core as one object the web layer holds: every OAuth endpoint's logic, no HTTP.
+"""The protocol core as one object the web layer holds: every OAuth endpoint's logic, no HTTP. The token side
+is its ``engine`` (``broker.oauth.engine``); the sign-in is ``login``; registration is on authlib's endpoint.
 
 Built by the composition root (``broker.app``) with the implementations it chose (policy,
 connectors); ``broker.web`` calls these methods with plain values and renders the results.
@@ -28,13 +29,11 @@ from broker.oauth.client_keys import ClientKeySets
 from broker.oauth.clients import ClientDirectory
 from broker.oauth.engine import TokenEngine
 from broker.oauth.errors import AccessDeniedError, AuthorizationPageError, TemporarilyUnavailableError
-from broker.oauth.id_jag import JWT_BEARER, AssertionKeys
-from broker.oauth.jwt_bearer import ASSERTION_KEY
+from broker.oauth.id_jag import AssertionKeys
 from broker.oauth.login import LoginFlow
 from broker.oauth.params import Params
 from broker.oauth.registration import BrokerRegistrationEndpoint
-from broker.oauth.request import HttpRequest
-from broker.oauth.server import BrokerAuthorizationServer
+from broker.oauth.request import BrokerJsonRequest, HttpRequest
 from broker.policy import PolicySource
 from broker.registry import servers
 
@@ -52,10 +51,9 @@ class OAuthCore:
         key_sets = ClientKeySets(client_metadata, lifetime=functools.partial(
             cimd_cache_lifetime, cap=settings.cimd.max_cache_seconds))  # jwks_uri: the same SSRF guard as CIMD
         self.clients = ClientDirectory(CimdClients(settings.cimd, client_metadata), key_sets)  # CIMD needs a fetcher
-        self.server = BrokerAuthorizationServer(settings, keyring, policy, self.clients)
         self.login = LoginFlow(settings, encryptor, policy, csrf_key)
         self.assertion_keys = AssertionKeys(settings.id_jag.trusted_issuers, http or upstream_client())
-        self.registration = BrokerRegistrationEndpoint(self.server, settings.registration.require_approval,
+        self.registration = BrokerRegistrationEndpoint(settings.registration.require_approval,
                                                        settings.registration.max_per_hour_per_address)
         self.engine = TokenEngine(settings, keyring, policy, self.clients, self.assertion_keys)
 
@@ -94,23 +92,8 @@ class OAuthCore:
             return TemporarilyUnavailableError("the identity provider is unavailable; try again later")
         return AccessDeniedError("sign-in at the identity provider failed")
 
-    async def prepare_token_request(self, params: Params) -> dict[str, Any]:
-        """What a token request needs fetched before its transaction: an ID-JAG issuer's signing key."""
-        if params.get("grant_type") != JWT_BEARER or not self.server.assertion_issuers:
-            return {}
-        return {ASSERTION_KEY: await self.assertion_keys.prepare(params.get("assertion"))}
-
-    def token(self, http: HttpRequest) -> Response:
-        return self.server.create_token_response(http)
-
-    def revoke(self, http: HttpRequest) -> Response:
-        return self.server.create_endpoint_response("revocation", http)
-
-    def introspect(self, http: HttpRequest) -> Response:
-        return self.server.create_endpoint_response("introspection", http)
-
     def register(self, http: HttpRequest) -> Response:
-        request = self.server.create_json_request(http)
+        request = BrokerJsonRequest(http)
         try:
             return self.registration.create_registration_response(request)
         except OAuth2Error as error:

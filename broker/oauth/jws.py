@@ -1,8 +1,8 @@
 """Reading a compact JWS before it is verified: header and claims as JSON objects, strictly base64url.
 
 What is read here only chooses a key or refuses a token early; ``jwt.decode`` verifies the signature
-and the claims afterwards. pyjwt's own reader (``jwt.get_unverified_header``) checks every character
-in a Python loop, ~80 µs for an access token: more than the rest of an introspection's parsing.
+and the claims afterwards. pyjwt's own reader (``jwt.get_unverified_header``) checks every character in
+a Python loop (docs/decisions/0009-a-strict-fast-jws-header-reader.md).
 """
 
 from __future__ import annotations

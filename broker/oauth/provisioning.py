@@ -14,7 +14,6 @@ is kept with the sign-in's claims as ``unverified_email``, for people to read.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -100,43 +99,3 @@ def _storable(claims: Any, email_verified: bool | None) -> dict[str, Any]:
     if not kept["email_verified"] and "email" in kept:  # policy claim rules must not match it either
         kept["unverified_email"] = kept.pop("email")
     return kept if len(str(kept)) <= MAX_CLAIMS_BYTES else {k: kept[k] for k in ("sub", "iss", "email") if k in kept}
-
-
-def asserted_user(session: Session, *, idp_id: str, subject: str, claims: Mapping[str, Any], link_by_email: bool,
-                  provision: bool, now: dt.datetime) -> str | None:
-    """The id of the broker user an identity assertion (ID-JAG) names, by (IdP, subject); None when there
-    is none.
-
-    Unlike a sign-in, an assertion carries no groups and changes nothing about a known user. On first
-    sight of a subject it may link to the one user with its verified email (``link_by_email``) or create
-    a user (``provision``); either records the identity, so the next assertion finds it directly.
-    """
-    known = users.user_id_by_identity(session, idp_id, subject)
-    if known is not None:
-        return known
-    try:
-        with session.begin_nested():  # two first assertions for one subject at once: one records it
-            user = _first_sight(session, idp_id=idp_id, subject=subject, claims=claims,
-                                link_by_email=link_by_email, provision=provision, now=now)
-            return user.id if user is not None else None
-    except IntegrityError:
-        return users.user_id_by_identity(session, idp_id, subject)  # the other request's, now committed
-
-
-def _first_sight(session: Session, *, idp_id: str, subject: str, claims: Mapping[str, Any], link_by_email: bool,
-                 provision: bool, now: dt.datetime) -> User | None:
-    verified = claims.get("email_verified") is True  # never link on, nor keep, an unverified email
-    email = claims.get("email") if isinstance(claims.get("email"), str) and verified else None
-    user = None
-    if link_by_email and email:
-        matches = users.by_email(session, email)
-        user = matches[0] if len(matches) == 1 else None
-    if user is None and provision:
-        user = User(email=email, display_name=email or subject, status="active", created_at=now, updated_at=now)
-        users.add(session, user)
-    if user is None:
-        return None
-    kept = {k: claims[k] for k in ("iss", "sub", "email_verified") if k in claims} | ({"email": email} if email else {})
-    users.add(session, UpstreamIdentity(user_id=user.id, idp_id=idp_id, subject=subject, email=email, claims=kept,
-                                        created_at=now))
-    return user

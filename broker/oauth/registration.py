@@ -65,8 +65,8 @@ class TooManyRegistrations(OAuth2Error):
 
 
 class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
-    def __init__(self, server: Any, require_approval: bool, max_per_hour: int):
-        super().__init__(server)
+    def __init__(self, require_approval: bool, max_per_hour: int):
+        super().__init__(None)  # authlib's server is only asked to build requests, which the core builds itself
         self.require_approval = require_approval
         self.max_per_hour = max_per_hour
 

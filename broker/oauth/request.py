@@ -1,4 +1,5 @@
-"""What the web layer hands the protocol core for one HTTP request, and authlib's view of it."""
+"""What the web layer hands the protocol core for one HTTP request (dynamic registration), and authlib's view
+of it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from authlib.oauth2.rfc6749.requests import BasicOAuth2Payload, JsonPayload, JsonRequest, OAuth2Request
+from authlib.oauth2.rfc6749.requests import JsonPayload, JsonRequest
 from sqlalchemy.orm import Session
 
 from broker.oauth.params import Params
@@ -43,28 +44,6 @@ class HttpRequest:
     json: Any = None
     # What the web layer fetched before the transaction began (e.g. an assertion issuer's key).
     context: dict[str, Any] = field(default_factory=dict)
-
-
-class BrokerRequest(OAuth2Request):
-    """authlib's request, carrying the database session and the clock for the grants."""
-
-    def __init__(self, http: HttpRequest):
-        super().__init__(http.method, http.url, headers=Headers(http.headers))
-        self.payload = BasicOAuth2Payload(http.params.as_dict())
-        self.db = http.db
-        self.now = http.now
-        self.http = http
-        self.decision: Any = None
-        self.issued: Any = None
-        self.target: Any = None
-
-    @property
-    def form(self) -> dict[str, str]:
-        return self.payload.data
-
-    @property
-    def args(self) -> dict[str, str]:
-        return {}
 
 
 class _Json(JsonPayload):

@@ -1,28 +1,30 @@
-"""Engines, sessions and the schema-version check.
+"""Engines, the two transaction lanes, and the schema-version check.
 
-Callers own transactions: ``with database.transaction() as session: ...`` commits on success
-and rolls back on error. Repository functions take a ``Session`` and never commit.
+- The cold lane: SQLAlchemy sessions on worker threads. Async code calls ``await database.cold(fn, *args)``;
+  the CLI and code already on a worker thread use ``with database.transaction() as session: ...``. Either
+  commits on success and rolls back on error. Repository functions take a ``Session`` and never commit.
+- The hot lane (``database.hot``, ``broker.storage.hot``): the token side's transactions on the event loop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import select
-import sqlite3
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio.to_thread
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
     from broker.storage.hot import HotLane
 
+T = TypeVar("T")
 CONNECT_TIMEOUT_S = 5  # libpq: a new PostgreSQL connection that is not up by then fails (503, not a hang)
 
 
@@ -31,17 +33,6 @@ class DatabaseError(Exception):
 
 
 BUSY = "database is busy (SQLite: another transaction held the write lock too long)"
-
-
-class WriteLockTaken(Exception):
-    """``transaction_now``: another transaction holds SQLite's write lock (or this process's queue); nothing ran.
-
-    ``in_process``: the holder is a transaction of this process, whose end ``Database.on_release``
-    announces; otherwise another process (or PostgreSQL, where the thread path is the only one)."""
-
-    def __init__(self, in_process: bool = False):
-        super().__init__("this process's queue is taken" if in_process else "the write lock is taken elsewhere")
-        self.in_process = in_process
 
 
 @dataclass(frozen=True)
@@ -134,29 +125,6 @@ class Database:
         self.engine = make_engine(self.url, options)
         self._hot: Any = None  # the hot lane (``hot``), made on first use
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # SQLite has one writer at a time, and a connection that finds the write lock taken sleeps in
-        # SQLite's busy handler (1, 2, 5, 10 ... ms) instead of waking when it is free: see queued_transaction.
-        self._queue = threading.Lock() if self.dialect == "sqlite" else None
-        self._queue_timeout = options.sqlite_busy_timeout_ms / 1000
-        self._now_connection: Connection | None = None  # transaction_now's, opened on first use
-        self._released: Callable[[], None] | None = None  # on_release's listener
-
-    def on_release(self, listener: Callable[[], None] | None) -> None:
-        """SQLite: call ``listener`` (from whichever thread) each time a transaction of this process leaves
-        the queue; None stops. The web layer wakes the requests that wait for it on the event loop."""
-        self._released = listener
-
-    @property
-    def queue_taken(self) -> bool:
-        """SQLite: a transaction of this process holds the queue right now."""
-        return self._queue is not None and self._queue.locked()
-
-    def _leave_queue(self) -> None:
-        assert self._queue is not None
-        self._queue.release()
-        listener = self._released
-        if listener is not None:
-            listener()
 
     @property
     def dialect(self) -> str:
@@ -181,74 +149,19 @@ class Database:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Session]:
+        """The cold lane's transaction, on the calling thread: the CLI, and code already on a worker thread.
+        Async code goes through ``cold``."""
         with self.sessions() as session, session.begin():
             yield session
 
-    @contextlib.contextmanager
-    def queued_transaction(self) -> Iterator[Session]:
-        """``transaction()`` for work that runs start to end on one thread with nothing awaited inside (the
-        request handlers' ``in_transaction``). On SQLite these queue on a lock of this process, so a thread
-        waiting for the write lock starts the moment the previous one commits instead of sleeping in
-        SQLite's busy handler. Never for a transaction that spans thread hops (a FastAPI dependency): its
-        holder could wait for a thread that the queued waiters occupy. PostgreSQL: no queue.
-        """
-        if self._queue is None:
+    async def cold(self, fn: Callable[..., T], *args: Any) -> T:
+        """The cold lane: ``fn(session, *args)`` in one committed transaction on a worker thread (admin, console,
+        SCIM, signals, sign-in pages). ``fn`` runs start to end on that thread and awaits nothing."""
+        def run() -> T:
             with self.transaction() as session:
-                yield session
-            return
-        if not self._queue.acquire(timeout=self._queue_timeout):  # as long as SQLite itself would wait
-            raise DatabaseError(BUSY)
-        try:
-            with self.transaction() as session:
-                yield session
-        finally:
-            self._leave_queue()
+                return fn(session, *args)
 
-    @contextlib.contextmanager
-    def transaction_now(self) -> Iterator[Session]:
-        """SQLite: a transaction that takes the write lock before its first statement, or ``WriteLockTaken``
-        at once, without waiting, when another transaction of this process or another holds it.
-
-        For short work with nothing awaited and no network inside, run on the event loop itself (the
-        token side and the sign-in steps, through ``web.oauth_http.in_transaction(..., inline=True)``):
-        holding the write lock from ``BEGIN IMMEDIATE`` on, no statement can wait for a lock afterwards,
-        so the loop never sleeps in SQLite's busy handler, and a transaction that holds the lock across
-        thread hops (a FastAPI ``DbSession``) cannot stall it. When the lock is taken the caller waits
-        for this process's holder (``WriteLockTaken.in_process``, announced by ``on_release``) or queues
-        the work on a worker thread. PostgreSQL: not available.
-        """
-        if self._queue is None:
-            raise WriteLockTaken  # not SQLite: callers always take the thread path
-        if not self._queue.acquire(blocking=False):
-            raise WriteLockTaken(in_process=True)
-        try:
-            connection = self._connection_now()
-            raw = connection.connection.driver_connection
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:  # SQLITE_BUSY: another connection is writing
-                raise WriteLockTaken from None
-            try:
-                with Session(bind=connection, expire_on_commit=False) as session:
-                    session.connection()  # joined: its commit, or its rollback on error, ends what BEGIN began
-                    yield session
-                    session.commit()
-            finally:
-                if not connection.invalidated and raw.in_transaction:  # never leave the write lock held
-                    raw.rollback()
-        finally:
-            self._leave_queue()
-
-    def _connection_now(self) -> Connection:
-        """``transaction_now``'s own connection, kept open (only ever used under the queue): no pool checkout
-        and return, and a busy timeout of 0 set once, which save ~60 µs per transaction."""
-        if self._now_connection is None or self._now_connection.invalidated:
-            if self._now_connection is not None:
-                self._now_connection.close()
-            connection = self.engine.connect()
-            connection.connection.driver_connection.execute("PRAGMA busy_timeout=0")
-            self._now_connection = connection
-        return self._now_connection
+        return await anyio.to_thread.run_sync(run)
 
     def checkpoint(self) -> None:
         """SQLite: copy committed WAL pages into the database file (``PASSIVE``: never waits for, nor blocks,
@@ -279,9 +192,6 @@ class Database:
     def dispose(self) -> None:
         if self._hot is not None:
             self._hot.close_now()
-        if self._now_connection is not None:
-            self._now_connection.close()
-            self._now_connection = None
         self.engine.dispose()
 
 

@@ -118,20 +118,6 @@ def add_code(session: Session, **columns: Any) -> None:
     _ADD_CODE.rowcount(session, columns)
 
 
-def claim_code(session: Session, code_hash: str, now: dt.datetime) -> Any:
-    """Mark an unexpired, unused code used and return its columns; None unless this request did."""
-    return _CLAIM_CODE.first(session, {"b_hash": code_hash, "b_now": now})
-
-
-def set_code_family(session: Session, code_hash: str, family_id: str) -> None:
-    """Record what a redeemed code produced, so that a replay of the code revokes it."""
-    _CODE_FAMILY.rowcount(session, {"b_hash": code_hash, "b_family": family_id})
-
-
-def code(session: Session, code_hash: str) -> AuthorizationCode | None:
-    return session.get(AuthorizationCode, code_hash, populate_existing=True)
-
-
 async def claim_code_hot(tx: Tx, code_hash: str, now: dt.datetime) -> CodeRow | None:
     return await tx.first(_CLAIM_CODE, {"b_hash": code_hash, "b_now": now})
 
@@ -150,13 +136,6 @@ async def code_hot(tx: Tx, code_hash: str) -> CodeRow | None:
 
 def family_by_current(session: Session, token_hash: str) -> RefreshTokenFamily | None:
     return session.scalar(select(RefreshTokenFamily).where(RefreshTokenFamily.current_hash == token_hash))
-
-
-def family_by_rotated(session: Session, token_hash: str) -> RefreshTokenFamily | None:
-    query = (select(RefreshTokenFamily)
-             .join(RotatedRefreshToken, RotatedRefreshToken.family_id == RefreshTokenFamily.id)
-             .where(RotatedRefreshToken.token_hash == token_hash))
-    return session.scalar(query)
 
 
 _FAMILIES = RefreshTokenFamily.__table__
@@ -195,28 +174,6 @@ _SINCE = Prepared(select(_REVOCATIONS.c.id, _REVOCATIONS.c.kind, _REVOCATIONS.c.
                   .where(_REVOCATIONS.c.id > bindparam("b_cursor"))
                   .where(_REVOCATIONS.c.expires_at.is_(None) | (_REVOCATIONS.c.expires_at > bindparam("b_now")))
                   .order_by(_REVOCATIONS.c.id).limit(bindparam("b_limit")), row=RevocationRow)
-
-
-def start_family(session: Session, **columns: Any) -> Any:
-    """Store a new family (every column but the revocation's) and return its columns, as a rotation does."""
-    return _START_FAMILY.first(session, columns)
-
-
-def rotate_current(session: Session, old_hash: str, new_hash: str, client_id: str, now: dt.datetime,
-                   idle_cutoff: dt.datetime) -> Any:
-    """The one statement of a normal refresh: swap the current token of a live family of this client.
-
-    Returns the rotated family's columns, or None when ``old_hash`` is not the current token of a
-    family that is this client's, unrevoked, unexpired and used since ``idle_cutoff`` (the caller
-    finds out which).
-    """
-    params = {"b_old": old_hash, "b_new": new_hash, "b_client": client_id, "b_now": now, "b_idle": idle_cutoff}
-    if session.get_bind().dialect.name == "postgresql":
-        return _ROTATE_AND_RECORD.first(session, params)
-    family = _ROTATE.first(session, params)  # SQLite has no UPDATE inside WITH
-    if family is not None:
-        _ROTATED.rowcount(session, {"token_hash": old_hash, "family_id": family.id, "rotated_at": now})
-    return family
 
 
 async def start_family_hot(tx: Tx, **columns: Any) -> FamilyRow:
@@ -260,18 +217,17 @@ async def revoke_family_hot(tx: Tx, family_id: str, reason: str, now: dt.datetim
 
 
 async def revoke_token_id_hot(tx: Tx, jti: str, expires_at: dt.datetime, reason: str, actor: str,
-                              now: dt.datetime) -> None:
+                              now: dt.datetime) -> bool:
+    """``revoke_token_id`` on the hot lane: False, and nothing written, when the id is revoked already."""
+    if await tx.scalar(_TOKEN_ID_REVOKED, {"jti": jti}) is not None:
+        return False
     await tx.rowcount(_ADD_REVOCATION, {"kind": "token", "subject": jti, "not_before": None, "reason": reason,
                                         "actor": actor, "created_at": now, "expires_at": expires_at})
+    return True
 
 
 async def revocations_since_hot(tx: Tx, cursor: int, now: dt.datetime, limit: int) -> list[RevocationRow]:
     return await tx.rows(_SINCE, {"b_cursor": cursor, "b_now": now, "b_limit": limit})
-
-
-def narrow_family(session: Session, family_id: str, scope: str) -> None:
-    """Policy took scopes away: the family keeps only what is left (scopes only ever shrink)."""
-    session.execute(update(_FAMILIES).where(_FAMILIES.c.id == family_id).values(scope=scope))
 
 
 def revoke_family(session: Session, family_id: str, reason: str, now: dt.datetime) -> bool:
@@ -286,14 +242,6 @@ def revoke_family(session: Session, family_id: str, reason: str, now: dt.datetim
                            expires_at=now + FAMILY_TOKEN_HORIZON))
     session.flush()
     return True
-
-
-def revocations_since(session: Session, cursor: int, now: dt.datetime, limit: int) -> list[Revocation]:
-    """Revocations after ``cursor`` (the feed for MCP servers), skipping those that no longer matter."""
-    query = (select(Revocation).where(Revocation.id > cursor)
-             .where((Revocation.expires_at.is_(None)) | (Revocation.expires_at > now))
-             .order_by(Revocation.id).limit(limit))
-    return list(session.scalars(query))
 
 
 # ---------------------------------------------------------------- revocations

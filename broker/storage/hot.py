@@ -32,7 +32,7 @@ from broker.storage.db import BUSY, DatabaseError
 from broker.storage.prepared import Compiled, Prepared
 
 BUSY_FIRST_WAIT_S = 0.0005  # SQLite: the first look again at a write lock another connection holds ...
-BUSY_LONGEST_WAIT_S = 0.005  # ... then twice as long each time, up to this
+BUSY_LONGEST_WAIT_S = 0.002  # ... then twice as long each time, up to this
 UNAVAILABLE = "database unavailable"
 
 

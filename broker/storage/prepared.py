@@ -1,16 +1,16 @@
-"""Prebuilt statements run straight on the session's DBAPI connection: the token path's statements.
+"""Prebuilt statements: the statements of the token side and of the sign-in, for either transaction lane.
 
-SQLAlchemy's execution path (the session's connection lookup, the compiled-cache lookup, the execution
-context, the result's metadata) costs 20-40 µs per statement, three to five times what SQLite spends
-running it, and a token request runs six to eight. A ``Prepared`` compiles its Core statement once per
-dialect and runs the SQL on a DBAPI cursor of the session's own connection, inside the session's
-transaction. Values go through the same conversions SQLAlchemy would apply: each type's public
-``bind_processor`` and ``result_processor`` (so ``UTCDateTime``, JSON and booleans read and write exactly
-as through ``Session.execute``), and DBAPI errors come out as SQLAlchemy's exceptions, a disconnect
-invalidating the connection as SQLAlchemy would.
+A ``Prepared`` compiles its Core statement once per dialect and driver and runs the SQL without
+SQLAlchemy's execution machinery: on the hot lane's connection (``broker.storage.hot``), or on a DBAPI
+cursor of a cold-lane session's own connection, inside its transaction. Values go through the
+conversions SQLAlchemy would apply (each type's public ``bind_processor`` and ``result_processor``), so
+``UTCDateTime``, JSON and booleans read and write the same bytes in both lanes as through
+``Session.execute``; in the cold lane, DBAPI errors come out as SQLAlchemy's exceptions, a disconnect
+invalidating the connection as SQLAlchemy would. ``row=``: the named tuple its rows come back as, checked
+against the statement's columns when the module loads.
 
-For fixed, short statements on the request path only; everything else uses ``Session.execute``. A
-statement whose columns need Python-side defaults cannot be prepared (the constructor refuses it).
+For fixed, short statements that every token request or sign-in runs; everything else uses
+``Session.execute``. A statement whose columns need Python-side defaults cannot be prepared.
 """
 
 from __future__ import annotations

@@ -34,7 +34,6 @@ from broker.web.middleware import BodySizeLimit, RequestContext
 from broker.web.ratelimit import RateLimit, limiter_for
 from broker.web.routes import mount_first
 from broker.web.state import BrokerState
-from broker.web.write_queue import InlineQueue
 
 log = logging.getLogger("broker.web")
 
@@ -90,8 +89,8 @@ def _lifespan(state: BrokerState, fallback: ASGIApp | None) -> Any:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The protocol core runs in threads; more of them than the work can use only fight over the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = state.settings.server.threads
-        # Start-up leaves ~165,000 long-lived objects (modules, routes, models) that every full collection
-        # would scan again: ~50-100 ms pauses in the middle of requests. Frozen, they are never rescanned.
+        # Start-up's long-lived objects (modules, routes, models) are frozen, so full collections never rescan
+        # them in the middle of requests (docs/decisions/0007-freeze-start-up-objects.md).
         gc.collect()
         gc.freeze()
         drain = shutdown.Plan.of(state.settings.server).drain
@@ -111,8 +110,8 @@ def _stop_being_ready(state: BrokerState) -> None:
 
 @asynccontextmanager
 async def _serving(state: BrokerState, router: Any, fallback: ASGIApp | None) -> AsyncIterator[None]:
-    """What runs while the app serves: metrics, the inline queue, the periodic jobs, the fallback's lifespan."""
-    async with _metrics_running(state), _tracing_running(state), _inline_queue(state), \
+    """What runs while the app serves: metrics, the hot lane, the periodic jobs, the fallback's lifespan."""
+    async with _metrics_running(state), _tracing_running(state), _hot_lane(state), \
             anyio.create_task_group() as tasks:
         for interval, job in state.periodic:
             tasks.start_soon(_every, interval, job)
@@ -127,20 +126,12 @@ async def _serving(state: BrokerState, router: Any, fallback: ASGIApp | None) ->
 
 
 @asynccontextmanager
-async def _inline_queue(state: BrokerState) -> AsyncIterator[None]:
-    """SQLite: while the app serves, inline transactions that find this process's write queue taken wait
-    for it on the event loop (``broker.web.write_queue``) instead of on a worker thread."""
-    if state.database.dialect != "sqlite":
-        yield
-        return
-    queue = InlineQueue(state.database, asyncio.get_running_loop())
-    state.inline_queue = queue
-    state.database.on_release(queue.released)
+async def _hot_lane(state: BrokerState) -> AsyncIterator[None]:
+    """The hot lane's connections close with the app (PostgreSQL: a goodbye to each, not a dropped socket)."""
     try:
         yield
     finally:
-        state.database.on_release(None)
-        state.inline_queue = None
+        await state.database.hot.close()
 
 
 @asynccontextmanager

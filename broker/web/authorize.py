@@ -10,7 +10,6 @@ from fastapi.responses import Response
 
 from broker.federation.errors import UpstreamError, error_from_response
 from broker.oauth import authorize as core_authorize
-from broker.oauth.cimd import is_client_id_url
 from broker.oauth.errors import AuthorizationPageError, InvalidRequest
 from broker.oauth.login import ConsentNeeded, UpstreamStart
 from broker.web.deps import State
@@ -19,7 +18,6 @@ from broker.web.oauth_http import (
     ensure_browser_id,
     error_page,
     form_params,
-    in_transaction,
     page,
     query_params,
     redirect,
@@ -45,18 +43,15 @@ async def authorize(request: Request, state: State) -> Response:
     auth = None
     try:
         params = query_params(request)
-        auth = await in_transaction(state, state.oauth.validate_authorization, params,
-                                    inline=not is_client_id_url(params.get("client_id") or ""))  # CIMD: a fetch
+        auth = await state.database.cold(state.oauth.validate_authorization, params)
         browser, new_cookie = ensure_browser_id(request, state)
         idp_id = state.oauth.automatic_idp(auth)
         if idp_id is None:
-            pending_id = await in_transaction(state, state.oauth.login.hold, auth, browser, state.oauth.now(),
-                                              inline=True)
+            pending_id = await state.database.cold(state.oauth.login.hold, auth, browser, state.oauth.now())
             response = redirect(f"/authorize/choose?pending={pending_id}")
         else:  # one transaction records the request and starts the upstream sign-in
             connector = state.oauth.connector(idp_id)
-            start = await in_transaction(state, state.oauth.login.begin, auth, idp_id, browser, state.oauth.now(),
-                                         inline=True)
+            start = await state.database.cold(state.oauth.login.begin, auth, idp_id, browser, state.oauth.now())
             response = await _upstream_redirect(connector, start, auth.login_hint)
     except AuthorizationPageError as error:
         return error_page(request, error)
@@ -92,16 +87,16 @@ async def choose(request: Request, state: State) -> Response:
     except InvalidRequest as error:
         return error_page(request, AuthorizationPageError("Invalid request", error.description or "malformed"))
     except UpstreamError as exc:
-        location = await in_transaction(state, state.oauth.login.fail_by_id, pending_id,
-                                        state.oauth.upstream_failure(exc), inline=True)
+        location = await state.database.cold(state.oauth.login.fail_by_id, pending_id,
+                                             state.oauth.upstream_failure(exc))
         return redirect(location.location)
 
 
 async def _to_upstream(state: Any, pending_id: str | None, idp_id: str, browser: str | None,
                        login_hint: str | None) -> Response:
     connector = state.oauth.connector(idp_id)  # an unknown IdP fails here, before anything is written
-    start = await in_transaction(state, state.oauth.login.start_upstream, pending_id, idp_id, browser,
-                                 state.oauth.now(), inline=True)
+    start = await state.database.cold(state.oauth.login.start_upstream, pending_id, idp_id, browser,
+                                      state.oauth.now())
     return await _upstream_redirect(connector, start, login_hint)
 
 
@@ -118,9 +113,9 @@ async def callback(idp_id: str, request: Request, state: State) -> Response:
     try:
         params = query_params(request)
         connector = state.oauth.connector(idp_id)
-        pending, verifier = await in_transaction(state, state.oauth.login.claim_callback, idp_id,
-                                                 params.get("state"), browser_id(request, state),
-                                                 state.oauth.now(), inline=True)
+        pending, verifier = await state.database.cold(state.oauth.login.claim_callback, idp_id,
+                                                      params.get("state"), browser_id(request, state),
+                                                      state.oauth.now())
     except AuthorizationPageError as error:
         return error_page(request, error)
     except InvalidRequest as error:
@@ -138,10 +133,10 @@ async def callback(idp_id: str, request: Request, state: State) -> Response:
                                                           "upstream_description": getattr(exc, "upstream_description",
                                                                                           None)})
         failure = state.oauth.upstream_failure(exc) if isinstance(exc, UpstreamError) else exc
-        outcome = await in_transaction(state, state.oauth.login.fail_by_id, pending.id, failure, inline=True)
+        outcome = await state.database.cold(state.oauth.login.fail_by_id, pending.id, failure)
         return redirect(outcome.location)
-    outcome = await in_transaction(state, state.oauth.login.complete_by_id, pending.id, identity,
-                                   state.oauth.now(), inline=True)
+    outcome = await state.database.cold(state.oauth.login.complete_by_id, pending.id, identity,
+                                        state.oauth.now())
     if isinstance(outcome, ConsentNeeded):
         return redirect(f"/consent?pending={outcome.pending_id}")
     return redirect(outcome.location)
@@ -153,8 +148,7 @@ async def consent_page(request: Request, state: State) -> Response:
     browser = browser_id(request, state)
     try:
         pending_id = query_params(request).get("pending")
-        view = await in_transaction(state, state.oauth.login.consent_view, pending_id, browser, state.oauth.now(),
-                                    inline=True)
+        view = await state.database.cold(state.oauth.login.consent_view, pending_id, browser, state.oauth.now())
     except AuthorizationPageError as error:
         return error_page(request, error)
     except InvalidRequest as error:
@@ -171,9 +165,9 @@ async def consent_decision(request: Request, state: State) -> Response:
         decision = form.get("decision")
         if decision not in ("approve", "deny"):
             raise AuthorizationPageError("Invalid request", "The form must say approve or deny.")
-        outcome = await in_transaction(state, state.oauth.login.decide, form.get("pending"),
-                                       browser_id(request, state), form.get("csrf_token"), decision == "approve",
-                                       state.oauth.now(), inline=True)
+        outcome = await state.database.cold(state.oauth.login.decide, form.get("pending"),
+                                            browser_id(request, state), form.get("csrf_token"), decision == "approve",
+                                            state.oauth.now())
     except AuthorizationPageError as error:
         return error_page(request, error)
     except InvalidRequest as error:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -22,11 +21,7 @@ async def get_state(request: Request) -> BrokerState:
     return state_of(request)
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed when the route returns, rolled back on error."""
-    with request.app.state.broker.database.transaction() as session:
-        yield session
-
-
 State = Annotated[BrokerState, Depends(get_state)]
-DbSession = Annotated[Session, Depends(get_session, scope="function")]  # commits before the response
+# The admin API's routes take a ``session`` that their route class (``admin_api.common.ColdRoute``) opens on the
+# route's own worker thread; it is no dependency.
+DbSession = Session

@@ -6,27 +6,21 @@ here render JSON (token-side, always ``no-store``), redirects, or pages.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from broker.oauth.errors import AuthorizationPageError, InvalidRequest
 from broker.oauth.params import Params
 from broker.oauth.request import HttpRequest
 from broker.params import JsonError, load_json
-from broker.storage.db import BUSY, DatabaseError, WriteLockTaken
 from broker.web.headers import NO_STORE_SENSITIVE
 from broker.web.state import BrokerState
 from broker.web.templates import templates
 
 T = TypeVar("T")
-INLINE_WAIT_S = 0.05  # a waiter looks again this often even unwoken (a woken request may have gone away)
 
 
 def browser_cookie_name(state: BrokerState) -> str:
@@ -95,43 +89,6 @@ def page(request: Request, template: str, context: dict[str, Any], status_code: 
 
 def error_page(request: Request, error: AuthorizationPageError) -> HTMLResponse:
     return page(request, "pages/error.html", {"title": error.title, "detail": error.detail}, error.status_code)
-
-
-async def in_transaction(state: BrokerState, fn: Callable[..., T], *args: Any, inline: bool = False) -> T:
-    """Run ``fn(session, *args)`` in one committed transaction, on a worker thread unless ``inline`` applies.
-
-    ``inline``: ``fn`` is short and waits for nothing but the database (no network, nothing awaited):
-    on SQLite it runs on the event loop itself (``transaction_now``), which saves the thread hop and the
-    GIL hand-offs around every statement (~0.5 ms of CPU per token request). While another transaction
-    of this process holds the write queue, it waits for it on the loop (``state.inline_queue``, while the
-    app serves) for up to the SQLite busy timeout; when another process holds SQLite's write lock, or
-    nothing on the loop can wait, it queues on a worker thread like any other transaction.
-    """
-    if inline:
-        deadline: float | None = None
-        while True:
-            held = contextlib.ExitStack()
-            try:
-                session = held.enter_context(state.database.transaction_now())
-            except WriteLockTaken as taken:
-                queue = state.inline_queue
-                if not taken.in_process or queue is None:
-                    break  # nothing ran: queue it on a thread
-                loop_time = asyncio.get_running_loop().time()
-                if deadline is None:
-                    deadline = loop_time + state.settings.database.sqlite_busy_timeout_ms / 1000
-                if loop_time >= deadline:
-                    raise DatabaseError(BUSY) from None
-                await queue.wait(min(INLINE_WAIT_S, deadline - loop_time))
-            else:
-                with held:
-                    return fn(session, *args)
-
-    def run() -> T:
-        with state.database.queued_transaction() as session:
-            return fn(session, *args)
-
-    return await run_in_threadpool(run)
 
 
 def json_body(raw: bytes) -> Any:

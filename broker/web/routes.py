@@ -1,11 +1,10 @@
-"""Routes on the request path of every agent: documented like any FastAPI route, served without its layers.
+"""Routes that every sign-in crosses (the test IdP's) and registration: documented like any FastAPI route, served
+without FastAPI's dependency solving.
 
-FastAPI's per-request machinery (dependency solving, the request handler, and ``include_router``'s
-matching, which walks each included router in turn) costs more than the token endpoint's own work
-outside the database. The token-side endpoints are therefore ``PlainRoute``s: ``endpoint(request) ->
-Response`` as in Starlette, still ``APIRoute``s for the OpenAPI document (summary, body, errors), and
-placed first in the application's route list by ``create_app`` (``mount_first``), so they are matched
-before any included router is walked. bench/RESULTS.md has the before and after.
+``PlainRoute``: ``endpoint(request) -> Response`` as in Starlette, still an ``APIRoute`` for the OpenAPI
+document (summary, body, errors), placed first in the application's route list by ``create_app``
+(``mount_first``), so it is matched before any included router is walked. The token side itself is not
+on FastAPI at all (``broker.web.engine``).
 """
 
 from __future__ import annotations

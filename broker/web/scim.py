@@ -21,7 +21,6 @@ from broker.lifecycle import scim
 from broker.storage.models import utcnow
 from broker.web.deps import State
 from broker.web.headers import NO_STORE
-from broker.web.oauth_http import in_transaction
 from broker.web.state import BrokerState
 
 
@@ -86,7 +85,7 @@ async def _serve(request: Request, state: BrokerState, operation: Callable[..., 
             inputs.append(list(request.query_params.multi_items()))
         context = scim.ScimRequest(client, state.settings.issuer.rstrip("/") + router.prefix, utcnow(),
                                    state.settings.scim.max_page_size)
-        result = (await in_transaction(state, operation, context, *inputs) if database
+        result = (await state.database.cold(operation, context, *inputs) if database
                   else operation(context, *inputs))
     except SCIMException as exc:
         return await _refused(request, state, client, exc)
@@ -97,8 +96,8 @@ async def _refused(request: Request, state: BrokerState, client: scim.ScimClient
                    exc: SCIMException) -> Response:
     status, body = scim.error_body(exc)
     if client is not None and request.method in MUTATING:
-        await in_transaction(state, scim.record_rejection, client, request.method, request.url.path, status,
-                             body.get("scimType"))
+        await state.database.cold(scim.record_rejection, client, request.method, request.url.path, status,
+                                  body.get("scimType"))
     return _render(status, body, {"www-authenticate": CHALLENGE} if status == 401 else {})
 
 

@@ -12,7 +12,7 @@ from broker.lifecycle import signals
 from broker.storage.models import utcnow
 from broker.web.deps import State
 from broker.web.headers import NO_STORE
-from broker.web.oauth_http import in_transaction, json_body
+from broker.web.oauth_http import json_body
 
 router = APIRouter(tags=["security signals"])
 SET_MEDIA_TYPE = "application/secevent+jwt"
@@ -25,7 +25,7 @@ def _error(error: signals.SignalError) -> JSONResponse:
 
 
 async def _rejected(state: Any, receiver: str, error: signals.SignalError) -> JSONResponse:
-    await in_transaction(state, signals.record_rejection, receiver, error)
+    await state.database.cold(signals.record_rejection, receiver, error)
     return _error(error)
 
 
@@ -45,7 +45,7 @@ async def ssf_events(request: Request, state: State) -> Response:
             raise signals.SignalError("invalid_request", f"the body must be {SET_MEDIA_TYPE}")
         token = (await request.body()).decode("ascii").strip()
         signal = await state.ssf.verify(token, typ="secevent+jwt", required=("jti",))
-        await in_transaction(state, _apply_set, state, signal)
+        await state.database.cold(_apply_set, state, signal)
     except UnicodeDecodeError:
         return await _rejected(state, "ssf", signals.SignalError("invalid_request", "the body is not a JWT"))
     except signals.SignalError as error:
@@ -81,7 +81,7 @@ async def global_logout(request: Request, state: State) -> Response:
         body = json_body(await request.body())
         if not isinstance(body, dict) or "sub_id" not in body:
             raise signals.SignalError("invalid_request", "the body must be JSON with sub_id")
-        affected = await in_transaction(state, _apply_logout, state, signal, body["sub_id"])
+        affected = await state.database.cold(_apply_logout, state, signal, body["sub_id"])
     except signals.SignalError as error:
         if error.code in ("invalid_key", "invalid_issuer", "invalid_audience"):
             error = signals.SignalError(error.code, error.description, 401)

@@ -18,7 +18,6 @@ if TYPE_CHECKING:
     from broker.observability import Metrics
     from broker.observability.tracing import Tracing
     from broker.testidp.provider import TestIdentityProvider
-    from broker.web.write_queue import InlineQueue
 
 
 @dataclass
@@ -36,7 +35,6 @@ class BrokerState:
     tracing: Tracing | None = None  # when tracing.enabled: spans around every request and upstream call
     shutting_down: bool = False  # SIGTERM received: /readyz fails while the broker drains (web.shutdown)
     readiness: tuple[str | None, str] = (None, "")  # the failed check and why, as /readyz last logged it
-    inline_queue: InlineQueue | None = None  # SQLite, while the app serves: requests waiting on the event loop
     # (interval in seconds, job): run on a worker thread while the app serves, e.g. sealing the audit chain;
     # an async job runs on the event loop (its database work on threads of its own)
     periodic: list[tuple[float, Callable[[], object]]] = field(default_factory=list)

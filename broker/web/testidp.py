@@ -24,12 +24,10 @@ from broker.testidp.params import ProviderParams
 from broker.testidp.provider import TestIdentityProvider
 from broker.web.deps import state_of
 from broker.web.headers import NO_STORE_SENSITIVE
-from broker.web.oauth_http import in_transaction
 from broker.web.routes import plain_router
 from broker.web.templates import templates
 
-# PlainRoutes (broker.web.routes), mounted first: every sign-in through the test IdP crosses three of them,
-# and the token and userinfo transactions run on the event loop on SQLite (``in_transaction(inline=True)``).
+# PlainRoutes (broker.web.routes), mounted first: every sign-in through the test IdP crosses three of them.
 router = plain_router(prefix="/testidp", tags=["test identity provider"])
 
 PUBLIC = {"cache-control": "public, max-age=300", "access-control-allow-origin": "*"}
@@ -74,7 +72,7 @@ async def discovery(request: Request) -> Response:
 
 @router.get("/jwks", summary="Public signing keys of the test IdP", response_class=JwkSetResponse)
 async def jwks(request: Request) -> Response:
-    keys = await in_transaction(state_of(request), _provider(request).jwks, inline=True)
+    keys = await state_of(request).database.cold(_provider(request).jwks)
     return JwkSetResponse(keys, headers={**PUBLIC, "cache-control": "public, max-age=60"})
 
 
@@ -106,7 +104,7 @@ async def token(request: Request) -> Response:
             return _token_error(error)
         return JSONResponse(result, headers=NO_STORE_SENSITIVE)
 
-    return await in_transaction(state_of(request), run, inline=True)
+    return await state_of(request).database.cold(run)
 
 
 @router.get("/userinfo", summary="UserInfo endpoint (Bearer access token)", operation_id="testidp_userinfo_get",
@@ -124,7 +122,7 @@ async def userinfo(request: Request) -> Response:
             return _bearer_error(error)
         return JSONResponse(claims, headers=NO_STORE_SENSITIVE)
 
-    return await in_transaction(state_of(request), run, inline=True)
+    return await state_of(request).database.cold(run)
 
 
 # ---------------------------------------------------------------- authorization endpoint

@@ -16,7 +16,6 @@ from broker.oauth.userinfo import REQUIRED_SCOPE, userinfo
 from broker.storage.models import utcnow
 from broker.web.deps import State
 from broker.web.headers import NO_STORE_SENSITIVE
-from broker.web.oauth_http import in_transaction
 
 router = APIRouter(tags=["openid"])
 
@@ -47,7 +46,7 @@ async def _answer(request: Request, state: Any) -> Response:
     token = None
     try:
         token = _bearer(request)
-        claims = await in_transaction(state, userinfo, state.oauth.server, token, utcnow())
+        claims = await state.database.cold(userinfo, state.oauth.engine, token, utcnow())
     except BearerError as exc:
         return _challenge(exc, credentials_sent=token is not None)
     return JSONResponse(claims, headers=NO_STORE_SENSITIVE)  # OIDC Core §5.3.2 via RFC 6749 §5.1: no caching

@@ -67,13 +67,13 @@ def test_the_servers_sealer_works_in_batches_until_nothing_is_left(state, monkey
         for n in range(25):
             audit.record(session, "test.event", actor=f"actor-{n}")
     transactions = []
-    original = state.database.queued_transaction
+    original = state.database.transaction
 
     def counted():  # type: ignore[no-untyped-def]
         transactions.append(1)
         return original()
 
-    monkeypatch.setattr(state.database, "queued_transaction", counted)
+    monkeypatch.setattr(state.database, "transaction", counted)
     job()
     with state.database.sessions() as session:
         result = audit.verify(session, state.audit_keys.get(session))

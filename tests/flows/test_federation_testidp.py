@@ -183,10 +183,9 @@ async def test_discovery_and_jwks_are_fetched_once_for_two_logins(app: Any) -> N
 
 
 async def test_concurrent_sign_ins_with_few_threads_never_deadlock(client: httpx.AsyncClient, state) -> None:
-    """Sign-ins whose steps need threads while the test IdP's token endpoint holds a transaction across
-    thread hops (its ``DbSession`` dependency): with more sign-ins than threads, the request transactions
-    queued on SQLite (``Database.queued_transaction``) must never occupy the thread that transaction
-    needs to finish. A deadlock showed as 503 "database unavailable" after the queue's timeout."""
+    """Sign-ins whose steps need worker threads (the cold lane), with more sign-ins than threads: no step's
+    transaction may wait for a thread another one holds while it waits for the database. A deadlock would
+    show as 503 "database unavailable" after the busy timeout."""
     import asyncio
 
     import anyio.to_thread

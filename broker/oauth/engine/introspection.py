@@ -159,19 +159,24 @@ async def _active(grant: Grant, token: Found) -> bool:
 
 
 async def _revoke(grant: Grant, token: Found) -> None:
+    """Revoke, and audit, only what is not revoked yet: a repeated revocation is answered alike (§2.2) and writes
+    nothing, so it cannot grow the revocation feed or the audit log."""
     tx, now = grant.tx, grant.now
     if isinstance(token, RefreshToken):  # revoking a refresh token revokes its family (§2.1)
         family = token.family
-        await grants.revoke_family_hot(tx, family.id, "revoked by the client", now)
-        await audit.record_hot(tx, "token.revoked", actor=family.client_id, user_id=family.user_id,
-                               client_id=family.client_id, outcome="revoked",
-                               data={"token_type": "refresh_token", "family_id": family.id})
+        if await grants.revoke_family_hot(tx, family.id, "revoked by the client", now):
+            await audit.record_hot(tx, "token.revoked", actor=family.client_id, user_id=family.user_id,
+                                   client_id=family.client_id, outcome="revoked",
+                                   data={"token_type": "refresh_token", "family_id": family.id})
         return
     claims = token.claims
-    await audit.record_hot(tx, "token.revoked", actor=claims["client_id"], client_id=claims["client_id"],
-                           user_id=claims["sub"] if claims.get("sid") else None, outcome="revoked",
-                           data={"token_type": "access_token", "jti": claims["jti"], "family_id": claims.get("sid")})
-    await grants.revoke_token_id_hot(tx, claims["jti"], dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
-                                     "revoked by the client", claims["client_id"], now)
+    revoked = await grants.revoke_token_id_hot(tx, claims["jti"], dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
+                                               "revoked by the client", claims["client_id"], now)
     if claims.get("sid"):  # and an access token its refresh token (§2.1: SHOULD)
-        await grants.revoke_family_hot(tx, claims["sid"], "access token revoked by the client", now)
+        revoked = await grants.revoke_family_hot(tx, claims["sid"], "access token revoked by the client",
+                                                 now) or revoked
+    if revoked:
+        await audit.record_hot(tx, "token.revoked", actor=claims["client_id"], client_id=claims["client_id"],
+                               user_id=claims["sub"] if claims.get("sid") else None, outcome="revoked",
+                               data={"token_type": "access_token", "jti": claims["jti"],
+                                     "family_id": claims.get("sid")})

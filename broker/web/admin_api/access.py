@@ -11,11 +11,11 @@ from pydantic import BaseModel, Field
 
 from broker.registry import policies
 from broker.registry import servers as registry
-from broker.web.admin_api.common import BAD_BODY, Reader, errors, not_found
+from broker.web.admin_api.common import BAD_BODY, ColdRoute, Reader, errors, not_found
 from broker.web.deps import DbSession, State
 from broker.web.downloads import csv_response
 
-router = APIRouter()
+router = APIRouter(route_class=ColdRoute)  # each route's session on its own thread
 
 
 class CellOut(BaseModel):

@@ -16,10 +16,10 @@ from broker.oauth.bearer import Caller
 from broker.storage import clients as repo
 from broker.storage.enums import ClientStatus
 from broker.storage.models import Client
-from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso, not_found
+from broker.web.admin_api.common import BAD_BODY, Body, ColdRoute, Reader, Writer, actor, errors, fail, iso, not_found
 from broker.web.deps import DbSession
 
-router = APIRouter()
+router = APIRouter(route_class=ColdRoute)  # each route's session on its own thread
 NO_CLIENT = "No client with that id"
 BEYOND = ("insufficient_scope: the token lacks admin:write; or access_denied: the client would get an admin scope "
           "or a capability (introspection, trusted, a machine grant) that the caller does not hold itself")

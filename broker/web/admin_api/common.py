@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import inspect
+import typing
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from broker.oauth.bearer import BearerError, Caller, authenticate
 from broker.registry.servers import admin_api
 from broker.storage.models import utcnow
-from broker.web.deps import DbSession, State
+from broker.web.deps import State
 from broker.web.headers import NO_STORE
+from broker.web.state import BrokerState
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing, invalid, expired or revoked access token (WWW-Authenticate: Bearer)"},
@@ -76,14 +82,45 @@ def _bearer(request: Request) -> str | None:
 
 
 def require(scope: str) -> Any:
-    def dependency(request: Request, state: State, session: DbSession) -> Caller:
+    async def dependency(request: Request, state: State) -> Caller:
+        audience = admin_api(state.settings.issuer).resource
         try:
-            audience = admin_api(state.settings.issuer).resource
-            return authenticate(session, state.oauth.server, _bearer(request), audience, scope, utcnow())
+            return await state.database.cold(authenticate, state.oauth.engine, _bearer(request), audience, scope,
+                                             utcnow())
         except BearerError as exc:
             raise _challenge(exc) from None
 
     return dependency
+
+
+class ColdRoute(APIRoute):
+    """An admin API route whose ``session`` parameter is a cold-lane transaction opened on the route's own worker
+    thread: committed when the route returns, rolled back when it raises (a refused request changes nothing).
+    No session outlives a thread hop."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        if "session" in inspect.signature(endpoint).parameters:
+            endpoint = _in_transaction(endpoint)
+        super().__init__(path, endpoint, **kwargs)
+
+
+def _in_transaction(endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """``endpoint`` with its ``session`` given by a transaction of its own thread; FastAPI sees its other
+    parameters (annotations resolved in the endpoint's module) and the broker's state."""
+    hints = typing.get_type_hints(endpoint, include_extras=True)
+    signature = inspect.signature(endpoint)
+    parameters = [p.replace(annotation=hints.get(p.name, p.annotation)) for p in signature.parameters.values()
+                  if p.name != "session"]
+    parameters.append(inspect.Parameter("broker_state", inspect.Parameter.KEYWORD_ONLY, annotation=State))
+
+    @functools.wraps(endpoint)
+    def route(*args: Any, broker_state: BrokerState, **kwargs: Any) -> Any:
+        with broker_state.database.transaction() as session:
+            return endpoint(*args, session=session, **kwargs)
+
+    route.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=parameters, return_annotation=hints.get("return", signature.return_annotation))
+    return route
 
 
 def _challenge(exc: BearerError) -> ApiError:

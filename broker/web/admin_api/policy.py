@@ -11,10 +11,10 @@ from broker.policy import Change, PolicyError, SubjectChange, hypothetical, rend
 from broker.registry import policies
 from broker.registry import servers as registry
 from broker.storage import policies as versions
-from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso, not_found
+from broker.web.admin_api.common import BAD_BODY, Body, ColdRoute, Reader, Writer, actor, errors, fail, iso, not_found
 from broker.web.deps import DbSession, State
 
-router = APIRouter()
+router = APIRouter(route_class=ColdRoute)  # each route's session on its own thread
 
 
 class PolicyOut(BaseModel):

@@ -9,10 +9,10 @@ from pydantic import BaseModel, Field
 from broker.registry import admin as registry
 from broker.storage import mcp_servers
 from broker.storage.mcp_servers import ServerRow
-from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso, not_found
+from broker.web.admin_api.common import BAD_BODY, Body, ColdRoute, Reader, Writer, actor, errors, fail, iso, not_found
 from broker.web.deps import DbSession, State
 
-router = APIRouter()
+router = APIRouter(route_class=ColdRoute)  # each route's session on its own thread
 NO_SERVER = "No MCP server with that id"
 
 

@@ -13,10 +13,10 @@ from broker.admin import audit_search, names
 from broker.admin import keys as key_admin
 from broker.storage import signing_keys
 from broker.storage.models import AuditEvent, SigningKey, utcnow
-from broker.web.admin_api.common import BAD_BODY, Body, Reader, Writer, actor, errors, fail, iso
+from broker.web.admin_api.common import BAD_BODY, Body, ColdRoute, Reader, Writer, actor, errors, fail, iso
 from broker.web.deps import DbSession, State
 
-router = APIRouter()
+router = APIRouter(route_class=ColdRoute)  # each route's session on its own thread
 
 
 class EventOut(BaseModel):

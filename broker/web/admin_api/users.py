@@ -10,10 +10,10 @@ from broker.admin import names, queries
 from broker.lifecycle import offboarding, sessions
 from broker.storage import users as user_repo
 from broker.storage.models import User, utcnow
-from broker.web.admin_api.common import BAD_BODY, Body, Reader, Revoker, actor, errors, fail, iso, not_found
+from broker.web.admin_api.common import BAD_BODY, Body, ColdRoute, Reader, Revoker, actor, errors, fail, iso, not_found
 from broker.web.deps import DbSession
 
-router = APIRouter()
+router = APIRouter(route_class=ColdRoute)  # each route's session on its own thread
 NO_USER = "No such user"
 AMBIGUOUS = "The email matches several users: `candidates` lists them (name one by id or IDP:SUBJECT, or pass idp)"
 

@@ -9,7 +9,6 @@ from broker.oauth.errors import InvalidRequest
 from broker.oauth.params import Params
 from broker.storage.models import utcnow
 from broker.web.engine.http import NO_STORE, Reply, Request, error_reply, json_reply
-from broker.web.oauth_http import in_transaction
 from broker.web.state import BrokerState
 
 FEED_PAGE = 500
@@ -68,19 +67,19 @@ class TokenSide:
         """Ask the user's IdP first (``check_upstream_on_refresh``); a reply when the refresh must fail."""
         state, check_up = self.state, self.state.upstream_check
         assert check_up is not None
-        check = await in_transaction(state, check_up.find, refresh_token) if refresh_token else None
+        check = await state.database.cold(check_up.find, refresh_token) if refresh_token else None
         connector = check_up.connectors.get(check.idp_id) if check else None
         if check is None or connector is None:
             return None
         try:
             rotated = await connector.refresh(check.refresh_token)
         except (UpstreamRejected, InvalidIdToken) as exc:
-            await in_transaction(state, check_up.refused, check, exc.upstream_error, utcnow())
+            await state.database.cold(check_up.refused, check, exc.upstream_error, utcnow())
             return error_reply(400, "invalid_grant", "the identity provider no longer accepts this sign-in")
         except UpstreamError:
             return error_reply(503, "temporarily_unavailable", "the identity provider is unavailable",
                                ((b"retry-after", b"5"),))
-        await in_transaction(state, check_up.accepted, check, rotated)
+        await state.database.cold(check_up.accepted, check, rotated)
         return None
 
 

@@ -20,8 +20,7 @@ def test_two_transactions_create_one_group(migrated) -> None:
             session.flush()
             ids.append(user.id)
     barrier, errors = threading.Barrier(2), []
-    # Two instances, as two broker processes would be (one process queues its request transactions on
-    # SQLite: Database.queued_transaction).
+    # Two instances, as two broker processes would be.
     instances = [migrated, Database(migrated.url)]
 
     def sign_in(database: Database, user_id: str) -> None:
