@@ -30,6 +30,7 @@ from pydantic import SecretStr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.harness.mint import refresh_family  # noqa: E402
 from broker import config, dev  # noqa: E402
 from broker.app import build_state, prepare  # noqa: E402
 from broker.config import MetricsSettings  # noqa: E402
@@ -37,7 +38,7 @@ from broker.oauth import clients  # noqa: E402
 from broker.observability import Metrics  # noqa: E402
 from broker.storage import users  # noqa: E402
 from broker.storage.migrate import upgrade  # noqa: E402
-from broker.storage.models import User, utcnow  # noqa: E402
+from broker.storage.models import User  # noqa: E402
 from broker.web import create_app  # noqa: E402
 from broker.web.metrics import RequestMetrics  # noqa: E402
 from broker.web.ratelimit import RateLimit, RateLimiter, Rule  # noqa: E402
@@ -111,7 +112,7 @@ async def middleware_alone(n: int, rounds: int) -> dict[str, float]:
 
 # ---------------------------------------------------------------- 2. the whole refresh grant
 
-def make_state(directory: str) -> tuple[Any, str, str]:
+async def make_state(directory: str) -> tuple[Any, str, str]:
     settings = config.load(None, env={}, defaults={
         "mode": "dev", "issuer": ISSUER, "data_dir": directory, "logging": {"level": "WARNING", "format": "text"},
         "keys": {"key_encryption_key": config.new_kek()},
@@ -127,10 +128,10 @@ def make_state(directory: str) -> tuple[Any, str, str]:
         session.add(user)
         session.flush()
         users.set_groups(session, user.id, "idp:test", ["engineering"])
-        grant = state.oauth.server.refresh_tokens.start(
-            session, client_id=client.row.id, user_id=user.id, resource=f"{ISSUER}/demo/mcp",
-            scopes=["tools:read", "tools:call"], auth_time=None, acr=None, now=utcnow())
-    return state, client.row.id, grant.token
+        client_id, user_id = client.row.id, user.id
+    token = await refresh_family(state, client_id=client_id, user_id=user_id, resource=f"{ISSUER}/demo/mcp",
+                                 scopes=["tools:read", "tools:call"])
+    return state, client_id, token
 
 
 async def refresh_round(app: Any, client_id: str, token: str, n: int) -> tuple[float, str]:
@@ -156,7 +157,7 @@ def app_for(state: Any, on: bool) -> tuple[Any, Metrics | None]:
 
 async def whole_grant(n: int, rounds: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as directory:
-        state, client_id, token = make_state(directory)
+        state, client_id, token = await make_state(directory)
         app, _ = app_for(state, on=False)
         _, token = await refresh_round(app, client_id, token, 200)  # warm-up
         results: dict[str, list[float]] = {"on": [], "off": []}
