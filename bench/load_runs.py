@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     scenarios = csv(args.scenarios, broker_matrix.SCENARIOS)
     workers, clients = [int(w) for w in csv(args.workers)], [int(n) for n in csv(args.clients)]
     plan = Plan(args.duration, args.warmup, args.repeats, args.max_requests)
+    load_before = environment.load_average()
     pin_generator()
     print(f"pinning: servers on CPU {SERVER_CPUS}, generator on CPU {GENERATOR_CPUS}" if can_pin()
           else "pinning: off (fewer than 2 CPUs)", flush=True)
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         if pg is not None:
             pg.stop()
     report = "\n".join([
-        *environment.describe(pg_version, oidc_provider_version()),
+        *environment.describe(pg_version, oidc_provider_version(), load_before),
         f"- command: `{' '.join(['python bench/load_runs.py', *(argv if argv is not None else sys.argv[1:])])}`",
         f"- plan: {plan.repeats} x {plan.duration:g} s runs after a {plan.warmup:g} s warm-up, at most "
         f"{plan.max_requests} iterations per run",

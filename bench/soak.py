@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     setup = broker.create(args.store, idp, pg)
     if pg is not None and setup.db_root:
         pin_tree(setup.db_root)
-    print("\n".join(environment.describe(None, "not used")[:2]), flush=True)
+    print("\n".join(environment.describe(None, "not used", environment.load_average())[:2]), flush=True)
     print(f"- pinning: servers on CPU {SERVER_CPUS}, generator on CPU {GENERATOR_CPUS}" if can_pin()
           else "- pinning: off (fewer than 2 CPUs)")
     print(f"- command: python bench/soak.py {' '.join(argv if argv is not None else sys.argv[1:])}")

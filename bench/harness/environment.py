@@ -52,12 +52,17 @@ def commit() -> str:
     return f"`{head}`" + (f" plus uncommitted changes to {len(changed)} files under broker/" if changed else "")
 
 
-def describe(postgres_version: str | None, oidc_provider: str) -> list[str]:
+def load_average() -> str:
+    """``uptime``'s load averages (1, 5, 15 minutes)."""
+    return " / ".join(f"{load:.2f}" for load in os.getloadavg())
+
+
+def describe(postgres_version: str | None, oidc_provider: str, load_before: str | None = None) -> list[str]:
     node = _run(shutil.which("node") or "node", "--version") if shutil.which("node") else "not installed"
     return [
         f"- date: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; commit {commit()}",
-        f"- machine: {os.cpu_count()} cores ({cpu_model()}), {memory_gib():.0f} GiB; load average before the "
-        f"run {os.getloadavg()[0]:.2f}",
+        f"- machine: {os.cpu_count()} cores ({cpu_model()}), {memory_gib():.0f} GiB; load average (1 / 5 / 15 min) "
+        f"before the run {load_before or '?'}, after it {load_average()}",
         f"- Python {platform.python_version()}, uvicorn {version('uvicorn')} ({_optional('uvloop')}, "
         f"{_optional('httptools')}), FastAPI {version('fastapi')}, "
         f"SQLAlchemy {version('sqlalchemy')}, psycopg {version('psycopg')}; node {node}, oidc-provider "

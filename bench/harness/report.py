@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 from bench.harness.stats import Row, Run
 
@@ -15,7 +16,7 @@ def run_line(row: Row, number: int, run: Run) -> str:
     return (f"  {row.target:18} w{row.workers:<2} c{row.clients:<3} {row.scenario:14} run {number}: "
             f"{run.rate:8.1f}/s  p50 {run.p50_ms:6.1f}  p95 {run.p95_ms:6.1f}  p99 {run.p99_ms:7.1f} ms  "
             f"err {run.errors}  cpu {run.server_cpu_s:5.2f} s  rss {run.server_rss_mib:5.0f} MiB{db}  "
-            f"gen {run.generator_busy * 100:3.0f} %  other {run.other_cpu_s:4.2f} s"
+            f"gen {run.generator_busy * 100:3.0f} %  other {run.other_cpu_s:4.2f} s  load {os.getloadavg()[0]:.2f}"
             + (f"\n    first error: {next(iter(run.error_samples))}" if run.error_samples else ""))
 
 

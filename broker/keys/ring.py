@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa, utils
 from sqlalchemy.orm import Session
 
 from broker.config import Settings
@@ -40,8 +41,26 @@ class ActiveKey:
     private_key: PrivateKey
 
     def sign(self, claims: dict[str, Any], typ: str) -> str:
-        return jwt.encode(claims, self.private_key, algorithm=self.algorithm,
-                          headers={"kid": self.kid, "typ": typ})
+        """A compact JWS of ``claims`` (RFC 7515), headers ``alg``, ``kid`` and ``typ``."""
+        if self.algorithm != "ES256":
+            return jwt.encode(claims, self.private_key, algorithm=self.algorithm,
+                              headers={"kid": self.kid, "typ": typ})
+        signing_input = _es256_header(self.kid, typ) + b"." + _b64(json.dumps(claims, separators=(",", ":")).encode())
+        der = self.private_key.sign(signing_input, _ECDSA_SHA256)  # type: ignore[call-arg]
+        r, s = utils.decode_dss_signature(der)
+        return (signing_input + b"." + _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))).decode()
+
+
+_ECDSA_SHA256 = ec.ECDSA(hashes.SHA256())
+
+
+def _b64(raw: bytes) -> bytes:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=64)
+def _es256_header(kid: str, typ: str) -> bytes:
+    return _b64(json.dumps({"alg": "ES256", "kid": kid, "typ": typ}, separators=(",", ":")).encode())
 
 
 KeyRecord = repo.KeyRow  # a signing key's row as the ring caches it (``schedule.KeyTimes``); still encrypted

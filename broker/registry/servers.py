@@ -92,11 +92,11 @@ def resolve_in(registry: Registry, resource: str, issuer: str, *, include_admin_
         canonical = canonical_resource(resource)
     except InvalidResource as exc:
         raise UnknownResource(str(exc)) from None
-    if canonical == admin_api(issuer).resource:
+    if canonical == f"{issuer}/admin/api":  # admin_api(issuer).resource
         if include_admin_api:
             return admin_api(issuer)
         raise UnknownResource("the resource is not a registered MCP server")  # even if one was registered there
-    if canonical == userinfo(issuer).resource:
+    if canonical == f"{issuer}/userinfo":  # userinfo(issuer).resource
         if include_sign_in:
             return userinfo(issuer)
         raise UnknownResource("the resource is not a registered MCP server")  # even if one was registered there

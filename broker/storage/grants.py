@@ -156,6 +156,21 @@ _ROTATE_AND_RECORD = Prepared(select(*_ROTATION.c).add_cte(
                  select(bindparam("b_old", type_=_FAMILIES.c.current_hash.type), _ROTATION.c.id,
                         bindparam("b_now", type_=_FAMILIES.c.last_used_at.type)))
     .cte("recorded")), row=FamilyRow)
+# A rotation of a family already read: the same conditions and its id, nothing returned but that it happened.
+_ROTATE_KNOWN = Prepared(update(_FAMILIES)
+                         .where(_FAMILIES.c.id == bindparam("b_id"), _FAMILIES.c.current_hash == bindparam("b_old"),
+                                _FAMILIES.c.client_id == bindparam("b_client"), _FAMILIES.c.revoked_at.is_(None),
+                                _FAMILIES.c.expires_at > bindparam("b_now"),
+                                _FAMILIES.c.last_used_at > bindparam("b_idle"))
+                         .values(current_hash=bindparam("b_new"), generation=_FAMILIES.c.generation + 1,
+                                 last_used_at=bindparam("b_now")))
+_KNOWN_ROTATION = _ROTATE_KNOWN.statement.returning(_FAMILIES.c.id).cte("rotation")
+_ROTATE_KNOWN_AND_RECORD = Prepared(select(_KNOWN_ROTATION.c.id).add_cte(
+    insert(RotatedRefreshToken.__table__)
+    .from_select(["token_hash", "family_id", "rotated_at"],
+                 select(bindparam("b_old", type_=_FAMILIES.c.current_hash.type), _KNOWN_ROTATION.c.id,
+                        bindparam("b_now", type_=_FAMILIES.c.last_used_at.type)))
+    .cte("recorded")))
 _START_FAMILY = Prepared(insert(_FAMILIES).returning(*_FAMILIES.c),
                          columns=[c.key for c in _FAMILIES.c if c.key not in ("revoked_at", "revoked_reason")],
                          row=FamilyRow)
@@ -192,6 +207,20 @@ async def rotate_current_hot(tx: Tx, old_hash: str, new_hash: str, client_id: st
     if family is not None:
         await tx.rowcount(_ROTATED, {"token_hash": old_hash, "family_id": family.id, "rotated_at": now})
     return family
+
+
+async def rotate_known_hot(tx: Tx, family: FamilyRow, old_hash: str, new_hash: str, now: dt.datetime,
+                           idle_cutoff: dt.datetime) -> bool:
+    """Rotate a family read in this transaction, under the conditions of ``rotate_current``; False when another
+    request changed it in between."""
+    params = {"b_id": family.id, "b_old": old_hash, "b_new": new_hash, "b_client": family.client_id, "b_now": now,
+              "b_idle": idle_cutoff}
+    if tx.dialect == "postgresql":
+        return await tx.first(_ROTATE_KNOWN_AND_RECORD, params) is not None
+    if await tx.rowcount(_ROTATE_KNOWN, params) != 1:
+        return False
+    await tx.rowcount(_ROTATED, {"token_hash": old_hash, "family_id": family.id, "rotated_at": now})
+    return True
 
 
 async def family_by_current_hot(tx: Tx, token_hash: str) -> FamilyRow | None:

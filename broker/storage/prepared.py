@@ -15,6 +15,7 @@ For fixed, short statements that every token request or sign-in runs; everything
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -23,6 +24,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable, Insert
+
+from broker.storage.models import UTCDateTime
 
 _CONNECTION = "broker.prepared.connection"  # session.info key: (transaction, SQLAlchemy connection)
 
@@ -43,6 +46,7 @@ class Prepared:
         if row is not None and tuple(getattr(row, "_fields", ())) != _column_keys(statement):
             raise TypeError(f"{row.__name__} does not name the statement's columns {_column_keys(statement)}")
         self._compiled: dict[tuple[str, str], Compiled] = {}
+        self._by_dialect: dict[int, tuple[Dialect, Compiled]] = {}  # the same, by the dialect object (faster)
         self._lock = threading.Lock()
 
     def rows(self, session: Session, params: Mapping[str, Any]) -> list[Any]:
@@ -93,14 +97,15 @@ class Prepared:
 
     def compiled(self, dialect: Dialect) -> Compiled:
         """The statement for ``dialect`` (psycopg's and asyncpg's PostgreSQL differ in their parameters)."""
-        found = self._compiled.get((dialect.name, dialect.driver))
-        return found if found is not None else self._compile(dialect)
+        found = self._by_dialect.get(id(dialect))
+        return found[1] if found is not None and found[0] is dialect else self._compile(dialect)
 
     def _compile(self, dialect: Dialect) -> Compiled:
         with self._lock:
             key = (dialect.name, dialect.driver)
             if key not in self._compiled:
                 self._compiled[key] = Compiled(self.statement, dialect, self.columns, self.row)
+            self._by_dialect[id(dialect)] = (dialect, self._compiled[key])
             return self._compiled[key]
 
 
@@ -121,13 +126,12 @@ class Compiled:
         self.constants = {name: value for name, value in defaults.items() if name not in given}
         self.processors: dict[str, Callable[[Any], Any]] = {}
         for bind, name in compiled.bind_names.items():
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            processor = _writer(bind.type, dialect)
             if processor is not None:
                 self.processors[name] = processor
         self.positions = list(compiled.positiontup) if dialect.positional and compiled.positiontup else None
         result_columns = list(statement.exported_columns) if hasattr(statement, "exported_columns") else []
-        self.readers = [column.type.dialect_impl(dialect).result_processor(dialect, None)
-                        for column in result_columns]
+        self.readers = [_reader(column.type, dialect) for column in result_columns]
         self.any_reader = any(self.readers)
         self.row_type: Any = row or NamedTuple("PreparedRow", [(column.key, Any) for column in result_columns])  # type: ignore[misc]
 
@@ -147,6 +151,42 @@ class Compiled:
         readers = self.readers
         return [make([value if reader is None or value is None else reader(value)
                       for reader, value in zip(readers, row, strict=True)]) for row in raw]
+
+
+def _writer(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """The type's bind processor for ``dialect``; for ``UTCDateTime`` the same conversion done directly."""
+    if isinstance(type_, UTCDateTime):
+        return _utc_text if dialect.name == "sqlite" else _utc_naive
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _reader(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    if isinstance(type_, UTCDateTime):
+        return _utc_from_text if dialect.name == "sqlite" else _utc_aware
+    return type_.dialect_impl(dialect).result_processor(dialect, None)
+
+
+# UTCDateTime without TypeDecorator's layers: aware UTC in Python, naive UTC in the database, on SQLite as the
+# text SQLAlchemy's SQLite dialect writes ("YYYY-MM-DD HH:MM:SS.ffffff"), so either lane reads what the other wrote.
+def _utc_naive(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return (value if value.tzinfo is dt.UTC else value.astimezone(dt.UTC)).replace(tzinfo=None)
+
+
+def _utc_text(value: dt.datetime | None) -> str | None:
+    naive = _utc_naive(value)
+    return None if naive is None else naive.isoformat(" ", "microseconds")
+
+
+def _utc_aware(value: dt.datetime) -> dt.datetime:
+    return value.replace(tzinfo=dt.UTC)
+
+
+def _utc_from_text(value: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(value).replace(tzinfo=dt.UTC)
 
 
 def _connection(session: Session) -> Any:

@@ -30,14 +30,21 @@ async def start(grant: Grant, *, client_id: str, user_id: str, resource: str, sc
     return RefreshGrant(family, token)
 
 
-async def rotate(grant: Grant, presented: str, client_id: str) -> RefreshGrant:
-    """The next refresh token of ``presented``'s family, or ``InvalidGrantError``: one conditional UPDATE in the
-    usual case; only when it matches nothing does the broker look closer (reuse, expiry, another client)."""
+async def rotate(grant: Grant, presented: str, client_id: str, read: FamilyRow | None = None) -> RefreshGrant:
+    """The next refresh token of ``presented``'s family (``read``: that family, read in this transaction), or
+    ``InvalidGrantError``: one conditional UPDATE in the usual case; only when it matches nothing does the broker
+    look closer (reuse, expiry, another client)."""
     token, now = secrets.new_token(), grant.now
-    family = await grants.rotate_current_hot(grant.tx, secrets.digest(presented), secrets.digest(token), client_id,
-                                             now, idle_cutoff=now - grant.engine.refresh_tokens.idle)
-    if family is not None:
-        return RefreshGrant(family, token)
+    old_hash, new_hash = secrets.digest(presented), secrets.digest(token)
+    idle_cutoff = now - grant.engine.refresh_tokens.idle
+    if read is not None:
+        if await grants.rotate_known_hot(grant.tx, read, old_hash, new_hash, now, idle_cutoff):
+            return RefreshGrant(read._replace(current_hash=new_hash, generation=read.generation + 1,
+                                              last_used_at=now), token)
+    else:
+        family = await grants.rotate_current_hot(grant.tx, old_hash, new_hash, client_id, now, idle_cutoff)
+        if family is not None:
+            return RefreshGrant(family, token)
     family = await current(grant, presented, client_id)  # raises, unless it changed under us
     # Another request rotated it in between: two holders of one token (RFC 9700 §4.14.2).
     await grants.revoke_family_hot(grant.tx, family.id, "refresh token used twice", now)

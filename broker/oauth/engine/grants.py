@@ -108,7 +108,7 @@ async def refresh_token(grant: Grant) -> Answer:
     granted = decision.scopes & held
     if not granted:
         raise InvalidGrantError(NOT_ALLOWED)
-    rotated = await families.rotate(grant, presented, client.client_id)  # now spent
+    rotated = await families.rotate(grant, presented, client.client_id, family)  # now spent
     family = rotated.family
     if granted != held:  # policy only ever narrows a family (scopes can only shrink)
         await grant_repo.narrow_family_hot(grant.tx, family.id, scope_string(granted))
