@@ -52,7 +52,7 @@ const client = (clientId, grantTypes) => ({
 
 const provider = new Provider(issuer, {
   clients: [client('app', ['authorization_code', 'refresh_token']), client('rs', []),
-    { ...client('m2m', []), grant_types: ['client_credentials'], scope: SCOPE }],
+    { ...client('m2m', []), grant_types: ['client_credentials'] }],
   jwks: { keys: [{ ...privateKey.export({ format: 'jwk' }), kid: randomUUID(), alg: 'ES256', use: 'sig' }] },
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   scopes: ['openid', 'offline_access'],

@@ -50,6 +50,8 @@ def _values(event_type: str, actor: str, user_id: str | None, client_id: str | N
 
 
 def _all_keys(value: Any) -> list[str]:
+    if isinstance(value, str | int | float | bool | None):  # most values: no keys below (and no ABC check)
+        return []
     if isinstance(value, Mapping):
         return [str(k) for k in value] + [k for v in value.values() for k in _all_keys(v)]
     if isinstance(value, list | tuple):

@@ -23,7 +23,7 @@ import sqlite3
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy.engine import Dialect
@@ -97,10 +97,10 @@ class HotLane:
 
     dialect: str
 
-    def write(self) -> Any:  # an async context manager yielding a Tx
+    def write(self) -> AbstractAsyncContextManager[Tx]:
         raise NotImplementedError
 
-    def read(self) -> Any:
+    def read(self) -> AbstractAsyncContextManager[Tx]:
         raise NotImplementedError
 
     async def close(self) -> None:
@@ -128,6 +128,15 @@ class _SqliteTx(Tx):
             return compiled.rows(cursor.fetchall())
         finally:
             cursor.close()
+
+    async def first(self, statement: Prepared, params: Mapping[str, Any]) -> Any:
+        compiled = statement.compiled(self._sa)
+        cursor = self._execute(compiled, params)
+        try:
+            row = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if row is None else compiled.row(row)
 
     async def rowcount(self, statement: Prepared, params: Mapping[str, Any]) -> int:
         cursor = self._execute(statement.compiled(self._sa), params)
@@ -162,15 +171,11 @@ class SqliteLane(HotLane):
         self._connection: sqlite3.Connection | None = None
         self._turns: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[Tx]:
-        async with self._transaction("BEGIN IMMEDIATE") as tx:
-            yield tx
+    def write(self) -> AbstractAsyncContextManager[Tx]:
+        return self._transaction("BEGIN IMMEDIATE")
 
-    @asynccontextmanager
-    async def read(self) -> AsyncIterator[Tx]:
-        async with self._transaction("BEGIN") as tx:
-            yield tx
+    def read(self) -> AbstractAsyncContextManager[Tx]:
+        return self._transaction("BEGIN")
 
     @asynccontextmanager
     async def _transaction(self, begin: str) -> AsyncIterator[Tx]:
@@ -300,10 +305,8 @@ class PostgresLane(HotLane):
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[Tx]:
-        async with self._transaction() as tx:
-            yield tx
+    def write(self) -> AbstractAsyncContextManager[Tx]:
+        return self._transaction()
 
     read = write  # READ COMMITTED either way; a read-only transaction would cost a round trip more
 

@@ -62,7 +62,7 @@ class Prepared:
             row = cursor.fetchone()
         finally:
             cursor.close()
-        return None if row is None else compiled.rows([row])[0]
+        return None if row is None else compiled.row(row)
 
     def scalar(self, session: Session, params: Mapping[str, Any]) -> Any:
         row = self.first(session, params)
@@ -131,11 +131,20 @@ class Compiled:
                 self.processors[name] = processor
         self.positions = list(compiled.positiontup) if dialect.positional and compiled.positiontup else None
         result_columns = list(statement.exported_columns) if hasattr(statement, "exported_columns") else []
-        self.readers = [_reader(column.type, dialect) for column in result_columns]
-        self.any_reader = any(self.readers)
+        readers = [_reader(column.type, dialect) for column in result_columns]
+        self.converted = [(index, reader) for index, reader in enumerate(readers) if reader is not None]
+        self.order = None if self.positions is None else [
+            (name, self.processors.get(name), name in self.constants, self.constants.get(name))
+            for name in self.positions]
         self.row_type: Any = row or NamedTuple("PreparedRow", [(column.key, Any) for column in result_columns])  # type: ignore[misc]
 
     def values(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        if self.order is not None:  # positional parameters: one pass in their order
+            out = []
+            for name, processor, constant, default in self.order:
+                value = params[name] if not constant or name in params else default
+                out.append(value if processor is None else processor(value))
+            return out
         merged = {**self.constants, **params}
         for name, processor in self.processors.items():
             if name in merged:
@@ -145,12 +154,17 @@ class Compiled:
         return merged
 
     def rows(self, raw: list[Sequence[Any]]) -> list[Any]:
-        make = self.row_type._make
-        if not self.any_reader:
-            return [make(row) for row in raw]
-        readers = self.readers
-        return [make([value if reader is None or value is None else reader(value)
-                      for reader, value in zip(readers, row, strict=True)]) for row in raw]
+        return [self.row(values) for values in raw]
+
+    def row(self, raw: Sequence[Any]) -> Any:
+        if not self.converted:
+            return self.row_type._make(raw)
+        values = list(raw)
+        for index, reader in self.converted:
+            value = values[index]
+            if value is not None:
+                values[index] = reader(value)
+        return self.row_type._make(values)
 
 
 def _writer(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
