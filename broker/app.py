@@ -138,7 +138,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
 
     # The sealer works in batches, each its own transaction, with a pause between them longer than the hot
     # lane's longest wait for SQLite's lock, so token requests get in between
-    # (docs/decisions/0005-two-transaction-lanes.md).
+    # (docs/decisions/0009-two-transaction-lanes.md).
     def seal_audit_chain() -> None:
         while True:
             with database.transaction() as session:

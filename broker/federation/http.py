@@ -26,7 +26,7 @@ log = logging.getLogger("broker.federation")
 
 # Idle connections kept per client (httpx's default is 20): httpcore checks every pooled connection on each
 # request, so fewer idle ones cost less per call; busier bursts open extra connections and close them after
-# use (docs/decisions/0008-a-bounded-upstream-connection-pool.md).
+# use (docs/decisions/0012-a-bounded-upstream-connection-pool.md).
 KEEPALIVE_CONNECTIONS = 8
 
 

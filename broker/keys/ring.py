@@ -42,11 +42,11 @@ class ActiveKey:
 
     def sign(self, claims: dict[str, Any], typ: str) -> str:
         """A compact JWS of ``claims`` (RFC 7515), headers ``alg``, ``kid`` and ``typ``."""
-        if self.algorithm != "ES256":
-            return jwt.encode(claims, self.private_key, algorithm=self.algorithm,
-                              headers={"kid": self.kid, "typ": typ})
+        key = self.private_key
+        if self.algorithm != "ES256" or not isinstance(key, ec.EllipticCurvePrivateKey):
+            return jwt.encode(claims, key, algorithm=self.algorithm, headers={"kid": self.kid, "typ": typ})
         signing_input = _es256_header(self.kid, typ) + b"." + _b64(json.dumps(claims, separators=(",", ":")).encode())
-        der = self.private_key.sign(signing_input, _ECDSA_SHA256)  # type: ignore[call-arg]
+        der = key.sign(signing_input, _ECDSA_SHA256)
         r, s = utils.decode_dss_signature(der)
         return (signing_input + b"." + _b64(r.to_bytes(32, "big") + s.to_bytes(32, "big"))).decode()
 

@@ -2,7 +2,7 @@
 
 What is read here only chooses a key or refuses a token early; ``jwt.decode`` verifies the signature
 and the claims afterwards. pyjwt's own reader (``jwt.get_unverified_header``) checks every character in
-a Python loop (docs/decisions/0009-a-strict-fast-jws-header-reader.md).
+a Python loop (docs/decisions/0013-a-strict-fast-jws-header-reader.md).
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def _lifespan(state: BrokerState, fallback: ASGIApp | None) -> Any:
         # The protocol core runs in threads; more of them than the work can use only fight over the GIL.
         anyio.to_thread.current_default_thread_limiter().total_tokens = state.settings.server.threads
         # Start-up's long-lived objects (modules, routes, models) are frozen, so full collections never rescan
-        # them in the middle of requests (docs/decisions/0007-freeze-start-up-objects.md).
+        # them in the middle of requests (docs/decisions/0011-freeze-start-up-objects.md).
         gc.collect()
         gc.freeze()
         drain = shutdown.Plan.of(state.settings.server).drain
