@@ -75,7 +75,7 @@ class Tx:
         await self._raw(f"SAVEPOINT {name}")
         try:
             yield
-        except BaseException:
+        except Exception:  # a cancellation ends the whole transaction, and on PostgreSQL its connection
             await self._raw(f"ROLLBACK TO SAVEPOINT {name}")
             await self._raw(f"RELEASE SAVEPOINT {name}")
             raise
@@ -294,9 +294,10 @@ class PostgresLane(HotLane):
         self._asyncpg = asyncpg
         self._sa = asyncpg_dialect()
         errors = asyncpg.exceptions
-        # What a restart, a failover or a network fault raises: 503 and a new connection, never a 500.
+        # What a restart, a failover or a network fault raises: 503 and a new connection, never a 500. A
+        # connection told to end while idle (a shutdown) is left mid-message: InternalClientError at its next use.
         self._lost: tuple[type[BaseException], ...] = (
-            OSError, TimeoutError, errors.InterfaceError, errors.PostgresConnectionError,
+            OSError, TimeoutError, errors.InterfaceError, errors.InternalClientError, errors.PostgresConnectionError,
             errors.OperatorInterventionError, errors.InsufficientResourcesError)
         self._dsn, self._size = dsn, size
         self._acquire_timeout, self._connect_timeout = acquire_timeout, connect_timeout
@@ -312,16 +313,16 @@ class PostgresLane(HotLane):
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[Tx]:
-        connection = await self._acquire()
-        healthy = False
+        connection = await self._begin()
+        healthy = False  # only a connection that finished its transaction goes back; any other is terminated
         try:
-            await connection.execute("BEGIN")
             tx = _PostgresTx(connection, self._sa, self._asyncpg.exceptions, self._cache_key)
             try:
                 yield tx
-            except BaseException:
-                await connection.execute("ROLLBACK")
-                healthy = True
+            except Exception as error:
+                if not isinstance(error, self._lost):  # the statement failed, not the connection
+                    await connection.execute("ROLLBACK")
+                    healthy = True
                 raise
             await connection.execute("COMMIT")
             healthy = True
@@ -331,17 +332,42 @@ class PostgresLane(HotLane):
             self._release(connection, healthy)
         tx._committed()
 
-    async def _acquire(self) -> Any:
+    async def _begin(self) -> Any:
+        """A connection in a new transaction. When a pooled one fails to begin, the server went away since its
+        last use and its pooled peers with it: they are all closed and a new connection tries once more."""
+        connection, pooled = await self._acquire()
+        if await self._began(connection, may_retry=pooled):
+            return connection
+        self.close_now()
+        connection, _ = await self._acquire()
+        await self._began(connection, may_retry=False)
+        return connection
+
+    async def _began(self, connection: Any, may_retry: bool) -> bool:
+        try:
+            await connection.execute("BEGIN")
+            return True
+        except self._lost as error:
+            self._release(connection, False)
+            if not may_retry:
+                raise DatabaseError(f"{UNAVAILABLE}: {type(error).__name__}") from None
+            return False
+        except BaseException:
+            self._release(connection, False)
+            raise
+
+    async def _acquire(self) -> tuple[Any, bool]:
+        """A connection, and whether it was pooled (used before) rather than opened now."""
         self._bind_loop()
         deadline = time.monotonic() + self._acquire_timeout
         while True:
             while self._idle:
                 connection = self._idle.pop()
                 if not connection.is_closed():
-                    return connection
+                    return connection, True
                 self._open -= 1
             if self._open < self._size:
-                return await self._connect()
+                return await self._connect(), False
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:

@@ -197,6 +197,47 @@ async def test_postgresql_a_killed_connection_is_a_database_error_then_replaced(
     assert again != pid
 
 
+def _server_ends_the_session(connection) -> None:
+    """What PostgreSQL sends every idle session when it shuts down (57P01), delivered before the socket closes:
+    the moment a request may take the connection from the pool. Fed to asyncpg's protocol directly, since
+    over a real socket the close follows within microseconds."""
+    fields = b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0"
+    connection._protocol.data_received(b"E" + (len(fields) + 4).to_bytes(4, "big") + fields)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_postgresql_a_pooled_connection_the_server_ended_is_replaced_not_used(migrated: Database) -> None:
+    async with migrated.hot.read() as tx:
+        pid = await tx.scalar(BACKEND_PID, {})
+    (pooled,) = migrated.hot._idle  # type: ignore[attr-defined]
+    _server_ends_the_session(pooled)
+    async with migrated.hot.read() as tx:
+        again = await tx.scalar(BACKEND_PID, {})
+    assert again != pid and pooled.is_closed()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_postgresql_a_transaction_cancelled_mid_statement_ends_its_connection(migrated: Database) -> None:
+    started = asyncio.Event()
+    pids: list[int] = []
+
+    async def sleeping() -> None:
+        async with migrated.hot.write() as tx:
+            pids.append(await tx.scalar(BACKEND_PID, {}))
+            started.set()
+            await tx.scalar(Prepared(select(func.pg_sleep(5).label("slept"))), {})
+
+    task = asyncio.create_task(sleeping())
+    await started.wait()
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert migrated.hot._idle == []  # type: ignore[attr-defined]  # terminated, not pooled mid-operation
+    async with migrated.hot.read() as tx:
+        assert await tx.scalar(BACKEND_PID, {}) != pids[0]
+
+
 async def test_a_savepoint_undoes_only_its_part(migrated: Database) -> None:
     group = {"id": "g1", "source": "local", "name": "ops", "external_id": None, "created_at": NOW}
     async with migrated.hot.write() as tx:
