@@ -40,7 +40,7 @@ def authenticate(session: Session, engine: Any, unverified_token: str | None, au
     ``engine``: the token engine (its keys, issuer and verified-token cache)."""
     if not unverified_token:
         raise BearerError("invalid_request", "a bearer token is required", 401, required_scope)
-    published = engine.keyring.jwks(session, engine.jwks_grace, now)["keys"]
+    published = engine.keyring.jwks(session, now=now)["keys"]
     claims = verify_signed(published, engine.issuer, engine.verified_access_tokens, unverified_token, now)
     if claims is None or claims.get("aud") != audience:  # RFC 9068 §4: aud must be this API
         raise BearerError("invalid_token", "the access token is not valid for this API", 401, required_scope)
