@@ -33,8 +33,11 @@ MANAGE = frozenset({ADMIN})  # servers, policy, clients, keys
 OFFBOARD = frozenset({ADMIN, SECURITY})  # users: offboard, restore
 
 
-def roles_for(groups: Iterable[str], settings: AdminSettings) -> list[str]:
-    """The console roles a user's IdP groups give, strongest first; empty means no console."""
+def roles_for(idp_id: str, groups: Iterable[str], settings: AdminSettings) -> list[str]:
+    """The console roles a user's groups at ``idp_id`` give, strongest first; empty means no console. Only the
+    IdPs in ``admin.idps`` (when given) speak for console roles."""
+    if settings.idps and idp_id not in settings.idps:
+        return []
     held = set(groups)
     mapping = ((ADMIN, settings.admin_groups), (SECURITY, settings.security_groups),
                (AUDITOR, settings.auditor_groups))

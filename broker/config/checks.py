@@ -30,6 +30,7 @@ def check(settings: Settings, also_known_idps: Collection[str] = ()) -> list[str
     problems += _check_kek(settings)
     problems += _check_idps(settings, known)
     problems += _check_scim(settings, known)
+    problems += [problem for idp in settings.admin.idps for problem in _unknown_idp("admin.idps", idp, known)]
     problems += _check_lifetimes(settings)
     problems += _check_id_jag(settings, known)
     problems += _check_metrics(settings.metrics)
@@ -209,6 +210,9 @@ def _check_production(settings: Settings) -> list[str]:
         problems.append("testidp.enabled: the built-in test IdP is refused in production mode")
     if settings.cimd.allow_loopback:
         problems.append("cimd.allow_loopback: fetching client metadata from loopback is refused in production mode")
+    if len(settings.idps) > 1 and not settings.admin.idps and _console_groups(settings):
+        problems.append("admin.idps: several IdPs are configured; name those whose groups give console roles "
+                        "(another IdP could send a group of the same name)")
     for i, idp in enumerate(settings.idps):
         if idp.type == "test":
             problems.append(f"idps[{i}].type: the test IdP is refused in production mode")
@@ -217,6 +221,11 @@ def _check_production(settings: Settings) -> list[str]:
             problems.append(f"idps[{i}].client_secret: missing or a placeholder in production mode")
     return problems + [f"{key}: {HTTPS_IN_PRODUCTION}" for key, url in _fetched_over_tls(settings)
                        if is_plain_http_off_loopback(url)]
+
+
+def _console_groups(settings: Settings) -> bool:
+    admin = settings.admin
+    return bool(admin.admin_groups or admin.security_groups or admin.auditor_groups)
 
 
 def _fetched_over_tls(settings: Settings) -> list[tuple[str, str]]:

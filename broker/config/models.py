@@ -320,6 +320,9 @@ class AdminSettings(_Section):
     admin_groups: list[str] = []
     security_groups: list[str] = []
     auditor_groups: list[str] = []
+    # The IdPs whose groups give console roles; empty: every configured IdP. A group name at one IdP says
+    # nothing about another's, so production mode requires this list when several IdPs are configured.
+    idps: list[str] = []
     session_idle_timeout: int = Field(1800, ge=60, le=86400)
     session_lifetime: int = Field(28800, ge=300, le=7 * 86400)
 

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from broker.storage.models import UpstreamIdentity, User
+from broker.storage.models import AuditEvent, UpstreamIdentity, User
 from tests.conftest import ISSUER, TEST_USERS, TESTIDP_CLIENT
 from tests.support.oauth_flow import (
     authorize,
@@ -40,10 +40,18 @@ def link() -> bool:
 
 
 @pytest.fixture
-def settings(make_settings, link: bool):
+def admin() -> dict:
+    return {}
+
+
+@pytest.fixture
+def settings(make_settings, link: bool, admin: dict):
     raw = two_idps(link)
-    return make_settings(idps=raw["idps"], federation=raw["federation"],
-                         testidp={"enabled": True, "users": TEST_USERS, "clients": [TESTIDP_CLIENT, CORP_CLIENT]})
+    console = [f"{ISSUER}/admin/callback/test", f"{ISSUER}/admin/callback/corp"]
+    clients = [{**c, "redirect_uris": [*c["redirect_uris"], uri]} for c, uri in zip((TESTIDP_CLIENT, CORP_CLIENT),
+                                                                                   console, strict=True)]
+    return make_settings(idps=raw["idps"], federation=raw["federation"], admin=admin,
+                         testidp={"enabled": True, "users": TEST_USERS, "clients": clients})
 
 
 async def test_without_a_hint_the_user_picks(client: httpx.AsyncClient, state) -> None:
@@ -126,3 +134,23 @@ async def test_callback_of_one_idp_cannot_finish_anothers_login(client: httpx.As
     wrong = local(callback.headers["location"]).replace("/callback/test", "/callback/corp")
     refused = await client.get(wrong)
     assert refused.status_code == 400 and "location" not in refused.headers
+
+
+async def console_sign_in(http: httpx.AsyncClient, idp: str, username: str) -> httpx.Response:
+    start = await http.get(f"/admin/login?idp={idp}")
+    assert start.status_code == 302, start.text
+    back = await sign_in_upstream(http, start.headers["location"], username)
+    return await http.get(local(back.headers["location"]))
+
+
+@pytest.mark.parametrize("admin", [{"admin_groups": ["it-admins"], "idps": ["test"]}])
+async def test_only_the_idps_named_for_the_console_give_console_roles(client: httpx.AsyncClient, state) -> None:
+    """carol is in it-admins at both IdPs; only test speaks for console roles, so corp's it-admins (a partner's
+    IdP could send any group name) gives nothing."""
+    refused = await console_sign_in(client, "corp", "carol")
+    assert refused.status_code == 403 and "broker-admin" not in client.cookies
+    signed_in = await console_sign_in(client, "test", "carol")
+    assert signed_in.status_code == 200 and "broker-admin" in client.cookies
+    with state.database.sessions() as session:
+        refusal = session.scalar(select(AuditEvent).where(AuditEvent.event_type == "admin.login_refused"))
+        assert refusal is not None and refusal.data["idp"] == "corp"

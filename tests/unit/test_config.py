@@ -50,6 +50,20 @@ def test_production_refuses_plain_http_issuer(tmp_path: Path, issuer: str) -> No
     assert found == ["issuer: production mode requires https (http is allowed only on loopback)"]
 
 
+def test_production_with_several_idps_names_those_that_give_console_roles(tmp_path: Path) -> None:
+    idps = "".join(f'[[idps]]\nid = "{name}"\ntype = "oidc"\nissuer = "https://{name}.example.com"\n'
+                   f'client_id = "x"\nclient_secret = "{KEK}"\n' for name in ("corp", "auditors"))
+    groups = '[admin]\nadmin_groups = ["it-admins"]\n'
+    found = problems(production(tmp_path, groups + idps), tmp_path=tmp_path)
+    assert found == ["admin.idps: several IdPs are configured; name those whose groups give console roles "
+                     "(another IdP could send a group of the same name)"]
+    named = load(production(tmp_path, groups + 'idps = ["corp"]\n' + idps), tmp_path=tmp_path)
+    assert named.admin.idps == ["corp"]
+    assert problems(production(tmp_path, groups + 'idps = ["nope"]\n' + idps), tmp_path=tmp_path) == [
+        "admin.idps: 'nope' is not a configured IdP id"]
+    assert load(production(tmp_path, idps), tmp_path=tmp_path).admin.idps == []  # no console groups: no question
+
+
 @pytest.mark.parametrize("issuer", ["http://127.0.0.1:8000", "http://localhost:9000", "http://[::1]:8000"])
 def test_production_allows_loopback_http_issuer(tmp_path: Path, issuer: str) -> None:
     assert load(production(tmp_path, issuer=issuer), tmp_path=tmp_path).issuer == issuer

@@ -142,7 +142,7 @@ def _open_session(state: BrokerState, identity: Any) -> str:
     now = utcnow()
     with state.database.transaction() as db:
         user = provisioning.upsert_user(db, identity, _encryptor(state), now)
-        roles = sessions.roles_for(identity.groups, state.settings.admin)
+        roles = sessions.roles_for(identity.idp_id, identity.groups, state.settings.admin)
         refusal = "user offboarded" if user.status != UserStatus.ACTIVE else None if roles else "no console role"
         if refusal:
             audit.record(db, "admin.login_refused", actor=f"console:{user.email or user.id}", user_id=user.id,
