@@ -16,7 +16,7 @@ import pytest
 from tests.support.http_flow import REDIRECT, register_public_client, sign_in
 from tests.support.postgres import free_port
 from tests.support.processes import ServerProcess, everyone_may_reach, serve_config
-from tests.support.wheel import WHEELHOUSE, Installed, built_and_installed
+from tests.support.wheel import ROOT, WHEELHOUSE, Installed, built_and_installed
 
 pytestmark = pytest.mark.e2e
 MCP_ACCEPT = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
@@ -38,6 +38,12 @@ def test_the_venv_runs_the_wheels_code_not_the_checkouts(installed: Installed) -
     module, templates = (Path(line) for line in found.splitlines())
     assert module.is_relative_to(purelib) and templates.is_relative_to(purelib)
     assert not templates.is_symlink() and (templates / "static" / "broker.css").is_file()
+    for shipped in ("templates", "migrations"):  # every page and every migration, whatever its name (package-data)
+        installed_files = {p.relative_to(templates.parent) for p in (templates.parent / shipped).rglob("*")
+                           if p.is_file() and "__pycache__" not in p.parts}
+        checkout_files = {p.relative_to(ROOT) for p in (ROOT / shipped).rglob("*")
+                          if p.is_file() and "__pycache__" not in p.parts and p.name != "alembic.ini"}
+        assert installed_files == checkout_files, installed_files ^ checkout_files
     assert not Path(sysconfig.get_paths()["purelib"]).is_relative_to(installed.venv)  # this suite runs elsewhere
     version = installed.run("--version")
     assert version.returncode == 0 and version.stdout.startswith("mcp-auth-broker ")
