@@ -12,7 +12,8 @@ revocation and introspection endpoints, the revocation feed) applies the same ru
 
 Errors are ``invalid_client`` (RFC 6749 §5.2) and say what the client registered and what the
 request used, never listing the method used as if it were missing. A wrong credential is reported
-without the client's registered methods.
+without the client's registered methods (a secret sent for a client that has none is not wrong but
+the wrong method, and is reported so).
 """
 
 from __future__ import annotations

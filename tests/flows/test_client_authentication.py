@@ -159,6 +159,12 @@ async def test_a_private_key_jwt_client_refuses_a_secret(client: httpx.AsyncClie
     assert (await client.post("/token", data={**CLIENT_CREDENTIALS, **assertion(key, client_id)})).status_code == 200
     with_id_only = await client.post("/revoke", data={"token": "x", "client_id": client_id})
     refused(with_id_only, "the client is registered for private_key_jwt; the request carried no client credentials")
+    # It has no secret to be wrong: a secret sent anyway (e.g. typed into a client's form) is told the method.
+    posted = await client.post("/token", data={**CLIENT_CREDENTIALS, "client_id": client_id, "client_secret": "s" * 43})
+    refused(posted, "the client is registered for private_key_jwt; the request used client_secret_post")
+    public = register_client(state)
+    as_basic = await client.post("/revoke", data={"token": "x"}, auth=(public.row.id, "s" * 43))
+    refused(as_basic, "the client is registered for none; the request used client_secret_basic")
 
 
 async def test_private_key_jwt_with_keys_at_a_jwks_uri(client: httpx.AsyncClient, state: Any,

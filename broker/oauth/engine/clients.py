@@ -166,7 +166,7 @@ async def _basic(grant: Grant, lookup: Lookup) -> ClientRow | None:
     client_id, secret = basic_credentials(grant.call.authorization)
     if client_id and secret:
         row = await _known(lookup, client_id, 401)
-        if secrets.matches(secret, row.secret_hash):
+        if secrets.matches(secret, _secret_of(row, client_auth.CLIENT_SECRET_BASIC)):
             return row
     return None
 
@@ -175,9 +175,16 @@ async def _post(grant: Grant, lookup: Lookup) -> ClientRow | None:
     client_id, secret = grant.params.get("client_id"), grant.params.get("client_secret")
     if client_id and secret:
         row = await _known(lookup, client_id, 400)
-        if secrets.matches(secret, row.secret_hash):
+        if secrets.matches(secret, _secret_of(row, client_auth.CLIENT_SECRET_POST)):
             return row
     return None
+
+
+def _secret_of(row: ClientRow, presented: str) -> str | None:
+    """The client's secret digest; a client without one (public, private_key_jwt) is told which method it has."""
+    if row.secret_hash is None:
+        client_auth.check_registered(presented, registered_methods(row))
+    return row.secret_hash
 
 
 async def _known(lookup: Lookup, client_id: str, status: int) -> ClientRow:
