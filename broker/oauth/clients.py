@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from authlib.oauth2.rfc6749 import ClientMixin
-from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
 from broker import audit
@@ -51,7 +50,7 @@ def preregistered_grants(*, redirect_uris: Sequence[str], client_credentials: bo
 class ClientView(ClientMixin):
     """``row``: the stored ``Client``, or its read-only columns as ``ClientDirectory.find`` returns them."""
 
-    def __init__(self, row: Client | Row[Any]):
+    def __init__(self, row: Client | ClientRow):
         self.row = row
 
     @property
@@ -105,7 +104,7 @@ class ClientDirectory:
         self.cimd = cimd_clients
         self.key_sets = key_sets or client_keys.ClientKeySets(None)  # private_key_jwt clients' jwks_uri
 
-    def find(self, session: Session, client_id: str) -> Client | Row[Any] | None:
+    def find(self, session: Session, client_id: str) -> Client | ClientRow | None:
         """The client (read-only columns), or None if unknown; ``cimd.CimdError`` when a client_id URL cannot
         be used."""
         found = repo.record(session, client_id)
@@ -189,7 +188,7 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
              redirect_uris: Sequence[str] = (), auth: AuthSetup = PUBLIC_AUTH,
              grant_types: Sequence[str] = USER_GRANTS, trusted: bool = False, scopes: Sequence[str] = (),
              may_introspect: bool = False, status: str = "active", registered_from: str | None = None,
-             metadata: dict | None = None, secret: str | None = None, actor: str = "system",
+             metadata: dict[str, Any] | None = None, secret: str | None = None, actor: str = "system",
              resource_servers: Sequence[str] = ()) -> NewClient:
     """Create a client; raise ``ValueError`` with a clear message for any invalid field.
 

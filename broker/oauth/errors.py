@@ -23,8 +23,8 @@ from authlib.oauth2.rfc6749.errors import (
 
 __all__ = [
     "AccessDeniedError", "AuthorizationPageError", "InsufficientUserAuthenticationError", "InvalidClientError",
-    "InvalidGrantError",
-    "InvalidRequest", "InvalidScopeError", "InvalidTargetError", "OAuth2Error", "TemporarilyUnavailableError",
+    "InvalidGrantError", "InvalidRequest", "InvalidRequestError", "InvalidScopeError", "InvalidTargetError",
+    "OAuth2Error", "TemporarilyUnavailableError",
     "UnauthorizedClientError", "UnsupportedGrantTypeError", "UnsupportedResponseTypeError",
     "UnsupportedSubjectTokenTypeError", "UnsupportedTokenTypeError", "describe",
 ]

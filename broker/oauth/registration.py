@@ -14,11 +14,12 @@ from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
 from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
 
 from broker.oauth import client_keys, clients, secrets
+from broker.oauth.client_auth import SECRET_METHODS
 from broker.oauth.errors import OAuth2Error, describe
 from broker.storage import clients as client_repo
 
 DCR_GRANTS = {"authorization_code", "refresh_token"}
-DCR_AUTH_METHODS = ["none", *clients.SECRET_METHODS, "private_key_jwt"]  # the last with jwks or jwks_uri
+DCR_AUTH_METHODS = ["none", *SECRET_METHODS, "private_key_jwt"]  # the last with jwks or jwks_uri
 _STRINGS = ("token_endpoint_auth_method", "client_name", "client_uri", "logo_uri", "scope", "tos_uri", "policy_uri",
             "jwks_uri", "software_id", "software_version", "software_statement")
 _LISTS_OF_STRINGS = ("redirect_uris", "grant_types", "response_types", "contacts")
@@ -82,7 +83,8 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
         if isinstance(request.payload.data, dict):
             check_metadata_types(request.payload.data)
             check_supported(request.payload.data)
-        return super().extract_client_metadata(request)
+        metadata: dict[str, Any] = super().extract_client_metadata(request)
+        return metadata
 
     def get_server_metadata(self) -> dict[str, Any]:
         return {"grant_types_supported": sorted(DCR_GRANTS), "response_types_supported": ["code"],
@@ -93,7 +95,7 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
 
     def generate_client_secret(self, request: Any) -> str | None:
         method = request.payload.data.get("token_endpoint_auth_method", "client_secret_basic")
-        return secrets.new_token() if method in clients.SECRET_METHODS else None
+        return secrets.new_token() if method in SECRET_METHODS else None
 
     def save_client(self, client_info: dict[str, Any], metadata: dict[str, Any], request: Any) -> Any:
         grant_types = metadata.get("grant_types") or ["authorization_code"]  # check_supported limited them
@@ -113,7 +115,7 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
             raise error(describe(str(exc))) from None
         return new
 
-    def create_registration_response(self, request: Any) -> tuple[int, dict[str, Any], list]:
+    def create_registration_response(self, request: Any) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         status, body, headers = super().create_registration_response(request)
         body = {k: v for k, v in body.items() if v is not None}
         if body.get("client_secret") is None:

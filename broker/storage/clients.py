@@ -61,11 +61,13 @@ _INSERT_IF_ABSENT = {name: Prepared(insert_fn(_TABLE).on_conflict_do_nothing(ind
 
 def record(session: Session, client_id: str) -> ClientRow | None:
     """The client's columns, read-only: what every token request needs, without the ORM's cost of an object."""
-    return _RECORD.first(session, {"client_id": client_id})
+    found: ClientRow | None = _RECORD.first(session, {"client_id": client_id})
+    return found
 
 
 async def record_hot(tx: Tx, client_id: str) -> ClientRow | None:
-    return await tx.first(_RECORD, {"client_id": client_id})
+    found: ClientRow | None = await tx.first(_RECORD, {"client_id": client_id})
+    return found
 
 
 async def insert_if_absent_hot(tx: Tx, values: dict[str, Any]) -> bool:

@@ -123,7 +123,7 @@ class Database:
         self.url = normalise_url(url)
         self.options = options
         self.engine = make_engine(self.url, options)
-        self._hot: Any = None  # the hot lane (``hot``), made on first use
+        self._hot: HotLane | None = None  # the hot lane (``hot``), made on first use
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property

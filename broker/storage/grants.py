@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import bindparam, case, insert, select, update
+from sqlalchemy import Update, bindparam, case, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -29,6 +29,7 @@ from broker.storage.models import (
     User,
 )
 from broker.storage.prepared import Prepared
+from broker.storage.statements import rowcount
 
 # Access tokens of a revoked family die within their lifetime; the feed keeps the entry a day.
 FAMILY_TOKEN_HORIZON = dt.timedelta(days=1)
@@ -119,7 +120,8 @@ def add_code(session: Session, **columns: Any) -> None:
 
 
 async def claim_code_hot(tx: Tx, code_hash: str, now: dt.datetime) -> CodeRow | None:
-    return await tx.first(_CLAIM_CODE, {"b_hash": code_hash, "b_now": now})
+    claimed: CodeRow | None = await tx.first(_CLAIM_CODE, {"b_hash": code_hash, "b_now": now})
+    return claimed
 
 
 async def set_code_family_hot(tx: Tx, code_hash: str, family_id: str) -> None:
@@ -128,7 +130,8 @@ async def set_code_family_hot(tx: Tx, code_hash: str, family_id: str) -> None:
 
 async def code_hot(tx: Tx, code_hash: str) -> CodeRow | None:
     """A code as stored, used or not (nothing changes)."""
-    return await tx.first(_CODE, {"b_hash": code_hash})
+    found: CodeRow | None = await tx.first(_CODE, {"b_hash": code_hash})
+    return found
 
 
 # ---------------------------------------------------------------- refresh-token families
@@ -149,7 +152,7 @@ _ROTATE = Prepared(update(_FAMILIES)
                    .returning(*_FAMILIES.c), row=FamilyRow)
 _ROTATED = Prepared(insert(RotatedRefreshToken.__table__), columns=["token_hash", "family_id", "rotated_at"])
 # PostgreSQL: the rotation and the rotated token's record in one statement (one round trip, not two).
-_ROTATION = _ROTATE.statement.cte("rotation")
+_ROTATION = cast(Update, _ROTATE.statement).cte("rotation")
 _ROTATE_AND_RECORD = Prepared(select(*_ROTATION.c).add_cte(
     insert(RotatedRefreshToken.__table__)
     .from_select(["token_hash", "family_id", "rotated_at"],
@@ -164,7 +167,7 @@ _ROTATE_KNOWN = Prepared(update(_FAMILIES)
                                 _FAMILIES.c.last_used_at > bindparam("b_idle"))
                          .values(current_hash=bindparam("b_new"), generation=_FAMILIES.c.generation + 1,
                                  last_used_at=bindparam("b_now")))
-_KNOWN_ROTATION = _ROTATE_KNOWN.statement.returning(_FAMILIES.c.id).cte("rotation")
+_KNOWN_ROTATION = cast(Update, _ROTATE_KNOWN.statement).returning(_FAMILIES.c.id).cte("rotation")
 _ROTATE_KNOWN_AND_RECORD = Prepared(select(_KNOWN_ROTATION.c.id).add_cte(
     insert(RotatedRefreshToken.__table__)
     .from_select(["token_hash", "family_id", "rotated_at"],
@@ -192,7 +195,7 @@ _SINCE = Prepared(select(_REVOCATIONS.c.id, _REVOCATIONS.c.kind, _REVOCATIONS.c.
 
 
 async def start_family_hot(tx: Tx, **columns: Any) -> FamilyRow:
-    family = await tx.first(_START_FAMILY, columns)
+    family: FamilyRow | None = await tx.first(_START_FAMILY, columns)
     assert family is not None
     return family
 
@@ -201,8 +204,10 @@ async def rotate_current_hot(tx: Tx, old_hash: str, new_hash: str, client_id: st
                              idle_cutoff: dt.datetime) -> FamilyRow | None:
     """``rotate_current`` on the hot lane."""
     params = {"b_old": old_hash, "b_new": new_hash, "b_client": client_id, "b_now": now, "b_idle": idle_cutoff}
+    family: FamilyRow | None
     if tx.dialect == "postgresql":
-        return await tx.first(_ROTATE_AND_RECORD, params)
+        family = await tx.first(_ROTATE_AND_RECORD, params)
+        return family
     family = await tx.first(_ROTATE, params)  # SQLite has no UPDATE inside WITH
     if family is not None:
         await tx.rowcount(_ROTATED, {"token_hash": old_hash, "family_id": family.id, "rotated_at": now})
@@ -224,11 +229,13 @@ async def rotate_known_hot(tx: Tx, family: FamilyRow, old_hash: str, new_hash: s
 
 
 async def family_by_current_hot(tx: Tx, token_hash: str) -> FamilyRow | None:
-    return await tx.first(_BY_CURRENT, {"b_hash": token_hash})
+    family: FamilyRow | None = await tx.first(_BY_CURRENT, {"b_hash": token_hash})
+    return family
 
 
 async def family_by_rotated_hot(tx: Tx, token_hash: str) -> FamilyRow | None:
-    return await tx.first(_BY_ROTATED, {"b_hash": token_hash})
+    family: FamilyRow | None = await tx.first(_BY_ROTATED, {"b_hash": token_hash})
+    return family
 
 
 async def narrow_family_hot(tx: Tx, family_id: str, scope: str) -> None:
@@ -261,11 +268,10 @@ async def revocations_since_hot(tx: Tx, cursor: int, now: dt.datetime, limit: in
 
 def revoke_family(session: Session, family_id: str, reason: str, now: dt.datetime) -> bool:
     """Revoke a family once; its access tokens (``sid``) go into the revocation feed."""
-    result = session.execute(update(RefreshTokenFamily)
-                             .where(RefreshTokenFamily.id == family_id, RefreshTokenFamily.revoked_at.is_(None))
-                             .values(revoked_at=now, revoked_reason=reason[:200])
-                             .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
+    if rowcount(session, update(RefreshTokenFamily)
+                .where(RefreshTokenFamily.id == family_id, RefreshTokenFamily.revoked_at.is_(None))
+                .values(revoked_at=now, revoked_reason=reason[:200])
+                .execution_options(synchronize_session=False)) != 1:
         return False
     session.add(Revocation(kind="family", subject=family_id, reason=reason[:200], created_at=now,
                            expires_at=now + FAMILY_TOKEN_HORIZON))
@@ -313,14 +319,16 @@ def access_token_standing(session: Session, *, jti: str, client_id: str, family_
     trip): ``revoked_id`` (a revocation of its ``jti``, or None), ``client_status``, ``family`` ("live",
     "revoked", or None when there is no such family), ``user_status`` and ``user_not_before`` (None when
     there is no such user). A None id asks nothing."""
-    return _ACCESS_TOKEN_STANDING.first(session, {"jti": jti, "client_id": client_id, "family_id": family_id,
-                                                  "user_id": user_id})
+    standing: TokenStanding | None = _ACCESS_TOKEN_STANDING.first(
+        session, {"jti": jti, "client_id": client_id, "family_id": family_id, "user_id": user_id})
+    assert standing is not None  # a select of scalar subqueries is always one row
+    return standing
 
 
 async def access_token_standing_hot(tx: Tx, *, jti: str, client_id: str, family_id: str | None,
                                     user_id: str | None) -> TokenStanding:
-    standing = await tx.first(_ACCESS_TOKEN_STANDING, {"jti": jti, "client_id": client_id, "family_id": family_id,
-                                                       "user_id": user_id})
+    standing: TokenStanding | None = await tx.first(
+        _ACCESS_TOKEN_STANDING, {"jti": jti, "client_id": client_id, "family_id": family_id, "user_id": user_id})
     assert standing is not None  # a select of scalar subqueries is always one row
     return standing
 

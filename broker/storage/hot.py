@@ -292,7 +292,7 @@ class PostgresLane(HotLane):
 
         self._cache_key = cache_key
         self._asyncpg = asyncpg
-        self._sa = asyncpg_dialect()
+        self._sa = asyncpg_dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves this one unannotated
         errors = asyncpg.exceptions
         # What a restart, a failover or a network fault raises: 503 and a new connection, never a 500. A
         # connection told to end while idle (a shutdown) is left mid-message: InternalClientError at its next use.

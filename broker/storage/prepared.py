@@ -18,12 +18,13 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Executable, Insert
+from sqlalchemy.sql import ClauseElement, Executable, Insert
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from broker.storage.models import UTCDateTime
 
@@ -117,7 +118,7 @@ class Compiled:
     """One statement for one dialect: its SQL, how to build its parameters, how to read its rows."""
 
     def __init__(self, statement: Executable, dialect: Dialect, columns: list[str] | None, row: type | None):
-        compiled = statement.compile(dialect=dialect, column_keys=columns)
+        compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect, column_keys=columns))
         if getattr(compiled, "insert_prefetch", None) or getattr(compiled, "update_prefetch", None):
             raise TypeError("a prepared statement cannot compute Python-side column defaults: give every column")
         self.sql = compiled.string
@@ -136,7 +137,7 @@ class Compiled:
         self.order = None if self.positions is None else [
             (name, self.processors.get(name), name in self.constants, self.constants.get(name))
             for name in self.positions]
-        self.row_type: Any = row or NamedTuple("PreparedRow", [(column.key, Any) for column in result_columns])  # type: ignore[misc]
+        self.row_type: Any = row or NamedTuple("PreparedRow", [(column.key, Any) for column in result_columns])
 
     def values(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         if self.order is not None:  # positional parameters: one pass in their order
@@ -171,13 +172,15 @@ def _writer(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     """The type's bind processor for ``dialect``; for ``UTCDateTime`` the same conversion done directly."""
     if isinstance(type_, UTCDateTime):
         return _utc_text if dialect.name == "sqlite" else _utc_naive
-    return type_.dialect_impl(dialect).bind_processor(dialect)
+    processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).bind_processor(dialect)
+    return processor
 
 
 def _reader(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     if isinstance(type_, UTCDateTime):
         return _utc_from_text if dialect.name == "sqlite" else _utc_aware
-    return type_.dialect_impl(dialect).result_processor(dialect, None)
+    processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).result_processor(dialect, None)
+    return processor
 
 
 # UTCDateTime without TypeDecorator's layers: aware UTC in Python, naive UTC in the database, on SQLite as the
@@ -214,7 +217,7 @@ def _connection(session: Session) -> Any:
     return connection
 
 
-def _translated(connection: Any, sql: str, error: Exception) -> sa_exc.DBAPIError:
+def _translated(connection: Any, sql: str, error: Exception) -> sa_exc.StatementError:
     """The DBAPI error as SQLAlchemy raises it (``OperationalError``, ``IntegrityError`` ...), parameters
     hidden; a lost connection is invalidated so that the pool does not hand it out again."""
     dialect = connection.dialect

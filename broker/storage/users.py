@@ -86,21 +86,25 @@ _STANDING = Prepared(select(_USERS.c.status, _USERS.c.not_before).where(_USERS.c
 
 def standing(session: Session, user_id: str) -> Standing | None:
     """Only ``status`` and ``not_before``: whether the user's tokens still count (introspection)."""
-    return _STANDING.first(session, {"user_id": user_id})
+    found: Standing | None = _STANDING.first(session, {"user_id": user_id})
+    return found
 
 
 async def standing_hot(tx: Tx, user_id: str) -> Standing | None:
-    return await tx.first(_STANDING, {"user_id": user_id})
+    found: Standing | None = await tx.first(_STANDING, {"user_id": user_id})
+    return found
 
 
 def account(session: Session, user_id: str) -> Account | None:
     """The user and their latest upstream sign-in in one prebuilt Core select, read fresh on every grant
     (offboarding must end access at once), without loading an ORM object."""
-    return _ACCOUNT.first(session, {"user_id": user_id})
+    found: Account | None = _ACCOUNT.first(session, {"user_id": user_id})
+    return found
 
 
 async def account_hot(tx: Tx, user_id: str) -> Account | None:
-    return await tx.first(_ACCOUNT, {"user_id": user_id})
+    found: Account | None = await tx.first(_ACCOUNT, {"user_id": user_id})
+    return found
 
 
 def identity(session: Session, idp_id: str, subject: str) -> UpstreamIdentity | None:

@@ -61,8 +61,8 @@ async def authorize(request: Request, state: State) -> Response:
         return redirect(core_authorize.error_location(failure, state.settings.issuer))
     except UpstreamError as exc:
         assert auth is not None
-        failure = core_authorize.AuthorizationError(state.oauth.upstream_failure(exc), auth.redirect_uri, auth.state)
-        return redirect(core_authorize.error_location(failure, state.settings.issuer))
+        refused = core_authorize.AuthorizationError(state.oauth.upstream_failure(exc), auth.redirect_uri, auth.state)
+        return redirect(core_authorize.error_location(refused, state.settings.issuer))
     if new_cookie:
         set_browser_cookie(response, state, browser)
     return response
@@ -73,6 +73,7 @@ async def authorize(request: Request, state: State) -> Response:
 async def choose(request: Request, state: State) -> Response:
     """The picker: a link per IdP, and a work-email field that finds the IdP by domain."""
     browser = browser_id(request, state)
+    pending_id: str | None = None
     try:
         params = query_params(request)
         pending_id, email = params.get("pending"), params.get("email")
@@ -87,6 +88,7 @@ async def choose(request: Request, state: State) -> Response:
     except InvalidRequest as error:
         return error_page(request, AuthorizationPageError("Invalid request", error.description or "malformed"))
     except UpstreamError as exc:
+        assert pending_id is not None  # the IdP is called only for a sign-in start_upstream accepted
         location = await state.database.cold(state.oauth.login.fail_by_id, pending_id,
                                              state.oauth.upstream_failure(exc))
         return redirect(location.location)
@@ -133,8 +135,8 @@ async def callback(idp_id: str, request: Request, state: State) -> Response:
                                                           "upstream_description": getattr(exc, "upstream_description",
                                                                                           None)})
         failure = state.oauth.upstream_failure(exc) if isinstance(exc, UpstreamError) else exc
-        outcome = await state.database.cold(state.oauth.login.fail_by_id, pending.id, failure)
-        return redirect(outcome.location)
+        failed = await state.database.cold(state.oauth.login.fail_by_id, pending.id, failure)
+        return redirect(failed.location)
     outcome = await state.database.cold(state.oauth.login.complete_by_id, pending.id, identity,
                                         state.oauth.now())
     if isinstance(outcome, ConsentNeeded):

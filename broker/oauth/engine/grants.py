@@ -16,7 +16,8 @@ from authlib.oauth2.rfc7636.challenge import compare_s256_code_challenge
 
 from broker import audit
 from broker.oauth import scopes, subjects
-from broker.oauth.clients import AUTH_METHODS, SECRET_METHODS
+from broker.oauth.client_auth import SECRET_METHODS
+from broker.oauth.clients import AUTH_METHODS
 from broker.oauth.engine import families
 from broker.oauth.engine.common import (
     NOT_ALLOWED,

@@ -14,7 +14,8 @@ from typing import Any
 
 from broker import audit
 from broker.oauth import cutoff, secrets
-from broker.oauth.clients import AUTH_METHODS, SECRET_METHODS
+from broker.oauth.client_auth import SECRET_METHODS
+from broker.oauth.clients import AUTH_METHODS
 from broker.oauth.engine.clients import authenticate
 from broker.oauth.engine.context import NO_STORE, Answer, Grant, VerifiedClient
 from broker.oauth.errors import AccessDeniedError, InvalidGrantError, InvalidRequestError, UnsupportedTokenTypeError
@@ -61,7 +62,7 @@ async def introspect(grant: Grant) -> Answer:
                             "scope": family.scope, "sub": family.user_id, "aud": family.resource,
                             "exp": int(family.expires_at.timestamp()), "iss": grant.engine.issuer}, NO_STORE)
     claims = token.claims
-    body = {"active": True, "token_type": "Bearer", **{k: claims[k] for k in (
+    body: dict[str, Any] = {"active": True, "token_type": "Bearer", **{k: claims[k] for k in (
         "scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti") if k in claims}}
     if "email" in claims:
         body["username"] = claims["email"]
