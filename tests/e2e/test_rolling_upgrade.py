@@ -4,7 +4,6 @@ migration that follows takes it out of rotation with advice that works, never ``
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from broker.storage.schema import HEAD
 from tests.support.http_flow import sign_in
 from tests.support.migration_chain import CONTRACT, EXPAND, migrate, next_release
 from tests.support.postgres import free_port
-from tests.support.processes import BROKER, ServerProcess, registered_app, run_broker, serve_config
+from tests.support.processes import BROKER, ServerProcess, registered_app, serve_config
 
 pytestmark = pytest.mark.e2e
 
@@ -31,12 +30,6 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     server = request.getfixturevalue("postgres_server")
     yield server.create_database("rolling")
     server.drop_database("rolling")
-
-
-def cli(env: dict[str, str], *args: str) -> str:
-    done = run_broker(*args, env=env)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
 
 
 class Traffic:
@@ -89,16 +82,12 @@ def test_the_running_release_serves_through_an_expand_and_steps_aside_at_a_contr
             assert len([a for a in during if a[1] == "refresh"]) >= 3, traffic.answers
             assert {status for _, _, status in traffic.answers} == {200}
             assert sign_in(issuer, app, resource, "alice", "alice-pw")["access_token"]
-            status = json.loads(cli(env, "db", "status", "--json"))
-            assert (status["database"], status["state"], status["serves"]) == (EXPAND, "ahead", True)
-
+            # `broker db status` and `db upgrade` on such schemas, both stores: tests/unit/test_cli_db.py
             migrate(chain, database, CONTRACT)  # once every instance runs the next release
             probe = httpx.get(f"{issuer}/readyz")
             assert probe.status_code == 503 and probe.json()["checks"]["schema"] == "failed"
-            refused = run_broker("db", "upgrade", env=env)
         advice = (f"the database schema is at revision {CONTRACT}, newer than this broker ({HEAD}), and supports "
                   f"releases from revision {EXPAND} on: run a release that knows revision {CONTRACT}")
-        assert (refused.returncode, refused.stderr) == (2, f"broker: {advice}\n")
         log = server.output()
         assert f"not ready: schema check failed: {advice}" in log and "broker db upgrade" not in log
     finally:
