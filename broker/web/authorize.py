@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from broker.federation.base import Connector
 from broker.federation.errors import UpstreamError, error_from_response
 from broker.oauth import authorize as core_authorize
 from broker.oauth.errors import AuthorizationPageError, InvalidRequest
@@ -23,6 +24,7 @@ from broker.web.oauth_http import (
     redirect,
     set_browser_cookie,
 )
+from broker.web.state import BrokerState
 
 log = logging.getLogger("broker.web")
 router = APIRouter(tags=["authorization"])
@@ -94,7 +96,7 @@ async def choose(request: Request, state: State) -> Response:
         return redirect(location.location)
 
 
-async def _to_upstream(state: Any, pending_id: str | None, idp_id: str, browser: str | None,
+async def _to_upstream(state: BrokerState, pending_id: str | None, idp_id: str, browser: str | None,
                        login_hint: str | None) -> Response:
     connector = state.oauth.connector(idp_id)  # an unknown IdP fails here, before anything is written
     start = await state.database.cold(state.oauth.login.start_upstream, pending_id, idp_id, browser,
@@ -102,7 +104,7 @@ async def _to_upstream(state: Any, pending_id: str | None, idp_id: str, browser:
     return await _upstream_redirect(connector, start, login_hint)
 
 
-async def _upstream_redirect(connector: Any, start: UpstreamStart, login_hint: str | None) -> Response:
+async def _upstream_redirect(connector: Connector, start: UpstreamStart, login_hint: str | None) -> Response:
     location = await connector.authorization_url(state=start.state, nonce=start.nonce,
                                                  code_challenge=start.code_challenge, login_hint=login_hint)
     return redirect(location)

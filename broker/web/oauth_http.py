@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from broker.oauth.errors import AuthorizationPageError, InvalidRequest
 from broker.oauth.params import Params
@@ -57,7 +58,8 @@ def query_params(request: Request) -> Params:
     return Params.from_query(request.scope.get("query_string", b""))
 
 
-def http_request(request: Request, state: BrokerState, params: Params, db: Any, payload: Any = None) -> HttpRequest:
+def http_request(request: Request, state: BrokerState, params: Params, db: Session,
+                 payload: Any = None) -> HttpRequest:
     return HttpRequest(method=request.method, url=f"{state.settings.issuer}{request.url.path}",
                        headers=dict(request.headers), params=params, db=db, now=state.oauth.now(),
                        client_ip=request.client.host if request.client else None, json=payload)

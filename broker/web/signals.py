@@ -7,12 +7,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
 
 from broker.lifecycle import signals
 from broker.storage.models import utcnow
 from broker.web.deps import State
 from broker.web.headers import NO_STORE
 from broker.web.oauth_http import json_body
+from broker.web.state import BrokerState
 
 router = APIRouter(tags=["security signals"])
 SET_MEDIA_TYPE = "application/secevent+jwt"
@@ -24,7 +26,7 @@ def _error(error: signals.SignalError) -> JSONResponse:
                         headers=NO_STORE)
 
 
-async def _rejected(state: Any, receiver: str, error: signals.SignalError) -> JSONResponse:
+async def _rejected(state: BrokerState, receiver: str, error: signals.SignalError) -> JSONResponse:
     await state.database.cold(signals.record_rejection, receiver, error)
     return _error(error)
 
@@ -53,7 +55,7 @@ async def ssf_events(request: Request, state: State) -> Response:
     return Response(status_code=202)
 
 
-def _apply_set(session: Any, state: Any, signal: signals.VerifiedSignal) -> None:
+def _apply_set(session: Session, state: BrokerState, signal: signals.VerifiedSignal) -> None:
     now = utcnow()
     if not signals.first_delivery(session, signal, "ssf", now):
         signals.record_rejection(session, f"ssf:{signal.sender.id}",
@@ -91,7 +93,7 @@ async def global_logout(request: Request, state: State) -> Response:
     return Response(status_code=204)
 
 
-def _apply_logout(session: Any, state: Any, signal: signals.VerifiedSignal, subject: Any) -> int:
+def _apply_logout(session: Session, state: BrokerState, signal: signals.VerifiedSignal, subject: Any) -> int:
     now = utcnow()
     if not signals.first_delivery(session, signal, "global-logout", now):
         raise signals.SignalError("invalid_request", "this request was already used (jti)")

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.orm import Session
 
 from broker.oauth.params import Params
 from broker.web.deps import state_of
@@ -45,7 +46,7 @@ async def register(request: Request) -> Response:
         return render((400, {"error": "invalid_client_metadata", "error_description": "the body must be a JSON "
                                                                                       "object"}, []))
 
-    def run(session: Any) -> Response:
+    def run(session: Session) -> Response:
         return render(state.oauth.register(http_request(request, state, Params([]), session, payload)))
 
     return await state.database.cold(run)

@@ -16,6 +16,7 @@ from broker.oauth.userinfo import REQUIRED_SCOPE, userinfo
 from broker.storage.models import utcnow
 from broker.web.deps import State
 from broker.web.headers import NO_STORE_SENSITIVE
+from broker.web.state import BrokerState
 
 router = APIRouter(tags=["openid"])
 
@@ -42,7 +43,7 @@ async def userinfo_post(request: Request, state: State) -> Response:
     return await _answer(request, state)
 
 
-async def _answer(request: Request, state: Any) -> Response:
+async def _answer(request: Request, state: BrokerState) -> Response:
     token = None
     try:
         token = _bearer(request)

@@ -27,6 +27,7 @@ from broker.admin import sessions
 from broker.audit import Outcome
 from broker.federation.base import Connector
 from broker.federation.errors import UpstreamError, error_from_response
+from broker.federation.identity import Identity
 from broker.keys.crypto import DecryptionError, Encryptor
 from broker.oauth import provisioning
 from broker.storage.enums import UserStatus
@@ -138,7 +139,7 @@ async def callback(idp_id: str, request: Request, state: State) -> Response:
     return response
 
 
-def _open_session(state: BrokerState, identity: Any) -> str:
+def _open_session(state: BrokerState, identity: Identity) -> str:
     now = utcnow()
     with state.database.transaction() as db:
         user = provisioning.upsert_user(db, identity, _encryptor(state), now)

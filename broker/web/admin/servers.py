@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
@@ -138,7 +136,7 @@ async def update(server_id: str, request: Request, state: State) -> Response:
 async def set_enabled(server_id: str, request: Request, state: State) -> Response:
     form = await read_form(request)
 
-    def act(db: Session, console: ConsoleUser) -> Any:
+    def act(db: Session, console: ConsoleUser) -> Response:
         registry.set_enabled(db, _row(db, server_id), form.get("enabled") == "true", actor=console.actor)
         return back(f"/admin/servers/{server_id}?saved=1")
 
