@@ -11,8 +11,12 @@ seconds and peak RSS (largest process) from /proc, PostgreSQL's CPU, and how bus
     python bench/load_runs.py --scenarios refresh,introspect --stores sqlite --suites broker,peer
     python bench/load_runs.py --markdown var/bench-issue9.md   # also write the report there
 
-Suites: ceiling (the generator's own limit), broker (scenarios x stores x workers x clients, with the
-bare endpoint after each broker), peer (oidc-provider), scale-out (1-3 instances on PostgreSQL).
+Suites: ceiling (the generator's own limit), head-to-head (the targets' comparisons with their runs
+interleaved: the broker, oidc-provider and the bare endpoints in turns, 1 worker), broker (scenarios x
+stores x workers x clients, with the bare endpoint after each broker), peer (oidc-provider), scale-out
+(1-3 instances on PostgreSQL). The comparison lines take head-to-head's rows when it ran.
+
+    python bench/load_runs.py --suites head-to-head --workers 1   # the targets, in about 10 minutes
 """
 
 from __future__ import annotations
@@ -39,11 +43,11 @@ from bench.harness.servers import (  # noqa: E402
 )
 from bench.harness.stats import Row  # noqa: E402
 from bench.peer.target import version as oidc_provider_version  # noqa: E402
-from bench.suites import broker_matrix, ceiling, peer, scale_out  # noqa: E402
+from bench.suites import broker_matrix, ceiling, head_to_head, peer, scale_out  # noqa: E402
 from bench.targets.fake_idp import FakeIdp  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 
-SUITES = ("ceiling", "broker", "peer", "scale-out")
+SUITES = ("ceiling", "head-to-head", "broker", "peer", "scale-out")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"pinning: servers on CPU {SERVER_CPUS}, generator on CPU {GENERATOR_CPUS}" if can_pin()
           else "pinning: off (fewer than 2 CPUs)", flush=True)
     idp = FakeIdp()
-    needs_pg = "postgresql" in stores and ("broker" in suites or "scale-out" in suites)
+    needs_pg = "postgresql" in stores and bool({"head-to-head", "broker", "scale-out"} & set(suites))
     pg = PostgresServer().start() if needs_pg else None
     postmaster = postmaster_pid(pg.port) if pg is not None else None
     if postmaster:  # PostgreSQL shares the server core; backends forked later inherit the affinity
@@ -138,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if "ceiling" in suites:
             rows += ceiling.run(plan, clients)
+        if "head-to-head" in suites:
+            rows += head_to_head.run(stores, pg, idp, plan, clients)
         if "broker" in suites:
             for store in stores:
                 rows += broker_matrix.run(store, pg, idp, plan, scenarios, workers, clients, with_bare="refresh"

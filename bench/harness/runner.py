@@ -72,8 +72,20 @@ def lost(target: Target, before: set[int]) -> str | None:
     return f"server process {', '.join(map(str, sorted(gone)))} exited during the run" if gone else None
 
 
-def measure(target: Target, scenario: Scenario, n: int, plan: Plan, suite: str, note: str = "") -> Row:
-    """Warm-up and timed runs; stops early, with a note on the row, when a server process dies."""
+@dataclass
+class Cell:
+    """A (target, scenario, clients) cell being measured: warmed up, with its runs so far in ``row``."""
+
+    target: Target
+    scenario: Scenario
+    n: int
+    row: Row
+    budget: int
+    before: set[int]
+
+
+def warm_up(target: Target, scenario: Scenario, n: int, plan: Plan, suite: str, note: str = "") -> Cell:
+    """The warm-up run, which also sizes the consumables of the timed runs."""
     row = Row(suite, target.name, target.store, target.workers, n, scenario.name, note=note)
     before = set(tree(target.server_pids()))
     warm_budget = min(plan.max_requests, WARMUP_BUDGET + 20 * n) if scenario.consumes else plan.max_requests
@@ -83,14 +95,35 @@ def measure(target: Target, scenario: Scenario, n: int, plan: Plan, suite: str, 
     budget = plan.max_requests
     if scenario.consumes:  # enough for 1.5x the warm-up's rate over a run; a run that uses all ends early
         budget = min(budget, int(max(warm.rate, 50) * plan.duration * 1.5) + 20 * n)
-    for number in range(1, plan.repeats + 1):
-        result, server, db, generator_cpu, other = asyncio.run(_run(target, scenario, n, plan, plan.duration,
-                                                                    budget))
-        row.runs.append(Run.of(result, server, db, generator_cpu, other))
-        print(run_line(row, number, row.runs[-1]), flush=True)
-        crash = lost(target, before)
-        if crash:
-            row.note = f"CRASH in run {number}: {crash}"
-            print(f"  !! {row.note}", flush=True)
+    return Cell(target, scenario, n, row, budget, before)
+
+
+def timed_run(cell: Cell, plan: Plan) -> bool:
+    """One timed run added to the cell's row; False (and a note on the row) when a server process died."""
+    result, server, db, generator_cpu, other = asyncio.run(_run(cell.target, cell.scenario, cell.n, plan,
+                                                                plan.duration, cell.budget))
+    cell.row.runs.append(Run.of(result, server, db, generator_cpu, other))
+    print(run_line(cell.row, len(cell.row.runs), cell.row.runs[-1]), flush=True)
+    crash = lost(cell.target, cell.before)
+    if crash:
+        cell.row.note = f"CRASH in run {len(cell.row.runs)}: {crash}"
+        print(f"  !! {cell.row.note}", flush=True)
+    return crash is None
+
+
+def measure(target: Target, scenario: Scenario, n: int, plan: Plan, suite: str, note: str = "") -> Row:
+    """Warm-up and timed runs; stops early, with a note on the row, when a server process dies."""
+    cell = warm_up(target, scenario, n, plan, suite, note)
+    for _ in range(plan.repeats):
+        if not timed_run(cell, plan):
             break
-    return row
+    return cell.row
+
+
+def interleaved(cells: Sequence[Cell], plan: Plan) -> list[Row]:
+    """The cells' timed runs in turns (run 1 of each, then run 2 of each, ...): whatever else the machine
+    does in these minutes weighs on every cell alike, so ratios between their rows hold better."""
+    alive = list(cells)
+    for _ in range(plan.repeats):
+        alive = [cell for cell in alive if timed_run(cell, plan)]
+    return [cell.row for cell in cells]

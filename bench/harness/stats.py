@@ -88,5 +88,12 @@ class Row:
         return cpu / ok * 1000 if ok else float("nan")
 
     @property
+    def db_cpu_ms_per_ok(self) -> float:
+        """The database's share of ``cpu_ms_per_ok`` (PostgreSQL's processes; SQLite runs in the server)."""
+        ok = sum(r.ok for r in self.runs)
+        cpu = sum(r.db_cpu_s for r in self.runs if r.db_cpu_s is not None)
+        return cpu / ok * 1000 if ok and any(r.db_cpu_s is not None for r in self.runs) else float("nan")
+
+    @property
     def peak_rss(self) -> float:
         return max((r.server_rss_mib for r in self.runs), default=0.0)
