@@ -38,6 +38,9 @@ class PeerTarget:
     introspect_auth = basic_auth("rs", SECRET)
     machine_auth = basic_auth("m2m", SECRET)
     introspect_path = "/token/introspection"
+    # Its in-memory adapter keeps the 1,000 newest entries (oidc-provider's MemoryAdapter, an LRU): the
+    # tokens other runs mint push an introspection pool out, so each run mints its own.
+    forgets_tokens = True
 
     def __init__(self) -> None:
         self.ports = [free_port()]

@@ -36,7 +36,7 @@ class Introspection:
         self.tokens: list[str] = []
 
     async def clients(self, target, links: Links, n: int, budget: int) -> list[IntrospectClient]:
-        if not self.tokens:
+        if not self.tokens or getattr(target, "forgets_tokens", False):
             self.tokens = await target.introspectable_tokens(links, POOL)
         return [IntrospectClient(links.http(i), target.introspect_auth, target.introspect_path, self.tokens, i)
                 for i in range(n)]
