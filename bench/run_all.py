@@ -22,6 +22,7 @@ ARGUMENTS: dict[str, tuple[list[str], list[str]]] = {
     "token_audit_overhead": ([], ["--requests", "300", "--rounds", "1"]),
     "admin_pages": ([], ["--users", "1000", "--events", "10000", "--requests", "3"]),
     "id_jag_grants": ([], ["--requests", "300", "--rounds", "1"]),
+    "storage_footprint": ([], ["--sign-ins", "16", "--refreshes", "1000"]),
     "load_runs": ([], ["--quick"]),
 }
 

@@ -6,7 +6,7 @@ A broker set up as for the load runs (bench/targets/broker.py: `broker serve`, t
 PostgreSQL's own accounting (``pg_total_relation_size``: table, indexes and TOAST) is read for the tables
 that grow, before ``VACUUM`` and after it. Prints bytes per row and per request.
 
-    python bench/storage_footprint.py [--sign-ins 64] [--refreshes 20000]
+    python bench/storage_footprint.py [--sign-ins 64] [--refreshes 10000]
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def sizes(dsn: str) -> dict[str, tuple[int, int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sign-ins", type=int, default=64)
-    parser.add_argument("--refreshes", type=int, default=20_000)
+    parser.add_argument("--refreshes", type=int, default=10_000)
     args = parser.parse_args()
     pg, idp = PostgresServer().start(), FakeIdp()
     try:
