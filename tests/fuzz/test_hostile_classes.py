@@ -25,7 +25,8 @@ from fastapi.routing import APIRoute
 from sqlalchemy import select
 
 from broker.storage.models import User
-from tests.conftest import ISSUER
+from tests.conftest import ISSUER, TESTIDP_CLIENT
+from tests.flows.test_admin_console import csrf_of, sign_in
 from tests.flows.test_security_signals import JWK, KEY, TRANSMITTER
 from tests.support import hostile
 from tests.support.hostile import AUTHORIZATION, COOKIE, DPOP, JSON_BODIES, WRONG_TYPES, verdict, watched_logs
@@ -60,7 +61,9 @@ def settings(make_settings: Any) -> Any:
                          metrics={"enabled": True, "bearer_token": METRICS_TOKEN},
                          signals={"ssf_transmitters": [{"id": "idp-ssf", **sender}],
                                   "logout_issuers": [{"id": "idp-logout", **sender}]},
-                         rate_limits={"enabled": False})
+                         rate_limits={"enabled": False}, admin={"admin_groups": ["it-admins"]},
+                         testidp={"clients": [{**TESTIDP_CLIENT, "redirect_uris": [
+                             *TESTIDP_CLIENT["redirect_uris"], f"{ISSUER}/admin/callback/test"]}]})
 
 
 @pytest.fixture(autouse=True)
@@ -94,10 +97,10 @@ def routes(app: Any) -> list[tuple[str, str, tuple[str, ...]]]:
         for method, operation in operations.items():
             media = tuple((operation.get("requestBody") or {}).get("content", {}))
             found[(method.upper(), path)] = tuple(m for m in media if m in JSON_TYPES)
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            for method in route.methods - {"HEAD"}:
-                found.setdefault((method, route.path_format), ())
+    for route in app.routes:  # an included router is one entry, its routes in effective_route_contexts
+        for each in [route] if isinstance(route, APIRoute) else getattr(route, "effective_route_contexts", list)():
+            for method in set(each.methods or ()) - {"HEAD"}:
+                found.setdefault((method, each.path_format), ())
     return [(method, path, media) for (method, path), media in sorted(found.items())]
 
 
@@ -274,5 +277,45 @@ async def test_every_field_of_every_json_body_in_the_wrong_type(raw: httpx.Async
                                               f"{name}: {case}"))
     # every JSON route has its fields (a schema change would otherwise empty this test)
     assert all(fields_of.values()), [route for route, fields in fields_of.items() if not fields]
+    problems = [f for f in failures if f]
+    assert not problems, "\n".join(problems[:40])
+
+
+# Every field name a console form reads (broker/web/admin), each holding a NUL character at once, and every
+# query parameter its pages read.
+CONSOLE_FIELDS = ("access_token_lifetime", "action", "client_credentials", "client_id", "comment", "confirm",
+                  "default_scopes", "description", "document", "enabled", "id", "id_jag", "introspect", "jwks_uri",
+                  "name", "now", "reason", "redirect_uris", "replace", "resource", "review", "rollback", "rule",
+                  "scopes", "tags", "token_exchange", "trusted", "version")
+CONSOLE_QUERY = ("q", "user", "client", "server", "type", "outcome", "since", "until", "tag", "group", "groups",
+                 "claims", "idp", "who_can", "page", "before", "status")
+
+
+async def test_hostile_forms_paths_and_queries_in_a_signed_in_console(app: Any, ids: dict[str, str]) -> None:
+    """Signed in with every role, so each value gets past the session to the page that reads it: every console
+    route with hostile path and query values, and every form with a NUL in each field (or not UTF-8), its CSRF
+    token valid."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url=ISSUER) as console:
+        assert (await sign_in(console, "carol")).status_code == 200
+        csrf = csrf_of(await console.get("/admin/servers/new"))
+        nul_form = "&".join(f"{name}=a%00b" for name in CONSOLE_FIELDS) + f"&csrf_token={csrf}"
+        forms = {"NUL in every field": nul_form.encode(), "not UTF-8": b"name=%ff%fe&csrf_token=" + csrf.encode()}
+        failures = []
+        for method, template, _ in routes(app):
+            if not template.startswith("/admin") or template.startswith(("/admin/api/", "/admin/log")):
+                continue
+            for case, value in hostile.URL_VALUES.items():
+                for name in re.findall(r"\{([^}:]+)", template):
+                    path = filled(template, {**ids, name: value})
+                    failures.append(await attempt(console, method, path, [], None, f"{name}: {case}"))
+                query = "&".join(f"{name}={value}" for name in CONSOLE_QUERY)
+                failures.append(await attempt(console, method, f"{filled(template, ids)}?{query}", [], None,
+                                              f"query: {case}"))
+            if method == "POST":
+                for case, body in forms.items():
+                    failures.append(await attempt(console, method, filled(template, ids), [],
+                                                  (body, "application/x-www-form-urlencoded"), case))
+        assert (await console.get("/admin")).status_code == 200  # still signed in: nothing above signed out
     problems = [f for f in failures if f]
     assert not problems, "\n".join(problems[:40])

@@ -114,14 +114,18 @@ async def console_call(request: Request, state: BrokerState, permission: frozens
 
 
 async def read_form(request: Request) -> dict[str, str]:
-    """A urlencoded form as a dict (a repeated field keeps its last value; a non-form body is empty)."""
+    """A urlencoded form as a dict (a repeated field keeps its last value). A body that is not a form, not
+    UTF-8, or holds a NUL character (which PostgreSQL cannot store) is empty, so its CSRF check refuses it."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
         return {}
     try:
         text = (await request.body()).decode("utf-8")
     except UnicodeDecodeError:
         return {}
-    return {k: v[:MAX_FIELD] for k, v in parse_qsl(text, keep_blank_values=True)}
+    pairs = parse_qsl(text, keep_blank_values=True)
+    if any("\x00" in k or "\x00" in v for k, v in pairs):
+        return {}
+    return {k: v[:MAX_FIELD] for k, v in pairs}
 
 
 def render(request: Request, template: str, console: ConsoleUser | None, context: dict[str, Any],

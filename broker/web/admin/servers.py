@@ -123,10 +123,8 @@ async def update(server_id: str, request: Request, state: State) -> Response:
             try:
                 registry.update(db, row, spec, actor=console.actor, issuer=state.settings.issuer)
                 return back(f"/admin/servers/{row.id}?saved=1")
-            except registry.InvalidServer as exc:
-                db.rollback()  # nothing of a refused edit stays
+            except registry.InvalidServer as exc:  # refused before anything was written
                 errors = _field_errors(exc.problems)
-                row = _row(db, server_id)
         return _form_page(request, console, row, {**form, "id": row.id}, errors, 400)
 
     return await console_call(request, state, MANAGE, act, csrf=form.get("csrf_token"))
