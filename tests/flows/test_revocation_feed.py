@@ -41,6 +41,29 @@ async def test_feed_requires_a_resource_server_client(client: httpx.AsyncClient,
     assert bad.status_code == 400
 
 
+async def test_a_disabled_client_neither_introspects_nor_reads_the_feed_nor_revokes(client: httpx.AsyncClient,
+                                                                                     state) -> None:
+    """Disabling a resource server's client (a leaked secret) cuts it off at once: 401 invalid_client at
+    /introspect, /revocations and /revoke, and nothing described."""
+    from broker.admin import clients as client_admin
+    from broker.storage.models import Client
+
+    rs = resource_server(state)
+    app_client = register_client(state, trusted=True)
+    tokens = await tokens_for(client, app_client.row.id)
+    assert (await client.post("/introspect", data={"token": tokens["access_token"]},
+                              auth=(rs.row.id, rs.secret))).json()["active"]
+    with state.database.transaction() as session:
+        client_admin.disable(session, session.get(Client, rs.row.id), actor="test")
+    calls = [client.post("/introspect", data={"token": tokens["access_token"]}, auth=(rs.row.id, rs.secret)),
+             client.get("/revocations", auth=(rs.row.id, rs.secret)),
+             client.post("/revoke", data={"token": "x"}, auth=(rs.row.id, rs.secret))]
+    for call in calls:
+        refused = await call
+        assert refused.status_code == 401 and refused.json()["error"] == "invalid_client", refused.text
+        assert refused.headers["www-authenticate"].startswith("Basic")
+
+
 async def test_a_client_cannot_revoke_another_clients_tokens(client: httpx.AsyncClient, state) -> None:
     """RFC 7009 §2.1: the token must have been issued to the revoking client; otherwise an error and no
     revocation (docs/security.md gap 9)."""

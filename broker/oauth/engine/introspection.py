@@ -18,7 +18,13 @@ from broker.oauth.client_auth import SECRET_METHODS
 from broker.oauth.clients import AUTH_METHODS
 from broker.oauth.engine.clients import authenticate
 from broker.oauth.engine.context import NO_STORE, Answer, Grant, VerifiedClient
-from broker.oauth.errors import AccessDeniedError, InvalidGrantError, InvalidRequestError, UnsupportedTokenTypeError
+from broker.oauth.errors import (
+    AccessDeniedError,
+    InvalidClientError,
+    InvalidGrantError,
+    InvalidRequestError,
+    UnsupportedTokenTypeError,
+)
 from broker.oauth.verification import family_live, standing_allows, user_of, verify_signed
 from broker.registry import servers
 from broker.storage import grants, users
@@ -50,8 +56,17 @@ class RefreshToken:
 Found = AccessToken | RefreshToken
 
 
+async def active_client(grant: Grant, methods: tuple[str, ...]) -> VerifiedClient:
+    """The authenticated client, refused (401 invalid_client) while it is disabled or pending: disabling a
+    resource server's client ends its introspection and its reading of the feed at once."""
+    client = await authenticate(grant, methods)
+    if not client.active:
+        raise InvalidClientError(status_code=401, description="the client is not active")
+    return client
+
+
 async def introspect(grant: Grant) -> Answer:
-    client = await authenticate(grant, RESOURCE_SERVER_METHODS)
+    client = await active_client(grant, RESOURCE_SERVER_METHODS)
     token = await _presented(grant)
     if token is None or not client.row.may_introspect or not await _audience_of(grant, client, token) \
             or not await _active(grant, token):
@@ -70,7 +85,7 @@ async def introspect(grant: Grant) -> Answer:
 
 
 async def revoke(grant: Grant) -> Answer:
-    client = await authenticate(grant, AUTH_METHODS)
+    client = await active_client(grant, AUTH_METHODS)
     token = await _presented(grant)
     if token is not None:
         if not token.belongs_to(client):
@@ -81,7 +96,7 @@ async def revoke(grant: Grant) -> Answer:
 
 async def feed(grant: Grant, cursor: int, limit: int) -> Answer:
     """The next page of revocations after ``cursor``, for a resource server's client."""
-    client = await authenticate(grant, FEED_METHODS)
+    client = await active_client(grant, FEED_METHODS)
     if not client.row.may_introspect:
         raise AccessDeniedError("this client may not read the revocation feed", status_code=403)
     page = min(max(limit, 1), MAX_PAGE)
