@@ -11,12 +11,12 @@ from broker.config import Settings
 from broker.keys import schedule
 from broker.keys.ring import KeyRing, publication
 from broker.storage import mcp_servers
-from broker.storage.models import SigningKey
+from broker.storage.signing_keys import KeyRow
 
 SCHEDULE = "broker:schedule"  # the actor of scheduled rotations in the audit log
 
 
-def rotate(session: Session, keyring: KeyRing, delay_seconds: int, actor: str) -> SigningKey:
+def rotate(session: Session, keyring: KeyRing, delay_seconds: int, actor: str) -> KeyRow:
     """Publish a new key now that signs after ``delay_seconds`` (``keys.activation_delay``, or 0 after a
     compromise)."""
     row = keyring.rotate(session, dt.timedelta(seconds=delay_seconds))
@@ -25,7 +25,7 @@ def rotate(session: Session, keyring: KeyRing, delay_seconds: int, actor: str) -
 
 
 def rotate_on_schedule(session: Session, keyring: KeyRing, every_seconds: int, delay_seconds: int,
-                       now: dt.datetime | None = None) -> SigningKey | None:
+                       now: dt.datetime | None = None) -> KeyRow | None:
     """``keys.rotate_every``: publish the next key when it is due (``KeyRing.rotate_if_due``)."""
     row = keyring.rotate_if_due(session, dt.timedelta(seconds=every_seconds), dt.timedelta(seconds=delay_seconds),
                                 now)
@@ -34,7 +34,7 @@ def rotate_on_schedule(session: Session, keyring: KeyRing, every_seconds: int, d
     return row
 
 
-def _rotated(session: Session, row: SigningKey, actor: str) -> None:
+def _rotated(session: Session, row: KeyRow, actor: str) -> None:
     audit.record(session, "key.rotated", actor=actor,
                  data={"after": {"kid": row.kid, "algorithm": row.algorithm,
                                  "activates_at": row.activates_at.isoformat()}})
@@ -45,7 +45,7 @@ def grace(session: Session, settings: Settings) -> dt.timedelta:
     return publication(settings).grace(mcp_servers.longest_lifetime(session))
 
 
-def state(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> str:
+def state(key: KeyRow, now: dt.datetime, grace: dt.timedelta) -> str:
     """How operators see a key: signing, pending, retired (published) or expired."""
     if schedule.is_signing(key, now):
         return "signing"

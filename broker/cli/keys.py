@@ -23,7 +23,8 @@ from broker.keys.crypto import DecryptionError, Encryptor
 from broker.keys.ring import KeyRing
 from broker.storage import signing_keys
 from broker.storage.db import Database
-from broker.storage.models import SigningKey, utcnow
+from broker.storage.models import utcnow
+from broker.storage.signing_keys import KeyRow
 
 
 def register(commands: Commands) -> None:
@@ -99,7 +100,7 @@ def list_keys(args: argparse.Namespace) -> int:
     return 0
 
 
-def _describe(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> dict[str, object]:
+def _describe(key: KeyRow, now: dt.datetime, grace: dt.timedelta) -> dict[str, object]:
     return {"kid": key.kid, "purpose": key.purpose, "algorithm": key.algorithm,
             "state": key_admin.state(key, now, grace),
             "created_at": key.created_at.isoformat(timespec="seconds"),

@@ -26,7 +26,7 @@ from broker.keys.crypto import DecryptionError, Encryptor, signing_key_aad
 from broker.storage import changes, mcp_servers
 from broker.storage import signing_keys as repo
 from broker.storage.hot import Tx
-from broker.storage.models import SigningKey, utcnow
+from broker.storage.models import utcnow
 
 BROKER = "broker"  # the purpose of the broker's own token-signing keys
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
@@ -117,20 +117,20 @@ class KeyRing:
             self._recheck.done(token)
         return self._records
 
-    def ensure(self, session: Session, now: dt.datetime | None = None) -> SigningKey | None:
+    def ensure(self, session: Session, now: dt.datetime | None = None) -> KeyRecord | None:
         """Create an immediately active key when none signs now; return it, or None if one existed."""
         now = now or utcnow()
         if schedule.signing_key(repo.list_keys(session, self.purpose), now) is not None:
             return None
         return self._add(session, activates_at=now, now=now)
 
-    def rotate(self, session: Session, delay: dt.timedelta, now: dt.datetime | None = None) -> SigningKey:
+    def rotate(self, session: Session, delay: dt.timedelta, now: dt.datetime | None = None) -> KeyRecord:
         """Publish a new key now that starts signing after ``delay``; older keys retire then."""
         now = now or utcnow()
         return self._succeed(session, repo.list_keys(session, self.purpose), now + delay, now)
 
     def rotate_if_due(self, session: Session, every: dt.timedelta, delay: dt.timedelta,
-                      now: dt.datetime | None = None) -> SigningKey | None:
+                      now: dt.datetime | None = None) -> KeyRecord | None:
         """Scheduled rotation (``schedule.next_activation``): the new key, or None when none is due. The
         keys stay locked until the caller commits, so instances running this at once add one key."""
         now = now or utcnow()
@@ -139,10 +139,10 @@ class KeyRing:
         activates_at = schedule.next_activation(keys, now, every, delay)
         return None if activates_at is None else self._succeed(session, keys, activates_at, now)
 
-    def _succeed(self, session: Session, keys: list[SigningKey], activates_at: dt.datetime,
-                 now: dt.datetime) -> SigningKey:
+    def _succeed(self, session: Session, keys: list[KeyRecord], activates_at: dt.datetime,
+                 now: dt.datetime) -> KeyRecord:
         for old in schedule.retirements_for_rotation(keys, activates_at):
-            old.retired_at = activates_at
+            repo.retire(session, old.kid, activates_at)
         return self._add(session, activates_at=activates_at, now=now)
 
     def active(self, session: Session, now: dt.datetime | None = None) -> ActiveKey:
@@ -172,21 +172,21 @@ class KeyRing:
             except DecryptionError as exc:
                 raise DecryptionError(f"cannot decrypt stored signing key {row.kid}") from exc
 
-    def decrypt(self, row: SigningKey | KeyRecord) -> ActiveKey:
+    def decrypt(self, row: KeyRecord) -> ActiveKey:
         der = self.encryptor.decrypt(row.private_key_encrypted, signing_key_aad(row.purpose, row.kid,
                                                                                 row.algorithm))
         private_key = serialization.load_der_private_key(der, password=None)
         assert isinstance(private_key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey))
         return ActiveKey(kid=row.kid, algorithm=row.algorithm, private_key=private_key)
 
-    def _add(self, session: Session, activates_at: dt.datetime, now: dt.datetime) -> SigningKey:
+    def _add(self, session: Session, activates_at: dt.datetime, now: dt.datetime) -> KeyRecord:
         private_key = generate(self.algorithm, self.rsa_key_size)
         jwk = public_jwk(private_key, self.algorithm)
         der = private_key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
                                         serialization.NoEncryption())
         sealed = self.encryptor.encrypt(der, signing_key_aad(self.purpose, jwk["kid"], self.algorithm))
-        row = SigningKey(kid=jwk["kid"], purpose=self.purpose, algorithm=self.algorithm, public_jwk=jwk,
-                         private_key_encrypted=sealed, created_at=now, activates_at=activates_at)
+        row = KeyRecord(kid=jwk["kid"], purpose=self.purpose, algorithm=self.algorithm, public_jwk=jwk,
+                        private_key_encrypted=sealed, created_at=now, activates_at=activates_at, retired_at=None)
         repo.add(session, row)
         return row
 

@@ -70,8 +70,7 @@ async def test_a_retired_key_stays_published_while_a_longer_lived_servers_token_
 
     def retire_old_key(seconds_ago: int) -> None:
         with state.database.transaction() as session:  # as if the rotation had happened that long ago
-            [old] = [k for k in signing_keys.list_keys(session, "broker") if k.kid == old_kid]
-            old.retired_at = utcnow() - dt.timedelta(seconds=seconds_ago)
+            signing_keys.retire(session, old_kid, utcnow() - dt.timedelta(seconds=seconds_ago))
 
     async def published_and_active() -> tuple[bool, bool]:
         published = {k["kid"] for k in (await client.get("/jwks")).json()["keys"]}

@@ -12,7 +12,8 @@ from broker import audit
 from broker.admin import audit_search, names
 from broker.admin import keys as key_admin
 from broker.storage import signing_keys
-from broker.storage.models import AuditEvent, SigningKey, utcnow
+from broker.storage.models import AuditEvent, utcnow
+from broker.storage.signing_keys import KeyRow
 from broker.web.admin_api.common import BAD_BODY, Body, ColdRoute, Reader, Writer, actor, errors, fail, iso
 from broker.web.deps import DbSession, State
 
@@ -125,7 +126,7 @@ def verify(session: DbSession, state: State, caller: Reader) -> VerifyOut:
                      reason=result.reason)
 
 
-def _key(key: SigningKey, now: dt.datetime, grace: dt.timedelta) -> KeyOut:
+def _key(key: KeyRow, now: dt.datetime, grace: dt.timedelta) -> KeyOut:
     return KeyOut(kid=key.kid, purpose=key.purpose, algorithm=key.algorithm, state=key_admin.state(key, now, grace),
                   created_at=iso(key.created_at), activates_at=iso(key.activates_at), retired_at=iso(key.retired_at))
 
