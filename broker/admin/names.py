@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
-from broker.storage import mcp_servers
-from broker.storage.models import AuditEvent, Client, User
+from broker.storage import clients as client_repo
+from broker.storage import mcp_servers, users
+from broker.storage.models import AuditEvent
 
 
 @dataclass(frozen=True)
@@ -78,23 +78,12 @@ def lookup(session: Session, user_ids: Iterable[str] = (), client_ids: Iterable[
            server_ids: Iterable[str] = (), emails: Iterable[str] = ()) -> Names:
     """The names of these ids (each kind in one statement; nothing is asked for an empty set)."""
     wanted_users, wanted_emails = set(filter(None, user_ids)), set(filter(None, emails))
-    people = _people(session, User.id.in_(wanted_users)) if wanted_users else []
-    by_email = _people(session, User.email.in_(wanted_emails)) if wanted_emails else []
+    people = [Person(*row) for row in users.named(session, ids=wanted_users)]
+    by_email = [Person(*row) for row in users.named(session, emails=wanted_emails)]
     return Names(users={p.id: p for p in people},
-                 clients=_names(session, Client, set(filter(None, client_ids))),
+                 clients=client_repo.names(session, set(filter(None, client_ids))),
                  servers=mcp_servers.names(session, set(filter(None, server_ids))),
                  emails={p.email: p for p in by_email if p.email})
-
-
-def _people(session: Session, where: ColumnElement[bool]) -> list[Person]:
-    return [Person(row.id, row.email, row.display_name or "")
-            for row in session.execute(select(User.id, User.email, User.display_name).where(where))]
-
-
-def _names(session: Session, model: type[Client], ids: set[str]) -> dict[str, str]:
-    if not ids:
-        return {}
-    return dict(session.execute(select(model.id, model.name).where(model.id.in_(ids))).all())
 
 
 def for_events(session: Session, events: Iterable[AuditEvent]) -> Names:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+from collections.abc import Collection
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, select, update
@@ -107,6 +108,14 @@ def newest_first(session: Session, *, offset: int, limit: int, status: ClientSta
     """A slice of the clients (those with ``status``, when given), most recently registered first."""
     query = select(Client) if status is None else select(Client).where(Client.status == status)
     return list(session.scalars(query.order_by(Client.created_at.desc(), Client.id).offset(offset).limit(limit)))
+
+
+def names(session: Session, client_ids: Collection[str]) -> dict[str, str]:
+    """id -> name of those of ``client_ids`` that are registered."""
+    if not client_ids:
+        return {}
+    found = session.execute(select(Client.id, Client.name).where(Client.id.in_(list(client_ids))))
+    return {client_id: name for client_id, name in found}
 
 
 def count_registered_from(session: Session, address: str, since: dt.datetime) -> int:

@@ -91,3 +91,12 @@ def test_count_registered_from_counts_an_address_since_a_time(database: Database
         assert clients.count_registered_from(session, "10.0.0.1", NOW) == 2
         assert clients.count_registered_from(session, "10.0.0.1", NOW + dt.timedelta(minutes=1)) == 1
         assert clients.count_registered_from(session, "10.0.0.9", NOW) == 0
+
+
+def test_names_are_those_of_the_registered_clients_asked_for(database: Database) -> None:
+    with database.transaction() as session:
+        clients.add(session, client("a", 1))
+        clients.add(session, client("b", 2))
+    with database.transaction() as session:
+        assert clients.names(session, {"a", "nope"}) == {"a": "a"}
+        assert clients.names(session, []) == {}

@@ -149,3 +149,15 @@ def test_search_matches_part_of_email_or_name_in_any_case_or_the_id(database: Da
         assert ids("u3") == ["u3"]
         assert ids("ann", status=UserStatus.OFFBOARDED) == ["u2"]
         assert ids("", offset=1, limit=1) == ["u2"]
+
+
+def test_named_finds_users_by_id_or_exact_email(database: Database) -> None:
+    with database.transaction() as session:
+        users.add(session, User(id="u1", email="ann@example.com", display_name="Ann"), User(id="u2", email=None),
+                  User(id="u3", email="bob@example.com"))
+    with database.transaction() as session:
+        assert sorted(users.named(session, ids=["u1", "u2", "nope"])) == [
+            users.Named("u1", "ann@example.com", "Ann"), users.Named("u2", None, "")]
+        assert users.named(session, emails=["bob@example.com", "ANN@example.com"]) == [
+            users.Named("u3", "bob@example.com", "")]
+        assert users.named(session) == []
