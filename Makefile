@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 VPY    := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+TEST_WORKERS ?= 2
 BENCH_SCRIPTS := $(sort $(wildcard bench/*.py))
 
 .DEFAULT_GOAL := help
@@ -13,7 +14,8 @@ BENCH_SCRIPTS := $(sort $(wildcard bench/*.py))
 
 help:
 	@echo "make run     start the broker in dev mode (.venv/bin/broker dev \$$ARGS)"
-	@echo "make test    ruff, mypy, then the test suite (installs PostgreSQL if missing; \$$PYTEST_ARGS)"
+	@echo "make test    ruff, mypy, then the test suite: in-process tests on \$$TEST_WORKERS workers (2), then e2e"
+	@echo "            (installs PostgreSQL if missing; \$$PYTEST_ARGS runs one plain pytest with them instead)"
 	@echo "make test-quick  mypy, then unit, flow and storage conformance tests on SQLite only, for the edit loop (\$$PYTEST_ARGS)"
 	@echo "make bench   run every bench/*.py script in order"
 	@echo "make soak    10 minutes of mixed load on broker serve --workers 2 (\$$SOAK_ARGS, e.g. --minutes 3)"
@@ -46,7 +48,7 @@ test: $(STAMP)
 	bash tests/support/ensure-postgres.sh
 	bash tests/support/ensure-chromium.sh
 	@if [ -f tests/support/oidc_provider/package.json ]; then npm ci --prefix tests/support/oidc_provider --no-audit --no-fund --loglevel=error </dev/null >/dev/null; fi
-	$(VPY) -m pytest $(PYTEST_ARGS) || { status=$$?; [ $$status -ne 5 ] || echo "make test: pytest collected no tests" >&2; exit $$status; }
+	TEST_WORKERS=$(TEST_WORKERS) bash tests/support/run-suite.sh $(VPY) $(PYTEST_ARGS)
 
 # The edit loop: no e2e tests, no PostgreSQL, no browser, one pytest worker per core (CI runs `make test`).
 test-quick: $(STAMP)
