@@ -118,7 +118,7 @@ def _in_transaction(endpoint: Callable[..., Any]) -> Callable[..., Any]:
         with broker_state.database.transaction() as session:
             return endpoint(*args, session=session, **kwargs)
 
-    route.__signature__ = signature.replace(  # type: ignore[attr-defined]
+    route.__signature__ = signature.replace(  # type: ignore[attr-defined]  # FastAPI reads it; functions may carry one
         parameters=parameters, return_annotation=hints.get("return", signature.return_annotation))
     return route
 
