@@ -11,6 +11,7 @@ admin scope, the SCIM token, a signed Global Token Revocation bearer), and the r
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -116,8 +117,9 @@ async def ids(raw: httpx.AsyncClient, state: Any) -> dict[str, str]:
     assert user.status_code == group.status_code == 201, (user.text, group.text)
     with state.database.sessions() as session:
         broker_user = session.scalars(select(User.id)).one()
+    basic = base64.b64encode(f"{target.row.id}:{target.secret}".encode()).decode()
     return {"server_id": "demo", "client_id": target.row.id, "user": broker_user, "user_id": user.json()["id"],
-            "external_id": user.json()["externalId"], "group_id": group.json()["id"]}
+            "external_id": user.json()["externalId"], "group_id": group.json()["id"], "basic": f"Basic {basic}"}
 
 
 def filled(template: str, ids: dict[str, str]) -> str:
@@ -185,7 +187,8 @@ async def test_hostile_path_and_query_parameters_at_every_route(raw: httpx.Async
     does), holding each hostile URL value; with credentials, so the value gets to the lookup that uses it."""
     failures = []
     for method, template, media in routes(app):
-        headers = [(k.encode(), v.encode()) for k, v in credentials(template, admin_token).items()]
+        given = credentials(template, admin_token) or {"authorization": ids["basic"]}  # a resource server's
+        headers = [(k.encode(), v.encode()) for k, v in given.items()]
         names = [*query_parameters(app, method, template), "q"]
         for case, value in hostile.URL_VALUES.items():
             for name in re.findall(r"\{([^}:]+)", template):

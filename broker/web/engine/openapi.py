@@ -27,6 +27,14 @@ class JwkSetResponse(JSONResponse):
     media_type = "application/jwk-set+json"  # RFC 7517 §8.5.1
 
 
+FEED_PARAMETERS = [
+    {"name": "since", "in": "query", "required": False, "description": "the cursor of the last page read (0: from "
+     "the start)", "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1, "default": 0}},
+    {"name": "limit", "in": "query", "required": False, "description": "at most this many entries (capped at 1000)",
+     "schema": {"type": "integer", "minimum": 1, "default": 500}},
+]
+
+
 def _served_by_the_front() -> None:
     """Never called: the router below is not mounted; the front answers these paths."""
     raise AssertionError("documentation only")
@@ -49,7 +57,7 @@ def documented(discovery_paths: list[str]) -> APIRouter:
                        summary="Revocation feed for MCP servers that verify tokens locally (client_secret_basic only)",
                        responses={**OAUTH_ERRORS, 403: {"description": "The client may not read the feed "
                                                                        "(access_denied)"}},
-                       response_class=JSONResponse)
+                       openapi_extra={"parameters": FEED_PARAMETERS}, response_class=JSONResponse)
     docs.add_api_route("/jwks", _served_by_the_front, methods=["GET"], tags=["discovery"],
                        summary="JSON Web Key Set: active and not-yet-retired signing keys",
                        response_class=JwkSetResponse)

@@ -12,6 +12,7 @@ from broker.web.engine.http import NO_STORE, Reply, Request, error_reply, json_r
 from broker.web.state import BrokerState
 
 FEED_PAGE = 500
+MAX_CURSOR = 2**63 - 1  # revocations.id is a 64-bit integer on both stores: a larger one cannot be bound
 
 
 class TokenSide:
@@ -53,8 +54,8 @@ class TokenSide:
             cursor, limit = int(query.get("since") or 0), int(query.get("limit") or FEED_PAGE)
         except (InvalidRequest, ValueError):
             return _invalid("since and limit must be integers")
-        if cursor < 0 or limit < 1:
-            return _invalid("since and limit must be positive")
+        if not 0 <= cursor <= MAX_CURSOR or limit < 1:
+            return _invalid(f"since must be a cursor from 0 to {MAX_CURSOR} and limit positive")
         call = await self._call(request, Params([]))
         return _reply(await self.engine.feed(self.state.database.hot, call, cursor, limit))
 
