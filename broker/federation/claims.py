@@ -26,12 +26,15 @@ def boolean(claims: VerifiedClaims, name: str) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
+DATETIME_SECONDS = range(-62_135_596_800, 253_402_300_800)  # 0001-01-01 to 9999-12-31 UTC: what a datetime holds
+
+
 def timestamp(claims: VerifiedClaims, name: str) -> int | None:
-    """A NumericDate claim (RFC 7519 §2) in whole seconds."""
+    """A NumericDate claim (RFC 7519 §2) in whole seconds; None unless a number a datetime can hold."""
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
-    return int(value)
+    return int(value) if int(value) in DATETIME_SECONDS else None
 
 
 def strings(claims: VerifiedClaims, name: str) -> tuple[str, ...]:

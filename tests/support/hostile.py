@@ -193,12 +193,20 @@ def json_type(value: Any) -> str:
     return "number" if isinstance(value, int | float) else type(value).__name__
 
 
-def wrong_claims(claims: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """(claim, case, claims) with one claim at a time missing or in each wrong JSON type."""
+# Numbers of the right JSON type that no date can be (datetime holds years 1-9999).
+OUT_OF_RANGE: dict[str, Any] = {"2**64": 2**64, "-2**64": -(2**64), "1e300": 1e300, "-1": -1}
+
+
+def wrong_claims(claims: dict[str, Any], out_of_range: bool = False) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """(claim, case, claims) with one claim at a time missing or in each wrong JSON type, and with
+    ``out_of_range`` each numeric claim also past any date (``OUT_OF_RANGE``)."""
     for name, good in claims.items():
         yield name, "missing", {k: v for k, v in claims.items() if k != name}
         for case, value in WRONG_TYPES.items():
             if json_type(value) != json_type(good):
+                yield name, case, {**claims, name: value}
+        if out_of_range and json_type(good) == "number":
+            for case, value in OUT_OF_RANGE.items():
                 yield name, case, {**claims, name: value}
 
 

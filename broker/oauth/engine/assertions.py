@@ -22,6 +22,7 @@ from broker import audit
 from broker.audit import Outcome
 from broker.config import AssertionAudience
 from broker.oauth import id_jag, scopes, subjects
+from broker.oauth.dates import instant
 from broker.oauth.engine import families
 from broker.oauth.engine.common import (
     active_user,
@@ -85,7 +86,7 @@ async def jwt_bearer(grant: Grant) -> Answer:
     auth_time = claims.get("auth_time")
     issued = await sign_access_token(grant, AccessTokenFacts(
         subject=user.id, client_id=client.client_id, server=server, scopes=granted,
-        auth_time=dt.datetime.fromtimestamp(auth_time, dt.UTC) if isinstance(auth_time, int) else None,
+        auth_time=instant(auth_time) if isinstance(auth_time, int) else None,
         acr=acr, email=user.email, not_before=user.not_before))
     await audit.record_hot(grant.tx, "token.issued", actor=client.client_id, user_id=user.id,
                            client_id=client.client_id, server_id=server.id,
@@ -167,7 +168,11 @@ async def _first_use(grant: Grant, client: VerifiedClient, verified: id_jag.Veri
     """``jti`` single use across every instance, remembered until the assertion expires (RFC 7523 §3 item 7)."""
     key = hashlib.sha256(f"id-jag\0{verified.trusted.issuer}\0{verified.jti}".encode()).hexdigest()
     skew = dt.timedelta(seconds=grant.engine.settings.tokens.clock_skew)
-    expires = dt.datetime.fromtimestamp(int(verified.claims["exp"]), dt.UTC) + skew
+    expiry = instant(verified.claims["exp"])
+    if expiry is None or expiry > dt.datetime.max.replace(tzinfo=dt.UTC) - skew:
+        await _reject(grant, client, verified, "exp is past any date")
+    assert expiry is not None
+    expires = expiry + skew
     if not await grant_repo.first_use_of_jti_hot(grant.tx, key, "id-jag", expires):
         await _reject(grant, client, verified, "the assertion was already used")
 
@@ -280,8 +285,7 @@ async def _sign_in(grant: Grant, token: str, token_type: str, client_id: str) ->
             raise InvalidGrantError(f"subject_token: {exc.description}") from None
         user = await active_user(grant, str(claims["sub"]), iat=int(claims["iat"]))
         auth_time = claims.get("auth_time")
-        return SignIn(user, token_type, dt.datetime.fromtimestamp(auth_time, dt.UTC)
-                      if isinstance(auth_time, int) else None,
+        return SignIn(user, token_type, instant(auth_time) if isinstance(auth_time, int) else None,
                       claims.get("acr") if isinstance(claims.get("acr"), str) else None)
     family = await families.current(grant, token, client_id)  # not rotated: it is not redeemed
     user = await active_user(grant, family.user_id, family.created_at)

@@ -27,6 +27,7 @@ from broker import audit
 from broker.oauth import cimd, client_auth, secrets
 from broker.oauth.client_keys import InvalidKeys, key_set
 from broker.oauth.clients import registered_methods
+from broker.oauth.dates import instant
 from broker.oauth.engine.context import Grant, VerifiedClient
 from broker.oauth.errors import InvalidClientError, describe
 from broker.params import JsonError, load_json
@@ -222,7 +223,10 @@ async def _private_key_jwt(grant: Grant, lookup: Lookup) -> ClientRow | None:
         raise InvalidClientError(description=UNKNOWN)
     claims = _verified(grant, assertion, row)
     key = hashlib.sha256(f"client-assertion\0{claims['iss']}\0{claims['jti']}".encode()).hexdigest()
-    expires = dt.datetime.fromtimestamp(int(claims["exp"]), dt.UTC) + ASSERTION_LIFETIME_CAP
+    expiry = instant(claims["exp"])
+    if expiry is None or expiry > dt.datetime.max.replace(tzinfo=dt.UTC) - ASSERTION_LIFETIME_CAP:
+        raise InvalidClientError(description="client authentication failed: exp is past any date")
+    expires = expiry + ASSERTION_LIFETIME_CAP
     if not await grant_repo.first_use_of_jti_hot(grant.tx, key, "client-assertion", expires):
         raise InvalidClientError(description="JWT ID is used before.")
     return row

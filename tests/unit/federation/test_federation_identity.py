@@ -206,3 +206,12 @@ async def test_refresh_token_is_dropped_when_config_says_not_to_store_it(idp: Fa
     async with idp.client() as http:
         identity = await log_in(idp.connector(http, store_refresh_token=False))
     assert identity.upstream_refresh_token is None
+
+
+@pytest.mark.parametrize("value", [2**64, -(2**64), 1e300, 253_402_300_800])
+def test_a_numeric_date_no_datetime_holds_reads_as_absent(value: float) -> None:
+    """An IdP's auth_time past year 9999 would crash the sign-in that stores it as a datetime."""
+    from broker.federation.claims import timestamp
+
+    assert timestamp({"auth_time": value}, "auth_time") is None
+    assert timestamp({"auth_time": 1_700_000_000}, "auth_time") == 1_700_000_000
