@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from broker.admin.audit_search import denial_conditions
 from broker.admin.names import Names, for_events, lookup
-from broker.storage import mcp_servers, user_grants, users
+from broker.storage import audit_events, mcp_servers, user_grants, users
 from broker.storage.enums import UserStatus
 from broker.storage.models import (
     AuditEvent,
@@ -122,11 +122,10 @@ class UserDetail:
 def user_detail(session: Session, user: User, groups: list[str]) -> UserDetail:
     identities = users.identities_of(session, user.id)
     families = live_families(session, user.id)
-    events = list(session.scalars(select(AuditEvent).where(AuditEvent.user_id == user.id)
-                                  .order_by(AuditEvent.id.desc()).limit(10)))
-    offboarding = None if user.status == UserStatus.ACTIVE else session.scalars(
-        select(AuditEvent).where(AuditEvent.user_id == user.id, AuditEvent.event_type == "user.offboarded")
-        .order_by(AuditEvent.id.desc()).limit(1)).first()
+    events = audit_events.of_user(session, user.id, 10)
+    offboarded = [] if user.status == UserStatus.ACTIVE else audit_events.of_user(session, user.id, 1,
+                                                                                    "user.offboarded")
+    offboarding = offboarded[0] if offboarded else None
     seen = for_events(session, events + ([offboarding] if offboarding else []))
     clients = lookup(session, client_ids=[f.client_id for f in families]).clients
     found = Names(seen.users, {**seen.clients, **clients}, seen.servers, seen.emails)

@@ -24,5 +24,13 @@ def in_order(session: Session, since: dt.datetime | None = None) -> Iterator[Aud
     yield from session.scalars(query)
 
 
+def of_user(session: Session, user_id: str, limit: int, event_type: str | None = None) -> list[AuditEvent]:
+    """The user's latest ``limit`` events (of ``event_type``, when given), newest first."""
+    query = select(AuditEvent).where(AuditEvent.user_id == user_id)
+    if event_type is not None:
+        query = query.where(AuditEvent.event_type == event_type)
+    return list(session.scalars(query.order_by(AuditEvent.id.desc()).limit(limit)))
+
+
 def _since(query: Select[AuditEvent], since: dt.datetime | None) -> Select[AuditEvent]:
     return query if since is None else query.where(AuditEvent.occurred_at >= since)

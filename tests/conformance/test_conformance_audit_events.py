@@ -34,3 +34,16 @@ def test_since_keeps_the_events_at_or_after_it(database: Database) -> None:
         assert [e.event_type for e in audit_events.in_order(session, since)] == ["e2", "e3"]
         assert audit_events.count(session, since) == 2
         assert audit_events.count(session, NOW + dt.timedelta(days=1)) == 0
+
+
+def test_of_user_is_the_users_latest_events_newest_first(database: Database) -> None:
+    with database.transaction() as session:
+        session.add_all([AuditEvent(event_type=kind, user_id=user, occurred_at=NOW) for kind, user in (
+            ("a", "u1"), ("user.offboarded", "u1"), ("b", "u2"), ("c", "u1"), ("user.offboarded", "u1"))])
+    with database.transaction() as session:
+        assert [e.event_type for e in audit_events.of_user(session, "u1", 10)] == [
+            "user.offboarded", "c", "user.offboarded", "a"]
+        assert [e.event_type for e in audit_events.of_user(session, "u1", 2)] == ["user.offboarded", "c"]
+        latest = audit_events.of_user(session, "u1", 1, "user.offboarded")
+        assert len(latest) == 1 and latest[0].id == max(e.id for e in audit_events.of_user(session, "u1", 10))
+        assert audit_events.of_user(session, "u3", 10) == []
