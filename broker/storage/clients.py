@@ -8,15 +8,13 @@ from collections.abc import Collection
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.storage.enums import ClientStatus
 from broker.storage.hot import Tx
 from broker.storage.models import Client
 from broker.storage.prepared import Prepared
-from broker.storage.statements import insert_unless_present
+from broker.storage.statements import dialect_insert, insert_unless_present
 
 # What a metadata-document client's row is made of when the token side stores it (all given: no defaults).
 CIMD_COLUMNS = ["id", "name", "kind", "status", "secret_hash", "token_endpoint_auth_method", "extra_auth_methods",
@@ -55,9 +53,12 @@ class ClientRow(NamedTuple):
 _TABLE = Client.__table__
 _RECORD = Prepared(select(*(column.label("metadata_") if column.name == "metadata" else column for column in _TABLE.c))
                    .where(_TABLE.c.id == bindparam("client_id")), row=ClientRow)
-_INSERT_IF_ABSENT = {name: Prepared(insert_fn(_TABLE).on_conflict_do_nothing(index_elements=["id"])
-                                    .returning(_TABLE.c.id), columns=CIMD_COLUMNS)
-                     for name, insert_fn in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
+
+
+@functools.cache
+def _insert_if_absent(dialect: str) -> Prepared:
+    return Prepared(dialect_insert(dialect, _TABLE).on_conflict_do_nothing(index_elements=["id"])
+                    .returning(_TABLE.c.id), columns=CIMD_COLUMNS)
 
 
 def record(session: Session, client_id: str) -> ClientRow | None:
@@ -73,7 +74,7 @@ async def record_hot(tx: Tx, client_id: str) -> ClientRow | None:
 
 async def insert_if_absent_hot(tx: Tx, values: dict[str, Any]) -> bool:
     """``insert_if_absent`` for a metadata-document client: every column of ``CIMD_COLUMNS``."""
-    return await tx.scalar(_INSERT_IF_ABSENT[tx.dialect], values) is not None
+    return await tx.scalar(_insert_if_absent(tx.dialect), values) is not None
 
 
 async def update_hot(tx: Tx, client_id: str, values: dict[str, Any], now: dt.datetime) -> None:

@@ -70,6 +70,9 @@ def make_engine(url: str, options: EngineOptions = EngineOptions()) -> Engine:
     except (NoSuchModuleError, ImportError):
         raise DatabaseError(f"database.url: unsupported database {parsed.get_backend_name()!r} "
                             "(use sqlite:///PATH or postgresql://...)") from None
+    from broker.storage.models import add_postgresql_options  # the models' PostgreSQL-only options load here
+
+    add_postgresql_options()
     event.listen(engine, "checkout", _refuse_closed_connection)
     return engine
 

@@ -12,8 +12,6 @@ import functools
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Update, bindparam, case, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from broker.storage.hot import Tx
@@ -29,7 +27,7 @@ from broker.storage.models import (
     User,
 )
 from broker.storage.prepared import Prepared
-from broker.storage.statements import rowcount
+from broker.storage.statements import dialect_insert, rowcount
 
 # Access tokens of a revoked family die within their lifetime; the feed keeps the entry a day.
 FAMILY_TOKEN_HORIZON = dt.timedelta(days=1)
@@ -336,21 +334,22 @@ async def access_token_standing_hot(tx: Tx, *, jti: str, client_id: str, family_
 # ---------------------------------------------------------------- single-use JWT ids
 
 
-_FIRST_USE = {name: Prepared(insert_fn(SeenJti.__table__).on_conflict_do_nothing(index_elements=["key_hash"])
-                              .returning(SeenJti.__table__.c.key_hash), columns=["key_hash", "purpose", "expires_at"])
-              for name, insert_fn in (("postgresql", pg_insert), ("sqlite", sqlite_insert))}
+@functools.cache
+def _first_use(dialect: str) -> Prepared:
+    return Prepared(dialect_insert(dialect, SeenJti.__table__).on_conflict_do_nothing(index_elements=["key_hash"])
+                    .returning(SeenJti.__table__.c.key_hash), columns=["key_hash", "purpose", "expires_at"])
 
 
 def first_use_of_jti(session: Session, key_hash: str, purpose: str, expires_at: dt.datetime) -> bool:
     """Record a JWT id; False if it was recorded before (by any instance)."""
-    statement = _FIRST_USE[session.get_bind().dialect.name]
+    statement = _first_use(session.get_bind().dialect.name)
     values = {"key_hash": key_hash, "purpose": purpose, "expires_at": expires_at}
     return statement.scalar(session, values) is not None
 
 
 async def first_use_of_jti_hot(tx: Tx, key_hash: str, purpose: str, expires_at: dt.datetime) -> bool:
     values = {"key_hash": key_hash, "purpose": purpose, "expires_at": expires_at}
-    return await tx.scalar(_FIRST_USE[tx.dialect], values) is not None
+    return await tx.scalar(_first_use(tx.dialect), values) is not None
 
 
 # ---------------------------------------------------------------- pending authorizations and consent

@@ -428,10 +428,22 @@ class ScimUser(Base):
 
 
 # Unique among the resources an IdP has not deleted (RFC 7643 §4.1: userName is unique per service provider).
-Index("ix_scim_users_live_user_name", ScimUser.idp_id, ScimUser.user_name_key, unique=True,
-      sqlite_where=ScimUser.deleted_at.is_(None), postgresql_where=ScimUser.deleted_at.is_(None))
-Index("ix_scim_users_live_external_id", ScimUser.idp_id, ScimUser.external_id, unique=True,
-      sqlite_where=ScimUser.deleted_at.is_(None), postgresql_where=ScimUser.deleted_at.is_(None))
+_LIVE_SCIM_USER_INDEXES = (
+    Index("ix_scim_users_live_user_name", ScimUser.idp_id, ScimUser.user_name_key, unique=True,
+          sqlite_where=ScimUser.deleted_at.is_(None)),
+    Index("ix_scim_users_live_external_id", ScimUser.idp_id, ScimUser.external_id, unique=True,
+          sqlite_where=ScimUser.deleted_at.is_(None)),
+)
+
+
+def add_postgresql_options() -> None:
+    """Give the models their PostgreSQL-only options (the live SCIM indexes' ``postgresql_where``).
+
+    A PostgreSQL option loads SQLAlchemy's whole PostgreSQL dialect package (its asyncpg, psycopg, pg8000...
+    modules); ``make_engine`` calls this for a PostgreSQL URL, so a SQLite process never loads it. Idempotent.
+    """
+    for index in _LIVE_SCIM_USER_INDEXES:
+        index.dialect_options["postgresql"]["where"] = ScimUser.deleted_at.is_(None)
 
 
 class ScimGroup(Base):
