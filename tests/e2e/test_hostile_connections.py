@@ -27,7 +27,7 @@ def server(tmp_path: Path) -> ServerProcess:
     env = {"BROKER_CONFIG": str(config)}
     assert run_broker("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
     with ServerProcess([*BROKER, "serve", "--port", "{port}"], env=env, log_path=tmp_path / "serve.log", port=port,
-                       cwd=tmp_path).start() as process:
+                       cwd=tmp_path) as process:
         yield process
 
 

@@ -38,6 +38,9 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, ready_path: str = "/readyz", timeout: float = 30.0) -> ServerProcess:
+        # a second process would find the port taken and answer nothing, while the first is never stopped
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("the server is running already: use start() or `with`, not both")
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
