@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, Select, func, select
 from sqlalchemy.orm import Session
 
-from broker.admin.audit_search import denial_conditions
 from broker.admin.names import Names, for_events, lookup
-from broker.storage import audit_events, mcp_servers, user_grants, users
+from broker.storage import activity, audit_events, mcp_servers, user_grants, users
 from broker.storage.enums import UserStatus
-from broker.storage.models import (
-    AuditEvent,
-    Client,
-    RefreshTokenFamily,
-    UpstreamIdentity,
-    User,
-)
+from broker.storage.models import AuditEvent, RefreshTokenFamily, UpstreamIdentity, User
 
 PAGE_SIZE = 50
 ISSUED = ("token.issued", "token.refreshed")
 OFFBOARDED = ("user.offboarded", "user.sessions_revoked")
+RECENT = 8  # events in each of the dashboard's recent lists
 
 
 @dataclass(frozen=True)
@@ -43,53 +34,20 @@ class Dashboard:
 
 
 def dashboard(session: Session, now: dt.datetime) -> Dashboard:
-    """Counts, the hourly chart and the recent lists; a denial counts once (``audit_search.denial_conditions``)."""
+    """Counts, the hourly chart and the recent lists; a denial counts once (``activity.denial_conditions``)."""
     start = now.replace(minute=0, second=0, microsecond=0) - dt.timedelta(hours=23)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    issued = _per_hour(session, [AuditEvent.event_type.in_(ISSUED)], start)
-    denied = _denials_per_hour(session, start)
-    recent_denials = _recent(session, denial_conditions())
-    recent_offboardings = _recent(session, [AuditEvent.event_type.in_(OFFBOARDED)])
+    counts = activity.counts(session, today, ISSUED, now - dt.timedelta(hours=24))
+    recent_denials = activity.latest_denials(session, RECENT)
+    recent_offboardings = activity.latest(session, OFFBOARDED, RECENT)
     return Dashboard(
-        users=_count(session, select(func.count()).select_from(User)),
-        active_today=_count(session, select(func.count()).select_from(User).where(User.last_login_at >= today)),
-        servers=mcp_servers.count(session),
-        clients=_count(session, select(func.count()).select_from(Client)),
-        issued_24h=_count(session, select(func.count()).select_from(AuditEvent).where(
-            AuditEvent.event_type.in_(ISSUED), AuditEvent.occurred_at >= now - dt.timedelta(hours=24))),
-        issued_per_hour=issued, denied_per_hour=denied,
+        users=counts.users, active_today=counts.active_today, servers=mcp_servers.count(session),
+        clients=counts.clients, issued_24h=counts.issued,
+        issued_per_hour=activity.per_hour(session, ISSUED, start),
+        denied_per_hour=activity.denials_per_hour(session, start),
         hours=[start + dt.timedelta(hours=i) for i in range(24)],
         recent_denials=recent_denials, recent_offboardings=recent_offboardings,
         names=for_events(session, recent_denials + recent_offboardings))
-
-
-def _count(session: Session, query: Select[int]) -> int:
-    return int(session.scalar(query) or 0)
-
-
-def _per_hour(session: Session, where: Sequence[ColumnElement[bool]], start: dt.datetime) -> list[int]:
-    """Events per hour since ``start``: 24 range counts in one statement, each on an index of the time."""
-    edges = [start + dt.timedelta(hours=i) for i in range(25)]
-    counts = [select(func.count()).select_from(AuditEvent)
-              .where(*where, AuditEvent.occurred_at >= low, AuditEvent.occurred_at < high).scalar_subquery()
-              for low, high in itertools.pairwise(edges)]
-    return [int(n or 0) for n in session.execute(select(*counts)).one()]
-
-
-def _denials_per_hour(session: Session, start: dt.datetime) -> list[int]:
-    """Denials are few: read their times, newest first on the outcome index, back to the first event since
-    ``start`` (no event since then has a smaller id), and count them here."""
-    first = select(func.min(AuditEvent.id)).where(AuditEvent.occurred_at >= start).scalar_subquery()
-    times = session.scalars(select(AuditEvent.occurred_at).where(
-        *denial_conditions(), AuditEvent.id >= first, AuditEvent.occurred_at >= start))
-    buckets = [0] * 24
-    for at in times:
-        buckets[min(int((at - start).total_seconds() // 3600), 23)] += 1
-    return buckets
-
-
-def _recent(session: Session, where: Sequence[ColumnElement[bool]], limit: int = 8) -> list[AuditEvent]:
-    return list(session.scalars(select(AuditEvent).where(*where).order_by(AuditEvent.id.desc()).limit(limit)))
 
 
 @dataclass(frozen=True)
