@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from broker.admin import clients as client_admin
 from broker.cli.common import (
     CliError,
@@ -149,9 +151,7 @@ def list_clients(args: argparse.Namespace) -> int:
 def show_client(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args))
     with database.sessions() as session:
-        row = repo.get(session, args.client_id)
-        if row is None:
-            raise CliError(f"no client {args.client_id!r}")
+        row = _existing(session, args.client_id)
         record = describe(row)
     if args.json:
         print_json(record)
@@ -162,12 +162,17 @@ def show_client(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing(session: Session, client_id: str) -> Client:
+    row = repo.get(session, client_id)
+    if row is None:
+        raise CliError(f"no client {client_id!r}")
+    return row
+
+
 def set_status(args: argparse.Namespace, status: str) -> int:
     database = open_database(load_settings(args))
     with database.transaction() as session:
-        row = repo.get(session, args.client_id)
-        if row is None:
-            raise CliError(f"no client {args.client_id!r}")
+        row = _existing(session, args.client_id)
         try:
             (client_admin.approve if status == ClientStatus.ACTIVE else client_admin.disable)(session, row, actor())
         except client_admin.InvalidChange as exc:
@@ -179,9 +184,7 @@ def set_status(args: argparse.Namespace, status: str) -> int:
 def set_resource_servers(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args))
     with database.transaction() as session:
-        row = repo.get(session, args.client_id)
-        if row is None:
-            raise CliError(f"no client {args.client_id!r}")
+        row = _existing(session, args.client_id)
         try:
             client_admin.set_resource_servers(session, row, args.servers, actor())
         except client_admin.InvalidChange as exc:
