@@ -19,6 +19,19 @@ LIMITS = {"token": {"per_client": 2, "per_address": 5}, "revocation": {"per_clie
           "registration": {"per_address": 1}, "scim": {"per_client": 1, "per_address": 5}}
 
 
+# The limiter counts in fixed windows aligned to its clock: on the real clock two requests can straddle a window's
+# edge and both pass. Every test here runs inside one window, mid-way through it.
+FROZEN_NOW = 1_000_000 * 3600 + 1830.5  # 29.5 s before its 60 s window ends
+
+
+@pytest.fixture(autouse=True)
+def frozen_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    import broker.web
+    from broker.web.ratelimit import limiter_for
+
+    monkeypatch.setattr(broker.web, "limiter_for", lambda settings: limiter_for(settings, clock=lambda: FROZEN_NOW))
+
+
 @pytest.fixture
 def settings(make_settings: Any) -> Any:
     return make_settings(rate_limits=LIMITS, scim={"enabled": True, "tokens": [{"idp": "test", "token": SCIM_TOKEN}]},
@@ -35,7 +48,7 @@ async def test_the_token_endpoint_answers_429_per_client_as_oauth_json(client: h
     refused = await client.post("/token", data=form)
     assert refused.status_code == 429
     assert refused.json()["error"] == "temporarily_unavailable"
-    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["retry-after"] == "30"  # the window's 29.5 s left, rounded up
     assert refused.headers["cache-control"] == "no-store"
     assert refused.headers["access-control-allow-origin"] == "*"  # a browser-based client can read it
     assert refused.headers["x-frame-options"] == "DENY" and refused.headers["x-request-id"]
