@@ -78,6 +78,13 @@ def test_config_imports_nothing_of_ours(module: str, path: Path) -> None:
     assert {i for i in ours if not i.startswith("broker.config")} == set(), "config is imported by all, imports none"
 
 
+@pytest.mark.parametrize("module,path", [(m, p) for m, p in modules() if room(m) == "resource"],
+                         ids=[m for m, _ in modules() if room(m) == "resource"])
+def test_resource_imports_nothing_of_ours_outside_it(module: str, path: Path) -> None:
+    ours = {i for i in imports_of(path) if i.split(".")[0] == "broker"}
+    assert {i for i in ours if not i.startswith("broker.resource")} == set(), "MCP servers embed broker.resource alone"
+
+
 # All SQL is in broker/storage: these rooms take a Session to pass on and catch SQLAlchemy's errors, no more.
 NO_SQL_ROOMS = ("admin", "cli", "lifecycle", "web")
 SQLALCHEMY_ALLOWED = {"sqlalchemy": {"exc"}, "sqlalchemy.orm": {"Session"}, "sqlalchemy.exc": None}
