@@ -57,7 +57,8 @@ def add(session: Session, spec: ServerSpec, actor: str = "system", *, issuer: st
     now = utcnow()
     row = ServerRow(id=spec.id, name=spec.name, description=spec.description, resource=resource,
                     scopes=dict(spec.scopes), default_scopes=list(spec.default_scopes), tags=sorted(set(spec.tags)),
-                    access_token_lifetime=spec.access_token_lifetime, enabled=True, created_at=now, updated_at=now)
+                    access_token_lifetime=spec.access_token_lifetime, enabled=True, require_dpop=False,
+                    created_at=now, updated_at=now)
     mcp_servers.add(session, row)
     audit.record(session, "server.added", actor=actor, server_id=row.id, data={"after": snapshot(row)})
     return row
@@ -90,7 +91,7 @@ def set_enabled(session: Session, row: ServerRow, enabled: bool, actor: str = "s
 def snapshot(row: ServerRow) -> dict[str, object]:
     return {"name": row.name, "resource": row.resource, "enabled": row.enabled, "scopes": dict(row.scopes),
             "default_scopes": list(row.default_scopes), "tags": list(row.tags), "description": row.description,
-            "access_token_lifetime": row.access_token_lifetime}
+            "access_token_lifetime": row.access_token_lifetime, "require_dpop": row.require_dpop}
 
 
 def _validate(spec: ServerSpec, issuer: str) -> str:

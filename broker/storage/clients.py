@@ -19,7 +19,8 @@ from broker.storage.statements import dialect_insert, insert_unless_present
 # What a metadata-document client's row is made of when the token side stores it (all given: no defaults).
 CIMD_COLUMNS = ["id", "name", "kind", "status", "secret_hash", "token_endpoint_auth_method", "extra_auth_methods",
                 "redirect_uris", "grant_types", "jwks", "jwks_uri", "trusted", "scopes", "may_introspect",
-                "resource_servers", "registered_from", "metadata", "created_at", "updated_at"]
+                "resource_servers", "dpop_bound_access_tokens", "registered_from", "metadata", "created_at",
+                "updated_at"]
 
 
 def get(session: Session, client_id: str) -> Client | None:
@@ -44,6 +45,7 @@ class ClientRow(NamedTuple):
     scopes: list[str]
     may_introspect: bool
     resource_servers: list[str]
+    dpop_bound_access_tokens: bool  # RFC 9449 §5.2: the token endpoint issues it DPoP-bound tokens only
     registered_from: str | None
     metadata_: dict[str, Any]
     created_at: dt.datetime

@@ -28,6 +28,7 @@ class ServerRow(NamedTuple):
     tags: list[str]
     access_token_lifetime: int | None
     enabled: bool
+    require_dpop: bool  # the broker issues tokens for this server only DPoP-bound (RFC 9449), never bearer
     created_at: dt.datetime
     updated_at: dt.datetime
 

@@ -162,6 +162,8 @@ class Client(Base):
     may_introspect: Mapped[bool] = mapped_column(Boolean, default=False)  # a resource server's client
     # The MCP server ids whose tokens it may introspect (RFC 7662 §4: only its own audience's).
     resource_servers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # RFC 9449 §5.2: its access tokens are DPoP-bound only; the token endpoint refuses it a request without a proof.
+    dpop_bound_access_tokens: Mapped[bool] = mapped_column(Boolean, default=False)
     registered_from: Mapped[str | None] = mapped_column(String(64), index=True)  # DCR: source address
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSON, default=dict)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -181,6 +183,8 @@ class McpServer(Base):
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     access_token_lifetime: Mapped[int | None] = mapped_column(Integer)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The broker issues tokens for it only DPoP-bound (RFC 9449): never a bearer token.
+    require_dpop: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

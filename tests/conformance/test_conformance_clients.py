@@ -34,20 +34,22 @@ def cimd_values(client_id: str) -> dict[str, object]:
             "secret_hash": None, "token_endpoint_auth_method": "none", "extra_auth_methods": [],
             "redirect_uris": ["https://app.example/cb"], "grant_types": ["authorization_code"], "jwks": None,
             "jwks_uri": None, "trusted": False, "scopes": [], "may_introspect": False, "resource_servers": [],
-            "registered_from": None, "metadata": {"client_uri": "https://app.example"}, "created_at": NOW,
-            "updated_at": NOW}
+            "dpop_bound_access_tokens": False, "registered_from": None,
+            "metadata": {"client_uri": "https://app.example"}, "created_at": NOW, "updated_at": NOW}
 
 
 async def test_a_client_reads_back_as_the_orm_object_and_as_a_record_on_both_lanes(database: Database) -> None:
     with database.transaction() as session:
         clients.add(session, Client(id="c1", name="One", kind=ClientKind.DCR, redirect_uris=["https://a/cb"],
-                                    jwks={"keys": []}, metadata_={"logo_uri": "https://a/l.png"}, created_at=NOW,
+                                    jwks={"keys": []}, metadata_={"logo_uri": "https://a/l.png"},
+                                    dpop_bound_access_tokens=True, created_at=NOW,
                                     updated_at=NOW))
     with database.transaction() as session:
         row = clients.get(session, "c1")
         record = clients.record(session, "c1")
         assert row is not None and record is not None and type(record) is clients.ClientRow
         assert record._asdict() == {name: getattr(row, name) for name in clients.ClientRow._fields}
+        assert record.dpop_bound_access_tokens is True
         assert clients.get(session, "c2") is None and clients.record(session, "c2") is None
     async with database.hot.read() as tx:
         assert await clients.record_hot(tx, "c1") == record
@@ -73,11 +75,12 @@ async def test_update_hot_sets_the_columns_given_and_updated_at(database: Databa
         clients.insert_if_absent(session, cimd_values("https://app.example/c"))
     later = NOW + dt.timedelta(hours=1)
     async with database.hot.write() as tx:
-        await clients.update_hot(tx, "https://app.example/c", {"name": "Renamed", "metadata_": {"a": 1}}, later)
+        await clients.update_hot(tx, "https://app.example/c", {"name": "Renamed", "metadata_": {"a": 1},
+                                                               "dpop_bound_access_tokens": True}, later)
     with database.transaction() as session:
         stored = clients.record(session, "https://app.example/c")
         assert stored is not None
-        assert (stored.name, stored.metadata_) == ("Renamed", {"a": 1})
+        assert (stored.name, stored.metadata_, stored.dpop_bound_access_tokens) == ("Renamed", {"a": 1}, True)
         assert (stored.updated_at, stored.created_at) == (later, NOW)
 
 

@@ -17,12 +17,12 @@ NOW = dt.datetime(2026, 12, 7, 9, 15, 30, 123456, tzinfo=dt.UTC)
 def server(server_id: str = "github", **changed: object) -> ServerRow:
     row = ServerRow(id=server_id, name=f"{server_id.title()} MCP", description="", resource=f"https://{server_id}.example/mcp",
                     scopes={"repo:read": "Read"}, default_scopes=["repo:read"], tags=["code"],
-                    access_token_lifetime=None, enabled=True, created_at=NOW, updated_at=NOW)
+                    access_token_lifetime=None, enabled=True, require_dpop=False, created_at=NOW, updated_at=NOW)
     return row._replace(**changed)
 
 
 def test_a_server_reads_back_as_it_was_added(database: Database) -> None:
-    added = server(description="Säid", scopes={"a": "A", "b": "B"}, access_token_lifetime=600)
+    added = server(description="Säid", scopes={"a": "A", "b": "B"}, access_token_lifetime=600, require_dpop=True)
     with database.transaction() as session:
         mcp_servers.add(session, added)
     with database.transaction() as session:
@@ -41,7 +41,7 @@ def test_unknown_ids_and_resources_are_none(database: Database) -> None:
 def test_list_all_is_every_server_by_id_on_both_lanes(database: Database) -> None:
     with database.transaction() as session:
         for server_id in ("zendesk", "github", "jira"):
-            mcp_servers.add(session, server(server_id, enabled=server_id != "jira"))
+            mcp_servers.add(session, server(server_id, enabled=server_id != "jira", require_dpop=server_id == "jira"))
     with database.transaction() as session:
         listed = mcp_servers.list_all(session)
         assert [row.id for row in listed] == ["github", "jira", "zendesk"]
@@ -64,7 +64,7 @@ def test_save_replaces_every_column_but_the_id(database: Database) -> None:
         mcp_servers.add(session, server("jira"))
     later = NOW + dt.timedelta(hours=1)
     changed = server(name="Renamed", resource="https://new.example/mcp", scopes={"x": "X"}, default_scopes=[],
-                     tags=[], access_token_lifetime=60, enabled=False, updated_at=later)
+                     tags=[], access_token_lifetime=60, enabled=False, require_dpop=True, updated_at=later)
     with database.transaction() as session:
         mcp_servers.save(session, changed)
     with database.transaction() as session:

@@ -139,7 +139,8 @@ async def _store(grant: Grant, metadata: cimd.ClientMetadata, row: ClientRow | N
 def _new_row(client_id: str, values: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
     return {"id": client_id, "kind": ClientKind.CIMD, "status": ClientStatus.ACTIVE, "secret_hash": None,
             "extra_auth_methods": [],
-            "trusted": False, "scopes": [], "may_introspect": False, "resource_servers": [], "registered_from": None,
+            "trusted": False, "scopes": [], "may_introspect": False, "resource_servers": [],
+            "dpop_bound_access_tokens": False, "registered_from": None,
             "created_at": now,
             "updated_at": now,
             **{("metadata" if name == "metadata_" else name): value for name, value in values.items()}}

@@ -191,3 +191,23 @@ def test_upgrade_keeps_only_emails_an_idp_vouched_for(empty: Database) -> None:
     assert identities["vouched"] == ("a@example.com", {"email": "a@example.com", "email_verified": True})
     assert identities["unverified"] == (None, {"unverified_email": "alice@contoso.com", "email_verified": False})
     assert identities["scim"] == (None, {})
+
+
+def test_upgrade_leaves_existing_clients_and_servers_without_a_dpop_requirement(empty: Database) -> None:
+    """0016: rows written before it read dpop_bound_access_tokens / require_dpop false (nothing changes for them)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(empty), "0015")
+    with empty.engine.begin() as conn:
+        conn.execute(text("INSERT INTO clients (id, name, kind, status, token_endpoint_auth_method, redirect_uris, "
+                          "grant_types, trusted, metadata, created_at, updated_at) VALUES ('c1', 'Old', "
+                          "'preregistered', 'active', 'none', '[]', '[]', false, '{}', "
+                          "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+        conn.execute(text("INSERT INTO mcp_servers (id, name, description, resource, scopes, default_scopes, tags, "
+                          "enabled, created_at, updated_at) VALUES ('crm', 'CRM', '', 'https://crm.example/mcp', "
+                          "'{}', '[]', '[]', true, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+    command.upgrade(alembic_config(empty), "0016")
+    with empty.engine.connect() as conn:
+        client = conn.execute(text("SELECT dpop_bound_access_tokens FROM clients WHERE id = 'c1'")).scalar()
+        server = conn.execute(text("SELECT require_dpop FROM mcp_servers WHERE id = 'crm'")).scalar()
+    assert (bool(client), bool(server)) == (False, False) and client is not None and server is not None
