@@ -4,7 +4,9 @@ It is a real MCP server built with the MCP Python SDK (``MCPServer``, streamable
 request to its endpoint must carry a broker access token whose ``aud`` is this server's resource
 URI; ``broker.resource.BrokerTokenVerifier`` checks it against the broker's JWKS. It publishes its
 Protected Resource Metadata (RFC 9728) so MCP clients find the broker on their own, and has one
-tool, ``whoami``, which says who called.
+tool, ``whoami``, which says who called. It takes bearer tokens (``Authorization: Bearer``) and
+DPoP-bound tokens (``Authorization: DPoP`` with a ``DPoP`` proof, RFC 9449) through
+``broker.resource.DpopAuthMiddleware``; ``--require-dpop`` refuses bearer tokens.
 
 Scopes: ``tools:read`` for any request (connect, list tools), ``tools:call`` to call a tool.
 
@@ -43,7 +45,9 @@ What the SDK does and what this file adds (see docs/mcp-servers.md):
   ``scope``, and send ``error="invalid_token"`` even when no token was sent), and turns a
   ``tools/call`` without the tool's scope into a 403 ``insufficient_scope`` step-up challenge;
 - the metadata document lists every scope the server understands (the SDK's lists only the
-  required ones, so clients would never ask for ``tools:call``).
+  required ones, so clients would never ask for ``tools:call``), and the DPoP proof algorithms;
+- ``DpopAuthMiddleware``, outermost, verifies ``Authorization: DPoP`` requests (the SDK reads only
+  ``Bearer``) and adds ``DPoP`` challenges to the answers.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.resource import (
     BrokerTokenVerifier,
+    DpopAuthMiddleware,
     RevocationFeed,
     current_access_token,
     metadata_path,
@@ -123,22 +128,27 @@ def build_server(verifier: TokenVerifier, issuer: str, resource: str) -> MCPServ
 
 
 def create_app(issuer: str, resource: str, path: str = DEFAULT_PATH, *, verifier: TokenVerifier | None = None,
-               resource_name: str = "Broker demo MCP server", revocations: RevocationFeed | None = None) -> Starlette:
+               resource_name: str = "Broker demo MCP server", revocations: RevocationFeed | None = None,
+               require_dpop: bool = False) -> Starlette:
     """The demo as a Starlette app (MCP endpoint at ``path`` + its metadata) with its own lifespan.
 
     ``resource`` is the canonical resource URI the broker puts in ``aud``; its path must be ``path``.
     With ``revocations``, the lifespan follows the broker's revocation feed and the verifier refuses
     what it lists (a revoked user's calls fail within seconds instead of at token expiry).
+    ``require_dpop`` makes the verifier it builds refuse bearer tokens (a given ``verifier`` has its own).
     """
     if (urlsplit(resource).path or "/") != path:
         raise ValueError(f"the resource URI's path must be the endpoint path {path!r}: {resource!r}")
     own_verifier = None
     if verifier is None:
         verifier = own_verifier = BrokerTokenVerifier(
-            issuer, resource, is_revoked=revocations.is_revoked if revocations else None)
+            issuer, resource, is_revoked=revocations.is_revoked if revocations else None, require_dpop=require_dpop)
     server = build_server(verifier, issuer, resource)
     sdk_app = server.streamable_http_app(streamable_http_path=path, transport_security=transport_security(resource))
-    document = protected_resource_metadata(resource, issuer, SCOPES, resource_name=resource_name)
+    dpop = verifier if isinstance(verifier, BrokerTokenVerifier) else None
+    document = protected_resource_metadata(
+        resource, issuer, SCOPES, resource_name=resource_name,
+        dpop_algorithms=dpop.dpop_algorithms if dpop else None, dpop_required=bool(dpop and dpop.require_dpop))
 
     async def resource_metadata(request: Request) -> Response:
         return JSONResponse(document, headers={"cache-control": "public, max-age=3600"})
@@ -165,8 +175,12 @@ def create_app(issuer: str, resource: str, path: str = DEFAULT_PATH, *, verifier
     ]
     challenges = Middleware(BrokerChallenges, path=path, resource_metadata_url=metadata_url(resource),
                             scopes=SCOPES, required_scopes=REQUIRED_SCOPES, tool_scopes=TOOL_SCOPES)
-    # The SDK's middleware (bearer authentication, auth context) first, so ours sees scope["user"].
-    app = Starlette(routes=routes, middleware=[*sdk_app.user_middleware, challenges], lifespan=lifespan)
+    # DPoP outermost (it hands the SDK a verified token), then the SDK's middleware (bearer authentication,
+    # auth context), then ours, which sees scope["user"].
+    dpop_middleware = [Middleware(DpopAuthMiddleware, verifier=dpop, resource_metadata_url=metadata_url(resource))
+                       ] if dpop else []
+    app = Starlette(routes=routes, middleware=[*dpop_middleware, *sdk_app.user_middleware, challenges],
+                    lifespan=lifespan)
     app.state.paths = (path, prm_path)  # all it serves, for a host that routes by path instead of mounting
     return app
 
@@ -298,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--feed-client-id", default=os.environ.get("BROKER_FEED_CLIENT_ID"),
                         help="this server's broker client (registered with --introspect), to follow the revocation "
                              "feed (or BROKER_FEED_CLIENT_ID); its secret comes from BROKER_FEED_CLIENT_SECRET")
+    parser.add_argument("--require-dpop", action="store_true",
+                        help="refuse bearer tokens: only DPoP-bound tokens with their proof (RFC 9449)")
     args = parser.parse_args(argv)
     resource = args.resource or f"http://127.0.0.1:{args.port}{DEFAULT_PATH}"
     path = urlsplit(resource).path or "/"
@@ -307,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     import uvicorn
 
-    uvicorn.run(create_app(args.issuer, resource, path, revocations=feed), host="127.0.0.1", port=args.port)
+    app = create_app(args.issuer, resource, path, revocations=feed, require_dpop=args.require_dpop)
+    uvicorn.run(app, host="127.0.0.1", port=args.port)
 
 
 if __name__ == "__main__":

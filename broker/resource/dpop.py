@@ -56,8 +56,9 @@ _SIGNATURE_ONLY: Any = {"verify_signature": True, "verify_exp": False, "verify_n
 
 
 class DpopError(Exception):
-    """A DPoP proof was refused. ``error`` is the OAuth error code to answer with (``invalid_dpop_proof``
-    or ``use_dpop_nonce``); ``description`` says which check failed and never contains the proof."""
+    """A DPoP proof was refused. ``error`` is the OAuth error code to answer with (``check_proof`` raises
+    ``invalid_dpop_proof``; callers raise ``use_dpop_nonce`` for a nonce, and ``BrokerTokenVerifier``
+    ``invalid_token`` for the token); ``description`` says which check failed, never quoting the proof."""
 
     def __init__(self, error: str, description: str):
         super().__init__(f"{error}: {description}")

@@ -13,6 +13,7 @@ from urllib.parse import SplitResult, urlsplit
 
 WELL_KNOWN = "/.well-known/oauth-protected-resource"  # RFC 9728 §3
 BEARER_ERRORS = ("invalid_request", "invalid_token", "insufficient_scope")  # RFC 6750 §3.1
+DPOP_ERRORS = (*BEARER_ERRORS, "invalid_dpop_proof", "use_dpop_nonce")  # RFC 9449 §7.1, §9
 # RFC 6750 §3: error, error_description and scope values are limited to these characters, so they
 # can be quoted without escaping; a scope token additionally excludes the space (RFC 6749 §3.3).
 _QUOTABLE = re.compile(r"[\x20\x21\x23-\x5B\x5D-\x7E]*")
@@ -39,14 +40,16 @@ def metadata_url(resource: str) -> str:
 
 
 def protected_resource_metadata(resource: str, issuer: str, scopes: Sequence[str],
-                                resource_name: str | None = None) -> dict[str, object]:
+                                resource_name: str | None = None, *, dpop_algorithms: Sequence[str] | None = None,
+                                dpop_required: bool = False) -> dict[str, object]:
     """The RFC 9728 §2 document for one MCP server that trusts one broker.
 
     ``resource`` must be the exact string the broker puts in ``aud`` (clients compare it with the
     URL they connected to, RFC 9728 §3.3); ``issuer`` is the broker's issuer, byte for byte, since
     clients fetch its metadata from it and compare ``issuer`` (RFC 8414 §3.3). ``scopes`` are all
     the scopes the server understands: MCP clients request what ``scopes_supported`` lists when the
-    challenge names none.
+    challenge names none. ``dpop_algorithms``: the DPoP proof algorithms accepted, when DPoP is
+    (``dpop_signing_alg_values_supported``); ``dpop_required``: bearer tokens are refused (RFC 9728 §2).
     """
     _parse_resource(resource)
     document: dict[str, object] = {
@@ -57,6 +60,10 @@ def protected_resource_metadata(resource: str, issuer: str, scopes: Sequence[str
     }
     if resource_name is not None:
         document["resource_name"] = resource_name
+    if dpop_algorithms is not None:
+        document["dpop_signing_alg_values_supported"] = list(dpop_algorithms)
+    if dpop_required:
+        document["dpop_bound_access_tokens_required"] = True
     return document
 
 
@@ -73,15 +80,34 @@ def www_authenticate(resource_metadata_url: str, scope: str | Sequence[str] | No
     """
     if error is not None and error not in BEARER_ERRORS:
         raise ValueError(f"not an RFC 6750 error code: {error!r}")
-    if isinstance(scope, str):
-        scope = scope.split()
-    params = {
-        "error": error,
-        "scope": " ".join(_scope_token(s) for s in scope) if scope is not None else None,
-        "resource_metadata": resource_metadata_url,
-        "error_description": error_description,
-    }
-    return "Bearer " + ", ".join(f'{name}="{_quotable(value)}"' for name, value in params.items() if value is not None)
+    return _challenge("Bearer", error=error, scope=_scope_list(scope), resource_metadata=resource_metadata_url,
+                      error_description=error_description)
+
+
+def www_authenticate_dpop(algorithms: Sequence[str], resource_metadata_url: str | None = None,
+                          error: str | None = None, *, error_description: str | None = None,
+                          scope: str | Sequence[str] | None = None) -> str:
+    """A ``DPoP`` challenge (RFC 9449 §7.1): ``algs`` lists the proof algorithms this server accepts.
+
+    Sent alone to a request that used the DPoP scheme (``error="invalid_dpop_proof"`` for a bad proof,
+    ``"invalid_token"`` for a bad token, ``"insufficient_scope"`` with ``scope``), and beside the
+    ``Bearer`` challenge on a 401 to anything else, so clients learn that DPoP is accepted.
+    """
+    if error is not None and error not in DPOP_ERRORS:
+        raise ValueError(f"not an RFC 9449 error code: {error!r}")
+    return _challenge("DPoP", error=error, scope=_scope_list(scope), algs=" ".join(map(_scope_token, algorithms)),
+                      resource_metadata=resource_metadata_url, error_description=error_description)
+
+
+def _scope_list(scope: str | Sequence[str] | None) -> str | None:
+    if scope is None:
+        return None
+    return " ".join(_scope_token(s) for s in (scope.split() if isinstance(scope, str) else scope))
+
+
+def _challenge(scheme: str, **params: str | None) -> str:
+    return f"{scheme} " + ", ".join(f'{name}="{_quotable(value)}"' for name, value in params.items()
+                                    if value is not None)
 
 
 def _parse_resource(resource: str) -> SplitResult:

@@ -8,16 +8,25 @@ and every bearer token is checked locally against the broker's JWKS, in this ord
 3. signature;
 4. claims: ``iss`` exact, ``aud`` = this server's resource, ``exp``, ``iat``, ``sub``, ``client_id``,
    ``jti``, ``scope`` (see ``broker.resource.claims.verify_claims``);
-5. revocation: the optional ``is_revoked`` hook (the seam for the broker's revocation feed).
+5. revocation: the optional ``is_revoked`` hook (the seam for the broker's revocation feed);
+6. sender constraint: a token with ``cnf`` (DPoP-bound, RFC 9449) is refused as a bearer token, and
+   with ``require_dpop`` every bearer token is.
 
 Any failure returns ``None`` (the SDK answers 401) and logs the reason and ``kid``, never the token.
+
+DPoP (``Authorization: DPoP <token>`` + a ``DPoP`` proof) needs the request's method and URL, which
+the SDK's ``TokenVerifier`` interface does not pass: ``broker.resource.DpopAuthMiddleware``, mounted
+in front of the SDK's authentication, calls ``verify_dpop`` and hands the verified token on.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import httpx
@@ -34,7 +43,9 @@ from broker.resource.claims import (
     check_header,
     verify_claims,
 )
+from broker.resource.dpop import DPOP_ALGORITHMS, IAT_WINDOW, INVALID_DPOP_PROOF, DpopError, check_proof
 from broker.resource.jwks import JwksCache
+from broker.resource.replay import ProofReplayCache
 
 __all__ = ["BrokerAccessToken", "BrokerTokenVerifier", "RevocationCheck", "current_access_token", "verify_claims"]
 
@@ -60,6 +71,11 @@ class BrokerAccessToken(AccessToken):
 
     email: str | None = None
     jwt_id: str | None = None
+    jkt: str | None = None  # the thumbprint of the DPoP key the token is bound to, when sent with DPoP
+
+
+# The token of the request being served, once DpopAuthMiddleware verified it with its proof.
+_proven: ContextVar[BrokerAccessToken | None] = ContextVar("broker_dpop_proven", default=None)
 
 
 def current_access_token() -> BrokerAccessToken | None:
@@ -74,24 +90,97 @@ class BrokerTokenVerifier:
     ``issuer`` is the broker's issuer and ``resource`` this server's canonical resource URI, both
     exactly as the broker writes them in ``iss`` and ``aud``. Pass ``http`` to control how the JWKS
     is fetched (tests, proxies); otherwise the verifier owns a client, closed by ``aclose()``.
+
+    DPoP: ``dpop_algorithms`` are the proof algorithms accepted (and announced in ``algs``),
+    ``dpop_iat_window`` the seconds a proof's ``iat`` may be off, ``replay_cache`` the memory of used
+    proofs (one per process by default), ``require_dpop`` refuses every bearer token.
     """
 
     def __init__(self, issuer: str, resource: str, *, jwks_uri: str | None = None,
                  algorithms: Collection[str] = DEFAULT_ALGORITHMS, clock_skew: int = CLOCK_SKEW,
                  http: httpx.AsyncClient | None = None, clock: Callable[[], float] = time.time,
-                 is_revoked: RevocationCheck | None = None):
+                 is_revoked: RevocationCheck | None = None, require_dpop: bool = False,
+                 dpop_algorithms: Collection[str] = DPOP_ALGORITHMS, dpop_iat_window: float = IAT_WINDOW,
+                 replay_cache: ProofReplayCache | None = None):
         self.issuer = issuer
         self.resource = resource
         self.algorithms = allowed_algorithms(algorithms)
         self.clock_skew = clock_skew
         self.is_revoked = is_revoked
+        self.require_dpop = require_dpop
+        self.dpop_algorithms = tuple(sorted(allowed_algorithms(dpop_algorithms)))
+        self.dpop_iat_window = dpop_iat_window
+        self.replay_cache = replay_cache if replay_cache is not None else ProofReplayCache()
         self._clock = clock
         self._http = http
         self._owns_http = http is None
         self.jwks = JwksCache(jwks_uri or issuer.rstrip("/") + "/jwks", self._client, clock=clock)
 
     async def verify_token(self, token: str) -> BrokerAccessToken | None:
-        """The SDK's ``TokenVerifier`` contract: the token's access info, or None if it must be refused."""
+        """The SDK's ``TokenVerifier`` contract: the token's access info, or None if it must be refused.
+
+        A token that ``DpopAuthMiddleware`` verified with its proof for this request is returned as
+        verified; any other is a bearer token, refused when DPoP-bound or when ``require_dpop`` is set.
+        """
+        proven = _proven.get()
+        if proven is not None and hmac.compare_digest(proven.token, token):
+            return proven
+        try:
+            claims = await self._verified_claims(token)
+            # RFC 9449 §7.2: a sender-constrained token without its proof is a stolen token until shown otherwise.
+            if "cnf" in claims.claims:
+                raise TokenRejected("DPoP-bound token sent as Bearer")
+            if self.require_dpop:
+                raise TokenRejected("bearer token sent where DPoP is required")
+        except TokenRejected as rejected:
+            logger.info("bearer token rejected: %s", rejected.reason)
+            return None
+        return _access_token(token, claims)
+
+    async def verify_dpop(self, token: str, proofs: Sequence[str], *, method: str, url: str) -> BrokerAccessToken:
+        """Verify ``Authorization: DPoP <token>`` with the request's ``DPoP`` header values (RFC 9449 §7.1).
+
+        ``method`` and ``url`` are the request's (the URL as clients address this server). Checks the
+        proof (``broker.resource.dpop.check_proof``, with ``ath`` of this token), the token (as
+        ``verify_token``), that the token's ``cnf.jkt`` is the proof key's thumbprint, and that the
+        proof was not used before in this process. Raises ``DpopError`` with ``error``
+        ``invalid_dpop_proof`` (the proof) or ``invalid_token`` (the token); the reason is logged.
+        """
+        now = self._clock()
+        try:
+            proof = check_proof(proofs, htm=method, htu=url, now=now, algorithms=self.dpop_algorithms,
+                                iat_window=self.dpop_iat_window, access_token=token)
+            claims = await self._verified_claims(token)
+            # RFC 9449 §7.1: the DPoP scheme is for bound tokens; the proof's key must be the bound one.
+            bound_jkt = _bound_key(claims.claims)
+            if bound_jkt is None:
+                raise TokenRejected("token is not DPoP-bound")
+            if not hmac.compare_digest(bound_jkt, proof.jkt):
+                raise DpopError(INVALID_DPOP_PROOF, "proof key is not the key the token is bound to")
+            # RFC 9449 §11.1: each proof once; remembered until its iat leaves the window.
+            if not self.replay_cache.use(proof.jkt, proof.jti, proof.iat + self.dpop_iat_window, now):
+                raise DpopError(INVALID_DPOP_PROOF, "too many recent proofs to remember" if self.replay_cache.full()
+                                else "proof already used")
+        except TokenRejected as rejected:
+            logger.info("DPoP token rejected: %s", rejected.reason)
+            raise DpopError("invalid_token", rejected.reason) from None
+        except DpopError as refused:
+            logger.info("DPoP proof rejected: %s", refused.description)
+            raise
+        return _access_token(token, claims, jkt=proof.jkt)
+
+    @contextmanager
+    def proven(self, access: BrokerAccessToken) -> Iterator[None]:
+        """While inside, ``verify_token(access.token)`` returns ``access``: what ``verify_dpop`` verified
+        for the request being served (``DpopAuthMiddleware`` wraps the rest of the request in it)."""
+        reset = _proven.set(access)
+        try:
+            yield
+        finally:
+            _proven.reset(reset)
+
+    async def _verified_claims(self, token: str) -> VerifiedClaims:
+        """Steps 1-5 of the module docstring; raises ``TokenRejected``."""
         unverified_kid: object = None
         try:
             unverified_header = _unverified_header(token)
@@ -106,9 +195,8 @@ class BrokerTokenVerifier:
                                    now=self._clock(), clock_skew=self.clock_skew)
             self._check_not_revoked(claims)
         except TokenRejected as rejected:
-            logger.info("bearer token rejected: %s (kid=%r)", rejected.reason, _loggable(unverified_kid))
-            return None
-        return _access_token(token, claims)
+            raise TokenRejected(f"{rejected.reason} (kid={_loggable(unverified_kid)!r})") from None
+        return claims
 
     def _check_not_revoked(self, claims: VerifiedClaims) -> None:
         if self.is_revoked is None:
@@ -152,12 +240,19 @@ def _verified_signature(token: str, key: jwt.PyJWK, alg: str) -> dict[str, Any]:
         raise TokenRejected("malformed payload") from None
 
 
-def _access_token(token: str, claims: VerifiedClaims) -> BrokerAccessToken:
+def _access_token(token: str, claims: VerifiedClaims, jkt: str | None = None) -> BrokerAccessToken:
     return BrokerAccessToken(
         token=token, client_id=claims.client_id, scopes=list(claims.scopes), expires_at=claims.expires_at,
         resource=claims.audience, subject=claims.subject, claims=dict(claims.claims),
-        email=claims.email, jwt_id=claims.jwt_id,
+        email=claims.email, jwt_id=claims.jwt_id, jkt=jkt,
     )
+
+
+def _bound_key(claims: Mapping[str, Any]) -> str | None:
+    """``cnf.jkt`` (RFC 9449 §6.1), the thumbprint of the key a DPoP-bound token is bound to."""
+    cnf = claims.get("cnf")
+    jkt = cnf.get("jkt") if isinstance(cnf, Mapping) else None
+    return jkt if isinstance(jkt, str) and jkt else None
 
 
 def _loggable(unverified_kid: object) -> str | None:

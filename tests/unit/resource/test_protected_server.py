@@ -49,10 +49,11 @@ def load_example() -> Any:
 example = load_example()
 
 
-def challenge(response: httpx.Response) -> dict[str, str]:
-    header = response.headers["www-authenticate"]
-    assert header.startswith("Bearer ")
-    return dict(re.findall(r'(\w+)="([^"]*)"', header))
+def challenge(response: httpx.Response, scheme: str = "Bearer") -> dict[str, str]:
+    """The parameters of the response's one ``scheme`` challenge."""
+    headers = [h for h in response.headers.get_list("www-authenticate") if h.startswith(f"{scheme} ")]
+    assert len(headers) == 1, response.headers.get_list("www-authenticate")
+    return dict(re.findall(r'(\w+)="([^"]*)"', headers[0]))
 
 
 @asynccontextmanager
@@ -117,6 +118,8 @@ async def test_protected_resource_metadata_names_the_broker(broker: Any, demo: h
         "scopes_supported": ["tools:read", "tools:call"],
         "bearer_methods_supported": ["header"],
         "resource_name": "Broker demo MCP server",
+        "dpop_signing_alg_values_supported": ["ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512",
+                                              "RS256", "RS384", "RS512"],
     }
     ProtectedResourceMetadata.model_validate(response.json())
 
