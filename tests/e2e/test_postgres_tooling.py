@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import errno
+import os
+import pathlib
+import signal
 import socket
+import subprocess
+import sys
+import time
 
 import psycopg
 import pytest
@@ -47,3 +53,26 @@ def test_server_creates_serves_drops_and_stops() -> None:
 
     server.stop()  # idempotent
     assert _port_is_free(port)
+
+
+KILLED_OWNER = """
+from tests.support.postgres import PostgresServer
+server = PostgresServer().start()
+print(server.port, server._dir, flush=True)
+import time; time.sleep(120)
+"""
+
+
+@pytest.mark.e2e
+def test_a_killed_test_process_leaves_no_server_behind() -> None:
+    """atexit does not run on SIGKILL (a CI timeout): the server's DeathWatch stops and removes it."""
+    owner = subprocess.Popen([sys.executable, "-c", KILLED_OWNER], stdout=subprocess.PIPE,
+                             cwd=pathlib.Path(__file__).resolve().parents[2])
+    assert owner.stdout is not None
+    port, directory = owner.stdout.readline().decode().split()
+    os.kill(owner.pid, signal.SIGKILL)
+    owner.wait()
+    deadline = time.monotonic() + 30
+    while not (_port_is_free(int(port)) and not pathlib.Path(directory).exists()):
+        assert time.monotonic() < deadline, "the cluster outlived its owner"
+        time.sleep(0.1)

@@ -42,6 +42,8 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from tests.support.deathwatch import DeathWatch
+
 SUPERUSER = "broker"
 HOST = "127.0.0.1"
 FALLBACK_OS_USER = "brokertest"
@@ -76,6 +78,7 @@ class PostgresServer:
         self._os_user: str | None = None
         self._dir: pathlib.Path | None = None
         self._port: int | None = None
+        self._watch: DeathWatch | None = None
 
     # -- public API ---------------------------------------------------------
 
@@ -98,6 +101,9 @@ class PostgresServer:
         self._os_user = _unprivileged_user() if os.geteuid() == 0 else None
         self._dir = self._make_dir()
         atexit.register(self.stop)
+        # atexit does not run when the test run is killed: the watch stops the cluster and removes it then.
+        self._watch = DeathWatch(self._as_os_user([self._bin("pg_ctl"), "-D", str(self._data_dir), "stop",
+                                                   "-m", "immediate", "-w"]), remove=self._dir)
         try:
             self._initdb()
             self._launch()
@@ -118,6 +124,9 @@ class PostgresServer:
             self._dir = None
             self._port = None
             atexit.unregister(self.stop)
+            if self._watch is not None:
+                self._watch.release()
+                self._watch = None
 
     def halt(self, mode: str = "fast") -> None:
         """pg_ctl stop -m `mode` (smart, fast or immediate), keeping the cluster for `resume()`."""
@@ -260,10 +269,9 @@ class PostgresServer:
 
     def _run(self, argv: Sequence[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a command as the server's OS user, in the server's directory."""
-        if self._os_user is not None:
-            argv = ["runuser", "-u", self._os_user, "--", *argv]
+        argv = self._as_os_user(argv)
         result = subprocess.run(
-            list(argv),
+            argv,
             cwd=self._dir,
             stdin=subprocess.DEVNULL,
             capture_output=True,
@@ -273,6 +281,9 @@ class PostgresServer:
         if check and result.returncode != 0:
             raise PostgresError(self._failure(f"{pathlib.Path(argv[0]).name} failed", result))
         return result
+
+    def _as_os_user(self, argv: Sequence[str]) -> list[str]:
+        return ["runuser", "-u", self._os_user, "--", *argv] if self._os_user is not None else list(argv)
 
     def _failure(self, what: str, result: subprocess.CompletedProcess[str]) -> str:
         output = (result.stdout + result.stderr).strip()

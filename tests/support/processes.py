@@ -15,9 +15,12 @@ from typing import Any
 import httpx
 
 from tests.support import broker_config
+from tests.support.deathwatch import DeathWatch
 from tests.support.postgres import free_port
 
 BROKER = [sys.executable, "-m", "broker.cli"]
+# What a DeathWatch runs if the test process dies with the server still up: SIGKILL its process group.
+_KILL_GROUP = "import os, signal, sys\ntry: os.killpg(int(sys.argv[1]), signal.SIGKILL)\nexcept OSError: pass"
 
 
 class ServerProcess:
@@ -32,6 +35,7 @@ class ServerProcess:
         self.log_path = log_path
         self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
+        self._watch: DeathWatch | None = None
 
     @property
     def base_url(self) -> str:
@@ -44,6 +48,8 @@ class ServerProcess:
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
+        self._release()
+        self._watch = DeathWatch([sys.executable, "-c", _KILL_GROUP, str(self.proc.pid)])
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -59,14 +65,22 @@ class ServerProcess:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM the process group, then SIGKILL; return the exit code."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        os.killpg(self.proc.pid, signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            return self.proc.wait(timeout)
+            if self.proc is None or self.proc.poll() is not None:
+                return None if self.proc is None else self.proc.returncode
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                return self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                return self.proc.wait(timeout)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        if self._watch is not None:
+            self._watch.release()
+            self._watch = None
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
