@@ -15,7 +15,7 @@ from broker import audit
 from broker.oauth.clients import CONFIDENTIAL_GRANTS
 from broker.registry.servers import ADMIN_SCOPES
 from broker.storage import mcp_servers
-from broker.storage.enums import ClientStatus, RevocationKind
+from broker.storage.enums import ClientKind, ClientStatus, RevocationKind
 from broker.storage.models import Client, Revocation
 
 # Scopes of the broker's own API: whoever grants one to a client must hold it (today's and any later one).
@@ -128,3 +128,14 @@ def set_resource_servers(session: Session, row: Client, server_ids: Iterable[str
     before, row.resource_servers = list(row.resource_servers or ()), check_resource_servers(session, server_ids)
     audit.record(session, "client.resource_servers_changed", actor=actor, client_id=row.id,
                  data={"before": {"resource_servers": before}, "after": {"resource_servers": row.resource_servers}})
+
+
+def set_dpop_bound(session: Session, row: Client, bound: bool, actor: str) -> None:
+    """RFC 9449 §5.2 ``dpop_bound_access_tokens``: the token endpoint issues the client DPoP-bound tokens only.
+    A metadata-document client's comes from its document, which would overwrite a change made here."""
+    if row.kind == ClientKind.CIMD:
+        raise InvalidChange(f"client {row.id!r} is described by its metadata document, which sets "
+                            "dpop_bound_access_tokens; require DPoP for its MCP servers instead")
+    before, row.dpop_bound_access_tokens = row.dpop_bound_access_tokens, bound
+    audit.record(session, "client.dpop_changed", actor=actor, client_id=row.id,
+                 data={"before": {"dpop_bound_access_tokens": before}, "after": {"dpop_bound_access_tokens": bound}})

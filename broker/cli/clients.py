@@ -65,6 +65,9 @@ def register(commands: Commands) -> None:
     add.add_argument("--resource-server", action="append", default=[], metavar="SERVER",
                      help="with --introspect: an MCP server id whose tokens it may introspect (repeat); a token "
                           "for any other audience introspects inactive (RFC 7662 §4)")
+    add.add_argument("--dpop-bound-access-tokens", action="store_true",
+                     help="its access tokens are DPoP-bound only: a token request without a DPoP proof is refused "
+                          "(RFC 9449 §5.2)")
     add.add_argument("--id", dest="client_id", help="the client id (default: generated)")
     json_flag(add)
     add.set_defaults(handler=add_client)
@@ -81,6 +84,13 @@ def register(commands: Commands) -> None:
     bind.add_argument("client_id", metavar="ID")
     bind.add_argument("servers", metavar="SERVER", nargs="*", help="MCP server ids (none: clear)")
     bind.set_defaults(handler=set_resource_servers)
+    dpop = sub.add_parser("dpop", parents=[common_flags()], help="require DPoP-bound access tokens for a client, "
+                          "or stop requiring them", description="Turn the client's dpop_bound_access_tokens on "
+                          "(a token request without a DPoP proof is refused, RFC 9449 §5.2) or off. A metadata-"
+                          "document client's comes from its document.")
+    dpop.add_argument("client_id", metavar="ID")
+    dpop.add_argument("setting", choices=("on", "off"), help="on: DPoP-bound tokens only; off: bearer tokens too")
+    dpop.set_defaults(handler=set_dpop_bound)
     for name, status, text in (
             ("disable", ClientStatus.DISABLED, "stop a client: no new tokens, its tokens introspect inactive"),
             ("approve", ClientStatus.ACTIVE, "approve a dynamically registered client held for approval")):
@@ -111,6 +121,7 @@ def add_client(args: argparse.Namespace) -> int:
             new = clients.register(session, client_id=args.client_id, name=args.name, kind=ClientKind.PREREGISTERED,
                                    redirect_uris=args.redirect_uri, grant_types=grants, trusted=args.trusted,
                                    auth=auth, scopes=args.scope, may_introspect=args.introspect, actor=actor(),
+                                   dpop_bound_access_tokens=args.dpop_bound_access_tokens,
                                    resource_servers=client_admin.check_resource_servers(session,
                                                                                         args.resource_server))
         except ValueError as exc:
@@ -194,10 +205,24 @@ def set_resource_servers(args: argparse.Namespace) -> int:
     return 0
 
 
+def set_dpop_bound(args: argparse.Namespace) -> int:
+    database = open_database(load_settings(args))
+    with database.transaction() as session:
+        row = _existing(session, args.client_id)
+        try:
+            client_admin.set_dpop_bound(session, row, args.setting == "on", actor())
+        except client_admin.InvalidChange as exc:
+            raise CliError(str(exc)) from None
+    shown = "DPoP-bound access tokens only" if args.setting == "on" else "bearer or DPoP-bound access tokens"
+    print(f"client {args.client_id} gets {shown}")
+    return 0
+
+
 def describe(row: Client) -> dict[str, Any]:
     return {"client_id": row.id, "name": row.name, "kind": row.kind, "status": row.status,
             "auth_method": row.token_endpoint_auth_method, "auth_methods": list(clients.registered_methods(row)),
             "jwks_uri": row.jwks_uri, "redirect_uris": list(row.redirect_uris),
             "grant_types": list(row.grant_types), "trusted": row.trusted, "scopes": list(row.scopes),
             "may_introspect": row.may_introspect, "resource_servers": list(row.resource_servers or ()),
+            "dpop_bound_access_tokens": row.dpop_bound_access_tokens,
             "created_at": row.created_at.isoformat(timespec="seconds")}

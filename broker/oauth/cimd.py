@@ -84,12 +84,14 @@ class ClientMetadata:
     jwks: dict[str, Any] | None
     jwks_uri: str | None = None
     descriptive: dict[str, Any] = field(default_factory=dict)  # client_uri, logo_uri, ... (shown, never trusted)
+    dpop_bound_access_tokens: bool = False  # RFC 9449 §5.2: DPoP-bound access tokens only
 
     def row_values(self) -> dict[str, Any]:
         """The ``clients`` columns this document decides (never status, trusted, scopes or introspection)."""
         return {"name": self.client_name, "redirect_uris": list(self.redirect_uris),
                 "token_endpoint_auth_method": self.token_endpoint_auth_method, "grant_types": list(self.grant_types),
-                "jwks": self.jwks, "jwks_uri": self.jwks_uri, "metadata_": dict(self.descriptive)}
+                "jwks": self.jwks, "jwks_uri": self.jwks_uri, "metadata_": dict(self.descriptive),
+                "dpop_bound_access_tokens": self.dpop_bound_access_tokens}
 
 
 # ---------------------------------------------------------------- the URL and its host
@@ -162,7 +164,8 @@ def verify_document(client_id: str, unverified_body: bytes) -> ClientMetadata:
     jwks, jwks_uri = _keys(doc) if method == "private_key_jwt" else (None, None)
     return ClientMetadata(client_id=client_id, client_name=_client_name(doc), redirect_uris=_redirect_uris(doc),
                           token_endpoint_auth_method=method, grant_types=tuple(grant_types),
-                          jwks=jwks, jwks_uri=jwks_uri, descriptive=_descriptive(doc))
+                          jwks=jwks, jwks_uri=jwks_uri, descriptive=_descriptive(doc),
+                          dpop_bound_access_tokens=_dpop_bound(doc))
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -192,6 +195,13 @@ def _client_name(doc: Mapping[str, Any]) -> str:
     if any(unicodedata.category(c) in ("Cc", "Cf") for c in name):  # control, bidi override, zero-width
         raise InvalidDocument("client_name contains control or formatting characters")
     return name.strip()
+
+
+def _dpop_bound(doc: Mapping[str, Any]) -> bool:
+    value = doc.get("dpop_bound_access_tokens", False)
+    if not isinstance(value, bool):
+        raise InvalidDocument("dpop_bound_access_tokens must be true or false")
+    return value
 
 
 def _redirect_uris(doc: Mapping[str, Any]) -> tuple[str, ...]:

@@ -189,10 +189,11 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
              grant_types: Sequence[str] = USER_GRANTS, trusted: bool = False, scopes: Sequence[str] = (),
              may_introspect: bool = False, status: str = "active", registered_from: str | None = None,
              metadata: dict[str, Any] | None = None, secret: str | None = None, actor: str = "system",
-             resource_servers: Sequence[str] = ()) -> NewClient:
+             resource_servers: Sequence[str] = (), dpop_bound_access_tokens: bool = False) -> NewClient:
     """Create a client; raise ``ValueError`` with a clear message for any invalid field.
 
     ``resource_servers``: the MCP server ids whose tokens an introspecting client may learn about.
+    ``dpop_bound_access_tokens``: RFC 9449 §5.2, the token endpoint issues it DPoP-bound tokens only.
     """
     _check_redirects(redirect_uris, grant_types)
     if resource_servers and not may_introspect:
@@ -210,14 +211,15 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
                  redirect_uris=list(redirect_uris), grant_types=list(grant_types), trusted=trusted,
                  scopes=list(scopes), may_introspect=may_introspect, registered_from=registered_from,
                  jwks=auth.jwks, jwks_uri=auth.jwks_uri, metadata_=metadata or {},
-                 resource_servers=sorted(set(resource_servers)))
+                 resource_servers=sorted(set(resource_servers)), dpop_bound_access_tokens=dpop_bound_access_tokens)
     repo.add(session, row)
     audit.record(session, "client.registered", actor=actor, client_id=row.id,
                  data={"kind": kind, "name": name, "status": status, "auth_method": auth.methods[0],
                        "auth_methods": list(auth.methods), "jwks_uri": auth.jwks_uri,
                        "redirect_uris": list(redirect_uris), "grant_types": list(grant_types), "trusted": trusted,
                        "scopes": list(scopes), "may_introspect": may_introspect, "registered_from": registered_from,
-                       "resource_servers": sorted(set(resource_servers))})
+                       "resource_servers": sorted(set(resource_servers)),
+                       "dpop_bound_access_tokens": dpop_bound_access_tokens})
     return NewClient(row, secret)
 
 

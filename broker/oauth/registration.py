@@ -23,6 +23,7 @@ DCR_AUTH_METHODS = ["none", *SECRET_METHODS, "private_key_jwt"]  # the last with
 _STRINGS = ("token_endpoint_auth_method", "client_name", "client_uri", "logo_uri", "scope", "tos_uri", "policy_uri",
             "jwks_uri", "software_id", "software_version", "software_statement")
 _LISTS_OF_STRINGS = ("redirect_uris", "grant_types", "response_types", "contacts")
+_BOOLEANS = ("dpop_bound_access_tokens",)  # RFC 9449 §5.2; authlib does not know it, so the broker reads it
 
 
 def check_metadata_types(metadata: dict[str, Any]) -> None:
@@ -31,6 +32,9 @@ def check_metadata_types(metadata: dict[str, Any]) -> None:
     for name in _STRINGS:
         if name in metadata and not isinstance(metadata[name], str):
             raise InvalidClientMetadataError(f"{name} must be a string")
+    for name in _BOOLEANS:
+        if name in metadata and not isinstance(metadata[name], bool):
+            raise InvalidClientMetadataError(f"{name} must be a boolean (true or false)")
     for name in _LISTS_OF_STRINGS:
         value = metadata.get(name, [])
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
@@ -80,10 +84,13 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
         return True
 
     def extract_client_metadata(self, request: Any) -> dict[str, Any]:
-        if isinstance(request.payload.data, dict):
-            check_metadata_types(request.payload.data)
-            check_supported(request.payload.data)
+        data = request.payload.data if isinstance(request.payload.data, dict) else {}
+        if data:
+            check_metadata_types(data)
+            check_supported(data)
         metadata: dict[str, Any] = super().extract_client_metadata(request)
+        # checked above; registered, so the response echoes it (RFC 7591 §3.2.1), false when not given (RFC 9449 §5.2)
+        metadata.update({name: data.get(name, False) for name in _BOOLEANS})
         return metadata
 
     def get_server_metadata(self) -> dict[str, Any]:
@@ -108,6 +115,7 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
                 status="pending" if self.require_approval else "active",
                 registered_from=request.http.client_ip or "unknown", secret=client_info.get("client_secret"),
                 actor=f"dcr:{request.http.client_ip or 'unknown'}",
+                dpop_bound_access_tokens=metadata["dpop_bound_access_tokens"],
                 metadata={k: v for k, v in metadata.items() if k in ("client_uri", "logo_uri", "software_id",
                                                                      "software_version", "contacts")})
         except ValueError as exc:

@@ -30,7 +30,7 @@ from broker.web.deps import State
 
 router = APIRouter(prefix="/admin/clients", route_class=ConsoleRoute, include_in_schema=False)
 FIELDS = ("name", "client_id", "redirect_uris", "jwks", "jwks_uri", "scopes")
-FLAGS = ("client_credentials", "id_jag", "token_exchange", "introspect", "trusted")
+FLAGS = ("client_credentials", "id_jag", "token_exchange", "introspect", "trusted", "dpop_bound_access_tokens")
 
 
 @router.get("")
@@ -66,6 +66,8 @@ async def act_on_client(request: Request, state: State) -> Response:
                 client_admin.disable(db, row, console.actor)
             elif action in ("trust", "distrust"):
                 client_admin.set_trusted(db, row, action == "trust", console.actor)
+            elif action in ("dpop-on", "dpop-off"):
+                client_admin.set_dpop_bound(db, row, action == "dpop-on", console.actor)
             else:
                 raise Refused("Unknown action", "The form asked for an action the console does not know.", 400)
         except client_admin.InvalidChange as exc:
@@ -116,7 +118,8 @@ def _registration(form: dict[str, str]) -> dict[str, Any]:
         raise ValueError("a name of 1 to 200 characters is required (users see it on the consent page)")
     return {"name": name, "client_id": form.get("client_id", "").strip() or None, "redirect_uris": redirect_uris,
             "auth": auth, "grant_types": grants, "trusted": bool(form.get("trusted")),
-            "scopes": form.get("scopes", "").split(), "may_introspect": bool(form.get("introspect"))}
+            "scopes": form.get("scopes", "").split(), "may_introspect": bool(form.get("introspect")),
+            "dpop_bound_access_tokens": bool(form.get("dpop_bound_access_tokens"))}
 
 
 def _json_field(form: dict[str, str], name: str) -> Any:

@@ -39,6 +39,7 @@ class ClientOut(BaseModel):
     scopes: list[str]
     may_introspect: bool
     resource_servers: list[str] = Field(description="MCP server ids whose tokens it may introspect (RFC 7662 §4)")
+    dpop_bound_access_tokens: bool = Field(description="its access tokens are DPoP-bound only (RFC 9449 §5.2)")
     created_at: str | None
 
 
@@ -69,6 +70,8 @@ class NewClientIn(Body):
     id_jag: bool = Field(False, description="may redeem ID-JAGs from trusted IdPs (jwt-bearer; confidential only)")
     token_exchange: bool = Field(False, description="may exchange ID tokens for ID-JAGs (confidential only)")
     trusted: bool = Field(False, description="skip the consent page (first-party clients)")
+    dpop_bound_access_tokens: bool = Field(False, strict=True, description="DPoP-bound access tokens only: a token "
+                                           "request without a DPoP proof is refused (RFC 9449 §5.2)")
 
 
 class NewClientOut(ClientOut):
@@ -77,6 +80,10 @@ class NewClientOut(ClientOut):
 
 class TrustedIn(Body):
     trusted: bool
+
+
+class DpopIn(Body):
+    dpop_bound_access_tokens: bool = Field(strict=True, description="true: DPoP-bound access tokens only")
 
 
 class ResourceServersIn(Body):
@@ -90,7 +97,7 @@ def describe(row: Client) -> ClientOut:
                      redirect_uris=list(row.redirect_uris),
                      grant_types=list(row.grant_types), trusted=row.trusted, scopes=list(row.scopes),
                      may_introspect=row.may_introspect, resource_servers=list(row.resource_servers or ()),
-                     created_at=iso(row.created_at))
+                     dpop_bound_access_tokens=row.dpop_bound_access_tokens, created_at=iso(row.created_at))
 
 
 def _row(session: DbSession, client_id: str) -> Client:
@@ -136,6 +143,7 @@ def add_client(body: NewClientIn, session: DbSession, caller: Writer) -> NewClie
         new = clients.register(session, client_id=body.client_id, name=body.name, kind="preregistered",
                                redirect_uris=body.redirect_uris, grant_types=grants, trusted=body.trusted,
                                auth=auth, scopes=body.scopes, may_introspect=body.introspect, actor=actor(caller),
+                               dpop_bound_access_tokens=body.dpop_bound_access_tokens,
                                resource_servers=client_admin.check_resource_servers(session, body.resource_servers))
     except ValueError as exc:
         raise fail(400, "invalid_request", str(exc)) from None
@@ -194,9 +202,26 @@ def set_trusted(client_id: str, body: TrustedIn, session: DbSession, caller: Wri
             responses={**errors(e404=NO_CLIENT, e409="The client may not introspect, or a server is unknown"),
                        **BAD_BODY})
 def set_resource_servers(client_id: str, body: ResourceServersIn, session: DbSession, caller: Writer) -> ClientOut:
+    return _set(session, client_id, lambda row: client_admin.set_resource_servers(session, row, body.servers,
+                                                                                 actor(caller)))
+
+
+@router.put("/clients/{client_id:path}/dpop", summary="Require DPoP-bound access tokens for a client, or stop "
+                                                      "requiring them (admin:write)",
+            response_model=ClientOut,
+            responses={**errors(e404=NO_CLIENT, e409="A metadata-document client's setting comes from its document"),
+                       **BAD_BODY})
+def set_dpop(client_id: str, body: DpopIn, session: DbSession, caller: Writer) -> ClientOut:
+    return _set(session, client_id, lambda row: client_admin.set_dpop_bound(session, row,
+                                                                           body.dpop_bound_access_tokens,
+                                                                           actor(caller)))
+
+
+def _set(session: DbSession, client_id: str, change: Callable[[Client], None]) -> ClientOut:
+    """Apply ``change`` to the client; an ``InvalidChange`` is a 409 and nothing is written."""
     row = _row(session, client_id)
     try:
-        client_admin.set_resource_servers(session, row, body.servers, actor(caller))
+        change(row)
     except client_admin.InvalidChange as exc:
         raise fail(409, "conflict", str(exc)) from None
     return describe(row)
