@@ -224,3 +224,14 @@ def test_the_minimal_example_in_the_docs_builds_a_protected_app() -> None:
 def test_app_lists_the_two_paths_it_serves() -> None:
     app = example.create_app(ISSUER, f"{ISSUER}/demo/mcp")
     assert app.state.paths == ("/demo/mcp", "/.well-known/oauth-protected-resource/demo/mcp")
+
+
+def test_the_dpop_example_in_the_docs_mounts_the_middleware_in_front_of_the_sdk() -> None:
+    from broker.resource import DpopAuthMiddleware
+
+    docs = (EXAMPLE.parents[1] / "docs" / "mcp-servers.md").read_text()
+    first, dpop = re.findall(r"```python\n(.*?)```", docs, re.S)[:2]
+    namespace: dict[str, Any] = {"__name__": "docs_example"}
+    exec(compile(first + dpop, "docs/mcp-servers.md", "exec"), namespace)
+    middleware = [m.cls for m in namespace["app"].user_middleware]
+    assert middleware[0] is DpopAuthMiddleware and len(middleware) > 1
