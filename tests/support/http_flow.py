@@ -26,11 +26,12 @@ def register_public_client(base: str, redirect: str = REDIRECT) -> str:
 
 
 def authorization_code(base: str, client_id: str, resource: str, username: str, password: str,
-                       redirect: str = REDIRECT) -> tuple[str, str]:
-    """The browser's part of a sign-in: a code for ``client_id``, and its PKCE verifier."""
+                       redirect: str = REDIRECT, **extra: str) -> tuple[str, str]:
+    """The browser's part of a sign-in: a code for ``client_id``, and its PKCE verifier. ``extra``: more
+    authorization request parameters (``dpop_jkt=...``)."""
     verifier, challenge = pkce()
     params = {"response_type": "code", "client_id": client_id, "redirect_uri": redirect, "state": "s",
-              "code_challenge": challenge, "code_challenge_method": "S256", "resource": resource}
+              "code_challenge": challenge, "code_challenge_method": "S256", "resource": resource, **extra}
     with httpx.Client(base_url=base, timeout=10) as browser:
         response = browser.get("/authorize?" + urlencode(params))
         assert response.status_code == 302, response.text

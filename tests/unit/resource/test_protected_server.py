@@ -139,6 +139,22 @@ async def test_mcp_client_with_a_broker_token_calls_whoami(broker: Any, demo: ht
                                          "scopes": ["tools:read", "tools:call"]}
 
 
+async def test_mcp_client_with_a_dpop_bound_token_calls_whoami(broker: Any, demo: httpx.AsyncClient) -> None:
+    """The SDK's client through tests.support.dpop_client.DpopAuth: a fresh proof on every request."""
+    from tests.support.dpop import DpopKey
+    from tests.support.dpop_client import DpopAuth
+
+    key = DpopKey()
+    auth = DpopAuth(key, broker.sign(sub="alice", client_id="claude", cnf={"jkt": key.jkt}))
+    async with httpx2.AsyncClient(auth=auth, timeout=10) as http:
+        async with streamable_http_client(f"{demo.base_url}/demo/mcp", http_client=http) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                result = await session.call_tool("whoami", {})
+    assert not result.is_error and result.structured_content["sub"] == "alice"
+    assert auth.proofs_sent >= 3  # initialize, initialized, tools/call: each with its own proof
+
+
 async def test_tools_call_without_tools_call_scope_gets_a_step_up_challenge(broker: Any,
                                                                              demo: httpx.AsyncClient) -> None:
     token = broker.sign(scope="tools:read")
