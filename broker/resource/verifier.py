@@ -21,7 +21,6 @@ in front of the SDK's authentication, calls ``verify_dpop`` and hands the verifi
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -123,7 +122,7 @@ class BrokerTokenVerifier:
         verified; any other is a bearer token, refused when DPoP-bound or when ``require_dpop`` is set.
         """
         proven = _proven.get()
-        if proven is not None and hmac.compare_digest(proven.token, token):
+        if proven is not None and proven.token == token:
             return proven
         try:
             claims = await self._verified_claims(token)
@@ -155,7 +154,7 @@ class BrokerTokenVerifier:
             bound_jkt = _bound_key(claims.claims)
             if bound_jkt is None:
                 raise TokenRejected("token is not DPoP-bound")
-            if not hmac.compare_digest(bound_jkt, proof.jkt):
+            if bound_jkt != proof.jkt:  # thumbprints are public: no constant-time compare needed
                 raise DpopError(INVALID_DPOP_PROOF, "proof key is not the key the token is bound to")
             # RFC 9449 §11.1: each proof once; remembered until its iat leaves the window.
             if not self.replay_cache.use(proof.jkt, proof.jti, proof.iat + self.dpop_iat_window, now):
