@@ -223,3 +223,24 @@ async def test_full_replay_memory_refuses_proofs_with_its_own_reason(broker: Any
                                method="POST", url=URL)
     error = await refused(verifier, token, [key.proof("POST", URL, access_token=token, iat=broker.clock())])
     assert error.description == "too many recent proofs to remember"
+
+
+async def test_fifty_concurrent_uses_of_one_proof_let_exactly_one_through(broker: Any, key: DpopKey) -> None:
+    import anyio
+
+    verifier = broker.verifier()
+    token = bound_token(broker, key)
+    proof = key.proof("POST", URL, access_token=token, iat=broker.clock())
+    outcomes: list[str] = []
+
+    async def use() -> None:
+        try:
+            await verifier.verify_dpop(token, [proof], method="POST", url=URL)
+            outcomes.append("accepted")
+        except DpopError as refused:
+            outcomes.append(refused.description)
+
+    async with anyio.create_task_group() as tasks:
+        for _ in range(50):
+            tasks.start_soon(use)
+    assert sorted(outcomes) == ["accepted"] + ["proof already used"] * 49
