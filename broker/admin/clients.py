@@ -1,22 +1,26 @@
 """Client status changes (approve, disable, trust), with before/after in the audit log, and the rule that
 no caller hands a client more than it holds itself (``Authority``).
 
-The same steps ``broker clients approve|disable`` performs; the console calls these.
+The same steps ``broker clients approve|disable`` performs; the console calls these. Each change returns the
+client as it now is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.oauth.clients import CONFIDENTIAL_GRANTS
 from broker.registry.servers import ADMIN_SCOPES
+from broker.storage import clients as repo
 from broker.storage import mcp_servers
+from broker.storage.clients import ClientRow
 from broker.storage.enums import ClientKind, ClientStatus, RevocationKind
-from broker.storage.models import Client, Revocation
+from broker.storage.models import Revocation, utcnow
 
 # Scopes of the broker's own API: whoever grants one to a client must hold it (today's and any later one).
 ADMIN_SCOPE_PREFIXES = ("admin:", "security:")
@@ -46,7 +50,7 @@ def capabilities(*, grant_types: Iterable[str], may_introspect: bool, trusted: b
     return frozenset(held | ({INTROSPECT} if may_introspect else set()) | ({TRUSTED} if trusted else set()))
 
 
-def capabilities_of(row: Client) -> frozenset[str]:
+def capabilities_of(row: ClientRow) -> frozenset[str]:
     return capabilities(grant_types=row.grant_types, may_introspect=row.may_introspect, trusted=row.trusted)
 
 
@@ -61,7 +65,7 @@ class Authority:
     capabilities: frozenset[str] | None = None
 
     @classmethod
-    def of_client(cls, row: Client, token_scopes: Iterable[str]) -> Authority:
+    def of_client(cls, row: ClientRow, token_scopes: Iterable[str]) -> Authority:
         return cls(frozenset(token_scopes), capabilities_of(row) if row.status == ClientStatus.ACTIVE else frozenset())
 
     def check(self, scopes: Iterable[str], wanted: Iterable[str]) -> None:
@@ -74,7 +78,7 @@ class Authority:
         if missing:
             raise BeyondAuthority(missing)
 
-    def check_client(self, row: Client) -> None:
+    def check_client(self, row: ClientRow) -> None:
         self.check(row.scopes, capabilities_of(row))
 
 
@@ -82,34 +86,44 @@ OPERATOR = Authority()
 NOTHING = Authority(frozenset(), frozenset())
 
 
-def approve(session: Session, row: Client, actor: str, authority: Authority = OPERATOR) -> None:
+def approve(session: Session, row: ClientRow, actor: str, authority: Authority = OPERATOR) -> ClientRow:
     if row.status != ClientStatus.PENDING:
         raise InvalidChange(f"client {row.id!r} is {row.status}, not awaiting approval")
     authority.check_client(row)  # approving is granting what the client registered with
-    _set_status(session, row, ClientStatus.ACTIVE, actor)
+    return _set_status(session, row, ClientStatus.ACTIVE, actor)
 
 
-def disable(session: Session, row: Client, actor: str) -> None:
+def disable(session: Session, row: ClientRow, actor: str) -> ClientRow:
     if row.status == ClientStatus.DISABLED:
         raise InvalidChange(f"client {row.id!r} is disabled already")
-    _set_status(session, row, ClientStatus.DISABLED, actor)
+    changed = _set_status(session, row, ClientStatus.DISABLED, actor)
     # MCP servers following the revocation feed drop its tokens too
     session.add(Revocation(kind=RevocationKind.CLIENT, subject=row.id, reason="client disabled", actor=actor))
+    return changed
 
 
-def set_trusted(session: Session, row: Client, trusted: bool, actor: str, authority: Authority = OPERATOR) -> None:
+def set_trusted(session: Session, row: ClientRow, trusted: bool, actor: str,
+                authority: Authority = OPERATOR) -> ClientRow:
     """A trusted client skips the consent page (first-party clients)."""
     if trusted:
         authority.check((), {TRUSTED})
-    before, row.trusted = row.trusted, trusted
     audit.record(session, "client.trust_changed", actor=actor, client_id=row.id,
-                 data={"before": {"trusted": before}, "after": {"trusted": trusted}})
+                 data={"before": {"trusted": row.trusted}, "after": {"trusted": trusted}})
+    return _save(session, row, trusted=trusted)
 
 
-def _set_status(session: Session, row: Client, status: str, actor: str) -> None:
-    before, row.status = row.status, status
+def _set_status(session: Session, row: ClientRow, status: str, actor: str) -> ClientRow:
     audit.record(session, "client.approved" if status == ClientStatus.ACTIVE else "client.disabled", actor=actor,
-                 client_id=row.id, data={"before": {"status": before}, "after": {"status": status}})
+                 client_id=row.id, data={"before": {"status": row.status}, "after": {"status": status}})
+    return _save(session, row, status=status)
+
+
+def _save(session: Session, row: ClientRow, **changes: Any) -> ClientRow:
+    if all(getattr(row, name) == value for name, value in changes.items()):
+        return row  # as the unit of work did: an unchanged client keeps its updated_at
+    now = utcnow()
+    repo.update(session, row.id, changes, now)
+    return row._replace(**changes, updated_at=now)
 
 
 def check_resource_servers(session: Session, server_ids: Iterable[str]) -> list[str]:
@@ -121,21 +135,24 @@ def check_resource_servers(session: Session, server_ids: Iterable[str]) -> list[
     return wanted
 
 
-def set_resource_servers(session: Session, row: Client, server_ids: Iterable[str], actor: str) -> None:
+def set_resource_servers(session: Session, row: ClientRow, server_ids: Iterable[str], actor: str) -> ClientRow:
     """The MCP servers whose tokens an introspecting client may introspect (RFC 7662 §4); empty: none."""
     if not row.may_introspect:
         raise InvalidChange(f"client {row.id!r} may not introspect; resource servers are for one that may")
-    before, row.resource_servers = list(row.resource_servers or ()), check_resource_servers(session, server_ids)
+    wanted = check_resource_servers(session, server_ids)
     audit.record(session, "client.resource_servers_changed", actor=actor, client_id=row.id,
-                 data={"before": {"resource_servers": before}, "after": {"resource_servers": row.resource_servers}})
+                 data={"before": {"resource_servers": list(row.resource_servers or ())},
+                       "after": {"resource_servers": wanted}})
+    return _save(session, row, resource_servers=wanted)
 
 
-def set_dpop_bound(session: Session, row: Client, bound: bool, actor: str) -> None:
+def set_dpop_bound(session: Session, row: ClientRow, bound: bool, actor: str) -> ClientRow:
     """RFC 9449 §5.2 ``dpop_bound_access_tokens``: the token endpoint issues the client DPoP-bound tokens only.
     A metadata-document client's comes from its document, which would overwrite a change made here."""
     if row.kind == ClientKind.CIMD:
         raise InvalidChange(f"client {row.id!r} is described by its metadata document, which sets "
                             "dpop_bound_access_tokens; require DPoP for its MCP servers instead")
-    before, row.dpop_bound_access_tokens = row.dpop_bound_access_tokens, bound
     audit.record(session, "client.dpop_changed", actor=actor, client_id=row.id,
-                 data={"before": {"dpop_bound_access_tokens": before}, "after": {"dpop_bound_access_tokens": bound}})
+                 data={"before": {"dpop_bound_access_tokens": row.dpop_bound_access_tokens},
+                       "after": {"dpop_bound_access_tokens": bound}})
+    return _save(session, row, dpop_bound_access_tokens=bound)

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from broker.admin.names import Names, for_events, lookup
 from broker.storage import activity, audit_events, mcp_servers, user_grants, users
 from broker.storage.enums import UserStatus
-from broker.storage.models import AuditEvent, RefreshTokenFamily, UpstreamIdentity, User
+from broker.storage.grants import FamilyRow
+from broker.storage.models import AuditEvent, UpstreamIdentity, User
 
 PAGE_SIZE = 50
 ISSUED = ("token.issued", "token.refreshed")
@@ -70,7 +71,7 @@ class UserDetail:
     user: User
     groups: list[str]
     identities: list[UpstreamIdentity]
-    families: list[RefreshTokenFamily]
+    families: list[FamilyRow]
     recent_events: list[AuditEvent] = field(default_factory=list)
     names: Names = field(default_factory=Names)
     servers_by_resource: dict[str, str] = field(default_factory=dict)  # resource URI -> server name
@@ -92,6 +93,6 @@ def user_detail(session: Session, user: User, groups: list[str]) -> UserDetail:
     return UserDetail(user, groups, identities, families, events, found, by_resource, offboarding)
 
 
-def live_families(session: Session, user_id: str) -> list[RefreshTokenFamily]:
+def live_families(session: Session, user_id: str) -> list[FamilyRow]:
     """The user's refresh-token families that are not revoked, most recently used first (a page at most)."""
     return user_grants.live_families(session, user_id, PAGE_SIZE)

@@ -23,8 +23,8 @@ from broker.cli.common import (
 )
 from broker.oauth import client_auth, clients
 from broker.storage import clients as repo
+from broker.storage.clients import ClientRow
 from broker.storage.enums import ClientKind, ClientStatus
-from broker.storage.models import Client
 
 
 def register(commands: Commands) -> None:
@@ -173,7 +173,7 @@ def show_client(args: argparse.Namespace) -> int:
     return 0
 
 
-def _existing(session: Session, client_id: str) -> Client:
+def _existing(session: Session, client_id: str) -> ClientRow:
     row = repo.get(session, client_id)
     if row is None:
         raise CliError(f"no client {client_id!r}")
@@ -197,7 +197,7 @@ def set_resource_servers(args: argparse.Namespace) -> int:
     with database.transaction() as session:
         row = _existing(session, args.client_id)
         try:
-            client_admin.set_resource_servers(session, row, args.servers, actor())
+            row = client_admin.set_resource_servers(session, row, args.servers, actor())
         except client_admin.InvalidChange as exc:
             raise CliError(str(exc)) from None
         servers = list(row.resource_servers)
@@ -218,7 +218,7 @@ def set_dpop_bound(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(row: Client) -> dict[str, Any]:
+def describe(row: ClientRow) -> dict[str, Any]:
     return {"client_id": row.id, "name": row.name, "kind": row.kind, "status": row.status,
             "auth_method": row.token_endpoint_auth_method, "auth_methods": list(clients.registered_methods(row)),
             "jwks_uri": row.jwks_uri, "redirect_uris": list(row.redirect_uris),

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from broker import audit
 from broker.audit import Outcome
 from broker.storage import grants, mcp_servers, user_grants
-from broker.storage.models import RefreshTokenFamily
+from broker.storage.grants import FamilyRow
 
 
 class UnknownSession(LookupError):
@@ -24,7 +24,7 @@ class UnknownSession(LookupError):
 
 
 def revoke_session(session: Session, user_id: str, family_id: str, *, reason: str, actor: str, now: dt.datetime,
-                   source: str) -> RefreshTokenFamily:
+                   source: str) -> FamilyRow:
     """Revoke the user's family ``family_id`` and record ``user.session_revoked``; ``UnknownSession`` when the
     family is not this user's or is no longer live."""
     family = user_grants.family(session, family_id)
@@ -36,5 +36,6 @@ def revoke_session(session: Session, user_id: str, family_id: str, *, reason: st
     audit.record(session, "user.session_revoked", actor=actor, user_id=user_id, client_id=family.client_id,
                  server_id=server.id if server else None, outcome=Outcome.REVOKED,
                  data={"family_id": family_id, "reason": reason, "source": source})
-    session.refresh(family)
-    return family
+    revoked = user_grants.family(session, family_id)
+    assert revoked is not None
+    return revoked

@@ -36,8 +36,9 @@ from broker.config import CimdSettings
 from broker.oauth import client_keys, redirects
 from broker.oauth.ssrf import FetchedDocument, FetchError
 from broker.storage import clients as repo
+from broker.storage.clients import ClientRow
 from broker.storage.enums import ClientKind, ClientStatus
-from broker.storage.models import Client
+from broker.storage.models import utcnow
 
 log = logging.getLogger("broker.oauth")
 
@@ -381,7 +382,7 @@ class CimdClients:
         self.check(client_id)
         return self._fetch(client_id)
 
-    def resolve(self, session: Session, client_id: str, row: Client | None) -> Client:
+    def resolve(self, session: Session, client_id: str, row: ClientRow | None) -> ClientRow:
         """The client's row (``row`` is the stored one, if any); see the module docstring for the contract."""
         self.check(client_id)
         if row is not None and row.status != ClientStatus.ACTIVE:
@@ -409,7 +410,7 @@ class CimdClients:
         self.cache.put(client_id, metadata, lifetime)
         return metadata
 
-    def _store(self, session: Session, metadata: ClientMetadata, row: Client | None) -> Client:
+    def _store(self, session: Session, metadata: ClientMetadata, row: ClientRow | None) -> ClientRow:
         """Insert or update the row from a freshly verified document (status and admin flags untouched)."""
         values = metadata.row_values()
         if row is None:
@@ -421,12 +422,12 @@ class CimdClients:
             if row.kind != ClientKind.CIMD or row.status != ClientStatus.ACTIVE:
                 return row
         changed = {k: v for k, v in values.items() if getattr(row, k) != v}
-        for name, value in changed.items():
-            setattr(row, name, value)
-        if changed:
-            _audit(session, "client.cimd_updated", metadata, sorted(changed))
-            session.flush()
-        return row
+        if not changed:
+            return row
+        now = utcnow()
+        repo.update(session, row.id, changed, now)
+        _audit(session, "client.cimd_updated", metadata, sorted(changed))
+        return row._replace(**changed, updated_at=now)
 
 
 def _audit(session: Session, event_type: str, metadata: ClientMetadata, fields: list[str]) -> None:

@@ -1,6 +1,6 @@
 """OAuth clients as authlib sees them, how operators register them, and who a client_id names.
 
-``ClientView`` adapts a stored ``Client`` to authlib's ``ClientMixin``; it is the only place
+``ClientView`` adapts a stored client (``ClientRow``) to authlib's ``ClientMixin``; it is the only place
 that answers "may this client do that". Secrets are generated here and stored as digests.
 ``ClientDirectory`` is the one lookup every endpoint uses: stored clients, and https URL
 client ids through their Client ID Metadata Documents (``broker.oauth.cimd``).
@@ -21,7 +21,7 @@ from broker.oauth.client_auth import ALL_METHODS, PRIVATE_KEY_JWT, SECRET_METHOD
 from broker.oauth.client_auth import NONE as PUBLIC_METHOD
 from broker.storage import clients as repo
 from broker.storage.clients import ClientRow
-from broker.storage.models import Client
+from broker.storage.models import utcnow
 
 AUTH_METHODS = ALL_METHODS
 USER_GRANTS = ("authorization_code", "refresh_token")
@@ -48,9 +48,9 @@ def preregistered_grants(*, redirect_uris: Sequence[str], client_credentials: bo
 
 
 class ClientView(ClientMixin):
-    """``row``: the stored ``Client``, or its read-only columns as ``ClientDirectory.find`` returns them."""
+    """``row``: the stored client, as ``ClientDirectory.find`` returns it."""
 
-    def __init__(self, row: Client | ClientRow):
+    def __init__(self, row: ClientRow):
         self.row = row
 
     @property
@@ -104,23 +104,21 @@ class ClientDirectory:
         self.cimd = cimd_clients
         self.key_sets = key_sets or client_keys.ClientKeySets(None)  # private_key_jwt clients' jwks_uri
 
-    def find(self, session: Session, client_id: str) -> Client | ClientRow | None:
-        """The client (read-only columns), or None if unknown; ``cimd.CimdError`` when a client_id URL cannot
-        be used."""
-        found = repo.record(session, client_id)
+    def find(self, session: Session, client_id: str) -> ClientRow | None:
+        """The client, or None if unknown; ``cimd.CimdError`` when a client_id URL cannot be used."""
+        found = repo.get(session, client_id)
         if found is not None and found.kind != "cimd":
             return found
         if not cimd.is_client_id_url(client_id):
             return None
         if self.cimd is None:
             raise cimd.CimdError("this server does not accept client metadata documents (URL client ids)")
-        row = repo.get(session, client_id) if found is not None else None
-        return self.cimd.resolve(session, client_id, row)  # active only with a document verified within its cache life
+        return self.cimd.resolve(session, client_id, found)  # active only with a document verified in its cache life
 
 
 @dataclass(frozen=True)
 class NewClient:
-    row: Client
+    row: ClientRow
     secret: str | None  # shown once, never stored
 
 
@@ -178,7 +176,7 @@ def operator_auth(methods: Sequence[str], *, confidential: bool | None, jwks: An
     return setup
 
 
-def registered_methods(row: Client | ClientRow) -> tuple[str, ...]:
+def registered_methods(row: ClientRow) -> tuple[str, ...]:
     """Every method a stored client registered: ``token_endpoint_auth_method`` first."""
     return (row.token_endpoint_auth_method, *(m for m in row.extra_auth_methods or ()
                                               if m != row.token_endpoint_auth_method))
@@ -206,12 +204,14 @@ def register(session: Session, *, client_id: str | None = None, name: str, kind:
     client_id = client_id or _new_client_id()
     if repo.get(session, client_id) is not None:
         raise ValueError(f"client id {client_id!r} is taken")
-    row = Client(id=client_id, name=name, kind=kind, status=status, token_endpoint_auth_method=auth.methods[0],
-                 extra_auth_methods=list(auth.methods[1:]), secret_hash=secrets.digest(secret) if secret else None,
-                 redirect_uris=list(redirect_uris), grant_types=list(grant_types), trusted=trusted,
-                 scopes=list(scopes), may_introspect=may_introspect, registered_from=registered_from,
-                 jwks=auth.jwks, jwks_uri=auth.jwks_uri, metadata_=metadata or {},
-                 resource_servers=sorted(set(resource_servers)), dpop_bound_access_tokens=dpop_bound_access_tokens)
+    now = utcnow()
+    row = ClientRow(id=client_id, name=name, kind=kind, status=status, token_endpoint_auth_method=auth.methods[0],
+                    extra_auth_methods=list(auth.methods[1:]), secret_hash=secrets.digest(secret) if secret else None,
+                    redirect_uris=list(redirect_uris), grant_types=list(grant_types), trusted=trusted,
+                    scopes=list(scopes), may_introspect=may_introspect, registered_from=registered_from,
+                    jwks=auth.jwks, jwks_uri=auth.jwks_uri, metadata_=metadata or {},
+                    resource_servers=sorted(set(resource_servers)), dpop_bound_access_tokens=dpop_bound_access_tokens,
+                    created_at=now, updated_at=now)
     repo.add(session, row)
     audit.record(session, "client.registered", actor=actor, client_id=row.id,
                  data={"kind": kind, "name": name, "status": status, "auth_method": auth.methods[0],

@@ -269,7 +269,7 @@ class LoginFlow:
     def _consented(self, session: Session, pending: grants.Pending, granted: frozenset[str]) -> bool:
         if "consent" in (pending.prompt or "").split():
             return False  # OIDC Core §3.1.2.1: prompt=consent asks again, trusted client or not (docs/decisions)
-        client = clients.record(session, pending.client_id)
+        client = clients.get(session, pending.client_id)
         if client is not None and client.trusted:
             return True
         assert pending.user_id is not None

@@ -7,7 +7,8 @@ import functools
 from collections.abc import Collection
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Select, bindparam, func, insert, select
+from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from broker.storage.enums import ClientStatus
@@ -21,10 +22,6 @@ CIMD_COLUMNS = ["id", "name", "kind", "status", "secret_hash", "token_endpoint_a
                 "redirect_uris", "grant_types", "jwks", "jwks_uri", "trusted", "scopes", "may_introspect",
                 "resource_servers", "dpop_bound_access_tokens", "registered_from", "metadata", "created_at",
                 "updated_at"]
-
-
-def get(session: Session, client_id: str) -> Client | None:
-    return session.get(Client, client_id)
 
 
 class ClientRow(NamedTuple):
@@ -53,8 +50,8 @@ class ClientRow(NamedTuple):
 
 
 _TABLE = Client.__table__
-_RECORD = Prepared(select(*(column.label("metadata_") if column.name == "metadata" else column for column in _TABLE.c))
-                   .where(_TABLE.c.id == bindparam("client_id")), row=ClientRow)
+_COLUMNS = select(*(column.label("metadata_") if column.name == "metadata" else column for column in _TABLE.c))
+_RECORD = Prepared(_COLUMNS.where(_TABLE.c.id == bindparam("client_id")), row=ClientRow)
 
 
 @functools.cache
@@ -63,8 +60,7 @@ def _insert_if_absent(dialect: str) -> Prepared:
                     .returning(_TABLE.c.id), columns=CIMD_COLUMNS)
 
 
-def record(session: Session, client_id: str) -> ClientRow | None:
-    """The client's columns, read-only: what every token request needs, without the ORM's cost of an object."""
+def get(session: Session, client_id: str) -> ClientRow | None:
     found: ClientRow | None = _RECORD.first(session, {"client_id": client_id})
     return found
 
@@ -80,21 +76,34 @@ async def insert_if_absent_hot(tx: Tx, values: dict[str, Any]) -> bool:
 
 
 async def update_hot(tx: Tx, client_id: str, values: dict[str, Any], now: dt.datetime) -> None:
-    """Set some columns of a client, and its ``updated_at`` to ``now``."""
+    """Set some columns of a client (named as ``ClientRow``'s fields), and its ``updated_at`` to ``now``."""
+    statement, params = _update_of(client_id, values, now)
+    await tx.rowcount(statement, params)
+
+
+def update(session: Session, client_id: str, values: dict[str, Any], now: dt.datetime) -> None:
+    """``update_hot`` in a session."""
+    statement, params = _update_of(client_id, values, now)
+    statement.rowcount(session, params)
+
+
+def _update_of(client_id: str, values: dict[str, Any], now: dt.datetime) -> tuple[Prepared, dict[str, Any]]:
     values = {**values, "updated_at": now}
-    await tx.rowcount(_update(tuple(sorted(values))), {"b_id": client_id, **{f"v_{k}": v for k, v in values.items()}})
+    return _update(tuple(sorted(values))), {"b_id": client_id, **{f"v_{k}": v for k, v in values.items()}}
 
 
 @functools.cache
 def _update(columns: tuple[str, ...]) -> Prepared:
-    values = {_TABLE.c[name if name != "metadata_" else "metadata"].key: bindparam(f"v_{name}",
-              type_=_TABLE.c[name if name != "metadata_" else "metadata"].type) for name in columns}
-    return Prepared(update(_TABLE).where(_TABLE.c.id == bindparam("b_id")).values(values))
+    values = {_column(name).key: bindparam(f"v_{name}", type_=_column(name).type) for name in columns}
+    return Prepared(sql_update(_TABLE).where(_TABLE.c.id == bindparam("b_id")).values(values))
 
 
-def add(session: Session, client: Client) -> None:
-    session.add(client)
-    session.flush()
+def _column(field: str) -> Any:
+    return _TABLE.c["metadata" if field == "metadata_" else field]
+
+
+def add(session: Session, client: ClientRow) -> None:
+    session.execute(insert(_TABLE).values({_column(name).key: value for name, value in client._asdict().items()}))
 
 
 def insert_if_absent(session: Session, values: dict[str, Any]) -> bool:
@@ -103,14 +112,19 @@ def insert_if_absent(session: Session, values: dict[str, Any]) -> bool:
     return session.execute(statement).scalar() is not None
 
 
-def list_all(session: Session) -> list[Client]:
-    return list(session.scalars(select(Client).order_by(Client.created_at, Client.id)))
+def list_all(session: Session) -> list[ClientRow]:
+    return _rows(session, _COLUMNS.order_by(_TABLE.c.created_at, _TABLE.c.id))
 
 
-def newest_first(session: Session, *, offset: int, limit: int, status: ClientStatus | None = None) -> list[Client]:
+def newest_first(session: Session, *, offset: int, limit: int,
+                 status: ClientStatus | None = None) -> list[ClientRow]:
     """A slice of the clients (those with ``status``, when given), most recently registered first."""
-    query = select(Client) if status is None else select(Client).where(Client.status == status)
-    return list(session.scalars(query.order_by(Client.created_at.desc(), Client.id).offset(offset).limit(limit)))
+    query = _COLUMNS if status is None else _COLUMNS.where(_TABLE.c.status == status)
+    return _rows(session, query.order_by(_TABLE.c.created_at.desc(), _TABLE.c.id).offset(offset).limit(limit))
+
+
+def _rows(session: Session, query: Select[*tuple[Any, ...]]) -> list[ClientRow]:
+    return [ClientRow._make(row) for row in session.execute(query)]
 
 
 def names(session: Session, client_ids: Collection[str]) -> dict[str, str]:

@@ -135,10 +135,6 @@ async def code_hot(tx: Tx, code_hash: str) -> CodeRow | None:
 # ---------------------------------------------------------------- refresh-token families
 
 
-def family_by_current(session: Session, token_hash: str) -> RefreshTokenFamily | None:
-    return session.scalar(select(RefreshTokenFamily).where(RefreshTokenFamily.current_hash == token_hash))
-
-
 _FAMILIES = RefreshTokenFamily.__table__
 # Built and compiled once (Prepared): a refresh is the hottest path there is.
 _ROTATE = Prepared(update(_FAMILIES)
@@ -224,6 +220,11 @@ async def rotate_known_hot(tx: Tx, family: FamilyRow, old_hash: str, new_hash: s
         return False
     await tx.rowcount(_ROTATED, {"token_hash": old_hash, "family_id": family.id, "rotated_at": now})
     return True
+
+
+def family_by_current(session: Session, token_hash: str) -> FamilyRow | None:
+    family: FamilyRow | None = _BY_CURRENT.first(session, {"b_hash": token_hash})
+    return family
 
 
 async def family_by_current_hot(tx: Tx, token_hash: str) -> FamilyRow | None:

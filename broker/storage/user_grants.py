@@ -10,21 +10,26 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from broker.storage.enums import RevocationKind, SignInStatus
+from broker.storage.grants import FamilyRow
 from broker.storage.models import PendingAuthorization, RefreshTokenFamily, Revocation
 from broker.storage.statements import rowcount
 
 REASON_LENGTH = 200  # refresh_token_families.revoked_reason
 
 
-def family(session: Session, family_id: str) -> RefreshTokenFamily | None:
-    return session.get(RefreshTokenFamily, family_id)
+_FAMILIES = RefreshTokenFamily.__table__
 
 
-def live_families(session: Session, user_id: str, limit: int) -> list[RefreshTokenFamily]:
+def family(session: Session, family_id: str) -> FamilyRow | None:
+    found = session.execute(select(*_FAMILIES.c).where(_FAMILIES.c.id == family_id)).first()
+    return None if found is None else FamilyRow._make(found)
+
+
+def live_families(session: Session, user_id: str, limit: int) -> list[FamilyRow]:
     """Up to ``limit`` of the user's families that are not revoked, most recently used first."""
-    return list(session.scalars(select(RefreshTokenFamily).where(
-        RefreshTokenFamily.user_id == user_id, RefreshTokenFamily.revoked_at.is_(None))
-        .order_by(RefreshTokenFamily.last_used_at.desc()).limit(limit)))
+    found = session.execute(select(*_FAMILIES.c).where(_FAMILIES.c.user_id == user_id, _FAMILIES.c.revoked_at.is_(None))
+                            .order_by(_FAMILIES.c.last_used_at.desc()).limit(limit))
+    return [FamilyRow._make(row) for row in found]
 
 
 def revoke_families(session: Session, user_id: str, reason: str, now: dt.datetime) -> int:

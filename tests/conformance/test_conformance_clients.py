@@ -1,20 +1,25 @@
-"""``broker.storage.clients``: the newest-first page of clients."""
+"""``broker.storage.clients``: a client is a ``ClientRow`` from every read, on both lanes."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from broker.storage import clients
+from broker.storage.clients import ClientRow
 from broker.storage.db import Database
 from broker.storage.enums import ClientKind, ClientStatus
-from broker.storage.models import Client
 
 NOW = dt.datetime(2026, 12, 7, 9, 15, 30, tzinfo=dt.UTC)
 
 
-def client(client_id: str, minutes: int, status: ClientStatus = ClientStatus.ACTIVE) -> Client:
-    return Client(id=client_id, name=client_id, kind=ClientKind.DCR, status=status,
-                  created_at=NOW + dt.timedelta(minutes=minutes))
+def client(client_id: str, minutes: int, status: ClientStatus = ClientStatus.ACTIVE, **columns: Any) -> ClientRow:
+    created = NOW + dt.timedelta(minutes=minutes)
+    return ClientRow(id=client_id, name=client_id, kind=ClientKind.DCR, status=status, secret_hash=None,
+                     token_endpoint_auth_method="none", extra_auth_methods=[], redirect_uris=[], grant_types=[],
+                     jwks=None, jwks_uri=None, trusted=False, scopes=[], may_introspect=False, resource_servers=[],
+                     dpop_bound_access_tokens=False, registered_from=None, metadata_={}, created_at=created,
+                     updated_at=created)._replace(**columns)
 
 
 def test_newest_first_pages_by_registration_time_then_id(database: Database) -> None:
@@ -26,7 +31,7 @@ def test_newest_first_pages_by_registration_time_then_id(database: Database) -> 
         assert [c.id for c in clients.newest_first(session, offset=1, limit=2)] == ["c", "d"]
         assert [c.id for c in clients.newest_first(session, offset=4, limit=2)] == []
         assert [c.id for c in clients.newest_first(session, offset=0, limit=10, status=ClientStatus.PENDING)] == ["d"]
-        assert all(type(c) is Client for c in clients.newest_first(session, offset=0, limit=10))
+        assert all(type(c) is ClientRow for c in clients.newest_first(session, offset=0, limit=10))
 
 
 def cimd_values(client_id: str) -> dict[str, object]:
@@ -38,21 +43,18 @@ def cimd_values(client_id: str) -> dict[str, object]:
             "metadata": {"client_uri": "https://app.example"}, "created_at": NOW, "updated_at": NOW}
 
 
-async def test_a_client_reads_back_as_the_orm_object_and_as_a_record_on_both_lanes(database: Database) -> None:
+async def test_an_added_client_reads_back_as_it_was_added_on_both_lanes(database: Database) -> None:
+    added = client("c1", 0, redirect_uris=["https://a/cb"], jwks={"keys": []}, trusted=True,
+                   metadata_={"logo_uri": "https://a/l.png"}, extra_auth_methods=["client_secret_post"],
+                   dpop_bound_access_tokens=True)
     with database.transaction() as session:
-        clients.add(session, Client(id="c1", name="One", kind=ClientKind.DCR, redirect_uris=["https://a/cb"],
-                                    jwks={"keys": []}, metadata_={"logo_uri": "https://a/l.png"},
-                                    dpop_bound_access_tokens=True, created_at=NOW,
-                                    updated_at=NOW))
+        clients.add(session, added)
     with database.transaction() as session:
-        row = clients.get(session, "c1")
-        record = clients.record(session, "c1")
-        assert row is not None and record is not None and type(record) is clients.ClientRow
-        assert record._asdict() == {name: getattr(row, name) for name in clients.ClientRow._fields}
-        assert record.dpop_bound_access_tokens is True
-        assert clients.get(session, "c2") is None and clients.record(session, "c2") is None
+        found = clients.get(session, "c1")
+        assert type(found) is ClientRow and found == added
+        assert clients.get(session, "c2") is None
     async with database.hot.read() as tx:
-        assert await clients.record_hot(tx, "c1") == record
+        assert await clients.record_hot(tx, "c1") == added
         assert await clients.record_hot(tx, "c2") is None
 
 
@@ -64,7 +66,7 @@ async def test_insert_if_absent_stores_a_client_once_on_both_lanes(database: Dat
         assert await clients.insert_if_absent_hot(tx, cimd_values("https://app.example/c")) is False
         assert await clients.insert_if_absent_hot(tx, cimd_values("https://other.example/c")) is True
     with database.transaction() as session:
-        stored = clients.record(session, "https://app.example/c")
+        stored = clients.get(session, "https://app.example/c")
         assert stored is not None and stored.name == "Doc client"
         assert stored.metadata_ == {"client_uri": "https://app.example"}
         assert [c.id for c in clients.list_all(session)] == ["https://app.example/c", "https://other.example/c"]
@@ -78,18 +80,29 @@ async def test_update_hot_sets_the_columns_given_and_updated_at(database: Databa
         await clients.update_hot(tx, "https://app.example/c", {"name": "Renamed", "metadata_": {"a": 1},
                                                                "dpop_bound_access_tokens": True}, later)
     with database.transaction() as session:
-        stored = clients.record(session, "https://app.example/c")
+        stored = clients.get(session, "https://app.example/c")
         assert stored is not None
         assert (stored.name, stored.metadata_, stored.dpop_bound_access_tokens) == ("Renamed", {"a": 1}, True)
         assert (stored.updated_at, stored.created_at) == (later, NOW)
 
 
+def test_update_sets_the_columns_given_and_updated_at_and_nothing_else(database: Database) -> None:
+    with database.transaction() as session:
+        clients.add(session, client("a", 0, scopes=["x"]))
+        clients.add(session, client("b", 0))
+    later = NOW + dt.timedelta(hours=1)
+    with database.transaction() as session:
+        clients.update(session, "a", {"status": ClientStatus.DISABLED, "resource_servers": ["s1"]}, later)
+    with database.transaction() as session:
+        assert clients.get(session, "a") == client("a", 0, scopes=["x"], status=ClientStatus.DISABLED,
+                                                   resource_servers=["s1"], updated_at=later)
+        assert clients.get(session, "b") == client("b", 0)
+
+
 def test_count_registered_from_counts_an_address_since_a_time(database: Database) -> None:
     with database.transaction() as session:
         for minutes, address in ((0, "10.0.0.1"), (5, "10.0.0.1"), (6, "10.0.0.2"), (-5, "10.0.0.1")):
-            row = client(f"c{minutes}{address}", minutes)
-            row.registered_from = address
-            clients.add(session, row)
+            clients.add(session, client(f"c{minutes}{address}", minutes, registered_from=address))
     with database.transaction() as session:
         assert clients.count_registered_from(session, "10.0.0.1", NOW) == 2
         assert clients.count_registered_from(session, "10.0.0.1", NOW + dt.timedelta(minutes=1)) == 1

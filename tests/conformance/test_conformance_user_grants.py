@@ -40,6 +40,7 @@ def test_revoke_families_ends_the_users_live_families_alone(database: Database) 
         assert user_grants.revoke_families(session, "u1", "x" * 300, NOW) == 2
     with database.transaction() as session:
         f1, f3, f4 = (user_grants.family(session, i) for i in ("f1", "f3", "f4"))
+        assert all(type(f) is grants.FamilyRow for f in (f1, f3, f4))
         assert f1 is not None and f3 is not None and f4 is not None
         assert (f1.revoked_at, f1.revoked_reason) == (NOW, "x" * user_grants.REASON_LENGTH)
         assert (f3.revoked_at, f3.revoked_reason) == (EARLIER, "before")  # revoked once
@@ -77,5 +78,6 @@ def test_live_families_are_the_users_unrevoked_most_recently_used_first(database
         grants.add(session, *rows)
     with database.transaction() as session:
         assert [f.id for f in user_grants.live_families(session, "u1", 10)] == ["f2", "f1"]
+        assert all(type(f) is grants.FamilyRow for f in user_grants.live_families(session, "u1", 10))
         assert [f.id for f in user_grants.live_families(session, "u1", 1)] == ["f2"]
         assert user_grants.live_families(session, "nobody", 10) == []

@@ -34,7 +34,7 @@ def state(settings: Any, migrated: Any, loopback: Any, documents: FakeMetadataFe
 
 def bound(state: Any, client_id: str) -> bool | None:
     with state.database.sessions() as session:
-        row = repo.record(session, client_id)
+        row = repo.get(session, client_id)
         return None if row is None else row.dpop_bound_access_tokens
 
 

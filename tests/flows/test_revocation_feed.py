@@ -46,7 +46,7 @@ async def test_a_disabled_client_neither_introspects_nor_reads_the_feed_nor_revo
     """Disabling a resource server's client (a leaked secret) cuts it off at once: 401 invalid_client at
     /introspect, /revocations and /revoke, and nothing described."""
     from broker.admin import clients as client_admin
-    from broker.storage.models import Client
+    from broker.storage import clients as client_repo
 
     rs = resource_server(state)
     app_client = register_client(state, trusted=True)
@@ -54,7 +54,7 @@ async def test_a_disabled_client_neither_introspects_nor_reads_the_feed_nor_revo
     assert (await client.post("/introspect", data={"token": tokens["access_token"]},
                               auth=(rs.row.id, rs.secret))).json()["active"]
     with state.database.transaction() as session:
-        client_admin.disable(session, session.get(Client, rs.row.id), actor="test")
+        client_admin.disable(session, client_repo.get(session, rs.row.id), actor="test")
     calls = [client.post("/introspect", data={"token": tokens["access_token"]}, auth=(rs.row.id, rs.secret)),
              client.get("/revocations", auth=(rs.row.id, rs.secret)),
              client.post("/revoke", data={"token": "x"}, auth=(rs.row.id, rs.secret))]

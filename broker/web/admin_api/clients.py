@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
@@ -14,11 +14,12 @@ from broker.admin.queries import PAGE_SIZE
 from broker.oauth import client_auth, clients
 from broker.oauth.bearer import Caller
 from broker.storage import clients as repo
+from broker.storage.clients import ClientRow
 from broker.storage.enums import ClientStatus
-from broker.storage.models import Client
 from broker.web.admin_api.common import BAD_BODY, Body, ColdRoute, Reader, Writer, actor, errors, fail, iso, not_found
 from broker.web.deps import DbSession
 
+T = TypeVar("T")
 router = APIRouter(route_class=ColdRoute)  # each route's session on its own thread
 NO_CLIENT = "No client with that id"
 BEYOND = ("insufficient_scope: the token lacks admin:write; or access_denied: the client would get an admin scope "
@@ -90,7 +91,7 @@ class ResourceServersIn(Body):
     servers: list[str] = Field(max_length=100, description="MCP server ids; empty: none")
 
 
-def describe(row: Client) -> ClientOut:
+def describe(row: ClientRow) -> ClientOut:
     return ClientOut(client_id=row.id, name=row.name, kind=row.kind, status=row.status,
                      auth_method=row.token_endpoint_auth_method,
                      auth_methods=list(clients.registered_methods(row)), jwks_uri=row.jwks_uri,
@@ -100,7 +101,7 @@ def describe(row: Client) -> ClientOut:
                      dpop_bound_access_tokens=row.dpop_bound_access_tokens, created_at=iso(row.created_at))
 
 
-def _row(session: DbSession, client_id: str) -> Client:
+def _row(session: DbSession, client_id: str) -> ClientRow:
     row = repo.get(session, client_id)
     if row is None:
         raise not_found(f"no client {client_id!r}")
@@ -150,12 +151,12 @@ def add_client(body: NewClientIn, session: DbSession, caller: Writer) -> NewClie
     return NewClientOut(**describe(new.row).model_dump(), client_secret=new.secret)
 
 
-def _within_authority(session: DbSession, caller: Caller, change: Callable[[client_admin.Authority], None]) -> None:
+def _within_authority(session: DbSession, caller: Caller, change: Callable[[client_admin.Authority], T]) -> T:
     """Run ``change`` with the caller's authority: its token's scopes and its own client's capabilities."""
     own = repo.get(session, caller.client_id)
     authority = client_admin.Authority.of_client(own, caller.scopes) if own else client_admin.NOTHING
     try:
-        change(authority)
+        return change(authority)
     except client_admin.BeyondAuthority as exc:
         raise fail(403, "access_denied", str(exc), missing=exc.missing) from None
 
@@ -164,10 +165,10 @@ def _change(session: DbSession, client_id: str, caller: Caller, change: str) -> 
     row = _row(session, client_id)
     try:
         if change == "approve":
-            _within_authority(session, caller, lambda authority: client_admin.approve(session, row, actor(caller),
-                                                                                     authority))
+            row = _within_authority(session, caller, lambda authority: client_admin.approve(
+                session, row, actor(caller), authority))
         else:
-            client_admin.disable(session, row, actor(caller))
+            row = client_admin.disable(session, row, actor(caller))
     except client_admin.InvalidChange as exc:
         raise fail(409, "conflict", str(exc)) from None
     return describe(row)
@@ -191,9 +192,8 @@ def disable_client(client_id: str, session: DbSession, caller: Writer) -> Client
             response_model=ClientOut, responses={**errors(e404=NO_CLIENT, e403=BEYOND), **BAD_BODY})
 def set_trusted(client_id: str, body: TrustedIn, session: DbSession, caller: Writer) -> ClientOut:
     row = _row(session, client_id)
-    _within_authority(session, caller, lambda authority: client_admin.set_trusted(session, row, body.trusted,
-                                                                                 actor(caller), authority))
-    return describe(row)
+    return describe(_within_authority(session, caller, lambda authority: client_admin.set_trusted(
+        session, row, body.trusted, actor(caller), authority)))
 
 
 @router.put("/clients/{client_id:path}/resource-servers", summary="Set the MCP servers whose tokens an "
@@ -217,11 +217,11 @@ def set_dpop(client_id: str, body: DpopIn, session: DbSession, caller: Writer) -
                                                                            actor(caller)))
 
 
-def _set(session: DbSession, client_id: str, change: Callable[[Client], None]) -> ClientOut:
+def _set(session: DbSession, client_id: str, change: Callable[[ClientRow], ClientRow]) -> ClientOut:
     """Apply ``change`` to the client; an ``InvalidChange`` is a 409 and nothing is written."""
     row = _row(session, client_id)
     try:
-        change(row)
+        row = change(row)
     except client_admin.InvalidChange as exc:
         raise fail(409, "conflict", str(exc)) from None
     return describe(row)
