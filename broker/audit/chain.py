@@ -19,14 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from broker.storage.models import AuditChainHead, AuditEvent, utcnow
-from broker.storage.statements import insert_unless_present
+from broker.storage import audit_chain
+from broker.storage.audit_chain import ChainedEvent, Head, Link
+from broker.storage.models import utcnow
 
 log = logging.getLogger("broker.audit")
-HEAD_ID = 1
 
 
 class EventContent(Protocol):
@@ -64,7 +63,7 @@ class AuditKey:
         begins with: every release sealing beside another during a rolling upgrade uses the same."""
         return cls(hashlib.sha256(b"mcp-auth-broker audit chain\0" + kek).digest())
 
-    def sealed(self, head: AuditChainHead) -> bool:
+    def sealed(self, head: Head) -> bool:
         """Whether the chain head carries this key's MAC."""
         return hmac.compare_digest(head.mac, self.head_mac(head.seq, head.hash))
 
@@ -85,53 +84,29 @@ def canonical(event: EventContent) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode()
 
 
-_EVENTS = AuditEvent.__table__
-_UNSEALED = (select(_EVENTS.c.id, _EVENTS.c.occurred_at, _EVENTS.c.event_type, _EVENTS.c.actor, _EVENTS.c.user_id,
-                    _EVENTS.c.client_id, _EVENTS.c.server_id, _EVENTS.c.outcome, _EVENTS.c.data)
-             .where(_EVENTS.c.chain_seq.is_(None)).order_by(_EVENTS.c.id).limit(bindparam("limit")))
-_LINK = (update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"))
-         .values(chain_seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), hash=bindparam("b_hash")))
-
-
 def seal(session: Session, key: AuditKey, limit: int = 5000) -> int:
-    """Chain up to ``limit`` unsealed events in id order; returns how many. Caller commits.
-
-    Core statements, not ORM objects: a busy worker seals hundreds of events a second, and while it
-    does it holds the write lock (SQLite) and the GIL."""
+    """Chain up to ``limit`` unsealed events in id order; returns how many. Caller commits."""
     seq, link = _lock_head(session, key)
-    rows = session.execute(_UNSEALED, {"limit": limit}).all()
+    rows = audit_chain.unsealed(session, limit)
     links = []
     for row in rows:
         seq += 1
         prev, link = link, key.link(seq, link, row)
-        links.append({"b_id": row.id, "b_seq": seq, "b_prev": prev, "b_hash": link})
+        links.append(Link(row.id, seq, prev, link))
     if links:
-        session.execute(_LINK, links)
-        session.execute(_MOVE_HEAD, {"h_seq": seq, "h_hash": link, "h_mac": key.head_mac(seq, link),
-                                     "h_at": utcnow()})
+        audit_chain.link(session, links, Head(seq, link, key.head_mac(seq, link)), utcnow())
         log.info("audit chain sealed", extra={"sealed": len(rows), "head_seq": seq, "head_hash": link})
     return len(rows)
 
 
-_HEAD = AuditChainHead.__table__
-# Takes the head row's lock (PostgreSQL) or the write lock (SQLite) and reads the head in one statement,
-# so two sealers never read the same head; writers of events are never involved. Under PostgreSQL's
-# READ COMMITTED a second sealer waits here, then reads the head the first one committed.
-_TAKE_HEAD = (update(_HEAD).where(_HEAD.c.id == HEAD_ID).values(seq=_HEAD.c.seq)
-              .returning(_HEAD.c.seq, _HEAD.c.hash))
-_MOVE_HEAD = (update(_HEAD).where(_HEAD.c.id == HEAD_ID)
-              .values(seq=bindparam("h_seq"), hash=bindparam("h_hash"), mac=bindparam("h_mac"),
-                      updated_at=bindparam("h_at")))
-
-
 def _lock_head(session: Session, key: AuditKey) -> tuple[int, str]:
     """The chain head's (seq, hash), locked for this transaction; the first seal creates the head row."""
-    head = session.execute(_TAKE_HEAD).first()
-    if head is None:  # INSERT ... ON CONFLICT DO NOTHING: two first sealers may create it at once
-        session.execute(insert_unless_present(session, AuditChainHead.__table__)
-                        .values(id=HEAD_ID, seq=0, hash="", mac=key.head_mac(0, ""), updated_at=utcnow()))
-        head = session.execute(_TAKE_HEAD).one()
-    return head.seq, head.hash
+    head = audit_chain.take_head(session)
+    if head is None:
+        audit_chain.add_head_if_absent(session, key.head_mac(0, ""), utcnow())
+        head = audit_chain.take_head(session)
+        assert head is not None
+    return head
 
 
 @dataclass(frozen=True)
@@ -151,8 +126,7 @@ def verify(session: Session, key: AuditKey, batch: int = 2000,
     """Walk the chain from the start; the first event that does not fit is reported.
     ``progress(1)`` is called for each event found intact."""
     expected_seq, prev = 1, ""
-    query = select(AuditEvent).where(AuditEvent.chain_seq.is_not(None)).order_by(AuditEvent.chain_seq)
-    for row in session.scalars(query.execution_options(yield_per=batch)):
+    for row in audit_chain.chained(session, batch):
         problem = _check(key, row, expected_seq, prev)
         if problem:
             return _broken(session, expected_seq - 1, row, problem)
@@ -164,11 +138,10 @@ def verify(session: Session, key: AuditKey, batch: int = 2000,
 
 def sealed_count(session: Session) -> int:
     """How many events the chain holds (what ``verify`` walks)."""
-    return int(session.scalar(select(func.count()).select_from(AuditEvent)
-                              .where(AuditEvent.chain_seq.is_not(None))) or 0)
+    return audit_chain.sealed_count(session)
 
 
-def _check(key: AuditKey, row: AuditEvent, expected_seq: int, prev: str) -> str:
+def _check(key: AuditKey, row: ChainedEvent, expected_seq: int, prev: str) -> str:
     if row.chain_seq != expected_seq:
         return f"chain position {row.chain_seq} where {expected_seq} was expected (an event was removed)"
     if row.prev_hash != prev:
@@ -179,7 +152,7 @@ def _check(key: AuditKey, row: AuditEvent, expected_seq: int, prev: str) -> str:
 
 
 def _check_head(session: Session, key: AuditKey, last_seq: int, last_hash: str) -> VerifyResult:
-    head = session.get(AuditChainHead, HEAD_ID)
+    head = audit_chain.head(session)
     unsealed = _unsealed(session)
     head_seq, head_hash = (head.seq, head.hash) if head else (0, "")
     if head is None and last_seq == 0:
@@ -193,12 +166,11 @@ def _check_head(session: Session, key: AuditKey, last_seq: int, last_hash: str) 
     return VerifyResult(True, last_seq, unsealed, head.seq, head.hash)
 
 
-def _broken(session: Session, checked: int, row: AuditEvent, reason: str) -> VerifyResult:
-    head = session.get(AuditChainHead, HEAD_ID)
+def _broken(session: Session, checked: int, row: ChainedEvent, reason: str) -> VerifyResult:
+    head = audit_chain.head(session)
     return VerifyResult(False, checked, _unsealed(session), head.seq if head else 0, head.hash if head else "",
                         broken_seq=row.chain_seq, broken_id=row.id, reason=reason)
 
 
 def _unsealed(session: Session) -> int:
-    return int(session.scalar(select(func.count()).select_from(AuditEvent)
-                              .where(AuditEvent.chain_seq.is_(None))) or 0)
+    return audit_chain.unsealed_count(session)

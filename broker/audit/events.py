@@ -6,16 +6,13 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from broker.audit import observers
+from broker.storage import audit_events
 from broker.storage.hot import Tx
-from broker.storage.models import AuditEvent, utcnow
-from broker.storage.prepared import Prepared
+from broker.storage.models import utcnow
 
-_INSERT = Prepared(insert(AuditEvent.__table__), columns=["occurred_at", "event_type", "actor", "user_id", "client_id",
-                                                          "server_id", "outcome", "data"])
 # Keys that would only ever hold a credential: refused outright, so a careless caller fails loudly in tests.
 FORBIDDEN_KEYS = frozenset({"token", "access_token", "refresh_token", "id_token", "code", "client_secret",
                             "secret", "password", "assertion", "client_assertion", "code_verifier"})
@@ -26,7 +23,7 @@ def record(session: Session, event_type: str, *, actor: str = "", user_id: str |
            data: Mapping[str, Any] | None = None, at: dt.datetime | None = None) -> None:
     """Add one event to the caller's transaction (committed, or not, with the change it describes)."""
     values = _values(event_type, actor, user_id, client_id, server_id, outcome, data, at)
-    _INSERT.rowcount(session, values)
+    audit_events.add(session, values)
     observers.note(session, event_type, outcome, client_id, server_id, values["data"])
 
 
@@ -35,7 +32,7 @@ async def record_hot(tx: Tx, event_type: str, *, actor: str = "", user_id: str |
                      data: Mapping[str, Any] | None = None, at: dt.datetime | None = None) -> None:
     """``record`` in a transaction of the hot lane; listeners hear of the event once it commits."""
     values = _values(event_type, actor, user_id, client_id, server_id, outcome, data, at)
-    await tx.rowcount(_INSERT, values)
+    await audit_events.add_hot(tx, values)
     observers.note_hot(tx, event_type, outcome, client_id, server_id, values["data"])
 
 

@@ -13,10 +13,10 @@ from collections.abc import Sequence
 
 from sqlalchemy.orm import Session
 
-from broker.audit.chain import HEAD_ID, AuditKey
+from broker.audit.chain import AuditKey
 from broker.keys.crypto import Encryptor, sealed_secret_aad
-from broker.storage import sealed
-from broker.storage.models import AuditChainHead, utcnow
+from broker.storage import audit_chain, sealed
+from broker.storage.models import utcnow
 
 NAME = "audit-chain-mac"
 
@@ -51,7 +51,7 @@ def load(session: Session, encryptor: Encryptor, keks: Sequence[bytes]) -> Audit
 
 
 def _first_key(session: Session, keks: Sequence[bytes]) -> AuditKey:
-    head = session.get(AuditChainHead, HEAD_ID)
+    head = audit_chain.head(session)
     if head is None:
         return AuditKey.derived_from(keks[0])
     for kek in keks:

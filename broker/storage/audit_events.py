@@ -1,16 +1,31 @@
-"""Reads of the audit log for its export (writing and sealing it is ``broker.audit``'s)."""
+"""The audit log's events: adding one (``broker.audit.record`` checks what it holds), and reading them for the
+export and a user's page (sealing is ``storage.audit_chain``'s)."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, insert, select
 from sqlalchemy.orm import Session
 
+from broker.storage.hot import Tx
 from broker.storage.models import AuditEvent
+from broker.storage.prepared import Prepared
 
 BATCH = 1000  # events fetched at a time by ``in_order``: the export streams a log of any length
+COLUMNS = ("occurred_at", "event_type", "actor", "user_id", "client_id", "server_id", "outcome", "data")
+_INSERT = Prepared(insert(AuditEvent.__table__), columns=COLUMNS)  # every request writes one: prebuilt
+
+
+def add(session: Session, values: Mapping[str, Any]) -> None:
+    """Add one event: a value for each of ``COLUMNS``."""
+    _INSERT.rowcount(session, values)
+
+
+async def add_hot(tx: Tx, values: Mapping[str, Any]) -> None:
+    await tx.rowcount(_INSERT, values)
 
 
 def count(session: Session, since: dt.datetime | None = None) -> int:
