@@ -51,7 +51,7 @@ class ClientRow(NamedTuple):
 
 _TABLE = Client.__table__
 _COLUMNS = select(*(column.label("metadata_") if column.name == "metadata" else column for column in _TABLE.c))
-_RECORD = Prepared(_COLUMNS.where(_TABLE.c.id == bindparam("client_id")), row=ClientRow)
+_RECORD = Prepared(_COLUMNS.where(_TABLE.c.id == bindparam("client_id")), row=ClientRow, memo=True)
 
 
 @functools.cache

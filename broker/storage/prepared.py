@@ -16,10 +16,12 @@ For fixed, short statements that every token request or sign-in runs; everything
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, cast
 
+from sqlalchemy import JSON
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
@@ -29,21 +31,27 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from broker.storage.models import UTCDateTime
 
 _CONNECTION = "broker.prepared.connection"  # session.info key: (transaction, SQLAlchemy connection)
+MEMO_ROWS = 4096  # converted rows a ``memo`` statement keeps, then starts again
 
 
 class Prepared:
     """A Core statement, compiled on first use for each dialect, run without SQLAlchemy's execution path.
 
     ``columns``: for an INSERT, the columns every execution gives (the statement is compiled for them).
-    Rows come back as named tuples with the statement's column keys (labels included).
+    Rows come back as named tuples with the statement's column keys (labels included). ``memo``: rows
+    that come back unchanged (a client's, a user's) are converted once and the same value returned again:
+    found by the raw row itself, so a changed row is always converted afresh. Their values are shared:
+    never mutate them.
     """
 
-    def __init__(self, statement: Executable, columns: Sequence[str] | None = None, row: type | None = None):
+    def __init__(self, statement: Executable, columns: Sequence[str] | None = None, row: type | None = None,
+                 memo: bool = False):
         if isinstance(statement, Insert) and columns is None:
             raise TypeError("an INSERT is prepared for the columns its executions give")
         self.statement = statement
         self.columns = list(columns) if columns is not None else None
         self.row = row
+        self.memo = memo
         if row is not None and tuple(getattr(row, "_fields", ())) != _column_keys(statement):
             raise TypeError(f"{row.__name__} does not name the statement's columns {_column_keys(statement)}")
         self._compiled: dict[tuple[str, str], Compiled] = {}
@@ -105,7 +113,7 @@ class Prepared:
         with self._lock:
             key = (dialect.name, dialect.driver)
             if key not in self._compiled:
-                self._compiled[key] = Compiled(self.statement, dialect, self.columns, self.row)
+                self._compiled[key] = Compiled(self.statement, dialect, self.columns, self.row, self.memo)
             self._by_dialect[id(dialect)] = (dialect, self._compiled[key])
             return self._compiled[key]
 
@@ -117,7 +125,8 @@ def _column_keys(statement: Executable) -> tuple[str, ...]:
 class Compiled:
     """One statement for one dialect: its SQL, how to build its parameters, how to read its rows."""
 
-    def __init__(self, statement: Executable, dialect: Dialect, columns: list[str] | None, row: type | None):
+    def __init__(self, statement: Executable, dialect: Dialect, columns: list[str] | None, row: type | None,
+                 memo: bool = False):
         compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect, column_keys=columns))
         if getattr(compiled, "insert_prefetch", None) or getattr(compiled, "update_prefetch", None):
             raise TypeError("a prepared statement cannot compute Python-side column defaults: give every column")
@@ -138,6 +147,7 @@ class Compiled:
             (name, self.processors.get(name), name in self.constants, self.constants.get(name))
             for name in self.positions]
         self.row_type: Any = row or NamedTuple("PreparedRow", [(column.key, Any) for column in result_columns])
+        self._memo: dict[tuple[Any, ...], Any] | None = {} if memo and self.converted else None
 
     def values(self, params: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
         if self.order is not None:  # positional parameters: one pass in their order
@@ -160,6 +170,20 @@ class Compiled:
     def row(self, raw: Sequence[Any]) -> Any:
         if not self.converted:
             return self.row_type._make(raw)
+        memo = self._memo
+        if memo is None or type(raw) is not tuple:  # asyncpg's records: not kept
+            return self._converted(raw)
+        try:
+            found = memo.get(raw)
+        except TypeError:  # a driver that decodes JSON itself (psycopg): unhashable values
+            return self._converted(raw)
+        if found is None:
+            if len(memo) >= MEMO_ROWS:
+                memo.clear()
+            found = memo[raw] = self._converted(raw)
+        return found
+
+    def _converted(self, raw: Sequence[Any]) -> Any:
         values = list(raw)
         for index, reader in self.converted:
             value = values[index]
@@ -179,6 +203,8 @@ def _writer(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
 def _reader(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
     if isinstance(type_, UTCDateTime):
         return _utc_from_text if dialect.name == "sqlite" else _utc_aware
+    if isinstance(type_, JSON) and dialect.name == "sqlite" and dialect._json_deserializer is None:
+        return _json_from_text
     processor: Callable[[Any], Any] | None = type_.dialect_impl(dialect).result_processor(dialect, None)
     return processor
 
@@ -194,12 +220,30 @@ def _utc_naive(value: dt.datetime | None) -> dt.datetime | None:
 
 
 def _utc_text(value: dt.datetime | None) -> str | None:
+    last = _last_text
+    if value is last[0]:  # a request's statements mostly write its one ``now``
+        return last[1]
     naive = _utc_naive(value)
-    return None if naive is None else naive.isoformat(" ", "microseconds")
+    text = None if naive is None else naive.isoformat(" ", "microseconds")
+    _remember_text(value, text)
+    return text
+
+
+def _remember_text(value: dt.datetime | None, text: str | None) -> None:
+    global _last_text
+    _last_text = (value, text)  # one tuple, swapped whole: safe across threads
+
+
+_last_text: tuple[dt.datetime | None, str | None] = (None, None)
 
 
 def _utc_aware(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC)
+
+
+def _json_from_text(value: Any) -> Any:
+    """SQLite's JSON column as SQLAlchemy's SQLite dialect reads it (a bare number comes back as one), in one call."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
 
 
 def _utc_from_text(value: str) -> dt.datetime:

@@ -96,7 +96,7 @@ _ACCOUNT = Prepared(select(_USERS.c.id, _USERS.c.email, _USERS.c.display_name, _
                            _LOGINS.c.idp_id.label("login_idp_id"), _LOGINS.c.claims.label("login_claims"),
                            _LOGINS.c.email.label("login_email"))
                     .outerjoin(_LOGINS, _LOGINS.c.user_id == _USERS.c.id).where(_USERS.c.id == bindparam("user_id"))
-                    .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1), row=Account)
+                    .order_by(_LOGINS.c.last_login_at.desc().nulls_last()).limit(1), row=Account, memo=True)
 _STANDING = Prepared(select(_USERS.c.status, _USERS.c.not_before).where(_USERS.c.id == bindparam("user_id")),
                      row=Standing)
 

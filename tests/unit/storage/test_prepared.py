@@ -129,3 +129,21 @@ def test_constants_in_the_statement_are_sent(migrated: Database) -> None:
                       .limit(1))
     with migrated.transaction() as session:
         assert newest.scalars(session, {}) == ["c5"]
+
+
+async def test_a_memo_statement_returns_a_changed_row_as_changed_on_both_lanes(migrated: Database) -> None:
+    add_client(migrated)
+    prepared = Prepared(BY_ID, memo=True)
+    async with migrated.hot.read() as tx:
+        first = await tx.first(prepared, {"client_id": "c1"})
+        again = await tx.first(prepared, {"client_id": "c1"})
+    assert again == first and again.status == "active"
+    with migrated.transaction() as session:
+        session.execute(update(CLIENTS).where(CLIENTS.c.id == "c1").values(status="disabled",
+                                                                          redirect_uris=["http://127.0.0.1/other"]))
+    async with migrated.hot.read() as tx:
+        changed = await tx.first(prepared, {"client_id": "c1"})
+    with migrated.transaction() as session:
+        cold = prepared.first(session, {"client_id": "c1"})
+    assert changed.status == cold.status == "disabled"
+    assert changed.redirect_uris == cold.redirect_uris == ["http://127.0.0.1/other"]
