@@ -64,6 +64,9 @@ def _definition_flags(parser: argparse.ArgumentParser, required: bool) -> None:
     parser.add_argument("--tag", action="append", metavar="TAG", help="a tag for policy targets (repeat)")
     parser.add_argument("--access-token-lifetime", type=int, metavar="SECONDS",
                         help="override tokens.access_token_lifetime for this server")
+    parser.add_argument("--require-dpop", action=argparse.BooleanOptionalAction, default=None,
+                        help="issue tokens for this server DPoP-bound only (RFC 9449): a token request without a "
+                             "DPoP proof is refused (default: off)")
 
 
 def add_server(args: argparse.Namespace) -> int:
@@ -96,7 +99,7 @@ def list_servers(args: argparse.Namespace) -> int:
         print_json(rows)
     else:
         print_table([{**r, "scopes": " ".join(r["scopes"])} for r in rows],
-                    ["id", "name", "resource", "enabled", "scopes"])
+                    ["id", "name", "resource", "enabled", "require_dpop", "scopes"])
     return 0
 
 
@@ -133,7 +136,8 @@ def _spec(args: argparse.Namespace, row: ServerRow | None) -> admin.ServerSpec:
         resource=pick(args.resource, row.resource if row else ""), scopes=scopes, default_scopes=defaults,
         description=pick(args.description, row.description if row else ""),
         tags=args.tag if args.tag is not None else (list(row.tags) if row else []),
-        access_token_lifetime=pick(args.access_token_lifetime, row.access_token_lifetime if row else None))
+        access_token_lifetime=pick(args.access_token_lifetime, row.access_token_lifetime if row else None),
+        require_dpop=pick(args.require_dpop, row.require_dpop if row else False))
 
 
 def _apply(operation: Callable[[], ServerRow]) -> ServerRow:
@@ -160,7 +164,8 @@ def _print(args: argparse.Namespace, record: dict[str, Any], line: str) -> None:
 def describe(row: ServerRow) -> dict[str, Any]:
     return {"id": row.id, "name": row.name, "resource": row.resource, "enabled": row.enabled,
             "scopes": dict(row.scopes), "default_scopes": list(row.default_scopes), "tags": list(row.tags),
-            "description": row.description, "access_token_lifetime": row.access_token_lifetime}
+            "description": row.description, "access_token_lifetime": row.access_token_lifetime,
+            "require_dpop": row.require_dpop}
 
 
 def pick(new: Any, old: Any) -> Any:

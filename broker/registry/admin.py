@@ -45,6 +45,7 @@ class ServerSpec:
     description: str = ""
     tags: Sequence[str] = ()
     access_token_lifetime: int | None = None
+    require_dpop: bool = False  # tokens for it are DPoP-bound only (RFC 9449): the broker issues no bearer token
 
 
 def add(session: Session, spec: ServerSpec, actor: str = "system", *, issuer: str = "") -> ServerRow:
@@ -57,7 +58,7 @@ def add(session: Session, spec: ServerSpec, actor: str = "system", *, issuer: st
     now = utcnow()
     row = ServerRow(id=spec.id, name=spec.name, description=spec.description, resource=resource,
                     scopes=dict(spec.scopes), default_scopes=list(spec.default_scopes), tags=sorted(set(spec.tags)),
-                    access_token_lifetime=spec.access_token_lifetime, enabled=True, require_dpop=False,
+                    access_token_lifetime=spec.access_token_lifetime, enabled=True, require_dpop=spec.require_dpop,
                     created_at=now, updated_at=now)
     mcp_servers.add(session, row)
     audit.record(session, "server.added", actor=actor, server_id=row.id, data={"after": snapshot(row)})
@@ -72,7 +73,8 @@ def update(session: Session, row: ServerRow, spec: ServerSpec, actor: str = "sys
         raise ServerConflict([f"resource: {resource} belongs to server {other.id!r}"])
     changed = row._replace(name=spec.name, description=spec.description, resource=resource, scopes=dict(spec.scopes),
                            default_scopes=list(spec.default_scopes), tags=sorted(set(spec.tags)),
-                           access_token_lifetime=spec.access_token_lifetime, updated_at=utcnow())
+                           access_token_lifetime=spec.access_token_lifetime, require_dpop=spec.require_dpop,
+                           updated_at=utcnow())
     mcp_servers.save(session, changed)
     audit.record(session, "server.updated", actor=actor, server_id=row.id,
                  data={"before": snapshot(row), "after": snapshot(changed)})

@@ -1,8 +1,10 @@
-"""DPoP's registration side: a client's ``dpop_bound_access_tokens`` (RFC 9449 §5.2) through DCR, its metadata
-document, the CLI, the admin API and the console, on both stores; bad input is refused and changes nothing."""
+"""DPoP's registration side, on both stores: a client's ``dpop_bound_access_tokens`` (RFC 9449 §5.2) through DCR,
+its metadata document, the CLI, the admin API and the console; an MCP server's ``require_dpop`` through the CLI, the
+admin API and the console. Bad input is refused and changes nothing."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from broker.storage import clients as repo
+from broker.storage import mcp_servers
 from broker.storage.models import AuditEvent, Client
 from tests.flows.test_admin_api import API, bearer
 from tests.flows.test_admin_console import carol, csrf_of, settings  # noqa: F401 - the console's fixtures
@@ -228,3 +231,82 @@ async def test_the_console_refuses_dpop_for_a_metadata_document_client(carol: ht
                                                               "action": "dpop-on"})
     assert refused.status_code == 409 and "metadata document" in refused.text
     assert bound(state, DOCUMENT_URL) is False and changes(state) == 0
+
+
+# ---------------------------------------------------------------- MCP servers: require_dpop
+
+CRM = {"id": "crm", "name": "CRM", "resource": "https://crm.example.com/mcp", "scopes": {"crm:read": "Read"}}
+
+
+def required(state: Any, server_id: str) -> bool | None:
+    with state.database.sessions() as session:
+        row = mcp_servers.get(session, server_id)
+        return None if row is None else row.require_dpop
+
+
+def test_cli_requires_dpop_for_a_server_at_registration_and_update(state: Any, cli: Any, capsys: Any) -> None:
+    assert cli(["servers", "add", "--id", "crm", "--name", "CRM", "--resource", "https://crm.example.com/mcp",
+                "--scopes", "crm:read", "--require-dpop", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["require_dpop"] is True and required(state, "crm") is True
+    assert cli(["servers", "update", "crm", "--name", "Sales CRM"]) == 0  # flags not given keep their value
+    assert required(state, "crm") is True
+    assert cli(["servers", "update", "crm", "--no-require-dpop"]) == 0
+    assert required(state, "crm") is False
+    assert cli(["servers", "update", "demo", "--require-dpop"]) == 0
+    assert required(state, "demo") is True
+    capsys.readouterr()
+    assert cli(["servers", "show", "demo", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["require_dpop"] is True
+    with state.database.sessions() as session:
+        [event] = session.scalars(select(AuditEvent).where(AuditEvent.event_type == "server.updated",
+                                                           AuditEvent.server_id == "demo")).all()
+    assert (event.data["before"]["require_dpop"], event.data["after"]["require_dpop"]) == (False, True)
+
+
+def test_cli_refuses_require_dpop_for_an_unknown_server_or_with_a_value(state: Any, cli: Any, capsys: Any) -> None:
+    capsys.readouterr()
+    assert cli(["servers", "update", "ghost", "--require-dpop"]) == 2
+    assert capsys.readouterr().err == "broker: no MCP server 'ghost'\n"
+    with pytest.raises(SystemExit) as exited:
+        cli(["servers", "update", "demo", "--require-dpop=yes"])
+    assert exited.value.code == 2
+    assert required(state, "demo") is False
+
+
+async def test_admin_api_registers_and_changes_a_server_requiring_dpop(client: httpx.AsyncClient,
+                                                                       state: Any) -> None:
+    writer, _ = await bearer(client, state, "admin:write", "admin:read")
+    created = await client.post(f"{API}/servers", headers=writer, json={**CRM, "require_dpop": True})
+    assert created.status_code == 201 and created.json()["require_dpop"] is True, created.text
+    renamed = await client.patch(f"{API}/servers/crm", headers=writer, json={"name": "Sales CRM"})
+    assert renamed.json()["require_dpop"] is True  # a field not given keeps its value
+    off = await client.patch(f"{API}/servers/crm", headers=writer, json={"require_dpop": False})
+    assert off.status_code == 200 and off.json()["require_dpop"] is False and required(state, "crm") is False
+    assert (await client.get(f"{API}/servers/demo", headers=writer)).json()["require_dpop"] is False
+
+
+async def test_admin_api_refuses_a_require_dpop_that_is_not_a_boolean(client: httpx.AsyncClient, state: Any) -> None:
+    writer, _ = await bearer(client, state, "admin:write")
+    for value in ["true", 1, "yes", [], {}]:
+        patched = await client.patch(f"{API}/servers/demo", headers=writer, json={"require_dpop": value})
+        assert patched.status_code == 400 and patched.json()["error"] == "invalid_request", patched.text
+        created = await client.post(f"{API}/servers", headers=writer, json={**CRM, "require_dpop": value})
+        assert created.status_code == 400, created.text
+    assert required(state, "demo") is False and required(state, "crm") is None
+
+
+async def test_the_console_registers_shows_and_changes_a_server_requiring_dpop(
+        carol: httpx.AsyncClient, state: Any) -> None:  # noqa: F811
+    token = csrf_of(await carol.get("/admin/servers/new"))
+    form = {"csrf_token": token, "id": "crm", "name": "CRM", "resource": CRM["resource"], "scopes": "crm:read Read",
+            "require_dpop": "on"}
+    assert (await carol.post("/admin/servers/new", data=form)).status_code == 303
+    assert required(state, "crm") is True
+    page = await carol.get("/admin/servers/crm")
+    assert 'id="require_dpop" name="require_dpop" value="on" checked' in page.text
+    assert 'title="tokens for it are DPoP-bound only">DPoP required' in (await carol.get("/admin/servers")).text
+    without = {name: value for name, value in form.items() if name != "require_dpop"}
+    assert (await carol.post("/admin/servers/crm", data=without)).status_code == 303  # an unticked box: off
+    assert required(state, "crm") is False
+    refused = await carol.post("/admin/servers/crm", data={**form, "scopes": ""})  # invalid: nothing changes
+    assert refused.status_code == 400 and required(state, "crm") is False

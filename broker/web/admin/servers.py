@@ -14,14 +14,16 @@ from broker.web.admin.common import ConsoleRoute, NotFound, back, console_call, 
 from broker.web.deps import State
 
 router = APIRouter(prefix="/admin/servers", route_class=ConsoleRoute, include_in_schema=False)
-FIELDS = ("id", "name", "description", "resource", "scopes", "default_scopes", "tags", "access_token_lifetime")
+FIELDS = ("id", "name", "description", "resource", "scopes", "default_scopes", "tags", "access_token_lifetime",
+          "require_dpop")
 
 
 def _form_of(row: ServerRow) -> dict[str, str]:
     return {"id": row.id, "name": row.name, "description": row.description, "resource": row.resource,
             "scopes": "\n".join(f"{s} {d}".rstrip() for s, d in row.scopes.items()),
             "default_scopes": " ".join(row.default_scopes), "tags": " ".join(row.tags),
-            "access_token_lifetime": str(row.access_token_lifetime or "")}
+            "access_token_lifetime": str(row.access_token_lifetime or ""),
+            "require_dpop": "on" if row.require_dpop else ""}
 
 
 def _spec(form: dict[str, str], server_id: str) -> tuple[registry.ServerSpec | None, dict[str, list[str]]]:
@@ -42,7 +44,8 @@ def _spec(form: dict[str, str], server_id: str) -> tuple[registry.ServerSpec | N
                                resource=form.get("resource", "").strip(),
                                scopes=scopes, default_scopes=form.get("default_scopes", "").split(),
                                description=form.get("description", "").strip(),
-                               tags=form.get("tags", "").replace(",", " ").split(), access_token_lifetime=lifetime)
+                               tags=form.get("tags", "").replace(",", " ").split(), access_token_lifetime=lifetime,
+                               require_dpop=bool(form.get("require_dpop")))
     return (None if errors else spec), errors
 
 

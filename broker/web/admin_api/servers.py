@@ -26,6 +26,7 @@ class ServerOut(BaseModel):
     tags: list[str]
     access_token_lifetime: int | None
     enabled: bool
+    require_dpop: bool = Field(description="tokens for it are DPoP-bound only (RFC 9449): no bearer token is issued")
     created_at: str | None
     updated_at: str | None
 
@@ -39,6 +40,8 @@ class ServerIn(Body):
     description: str = Field("", max_length=10_000)
     tags: list[str] = Field([], max_length=100)
     access_token_lifetime: int | None = Field(None, description="seconds (30-86400); null: the default")
+    require_dpop: bool = Field(False, strict=True, description="issue DPoP-bound tokens only (RFC 9449): a token "
+                               "request without a DPoP proof is refused")
 
 
 class ServerPatch(Body):
@@ -51,13 +54,14 @@ class ServerPatch(Body):
     description: str | None = Field(None, max_length=10_000)
     tags: list[str] | None = Field(None, max_length=100)
     access_token_lifetime: int | None = None
+    require_dpop: bool | None = Field(None, strict=True, description="true: DPoP-bound tokens only")
 
 
 def describe(row: ServerRow) -> ServerOut:
     return ServerOut(id=row.id, name=row.name, description=row.description, resource=row.resource,
                      scopes=dict(row.scopes), default_scopes=list(row.default_scopes), tags=list(row.tags),
                      access_token_lifetime=row.access_token_lifetime, enabled=row.enabled,
-                     created_at=iso(row.created_at), updated_at=iso(row.updated_at))
+                     require_dpop=row.require_dpop, created_at=iso(row.created_at), updated_at=iso(row.updated_at))
 
 
 def _row(session: DbSession, server_id: str) -> ServerRow:
@@ -102,7 +106,7 @@ def update_server(server_id: str, body: ServerPatch, session: DbSession, caller:
     row = _row(session, server_id)
     current = {"name": row.name, "resource": row.resource, "scopes": dict(row.scopes),
                "default_scopes": list(row.default_scopes), "description": row.description, "tags": list(row.tags),
-               "access_token_lifetime": row.access_token_lifetime}
+               "access_token_lifetime": row.access_token_lifetime, "require_dpop": row.require_dpop}
     given = {k: v for k, v in body.model_dump(exclude_unset=True).items()
              if v is not None or k == "access_token_lifetime"}  # null elsewhere: leave as is
     spec = registry.ServerSpec(id=row.id, **{**current, **given})
