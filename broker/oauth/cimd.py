@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from broker import audit
 from broker.config import CimdSettings
-from broker.oauth import client_keys, redirects
+from broker.oauth import client_auth, client_keys, redirects
 from broker.oauth.ssrf import FetchedDocument, FetchError
 from broker.storage import clients as repo
 from broker.storage.clients import ClientRow
@@ -254,6 +254,11 @@ def _subset(doc: Mapping[str, Any], name: str, default: list[str], allowed: Sequ
 def _descriptive(doc: Mapping[str, Any]) -> dict[str, Any]:
     kept: dict[str, Any] = {k: doc[k] for k in DESCRIPTIVE_FIELDS if isinstance(doc.get(k), str) and
                             len(doc[k]) <= MAX_URL_LENGTH}
+    try:
+        if (alg := client_auth.registered_signing_alg(doc)) is not None:
+            kept[client_auth.SIGNING_ALG] = alg  # what the token endpoint then holds its assertions to
+    except ValueError as exc:
+        raise InvalidDocument(str(exc)) from None
     contacts = doc.get("contacts")
     if isinstance(contacts, list) and all(isinstance(c, str) and len(c) <= 320 for c in contacts):
         kept["contacts"] = contacts[:10]

@@ -35,6 +35,9 @@ SECRET_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST)
 CONFIDENTIAL_METHODS = (*SECRET_METHODS, PRIVATE_KEY_JWT)
 ALL_METHODS = (NONE, *CONFIDENTIAL_METHODS)
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"  # RFC 7523 §2.2
+# What a private_key_jwt assertion may be signed with: the metadata's token_endpoint_auth_signing_alg_values_supported.
+ASSERTION_ALGORITHMS = ("ES256", "RS256")
+SIGNING_ALG = "token_endpoint_auth_signing_alg"  # OpenID Connect Dynamic Client Registration 1.0 §2
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -131,3 +134,24 @@ def strict_basic_header(headers: Mapping[str, str]) -> bool:
     if not colon or not client_id or _CONTROL.search(client_id + secret):
         raise InvalidClientError(status_code=401, description="the Basic credentials are malformed")
     return True
+
+
+def registered_signing_alg(metadata: Mapping[str, object]) -> str | None:
+    """``token_endpoint_auth_signing_alg`` (OpenID Connect Dynamic Client Registration 1.0 §2) of a registration
+    or metadata document: None when absent; ``ValueError`` unless it is one this server verifies and the client
+    authenticates with ``private_key_jwt`` (the only method it applies to here)."""
+    if SIGNING_ALG not in metadata:
+        return None
+    alg = metadata[SIGNING_ALG]
+    if alg not in ASSERTION_ALGORITHMS:
+        raise ValueError(f"{SIGNING_ALG} must be one of {', '.join(ASSERTION_ALGORITHMS)}")
+    if metadata.get("token_endpoint_auth_method") != PRIVATE_KEY_JWT:
+        raise ValueError(f"{SIGNING_ALG} applies to token_endpoint_auth_method private_key_jwt only")
+    return str(alg)
+
+
+def assertion_algorithms(client_metadata: Mapping[str, object]) -> list[str]:
+    """The algorithms a client's assertion may use: the one it registered (OIDC Registration §2: it MUST be
+    used), else any this server verifies."""
+    alg = client_metadata.get(SIGNING_ALG)
+    return [alg] if isinstance(alg, str) else list(ASSERTION_ALGORITHMS)

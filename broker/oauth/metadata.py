@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker.config import Settings
-from broker.oauth.client_auth import SECRET_METHODS
+from broker.oauth.client_auth import ASSERTION_ALGORITHMS, SECRET_METHODS
 from broker.oauth.clients import AUTH_METHODS
 from broker.oauth.id_jag import ID_JAG_PROFILE, ID_JAG_TOKEN_TYPE, JWT_BEARER, TOKEN_EXCHANGE
 from broker.oauth.scopes import META_SCOPES
@@ -29,7 +29,7 @@ def authorization_server_metadata(settings: Settings, scopes: list[str]) -> dict
         "grant_types_supported": grant_types(settings),
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
-        "token_endpoint_auth_signing_alg_values_supported": SIGNING_ALGORITHMS,
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "scopes_supported": sorted(set(scopes) | META_SCOPES),  # OIDC Discovery §3: openid among them
         "revocation_endpoint": f"{issuer}/revoke",
         "revocation_endpoint_auth_methods_supported": list(AUTH_METHODS),

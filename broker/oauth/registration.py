@@ -8,20 +8,28 @@ Registered clients get a generated id that never starts with ``https://`` (those
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 from authlib.oauth2.rfc7591 import ClientRegistrationEndpoint
 from authlib.oauth2.rfc7591.errors import InvalidClientMetadataError, InvalidRedirectURIError
 
-from broker.oauth import client_keys, clients, secrets
-from broker.oauth.client_auth import SECRET_METHODS
+from broker.oauth import client_keys, clients, redirects, secrets
+from broker.oauth.client_auth import SECRET_METHODS, SIGNING_ALG, registered_signing_alg
 from broker.oauth.errors import OAuth2Error, describe
 from broker.storage import clients as client_repo
 
 DCR_GRANTS = {"authorization_code", "refresh_token"}
 DCR_AUTH_METHODS = ["none", *SECRET_METHODS, "private_key_jwt"]  # the last with jwks or jwks_uri
 _STRINGS = ("token_endpoint_auth_method", "client_name", "client_uri", "logo_uri", "scope", "tos_uri", "policy_uri",
-            "jwks_uri", "software_id", "software_version", "software_statement")
+            "jwks_uri", "software_id", "software_version", "software_statement", SIGNING_ALG)
+# Pages and an image an administrator or a user may be shown and follow: web URLs only (RFC 7591 §5).
+DESCRIPTIVE_URLS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
+KEPT_METADATA = (*DESCRIPTIVE_URLS, "software_id", "software_version", "contacts", SIGNING_ALG)
+MAX_CONTACTS = 10
+MAX_FIELD_LENGTH = 2048  # a URL, as the clients table keeps them; a contact is at most 320 (an email address)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LISTS_OF_STRINGS = ("redirect_uris", "grant_types", "response_types", "contacts")
 _BOOLEANS = ("dpop_bound_access_tokens",)  # RFC 9449 §5.2; authlib does not know it, so the broker reads it
 
@@ -62,6 +70,36 @@ def check_supported(metadata: dict[str, Any]) -> None:
             client_keys.check_jwks_uri(metadata["jwks_uri"])
         except client_keys.InvalidKeys as exc:
             raise InvalidClientMetadataError(str(exc)) from None
+    try:
+        registered_signing_alg(metadata)
+    except ValueError as exc:
+        raise InvalidClientMetadataError(str(exc)) from None
+
+
+def check_descriptive(metadata: dict[str, Any]) -> None:
+    """What the broker keeps only to show (RFC 7591 §2, §5): web pages and a logo at https URLs (http on a
+    loopback host, for development), a few contacts; bounded, without control characters."""
+    for name in DESCRIPTIVE_URLS:
+        if name in metadata and not _web_url(metadata[name]):
+            raise InvalidClientMetadataError(f"{name} must be an https URL (http only on a loopback host) of at "
+                                             f"most {MAX_FIELD_LENGTH} characters")
+    contacts = metadata.get("contacts", [])
+    if len(contacts) > MAX_CONTACTS or any(len(c) > 320 or _CONTROL.search(c) for c in contacts):
+        raise InvalidClientMetadataError(f"contacts: at most {MAX_CONTACTS}, each at most 320 characters without "
+                                         "control characters")
+
+
+def _web_url(value: str) -> bool:
+    if len(value) > MAX_FIELD_LENGTH or _CONTROL.search(value):
+        return False
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range
+    except ValueError:
+        return False
+    if not parts.hostname or parts.username is not None or parts.password is not None:
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in redirects.LOOPBACK_HOSTS)
 
 
 class TooManyRegistrations(OAuth2Error):
@@ -88,9 +126,12 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
         if data:
             check_metadata_types(data)
             check_supported(data)
+            check_descriptive(data)
         metadata: dict[str, Any] = super().extract_client_metadata(request)
         # checked above; registered, so the response echoes it (RFC 7591 §3.2.1), false when not given (RFC 9449 §5.2)
         metadata.update({name: data.get(name, False) for name in _BOOLEANS})
+        if SIGNING_ALG in data:  # checked above; authlib keeps RFC 7591's fields only, and this is OIDC's
+            metadata[SIGNING_ALG] = data[SIGNING_ALG]
         return metadata
 
     def get_server_metadata(self) -> dict[str, Any]:
@@ -116,8 +157,7 @@ class BrokerRegistrationEndpoint(ClientRegistrationEndpoint):
                 registered_from=request.http.client_ip or "unknown", secret=client_info.get("client_secret"),
                 actor=f"dcr:{request.http.client_ip or 'unknown'}",
                 dpop_bound_access_tokens=metadata["dpop_bound_access_tokens"],
-                metadata={k: v for k, v in metadata.items() if k in ("client_uri", "logo_uri", "software_id",
-                                                                     "software_version", "contacts")})
+                metadata={k: v for k, v in metadata.items() if k in KEPT_METADATA})
         except ValueError as exc:
             error = InvalidRedirectURIError if "redirect" in str(exc) else InvalidClientMetadataError
             raise error(describe(str(exc))) from None

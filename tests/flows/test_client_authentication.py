@@ -258,6 +258,12 @@ async def test_dcr_private_key_jwt_with_a_jwks_uri(client: httpx.AsyncClient, st
     ({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}},
      "only public"),
     ({"token_endpoint_auth_method": "client_secret_post", "jwks_uri": JWKS_URI}, "for private_key_jwt clients only"),
+    ({"token_endpoint_auth_method": "private_key_jwt", "jwks": public_jwks(new_key()),
+      "token_endpoint_auth_signing_alg": "HS256"}, "token_endpoint_auth_signing_alg must be one of ES256, RS256"),
+    ({"token_endpoint_auth_method": "private_key_jwt", "jwks": public_jwks(new_key()),
+      "token_endpoint_auth_signing_alg": "none"}, "token_endpoint_auth_signing_alg must be one of ES256, RS256"),
+    ({"token_endpoint_auth_method": "none", "token_endpoint_auth_signing_alg": "ES256"},
+     "applies to token_endpoint_auth_method private_key_jwt only"),
 ])
 async def test_dcr_refuses_unusable_keys(client: httpx.AsyncClient, state: Any, metadata: dict[str, Any],
                                          reason: str) -> None:
@@ -266,6 +272,43 @@ async def test_dcr_refuses_unusable_keys(client: httpx.AsyncClient, state: Any, 
     assert reason in response.json()["error_description"]
     with state.database.sessions() as session:
         assert repo.list_all(session) == []
+
+
+def rsa_assertion(client_id: str, kid: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """An RSA key's public JWK and an RS256 assertion signed with it."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key())), "kid": kid, "use": "sig"}
+    now = int(time.time())
+    claims = {"iss": client_id, "sub": client_id, "aud": f"{ISSUER}/token", "iat": now, "exp": now + 60,
+              "jti": str(uuid.uuid4())}
+    return jwk, {"client_assertion_type": ASSERTION_TYPE,
+                 "client_assertion": jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})}
+
+
+async def test_a_registered_signing_alg_is_the_only_one_the_token_endpoint_takes(client: httpx.AsyncClient,
+                                                                                  state: Any) -> None:
+    """OIDC Registration §2: token_endpoint_auth_signing_alg MUST be used; another key of the client's set signing with
+    another algorithm is refused."""
+    key = new_key()
+    keys = public_jwks(key)
+    registered = await client.post("/register", json={
+        "client_name": "Server app", "redirect_uris": [CLIENT_REDIRECT],
+        "token_endpoint_auth_method": "private_key_jwt", "jwks": keys, "token_endpoint_auth_signing_alg": "ES256"})
+    assert registered.status_code == 201 and registered.json()["token_endpoint_auth_signing_alg"] == "ES256"
+    client_id = registered.json()["client_id"]
+    rsa_jwk, rsa_signed = rsa_assertion(client_id, "k2")
+    with state.database.transaction() as session:  # the same client also holds an RSA key
+        from broker.storage.models import Client
+
+        session.get(Client, client_id).jwks = {"keys": [*keys["keys"], rsa_jwk]}
+    verifier, challenge = pkce()
+    code = (await authorize(client, client_id, challenge))["code"]
+    other_alg = await exchange(client, client_id, code, verifier, **rsa_signed)
+    assert other_alg.status_code == 401 and other_alg.json()["error"] == "invalid_client", other_alg.text
+    code = (await authorize(client, client_id, challenge))["code"]
+    assert (await exchange(client, client_id, code, verifier, **assertion(key, client_id))).status_code == 200
 
 
 # ---------------------------------------------------------------- the operators' doors

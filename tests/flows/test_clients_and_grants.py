@@ -66,6 +66,17 @@ async def test_dcr_confidential_client_gets_a_secret_once(client: httpx.AsyncCli
     ({"client_name": "x", "redirect_uris": [CLIENT_REDIRECT], "token_endpoint_auth_method": "private_key_jwt"},
      "invalid_client_metadata"),
     ({"client_name": "x"}, "invalid_redirect_uri"),
+    ({"client_name": "x", "redirect_uris": [CLIENT_REDIRECT], "logo_uri": "javascript://x/%0aalert(1)"},
+     "invalid_client_metadata"),
+    ({"client_name": "x", "redirect_uris": [CLIENT_REDIRECT], "client_uri": "data://x/y"}, "invalid_client_metadata"),
+    ({"client_name": "x", "redirect_uris": [CLIENT_REDIRECT], "tos_uri": "http://tracker.example/t"},
+     "invalid_client_metadata"),
+    ({"client_name": "x", "redirect_uris": [CLIENT_REDIRECT], "policy_uri": "https://x.example/" + "p" * 2048},
+     "invalid_client_metadata"),
+    ({"client_name": "x", "redirect_uris": [CLIENT_REDIRECT], "contacts": ["a@example.com"] * 11},
+     "invalid_client_metadata"),
+    ({"client_name": "x", "redirect_uris": [CLIENT_REDIRECT], "contacts": ["a@example.com\r\nBcc: b@example.com"]},
+     "invalid_client_metadata"),
 ])
 async def test_dcr_refuses_bad_metadata(client: httpx.AsyncClient, state, metadata, error) -> None:
     from broker.storage import clients as repo
@@ -74,6 +85,18 @@ async def test_dcr_refuses_bad_metadata(client: httpx.AsyncClient, state, metada
     assert response.status_code == 400 and response.json()["error"] == error, response.text
     with state.database.sessions() as session:
         assert repo.list_all(session) == []
+
+
+async def test_dcr_keeps_descriptive_metadata_at_web_urls(client: httpx.AsyncClient, state) -> None:
+    from broker.storage import clients as repo
+
+    shown = {"client_uri": "https://agent.example.com/", "logo_uri": "http://127.0.0.1:8000/logo.png",
+             "contacts": ["ops@agent.example.com"]}
+    response = await client.post("/register", json={"client_name": "x", "redirect_uris": [CLIENT_REDIRECT],
+                                                     "token_endpoint_auth_method": "none", **shown})
+    assert response.status_code == 201 and {k: response.json()[k] for k in shown} == shown, response.text
+    with state.database.sessions() as session:
+        assert repo.get(session, response.json()["client_id"]).metadata_ == shown
 
 
 @pytest.mark.parametrize("body,content_type", [

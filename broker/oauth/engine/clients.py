@@ -255,7 +255,8 @@ def assertion_subject(assertion: str) -> str:
 def _verified(grant: Grant, assertion: str, row: ClientRow) -> dict[str, Any]:
     issuer = grant.engine.issuer
     try:
-        token = jwt.decode(assertion, _keys(grant, row))
+        # OIDC Registration §2: a token_endpoint_auth_signing_alg the client registered MUST be the one it signs with.
+        token = jwt.decode(assertion, _keys(grant, row), algorithms=client_auth.assertion_algorithms(row.metadata_))
         registry = jwt.JWTClaimsRegistry(leeway=grant.engine.settings.tokens.clock_skew, iss={"essential": True},
                                          sub={"essential": True}, exp={"essential": True},
                                          aud={"essential": True, "values": [issuer, f"{issuer}/token"]})
