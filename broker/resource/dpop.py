@@ -184,7 +184,7 @@ def _unverified_header(unverified_proof: str) -> dict[str, Any]:
     encoded = unverified_proof.split(".", 1)[0]
     try:
         header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
-    except ValueError:  # binascii.Error, UnicodeDecodeError and JSONDecodeError are ValueErrors
+    except (ValueError, RecursionError):  # binascii.Error, UnicodeDecodeError, JSONDecodeError; JSON nested too deep
         raise DpopError(INVALID_DPOP_PROOF, "malformed DPoP proof") from None
     if not isinstance(header, dict):
         raise DpopError(INVALID_DPOP_PROOF, "malformed DPoP proof")
