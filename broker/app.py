@@ -37,6 +37,7 @@ from broker.lifecycle.upstream_check import UpstreamCheck
 from broker.lifecycle.upstream_revocation import Attempt, UpstreamRevocations
 from broker.oauth.cimd import MetadataFetcher
 from broker.oauth.core import OAuthCore
+from broker.oauth.dpop_nonces import nonce_key
 from broker.oauth.ssrf import HttpsMetadataFetcher
 from broker.observability import Metrics, MetricsUnavailable, workers
 from broker.registry.policies import StoredPolicy
@@ -133,7 +134,8 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
     connectors = idp_connectors(settings, http)
     oauth = OAuthCore(settings, keyring, encryptor, StoredPolicy(), connectors.connectors,
                       csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest(),
-                      client_metadata=client_metadata or metadata_fetcher(settings), http=http)
+                      client_metadata=client_metadata or metadata_fetcher(settings), http=http,
+                      dpop_nonce_key=nonce_key(kek))
     audit_keys = audit.AuditKeys(encryptor, keks)
 
     # The sealer works in batches, each its own transaction, with a pause between them longer than the hot

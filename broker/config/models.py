@@ -14,8 +14,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from broker.config.types import (
+    DEFAULT_DPOP_ALGORITHMS,
     DEFAULT_JWS_ALGORITHMS,
     Identifier,
+    JwsAlgorithm,
     JwsAlgorithms,
     LogLevel,
     decode_kek,
@@ -312,6 +314,15 @@ class IdJagSettings(_Section):
     max_assertion_lifetime: int = Field(600, ge=60, le=86400)
 
 
+class DpopSettings(_Section):
+    """DPoP (RFC 9449) at the token endpoint: which proofs count, and whether a server nonce is required."""
+
+    algorithms: list[JwsAlgorithm] = Field(default_factory=lambda: list(DEFAULT_DPOP_ALGORITHMS), min_length=1)
+    iat_window: int = Field(300, ge=5, le=3600)  # seconds either side of now a proof's iat may be
+    require_nonce: bool = False
+    nonce_lifetime: int = Field(300, ge=10, le=3600)
+
+
 class AdminSettings(_Section):
     """The admin console at /admin: roles from the IdP's groups, and how long a console session lives."""
 
@@ -349,6 +360,7 @@ class Settings(_Section):
     signals: SignalsSettings = SignalsSettings()
     admin: AdminSettings = AdminSettings()
     id_jag: IdJagSettings = IdJagSettings()
+    dpop: DpopSettings = DpopSettings()
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)  # key -> the layer that set it (provenance)
 
     @property

@@ -25,6 +25,8 @@ Identifier = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 JwsAlgorithm = Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
 JwsAlgorithms = list[JwsAlgorithm]
 DEFAULT_JWS_ALGORITHMS: list[JwsAlgorithm] = ["RS256", "ES256"]
+# What DPoP proofs (RFC 9449) may be signed with: the same asymmetric set; ES256 is what MCP clients use.
+DEFAULT_DPOP_ALGORITHMS: list[JwsAlgorithm] = ["ES256", "ES384", "RS256", "PS256", "EdDSA"]
 
 
 

@@ -33,6 +33,7 @@ from broker.registry import servers
 from broker.storage.enums import ClientStatus
 
 CODE_CHALLENGE = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")  # RFC 7636 §4.2
+JWK_THUMBPRINT = re.compile(r"^[A-Za-z0-9_-]{43}$")  # base64url SHA-256 (RFC 7638), as dpop_jkt carries it
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class AuthorizationRequest:
     nonce: str | None
     login_hint: str | None
     prompt: frozenset[str] = frozenset()  # OIDC Core §3.1.2.1 values; consent: ask even when consented
+    dpop_jkt: str | None = None  # RFC 9449 §10: the code is redeemed only with a proof by this key
 
 
 class AuthorizationError(Exception):
@@ -140,7 +142,15 @@ def _validate_rest(session: Session, params: Params, issuer: str, client: Client
     prompt = _prompt(params)
     return AuthorizationRequest(client=client, redirect_uri=redirect_uri, state=state, server=server,
                                 requested_scopes=requested, oidc_scopes=oidc, code_challenge=challenge,
-                                nonce=params.get("nonce"), login_hint=params.get("login_hint"), prompt=prompt)
+                                nonce=params.get("nonce"), login_hint=params.get("login_hint"), prompt=prompt,
+                                dpop_jkt=_dpop_jkt(params))
+
+
+def _dpop_jkt(params: Params) -> str | None:
+    value = params.get("dpop_jkt")
+    if value is not None and not JWK_THUMBPRINT.match(value):
+        raise InvalidRequest("dpop_jkt must be a JWK SHA-256 thumbprint (RFC 7638), base64url")  # RFC 9449 §10
+    return value
 
 
 def _prompt(params: Params) -> frozenset[str]:

@@ -43,7 +43,7 @@ Response = tuple[int, Any, list[tuple[str, str]]]
 class OAuthCore:
     def __init__(self, settings: Settings, keyring: KeyRing, encryptor: Encryptor, policy: PolicySource,
                  connectors: Mapping[str, Connector], csrf_key: bytes, client_metadata: MetadataFetcher | None = None,
-                 http: httpx.AsyncClient | None = None):
+                 http: httpx.AsyncClient | None = None, *, dpop_nonce_key: bytes):
         self.settings = settings
         self.issuer = settings.issuer
         self.policy = policy
@@ -55,7 +55,7 @@ class OAuthCore:
         self.assertion_keys = AssertionKeys(settings.id_jag.trusted_issuers, http or upstream_client())
         self.registration = BrokerRegistrationEndpoint(settings.registration.require_approval,
                                                        settings.registration.max_per_hour_per_address)
-        self.engine = TokenEngine(settings, keyring, policy, self.clients, self.assertion_keys)
+        self.engine = TokenEngine(settings, keyring, policy, self.clients, self.assertion_keys, dpop_nonce_key)
 
     def metadata(self, session: Session) -> dict[str, Any]:
         return metadata.authorization_server_metadata(self.settings, servers.all_scopes(session))

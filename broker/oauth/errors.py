@@ -23,10 +23,10 @@ from authlib.oauth2.rfc6749.errors import (
 
 __all__ = [
     "AccessDeniedError", "AuthorizationPageError", "InsufficientUserAuthenticationError", "InvalidClientError",
-    "InvalidGrantError", "InvalidRequest", "InvalidRequestError", "InvalidScopeError", "InvalidTargetError",
-    "OAuth2Error", "TemporarilyUnavailableError",
+    "InvalidDpopProofError", "InvalidGrantError", "InvalidRequest", "InvalidRequestError", "InvalidScopeError",
+    "InvalidTargetError", "OAuth2Error", "TemporarilyUnavailableError",
     "UnauthorizedClientError", "UnsupportedGrantTypeError", "UnsupportedResponseTypeError",
-    "UnsupportedSubjectTokenTypeError", "UnsupportedTokenTypeError", "describe",
+    "UnsupportedSubjectTokenTypeError", "UnsupportedTokenTypeError", "UseDpopNonceError", "describe",
 ]
 
 _FORBIDDEN = re.compile(r"[^\x20\x21\x23-\x5B\x5D-\x7E]")  # RFC 6749 §5.2 error_description
@@ -59,6 +59,28 @@ class UnsupportedSubjectTokenTypeError(OAuth2Error):
     """RFC 8693 token exchange: a ``subject_token_type`` this server does not exchange (a 400, not RFC 7009's 401)."""
 
     error = "unsupported_token_type"
+
+
+class InvalidDpopProofError(OAuth2Error):
+    """RFC 9449 §5: the DPoP proof is missing where one is required, malformed, replayed or for another request."""
+
+    error = "invalid_dpop_proof"
+
+    def __init__(self, description: str | None = None) -> None:
+        super().__init__(describe(description))
+
+
+class UseDpopNonceError(OAuth2Error):
+    """RFC 9449 §8: the proof lacks a nonce this server gave out (or it expired); ``DPoP-Nonce`` carries a fresh one."""
+
+    error = "use_dpop_nonce"
+
+    def __init__(self, description: str, nonce: str) -> None:
+        super().__init__(describe(description))
+        self.nonce = nonce
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("DPoP-Nonce", self.nonce)]
 
 
 class InsufficientUserAuthenticationError(OAuth2Error):

@@ -105,7 +105,8 @@ class LoginFlow:
             state=request.state, code_challenge=request.code_challenge, code_challenge_method="S256",
             nonce=request.nonce, idp_id="", upstream_state_hash=secrets.digest(secrets.new_token()),
             upstream_nonce="", upstream_verifier_encrypted=b"", oidc_scope=oidc_claims.stored(request.oidc_scopes),
-            prompt=" ".join(sorted(request.prompt))[:64] or None, created_at=now, expires_at=now + self.login_timeout)
+            prompt=" ".join(sorted(request.prompt))[:64] or None, dpop_jkt=request.dpop_jkt, created_at=now,
+            expires_at=now + self.login_timeout)
         return pending_id
 
     def start_upstream(self, session: Session, pending_id: str | None, idp_id: str, browser: str | None,
@@ -291,7 +292,8 @@ class LoginFlow:
         code = codes.issue(session, client_id=pending.client_id, user_id=user.id, redirect_uri=pending.redirect_uri,
                            resource=pending.resource, scope=pending.granted_scope or "",
                            code_challenge=pending.code_challenge, nonce=pending.nonce, auth_time=pending.auth_time,
-                           acr=pending.acr, oidc_scope=pending.oidc_scope, now=now, lifetime=self.code_lifetime)
+                           acr=pending.acr, oidc_scope=pending.oidc_scope, dpop_jkt=pending.dpop_jkt, now=now,
+                           lifetime=self.code_lifetime)
         self._settle(session, pending, SignInStatus.DONE)
         return Redirect(redirect_location(pending.redirect_uri, self.issuer, pending.state, code=code))
 

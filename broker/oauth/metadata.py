@@ -42,6 +42,7 @@ def authorization_server_metadata(settings: Settings, scopes: list[str]) -> dict
         "id_token_signing_alg_values_supported": SIGNING_ALGORITHMS,
         "subject_types_supported": ["public"],
         "claims_supported": CLAIMS_SUPPORTED,
+        "dpop_signing_alg_values_supported": list(settings.dpop.algorithms),  # RFC 9449 §5.1
     }
     if settings.registration.enabled:
         document["registration_endpoint"] = f"{issuer}/register"

@@ -39,6 +39,7 @@ class AccessTokenFacts:
     family_id: str | None = None
     email: str | None = None
     not_before: dt.datetime | None = None  # the user's latest revocation: iat never predates it (oauth.cutoff)
+    jkt: str | None = None  # the DPoP key the token is bound to (RFC 9449 §6: cnf.jkt); None: a bearer token
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,11 @@ class IssuedAccessToken:
     token: str
     jti: str
     expires_in: int
+    jkt: str | None = None  # DPoP-bound to this key: token_type DPoP
+
+    @property
+    def token_type(self) -> str:
+        return "Bearer" if self.jkt is None else "DPoP"  # RFC 9449 §5
 
 
 def scope_string(scopes: Iterable[str]) -> str:
@@ -79,7 +85,9 @@ class AccessTokens:
             claims["sid"] = facts.family_id  # the refresh-token family: revoking it kills these tokens too
         if facts.email:
             claims["email"] = facts.email
-        return IssuedAccessToken(key.sign(claims, typ=ACCESS_TOKEN_TYP), jti, lifetime)
+        if facts.jkt:
+            claims["cnf"] = {"jkt": facts.jkt}  # RFC 9449 §6.1
+        return IssuedAccessToken(key.sign(claims, typ=ACCESS_TOKEN_TYP), jti, lifetime, facts.jkt)
 
 
 @dataclass(frozen=True)

@@ -51,12 +51,13 @@ class Server:
     access_token_lifetime: int | None = None
     enabled: bool = True
     builtin: bool = field(default=False, compare=False)
+    require_dpop: bool = False  # the broker issues tokens for it DPoP-bound only (RFC 9449), never bearer
 
 
 def from_row(row: mcp_servers.ServerRow) -> Server:
     return Server(id=row.id, name=row.name, resource=row.resource, scopes=dict(row.scopes),
                   default_scopes=tuple(row.default_scopes), tags=tuple(row.tags),
-                  access_token_lifetime=row.access_token_lifetime, enabled=row.enabled)
+                  access_token_lifetime=row.access_token_lifetime, enabled=row.enabled, require_dpop=row.require_dpop)
 
 
 def admin_api(issuer: str) -> Server:

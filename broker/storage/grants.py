@@ -49,6 +49,7 @@ class CodeRow(NamedTuple):
     acr: str | None
     oidc_scope: str | None
     family_id: str | None
+    dpop_jkt: str | None  # the DPoP key the code must be redeemed with (RFC 9449 §10)
     created_at: dt.datetime
     expires_at: dt.datetime
     used_at: dt.datetime | None
@@ -67,6 +68,7 @@ class FamilyRow(NamedTuple):
     auth_time: dt.datetime | None
     acr: str | None
     oidc_scope: str | None
+    dpop_jkt: str | None  # the DPoP key a public client's refresh tokens are bound to (RFC 9449 §5)
     created_at: dt.datetime
     last_used_at: dt.datetime
     expires_at: dt.datetime
@@ -114,7 +116,7 @@ _CODE_FAMILY = Prepared(update(_CODES).where(_CODES.c.code_hash == bindparam("b_
 
 def add_code(session: Session, **columns: Any) -> None:
     """Store a new code: every column but ``family_id`` and ``used_at`` (unset until it is redeemed)."""
-    _ADD_CODE.rowcount(session, columns)
+    _ADD_CODE.rowcount(session, {"dpop_jkt": None, **columns})
 
 
 async def claim_code_hot(tx: Tx, code_hash: str, now: dt.datetime) -> CodeRow | None:
@@ -189,7 +191,7 @@ _SINCE = Prepared(select(_REVOCATIONS.c.id, _REVOCATIONS.c.kind, _REVOCATIONS.c.
 
 
 async def start_family_hot(tx: Tx, **columns: Any) -> FamilyRow:
-    family: FamilyRow | None = await tx.first(_START_FAMILY, columns)
+    family: FamilyRow | None = await tx.first(_START_FAMILY, {"dpop_jkt": None, **columns})
     assert family is not None
     return family
 
@@ -385,6 +387,7 @@ class Pending(NamedTuple):
     acr: str | None
     oidc_scope: str | None
     prompt: str | None
+    dpop_jkt: str | None  # the key the code will be bound to (RFC 9449 §10)
     created_at: dt.datetime
     expires_at: dt.datetime
 
@@ -399,7 +402,7 @@ _ADVANCE = Prepared(update(_PENDING).where(_PENDING.c.id == bindparam("b_id"), _
 
 def hold_pending(session: Session, **columns: Any) -> None:
     """Store a new pending authorization: every column but what the sign-in fills in later."""
-    _HOLD.rowcount(session, columns)
+    _HOLD.rowcount(session, {"dpop_jkt": None, **columns})
 
 
 def pending(session: Session, pending_id: str) -> Pending | None:

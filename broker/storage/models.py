@@ -206,6 +206,7 @@ class AuthorizationCode(Base):
     acr: Mapped[str | None] = mapped_column(String(255))
     oidc_scope: Mapped[str | None] = mapped_column(String(64))  # "openid ..." when an ID token is due
     family_id: Mapped[str | None] = mapped_column(String(36))  # what the code produced, for replay revocation
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))  # dpop_jkt at /authorize: redeemed with that key only
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
@@ -226,6 +227,7 @@ class RefreshTokenFamily(Base):
     auth_time: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     acr: Mapped[str | None] = mapped_column(String(255))
     oidc_scope: Mapped[str | None] = mapped_column(String(64))  # "openid ..." when refreshes carry an ID token
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))  # a public client's DPoP key: refreshed with it only
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)  # absolute lifetime
@@ -365,6 +367,7 @@ class PendingAuthorization(Base):
     acr: Mapped[str | None] = mapped_column(String(255))
     oidc_scope: Mapped[str | None] = mapped_column(String(64))  # the OIDC scopes asked for, when openid was
     prompt: Mapped[str | None] = mapped_column(String(64))  # OIDC prompt values asked for (consent: ask again)
+    dpop_jkt: Mapped[str | None] = mapped_column(String(64))  # the key the code will be bound to (RFC 9449 §10)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from broker.storage.db import Database, DatabaseError, first_line, is_missing_table
 
-HEAD = "0016"
+HEAD = "0017"
 KNOWN = frozenset(f"{n:04d}" for n in range(1, int(HEAD) + 1))  # every revision this code knows
 RECORDED_FROM = "0009"  # the revision that added schema_support
 

@@ -20,13 +20,14 @@ def code(code_hash: str = "c" * 64, expires_in: int = 60) -> dict[str, object]:
     return {"code_hash": code_hash, "client_id": "app", "user_id": "u1", "redirect_uri": "https://app.example/cb",
             "resource": "https://a.example/mcp", "scope": "read", "code_challenge": "x" * 43,
             "code_challenge_method": "S256", "nonce": None, "auth_time": NOW, "acr": None, "oidc_scope": None,
-            "created_at": NOW, "expires_at": NOW + dt.timedelta(seconds=expires_in)}
+            "dpop_jkt": None, "created_at": NOW, "expires_at": NOW + dt.timedelta(seconds=expires_in)}
 
 
 def family(family_id: str = "f1", current: str = "r1", expires_in: dt.timedelta = dt.timedelta(days=30)) -> dict:
     return {"id": family_id, "client_id": "app", "user_id": "u1", "resource": "https://a.example/mcp",
             "scope": "read write", "current_hash": current, "generation": 0, "auth_time": NOW, "acr": None,
-            "oidc_scope": None, "created_at": NOW, "last_used_at": NOW, "expires_at": NOW + expires_in}
+            "oidc_scope": None, "dpop_jkt": "k" * 43, "created_at": NOW, "last_used_at": NOW,
+            "expires_at": NOW + expires_in}
 
 
 def with_user(database: Database) -> None:

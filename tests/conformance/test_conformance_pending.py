@@ -14,8 +14,8 @@ HELD = {"id": "p1", "browser_hash": "b" * 64, "status": SignInStatus.LOGIN, "cli
         "redirect_uri": "https://app.example/cb", "resource": "https://a.example/mcp", "server_id": "a",
         "requested_scope": "read", "state": None, "code_challenge": "c" * 43, "code_challenge_method": "S256",
         "nonce": "n", "idp_id": "test", "upstream_state_hash": "s" * 64, "upstream_nonce": "u",
-        "upstream_verifier_encrypted": b"\x00v", "oidc_scope": None, "prompt": None, "created_at": NOW,
-        "expires_at": NOW + dt.timedelta(minutes=10)}
+        "upstream_verifier_encrypted": b"\x00v", "oidc_scope": None, "prompt": None, "dpop_jkt": "k" * 43,
+        "created_at": NOW, "expires_at": NOW + dt.timedelta(minutes=10)}
 
 
 def test_a_held_sign_in_reads_back_by_id_and_by_upstream_state(database: Database) -> None:

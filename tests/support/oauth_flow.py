@@ -102,19 +102,21 @@ async def authorize(http: httpx.AsyncClient, client_id: str, challenge: str, *, 
 
 async def exchange(http: httpx.AsyncClient, client_id: str, code: str, verifier: str | None, *,
                    secret: str | None = None, resource: str | None = DEMO_RESOURCE,
-                   redirect_uri: str = CLIENT_REDIRECT, **extra: str) -> httpx.Response:
+                   redirect_uri: str = CLIENT_REDIRECT, headers: dict[str, str] | None = None,
+                   **extra: str) -> httpx.Response:
     data = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri, "client_id": client_id,
             "code_verifier": verifier, "resource": resource, **extra}
     return await http.post("/token", data={k: v for k, v in data.items() if v is not None},
-                           auth=(client_id, secret) if secret else None)
+                           auth=(client_id, secret) if secret else None, headers=headers)
 
 
 async def refresh(http: httpx.AsyncClient, client_id: str, refresh_token: str, *, secret: str | None = None,
-                  resource: str | None = DEMO_RESOURCE, **extra: str) -> httpx.Response:
+                  resource: str | None = DEMO_RESOURCE, headers: dict[str, str] | None = None,
+                  **extra: str) -> httpx.Response:
     data = {"grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": client_id,
             "resource": resource, **extra}
     return await http.post("/token", data={k: v for k, v in data.items() if v is not None},
-                           auth=(client_id, secret) if secret else None)
+                           auth=(client_id, secret) if secret else None, headers=headers)
 
 
 async def tokens_for(http: httpx.AsyncClient, client_id: str, *, username: str = "alice",

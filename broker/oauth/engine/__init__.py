@@ -22,9 +22,9 @@ from broker.keys.ring import ActiveKey, KeyRing, jwk_set
 from broker.oauth import cimd
 from broker.oauth.client_keys import InvalidKeys
 from broker.oauth.clients import ClientDirectory
-from broker.oauth.engine import assertions, grants, introspection
+from broker.oauth.engine import assertions, dpop, grants, introspection
 from broker.oauth.engine.clients import RefetchKeys, assertion_subject, basic_credentials
-from broker.oauth.engine.context import Answer, Call, Fetched, Grant, refusal
+from broker.oauth.engine.context import Answer, Call, Fetched, Grant, Undone, refusal
 from broker.oauth.errors import InvalidClientError
 from broker.oauth.id_jag import JWT_BEARER, TOKEN_EXCHANGE, AssertionKeys
 from broker.oauth.id_tokens import IdTokens
@@ -32,6 +32,7 @@ from broker.oauth.params import Params
 from broker.oauth.tokens import AccessTokens, RefreshTokens
 from broker.oauth.verification import VerifiedAccessTokens
 from broker.policy import PolicySource
+from broker.resource.dpop import DpopProof
 from broker.storage import clients as client_repo
 from broker.storage.enums import ClientKind, ClientStatus
 from broker.storage.hot import HotLane, Tx
@@ -43,7 +44,7 @@ Step = Callable[[Grant], Awaitable[Answer]]
 
 class TokenEngine:
     def __init__(self, settings: Settings, keyring: KeyRing, policy: PolicySource, clients: ClientDirectory,
-                 assertion_keys: AssertionKeys) -> None:
+                 assertion_keys: AssertionKeys, dpop_nonce_key: bytes) -> None:
         self.settings = settings
         self.issuer = settings.issuer
         self.keyring = keyring
@@ -55,6 +56,7 @@ class TokenEngine:
         self.refresh_tokens = RefreshTokens(settings)
         self.id_tokens = IdTokens(settings, keyring)
         self.verified_access_tokens = VerifiedAccessTokens()  # introspection: signatures checked once
+        self.dpop = dpop.TokenProofs(settings, dpop_nonce_key)
         # Enterprise-Managed Authorization: redeem ID-JAGs from trusted IdPs; issue them for other servers.
         self.assertion_issuers = {t.issuer: t for t in settings.id_jag.trusted_issuers}
         self.assertion_audiences = {a.issuer: a for a in settings.id_jag.audiences if a.issuer != self.issuer}
@@ -73,7 +75,20 @@ class TokenEngine:
         step = self.grants.get(grant_type or "")
         if step is None:
             return refusal(UnsupportedGrantTypeError(grant_type))
-        return await self._run(lane, call, step, write=True)
+        if not call.dpop:
+            return await self._run(lane, call, step, write=True)
+        try:
+            proof = self.dpop.check(call.dpop, call.now)
+        except OAuth2Error as error:
+            return refusal(error)
+        return self._with_nonce(await self._run(lane, call, step, write=True, proof=proof), call)
+
+    def _with_nonce(self, answer: Answer, call: Call) -> Answer:
+        """A successful answer carries the next nonce when nonces are on (RFC 9449 §8.2)."""
+        nonce = self.dpop.next_nonce(call.now) if answer.status == 200 else None
+        if nonce is None:
+            return answer
+        return dataclasses.replace(answer, headers=(*answer.headers, ("dpop-nonce", nonce)))
 
     async def introspect(self, lane: HotLane, call: Call) -> Answer:
         return await self._run(lane, call, introspection.introspect, write=_writes(call))
@@ -84,16 +99,23 @@ class TokenEngine:
     async def feed(self, lane: HotLane, call: Call, cursor: int, limit: int) -> Answer:
         return await self._run(lane, call, lambda grant: introspection.feed(grant, cursor, limit), write=_writes(call))
 
-    async def _run(self, lane: HotLane, call: Call, step: Step, *, write: bool) -> Answer:
+    async def _run(self, lane: HotLane, call: Call, step: Step, *, write: bool, proof: DpopProof | None = None
+                   ) -> Answer:
         try:
-            return await self._once(lane, call, step, write)
-        except RefetchKeys as stale:  # the transaction rolled back; fetch the client's keys again, then retry
-            return await self._once(lane, await self._refetched(call, stale.uri), step, write)
+            try:
+                return await self._once(lane, call, step, write, proof)
+            except RefetchKeys as stale:  # the transaction rolled back; fetch the client's keys again, then retry
+                return await self._once(lane, await self._refetched(call, stale.uri), step, write, proof)
+        except Undone as undone:  # rolled back: the refusal leaves everything as it was
+            return refusal(undone.error)
 
-    async def _once(self, lane: HotLane, call: Call, step: Step, write: bool) -> Answer:
+    async def _once(self, lane: HotLane, call: Call, step: Step, write: bool, proof: DpopProof | None) -> Answer:
         async with (lane.write() if write else lane.read()) as tx:
             try:
-                return await step(Grant(self, tx, call))
+                if proof is None:
+                    return await step(Grant(self, tx, call))
+                await dpop.spend(Grant(self, tx, call), proof)
+                return await step(Grant(self, tx, call, proof))
             except OAuth2Error as error:
                 return refusal(error)
 

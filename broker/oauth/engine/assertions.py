@@ -23,7 +23,7 @@ from broker.audit import Outcome
 from broker.config import AssertionAudience
 from broker.oauth import id_jag, scopes, subjects
 from broker.oauth.dates import instant
-from broker.oauth.engine import families
+from broker.oauth.engine import dpop, families
 from broker.oauth.engine.common import (
     active_user,
     client_for,
@@ -63,10 +63,13 @@ SUBJECT_TOKEN_TYPES = (ID_TOKEN_TYPE, REFRESH_TOKEN_TYPE)
 
 async def jwt_bearer(grant: Grant) -> Answer:
     client = await client_for(grant, id_jag.JWT_BEARER, CONFIDENTIAL_METHODS)
+    dpop.client_rule(grant, client)
     verified: id_jag.VerifiedAssertion | None = None
     try:
         verified = _verified_assertion(grant, client)
+        _confirmed(grant, verified)
         server = await _assertion_server(grant, verified)
+        dpop.server_rule(grant, server)
         asked, ceiling = _assertion_scopes(grant, verified, server)
     except OAuth2Error as error:
         await audit.record_hot(grant.tx, "id_jag.rejected", actor=client.client_id, client_id=client.client_id,
@@ -109,6 +112,17 @@ def _verified_assertion(grant: Grant, client: VerifiedClient) -> id_jag.Verified
         if exc.unavailable:
             raise TemporarilyUnavailableError(exc.description) from None
         raise InvalidGrantError(exc.description) from None  # RFC 7523 §3.1
+
+
+def _confirmed(grant: Grant, verified: id_jag.VerifiedAssertion) -> None:
+    """An ID-JAG with ``cnf`` is redeemed only with a DPoP proof by the key its ``jkt`` names (ID-JAG, DPoP section;
+    RFC 9449 §6.1); any other confirmation method (mTLS ``x5t#S256``, ``jwk``) is one this broker cannot check."""
+    cnf = verified.claims.get("cnf")
+    if cnf is None:
+        return
+    if not isinstance(cnf, dict) or set(cnf) != {"jkt"} or not isinstance(cnf["jkt"], str):
+        raise InvalidGrantError("the assertion's cnf names a confirmation method this broker does not support")
+    dpop.bound_to(grant, cnf["jkt"], "the assertion")
 
 
 async def _assertion_server(grant: Grant, verified: id_jag.VerifiedAssertion) -> servers.Server:
@@ -201,6 +215,7 @@ class SignIn:
 
 async def token_exchange(grant: Grant) -> Answer:
     client = await client_for(grant, id_jag.TOKEN_EXCHANGE, CONFIDENTIAL_METHODS)
+    dpop.client_rule(grant, client)
     params = grant.params
     if params.get("requested_token_type") != id_jag.ID_JAG_TOKEN_TYPE:
         raise InvalidRequest(f"requested_token_type must be {id_jag.ID_JAG_TOKEN_TYPE}")
@@ -252,6 +267,8 @@ def _id_jag_claims(grant: Grant, audience: AssertionAudience, server: servers.Se
         claims["acr"] = sign_in.acr
     if sign_in.user.email:
         claims["email"] = sign_in.user.email
+    if grant.proof is not None:  # bound to the client's DPoP key, not silently dropped (ID-JAG, DPoP section)
+        claims["cnf"] = {"jkt": grant.proof.jkt}
     return claims
 
 

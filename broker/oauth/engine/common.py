@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
@@ -89,6 +90,9 @@ async def decide(grant: Grant, grant_type: str, subject: Subject, client_id: str
 
 
 async def sign_access_token(grant: Grant, facts: AccessTokenFacts) -> IssuedAccessToken:
+    """The access token; bound to the request's DPoP key when it sent a proof (RFC 9449 §5)."""
+    if grant.proof is not None:
+        facts = dataclasses.replace(facts, jkt=grant.proof.jkt)
     return grant.engine.access_tokens.sign(await grant.engine.signing_key(grant.tx, grant.now), facts, grant.now)
 
 
@@ -111,8 +115,8 @@ def released(oidc_scope: str | None, id_token_issued: str | None) -> dict[str, A
 
 def token_answer(issued: IssuedAccessToken, granted: frozenset[str], refresh_token: str | None = None,
                  id_token_issued: str | None = None) -> Answer:
-    body: dict[str, Any] = {"access_token": issued.token, "token_type": "Bearer", "expires_in": issued.expires_in,
-                            "scope": scope_string(granted)}
+    body: dict[str, Any] = {"access_token": issued.token, "token_type": issued.token_type,
+                            "expires_in": issued.expires_in, "scope": scope_string(granted)}
     if refresh_token:
         body["refresh_token"] = refresh_token
     if id_token_issued:

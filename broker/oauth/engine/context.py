@@ -13,6 +13,7 @@ from broker.oauth.cimd import CimdError, ClientMetadata
 from broker.oauth.client_keys import InvalidKeys
 from broker.oauth.id_jag import PreparedKey
 from broker.oauth.params import Params
+from broker.resource.dpop import DpopProof
 from broker.storage.clients import ClientRow
 from broker.storage.enums import ClientStatus
 from broker.storage.hot import Tx
@@ -46,6 +47,7 @@ class Call:
     client_ip: str | None
     now: dt.datetime
     fetched: Fetched = Fetched()
+    dpop: tuple[str, ...] = ()  # every DPoP header sent (RFC 9449 §4.3: exactly one is allowed); none: a bearer call
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +80,12 @@ class VerifiedClient:
 
 @dataclass(slots=True)
 class Grant:
-    """One grant in progress: the engine, the request's transaction, the call."""
+    """One grant in progress: the engine, the request's transaction, the call, and its DPoP proof once checked."""
 
     engine: TokenEngine
     tx: Tx
     call: Call
+    proof: DpopProof | None = None
 
     @property
     def params(self) -> Params:
@@ -91,6 +94,15 @@ class Grant:
     @property
     def now(self) -> dt.datetime:
         return self.call.now
+
+
+class Undone(Exception):
+    """A refusal that must leave no trace: the transaction rolls back (a bound code stays redeemable), then
+    ``error`` is the answer."""
+
+    def __init__(self, error: OAuth2Error):
+        super().__init__(error.error)
+        self.error = error
 
 
 def refusal(error: OAuth2Error) -> Answer:

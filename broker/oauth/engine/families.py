@@ -20,13 +20,15 @@ from broker.storage.models import new_id
 
 
 async def start(grant: Grant, *, client_id: str, user_id: str, resource: str, scopes: Iterable[str],
-                auth_time: dt.datetime | None, acr: str | None, oidc_scope: str | None) -> RefreshGrant:
-    """A new family; ``oidc_scope`` (the code's) makes every refresh carry an ID token too."""
+                auth_time: dt.datetime | None, acr: str | None, oidc_scope: str | None,
+                dpop_jkt: str | None = None) -> RefreshGrant:
+    """A new family; ``oidc_scope`` (the code's) makes every refresh carry an ID token too; ``dpop_jkt`` binds its
+    refresh tokens to that DPoP key."""
     token, now = secrets.new_token(), grant.now
     family = await grants.start_family_hot(
         grant.tx, id=new_id(), client_id=client_id, user_id=user_id, resource=resource, scope=scope_string(scopes),
         current_hash=secrets.digest(token), generation=0, auth_time=auth_time, acr=acr, oidc_scope=oidc_scope,
-        created_at=now, last_used_at=now, expires_at=now + grant.engine.refresh_tokens.absolute)
+        dpop_jkt=dpop_jkt, created_at=now, last_used_at=now, expires_at=now + grant.engine.refresh_tokens.absolute)
     return RefreshGrant(family, token)
 
 

@@ -18,7 +18,7 @@ from broker import audit
 from broker.oauth import scopes, subjects
 from broker.oauth.client_auth import SECRET_METHODS
 from broker.oauth.clients import AUTH_METHODS
-from broker.oauth.engine import families
+from broker.oauth.engine import dpop, families
 from broker.oauth.engine.common import (
     NOT_ALLOWED,
     active_user,
@@ -44,10 +44,12 @@ MACHINE_METHODS = (*SECRET_METHODS, "private_key_jwt")
 
 async def authorization_code(grant: Grant) -> Answer:
     client = await client_for(grant, "authorization_code", AUTH_METHODS)
+    dpop.client_rule(grant, client)
     code = grant.params.get("code")
     if not code:
         raise InvalidRequest("the code parameter is required")
     row = await families.redeem(grant, code)  # burns the code whatever follows, a missing resource included
+    dpop.undone_unless(dpop.bound_to, grant, row.dpop_jkt, "the authorization code")  # RFC 9449 §10: not burnt
     if row.client_id != client.client_id:
         raise InvalidGrantError("the code was issued to another client")  # RFC 6749 §4.1.3
     if grant.params.get("redirect_uri") != row.redirect_uri:
@@ -57,9 +59,11 @@ async def authorization_code(grant: Grant) -> Answer:
         raise InvalidTargetError("resource differs from the authorization request")  # RFC 8707 §2.2
     user = await active_user(grant, row.user_id, row.created_at)  # as at refresh: no code from before a revocation
     server = await _enabled_server(grant, row.resource)
+    dpop.undone_unless(dpop.server_rule, grant, server)
     granted = frozenset(row.scope.split()) if row.scope else frozenset()
     refresh = await families.start(grant, client_id=client.client_id, user_id=user.id, resource=server.resource,
-                                   scopes=granted, auth_time=row.auth_time, acr=row.acr, oidc_scope=row.oidc_scope)
+                                   scopes=granted, auth_time=row.auth_time, acr=row.acr, oidc_scope=row.oidc_scope,
+                                   dpop_jkt=dpop.refresh_binding(grant, client))
     await grant_repo.set_code_family_hot(grant.tx, row.code_hash, refresh.family.id)  # a replay revokes it
     issued = await sign_access_token(grant, AccessTokenFacts(
         subject=user.id, client_id=client.client_id, server=server, scopes=granted, auth_time=row.auth_time,
@@ -91,12 +95,14 @@ async def refresh_token(grant: Grant) -> Answer:
     another resource, a user or server no longer there, policy) leaves it usable (RFC 6749 §5.2: an error
     changes nothing); only reuse of a rotated token revokes its family (RFC 9700 §4.14.2)."""
     client = await client_for(grant, "refresh_token", AUTH_METHODS)
+    dpop.client_rule(grant, client)
     presented = grant.params.get("refresh_token")
     if not presented:
         raise InvalidRequest("the refresh_token parameter is required")
     resource = resource_param(grant, required=False)
     requested = scopes.parse(grant.params.get("scope"))
     family = await families.current(grant, presented, client.client_id)  # read, not spent
+    dpop.bound_to(grant, family.dpop_jkt, "the refresh token")  # RFC 9449 §5: a public client's, to its key
     if resource is not None and resource != family.resource:
         raise InvalidTargetError("the refresh token was issued for another resource")  # RFC 8707 §2.2
     held = frozenset(family.scope.split()) if family.scope else frozenset()
@@ -104,6 +110,7 @@ async def refresh_token(grant: Grant) -> Answer:
         raise InvalidScopeError("scope exceeds what was granted")  # RFC 6749 §6
     user = await active_user(grant, family.user_id, family.created_at)  # offboarding ends refresh
     server = await _enabled_server(grant, family.resource, revoke_family=family.id)
+    dpop.server_rule(grant, server)
     decision = await decide(grant, "refresh_token", await user_subject(grant, user), client.client_id, server,
                             requested or held)
     granted = decision.scopes & held
@@ -130,12 +137,14 @@ async def refresh_token(grant: Grant) -> Answer:
 async def client_credentials(grant: Grant) -> Answer:
     """Machine-to-machine access: the client is the subject of policy (and of the token)."""
     client = await client_for(grant, "client_credentials", MACHINE_METHODS)
+    dpop.client_rule(grant, client)
     resource = resource_param(grant, required=True)
     assert resource is not None
     try:
         server = await server_named(grant, resource, include_admin_api=True)
     except servers.UnknownResource as exc:
         raise InvalidTargetError(str(exc)) from None
+    dpop.server_rule(grant, server)
     requested = scopes.parse(grant.params.get("scope"))
     scopes.require_known(requested, server.scopes.keys())
     decision = await decide(grant, "client_credentials", subjects.client_subject(client), client.client_id, server,

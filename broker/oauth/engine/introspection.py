@@ -81,6 +81,8 @@ async def introspect(grant: Grant) -> Answer:
         "scope", "client_id", "sub", "aud", "iss", "exp", "iat", "jti") if k in claims}}
     if "email" in claims:
         body["username"] = claims["email"]
+    if "cnf" in claims:  # RFC 9449 §6.2: the key the token is bound to, and that it is a DPoP token
+        body["cnf"], body["token_type"] = claims["cnf"], "DPoP"
     return Answer(200, body, NO_STORE)
 
 

@@ -50,6 +50,7 @@ class Request:
     query: bytes
     body: bytes
     client_ip: str | None
+    dpop: tuple[str, ...] = ()  # every DPoP header, in order: a proof must come alone (RFC 9449 §4.3)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -145,7 +146,7 @@ class Front:
                               ((b"cache-control", b"no-store"), (b"allow", ", ".join(sorted(allowed)).encode())))
         client = scope.get("client")
         request = Request(method, scope["path"], headers, scope.get("query_string", b""), body,
-                          client[0] if client else None)
+                          client[0] if client else None, _every(scope, b"dpop") if "dpop" in headers else ())
         return await _handled(route.handler, request)
 
     def _limited(self, group: str, scope: dict[str, Any], headers: dict[str, str], body: bytes) -> Reply | None:
@@ -208,6 +209,10 @@ async def _read(receive: Any, limit: int) -> bytes | None:
             return _TOO_LONG
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _every(scope: dict[str, Any], name: bytes) -> tuple[str, ...]:
+    return tuple(value.decode("latin-1") for key, value in scope["headers"] if key.lower() == name)
 
 
 def _declared_length(headers: dict[str, str]) -> int:

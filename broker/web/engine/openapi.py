@@ -16,11 +16,18 @@ OAUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "invalid_client (with WWW-Authenticate)"},
     413: {"description": "Request body too large"},
 }
-TOKEN_ERRORS = {**OAUTH_ERRORS, 503: {"description": "temporarily_unavailable: the identity provider, or a trusted "
+TOKEN_ERRORS = {**OAUTH_ERRORS,
+                400: {"description": OAUTH_ERRORS[400]["description"] + "; invalid_dpop_proof (RFC 9449 §5: the DPoP "
+                      "proof is malformed, replayed, or for another request); use_dpop_nonce (RFC 9449 §8, with a "
+                      "DPoP-Nonce header to retry with, when [dpop] require_nonce is on)"},
+                503: {"description": "temporarily_unavailable: the identity provider, or a trusted "
                                                      "ID-JAG issuer's signing keys, could not be reached"},
                 429: {"description": "temporarily_unavailable: rate limited per client or address ([rate_limits]); "
                                      "Retry-After says when to try again"}}
 FORM_BODY = {"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {"type": "object"}}}}}
+DPOP_HEADER = {"name": "DPoP", "in": "header", "required": False, "schema": {"type": "string"},
+               "description": "A DPoP proof (RFC 9449 §4) for POST <issuer>/token: the access token is bound to its "
+                              "key (cnf.jkt, token_type DPoP)"}
 
 
 class JwkSetResponse(JSONResponse):
@@ -46,7 +53,8 @@ def documented(discovery_paths: list[str]) -> APIRouter:
     docs.add_api_route("/token", _served_by_the_front, methods=["POST"], tags=["oauth"],
                        summary="Token endpoint: authorization_code, refresh_token, client_credentials, jwt-bearer "
                                "(ID-JAG), token-exchange (to ID-JAG)",
-                       responses=TOKEN_ERRORS, openapi_extra=FORM_BODY, response_class=JSONResponse)
+                       responses=TOKEN_ERRORS, openapi_extra={**FORM_BODY, "parameters": [DPOP_HEADER]},
+                       response_class=JSONResponse)
     docs.add_api_route("/revoke", _served_by_the_front, methods=["POST"], tags=["oauth"],
                        summary="Token revocation (RFC 7009)", responses=OAUTH_ERRORS, openapi_extra=FORM_BODY,
                        response_class=JSONResponse)

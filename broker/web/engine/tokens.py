@@ -3,6 +3,8 @@ then one call of the token engine (``broker.oauth.engine``) on the hot lane."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from broker.federation.errors import InvalidIdToken, UpstreamError, UpstreamRejected
 from broker.oauth.engine import Answer, Call, TokenEngine
 from broker.oauth.errors import InvalidRequest
@@ -34,7 +36,8 @@ class TokenSide:
             refused = await self._check_upstream(params.get("refresh_token"))
             if refused is not None:
                 return refused
-        return _reply(await self.engine.token(state.database.hot, await self._call(request, params)))
+        answer = await self.engine.token(state.database.hot, await self._call(request, params, request.dpop))
+        return _reply(_exposing_nonce(answer) if request.dpop else answer)
 
     async def introspect(self, request: Request) -> Reply:
         params = _form(request)
@@ -59,10 +62,10 @@ class TokenSide:
         call = await self._call(request, Params([]))
         return _reply(await self.engine.feed(self.state.database.hot, call, cursor, limit))
 
-    async def _call(self, request: Request, params: Params) -> Call:
+    async def _call(self, request: Request, params: Params, dpop: tuple[str, ...] = ()) -> Call:
         authorization = request.header("authorization")
         fetched = await self.engine.prefetch(self.state.database.hot, params, authorization)
-        return Call(params, authorization, request.client_ip, self.state.oauth.now(), fetched)
+        return Call(params, authorization, request.client_ip, self.state.oauth.now(), fetched, dpop)
 
     async def _check_upstream(self, refresh_token: str | None) -> Reply | None:
         """Ask the user's IdP first (``check_upstream_on_refresh``); a reply when the refresh must fail."""
@@ -96,6 +99,13 @@ def _form(request: Request) -> Params | Reply:
 
 def _invalid(description: str) -> Reply:
     return error_reply(400, "invalid_request", description)
+
+
+def _exposing_nonce(answer: Answer) -> Answer:
+    """A ``DPoP-Nonce`` a browser client may read (CORS hides other response headers from scripts)."""
+    if not any(name == "dpop-nonce" for name, _ in answer.headers):
+        return answer
+    return dataclasses.replace(answer, headers=(*answer.headers, ("access-control-expose-headers", "DPoP-Nonce")))
 
 
 def _reply(answer: Answer) -> Reply:
