@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +23,10 @@ from mcp.client.auth.oauth2 import OAuthClientProvider
 from mcp.shared.auth import OAuthClientInformationFull
 
 from broker.dev import DEV_POLICY
+from tests.support import dpop_client
+from tests.support.dpop import DpopKey
+from tests.support.dpop_client import DpopAuth
+from tests.support.http_flow import register_public_client
 from tests.support.mcp_browser import McpBrowser
 from tests.support.mcp_client import REDIRECT_URI, InMemoryTokenStorage, call_whoami, metadata
 from tests.support.processes import BROKER, ServerProcess, run_broker
@@ -114,3 +119,26 @@ servers = ["demo"]
                                           scope="tools:read tools:call", issuer=broker.base_url)
     me = await call_whoami(url, provider)
     assert me["client_id"] == client_id and set(me["scopes"]) == {"tools:read", "tools:call"}
+
+
+async def test_dpop_client_signs_in_refreshes_and_calls_whoami_with_bound_tokens(broker: ServerProcess) -> None:
+    """RFC 9449 end to end against ``broker dev``: the code bound with ``dpop_jkt``, DPoP-bound tokens at /token,
+    the SDK's MCP client calling the demo server with ``Authorization: DPoP``, a refresh with the same key."""
+    base, url, key = broker.base_url, f"{broker.base_url}/demo/mcp", DpopKey()
+    client_id = register_public_client(base)
+    tokens = dpop_client.sign_in(base, client_id, url, "alice", "demo", key)
+    assert tokens["token_type"] == "DPoP"
+    assert jwt.decode(tokens["access_token"], options={"verify_signature": False})["cnf"] == {"jkt": key.jkt}
+    assert (await call_whoami(url, DpopAuth(key, tokens["access_token"])))["email"] == "alice@example.com"
+    as_bearer = httpx.post(url, json={}, headers={"authorization": f"Bearer {tokens['access_token']}"})
+    assert as_bearer.status_code == 401  # RFC 9449 §7.2: a bound token is no bearer token
+    assert 'error="invalid_token"' in as_bearer.headers["www-authenticate"]
+    refreshed = dpop_client.refresh(base, client_id, tokens["refresh_token"], url, key)
+    assert refreshed.status_code == 200, refreshed.text
+    again = refreshed.json()
+    assert again["token_type"] == "DPoP" and again["access_token"] != tokens["access_token"]
+    assert (await call_whoami(url, DpopAuth(key, again["access_token"])))["sub"] == jwt.decode(
+        tokens["access_token"], options={"verify_signature": False})["sub"]
+    # RFC 9449 §5: a public client's refresh token needs its key too
+    stolen = dpop_client.refresh(base, client_id, again["refresh_token"], url, DpopKey())
+    assert stolen.status_code == 400 and stolen.json()["error"] in ("invalid_dpop_proof", "invalid_grant")
