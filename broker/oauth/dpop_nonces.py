@@ -43,7 +43,7 @@ class DpopNonces:
             return False
         if len(raw) != _LENGTH or not hmac.compare_digest(raw[8:], self._mac(raw[:8])):
             return False
-        issued = struct.unpack(">Q", raw[:8])[0]
+        issued: int = struct.unpack(">Q", raw[:8])[0]
         return now - self.lifetime <= issued <= now + _FUTURE_SLACK
 
     def _mac(self, issued: bytes) -> bytes:
