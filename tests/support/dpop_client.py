@@ -24,12 +24,13 @@ from tests.support.dpop import DpopKey
 from tests.support.http_flow import REDIRECT, authorization_code
 
 
-def token_request(base: str, data: dict[str, str], key: DpopKey) -> httpx.Response:
+def token_request(base: str, data: dict[str, str], key: DpopKey, http: httpx.Client | None = None) -> httpx.Response:
     """POST ``data`` to ``<base>/token`` with a proof by ``key``; once more with a nonce if the server wants one."""
     url = f"{base}/token"
     nonce: str | None = None
+    post = http.post if http is not None else httpx.post
     while True:
-        response = httpx.post(url, data=data, headers={"DPoP": key.proof("POST", url, nonce=nonce)}, timeout=10)
+        response = post(url, data=data, headers={"DPoP": key.proof("POST", url, nonce=nonce)}, timeout=10)
         wants_nonce = response.status_code == 400 and response.json().get("error") == "use_dpop_nonce"
         if not wants_nonce or nonce is not None:
             return response

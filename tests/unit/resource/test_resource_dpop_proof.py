@@ -346,3 +346,15 @@ def test_normalise_htu_refuses_what_is_not_an_http_url(url: str) -> None:
 
 def test_dpop_algorithms_are_asymmetric_only() -> None:
     assert not {"none", "HS256", "HS384", "HS512"} & DPOP_ALGORITHMS
+
+
+def test_json_nested_past_the_recursion_limit_is_a_malformed_proof(key: DpopKey) -> None:
+    import jwt
+
+    nested_header = b64(b'{"typ":' + b"[" * 3000 + b"]" * 3000 + b"}")
+    assert refused(f"{nested_header}.{b64(b'{}')}.{b64(b'sig')}") == "malformed DPoP proof"
+    # a payload signed by the proof's own key: the signature holds, the claims cannot be read
+    nested_claims = ("[" * 1500 + "]" * 1500).encode()
+    header = {"typ": "dpop+jwt", "jwk": key.public_jwk}
+    proof = jwt.api_jws.encode(nested_claims, key.private_key, algorithm="ES256", headers=header)
+    assert refused(proof) == "malformed DPoP proof"
