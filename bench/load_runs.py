@@ -14,7 +14,8 @@ seconds and peak RSS (largest process) from /proc, PostgreSQL's CPU, and how bus
 Suites: ceiling (the generator's own limit), head-to-head (the targets' comparisons with their runs
 interleaved: the broker, oidc-provider and the bare endpoints in turns, 1 worker), broker (scenarios x
 stores x workers x clients, with the bare endpoint after each broker), peer (oidc-provider), scale-out
-(1-3 instances on PostgreSQL). The comparison lines take head-to-head's rows when it ran.
+(1-3 instances on PostgreSQL), dpop (a DPoP refresh beside a bearer refresh, in turns). The comparison
+lines take head-to-head's rows when it ran.
 
     python bench/load_runs.py --suites head-to-head --workers 1   # the targets, in about 10 minutes
 """
@@ -43,11 +44,11 @@ from bench.harness.servers import (  # noqa: E402
 )
 from bench.harness.stats import Row  # noqa: E402
 from bench.peer.target import version as oidc_provider_version  # noqa: E402
-from bench.suites import broker_matrix, ceiling, head_to_head, peer, scale_out  # noqa: E402
+from bench.suites import broker_matrix, ceiling, dpop, head_to_head, peer, scale_out  # noqa: E402
 from bench.targets.fake_idp import FakeIdp  # noqa: E402
 from tests.support.postgres import PostgresServer  # noqa: E402
 
-SUITES = ("ceiling", "head-to-head", "broker", "peer", "scale-out")
+SUITES = ("ceiling", "head-to-head", "broker", "peer", "scale-out", "dpop")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"pinning: servers on CPU {SERVER_CPUS}, generator on CPU {GENERATOR_CPUS}" if can_pin()
           else "pinning: off (fewer than 2 CPUs)", flush=True)
     idp = FakeIdp()
-    needs_pg = "postgresql" in stores and bool({"head-to-head", "broker", "scale-out"} & set(suites))
+    needs_pg = "postgresql" in stores and bool({"head-to-head", "broker", "scale-out", "dpop"} & set(suites))
     pg = PostgresServer().start() if needs_pg else None
     postmaster = postmaster_pid(pg.port) if pg is not None else None
     if postmaster:  # PostgreSQL shares the server core; backends forked later inherit the affinity
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
                                           in scenarios)
         if "peer" in suites:
             rows += peer.run(plan, clients, scenarios)
+        if "dpop" in suites:
+            rows += dpop.run(stores, pg, idp, plan, clients)
         if "scale-out" in suites and pg is not None:
             scale_rows, check = scale_out.run(pg, idp, plan, clients)
             rows += scale_rows

@@ -13,13 +13,23 @@ from collections.abc import Callable
 from bench.bare.target import BareTarget
 from bench.harness.runner import Plan, Scenario, measure
 from bench.harness.stats import Row
-from bench.scenarios import client_credentials, code_exchange, id_jag, introspection, login, metadata, refresh
+from bench.scenarios import (
+    client_credentials,
+    code_exchange,
+    id_jag,
+    introspection,
+    login,
+    metadata,
+    refresh,
+    refresh_dpop,
+)
 from bench.targets import broker
 from bench.targets.fake_idp import FakeIdp
 from tests.support.postgres import PostgresServer
 
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "refresh": refresh.Refresh,
+    "refresh-dpop": refresh_dpop.RefreshDpop,
     "client-credentials": client_credentials.ClientCredentials,
     "code-exchange": code_exchange.CodeExchange,
     "id-jag": id_jag.IdJag,
