@@ -15,13 +15,16 @@ from sqlalchemy import func, select
 from broker.storage import clients as repo
 from broker.storage import mcp_servers
 from broker.storage.models import AuditEvent, Client
+from tests.conftest import ISSUER
 from tests.flows.test_admin_api import API, bearer
 from tests.flows.test_admin_console import carol, csrf_of, settings  # noqa: F401 - the console's fixtures
+from tests.support.dpop import DpopKey
 from tests.support.metadata_fetcher import FakeMetadataFetcher, state_fetching_with
-from tests.support.oauth_flow import CLIENT_REDIRECT, authorize_params, pkce, register_client
+from tests.support.oauth_flow import CLIENT_REDIRECT, authorize, authorize_params, exchange, pkce, register_client
 
 DOCUMENT_URL = "https://agent.example.com/oauth/client.json"
 NOT_BOOLEANS = ["true", 1, 0, None, [], {}]
+TOKEN = f"{ISSUER}/token"
 
 
 @pytest.fixture
@@ -121,6 +124,7 @@ async def test_a_metadata_document_with_a_dpop_bound_access_tokens_that_is_not_a
     token = await client.post("/token", data={"grant_type": "authorization_code", "code": "x",
                                               "client_id": DOCUMENT_URL})
     assert token.status_code in (400, 401) and token.json()["error"] == "invalid_client"
+    assert "dpop_bound_access_tokens must be true or false" in token.json()["error_description"]
     assert bound(state, DOCUMENT_URL) is None  # nothing stored
 
 
@@ -310,3 +314,42 @@ async def test_the_console_registers_shows_and_changes_a_server_requiring_dpop(
     assert required(state, "crm") is False
     refused = await carol.post("/admin/servers/crm", data={**form, "scopes": ""})  # invalid: nothing changes
     assert refused.status_code == 400 and required(state, "crm") is False
+
+
+# ---------------------------------------------------------------- what the switches do at the token endpoint
+
+
+async def code_for(client: httpx.AsyncClient, client_id: str) -> tuple[str, str]:
+    verifier, challenge = pkce()
+    return (await authorize(client, client_id, challenge))["code"], verifier
+
+
+async def test_a_client_registered_by_dcr_for_dpop_bound_tokens_gets_none_without_a_proof(
+        client: httpx.AsyncClient, state: Any) -> None:
+    registered = await client.post("/register", json={"client_name": "Agent", "redirect_uris": [CLIENT_REDIRECT],
+                                                      "token_endpoint_auth_method": "none",
+                                                      "dpop_bound_access_tokens": True})
+    client_id = registered.json()["client_id"]
+    code, verifier = await code_for(client, client_id)
+    refused = await exchange(client, client_id, code, verifier)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    assert "registered for DPoP-bound access tokens only" in refused.json()["error_description"]
+    code, verifier = await code_for(client, client_id)
+    bound_token = await exchange(client, client_id, code, verifier, headers={"DPoP": DpopKey().proof("POST", TOKEN)})
+    assert bound_token.status_code == 200 and bound_token.json()["token_type"] == "DPoP", bound_token.text
+
+
+async def test_a_server_the_cli_requires_dpop_for_gets_no_bearer_token_until_it_is_turned_off(
+        client: httpx.AsyncClient, state: Any, cli: Any) -> None:
+    agent = register_client(state).row.id
+    assert cli(["servers", "update", "demo", "--require-dpop"]) == 0
+    code, verifier = await code_for(client, agent)
+    refused = await exchange(client, agent, code, verifier)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"
+    assert "accepts DPoP-bound access tokens only" in refused.json()["error_description"]
+    bound_token = await exchange(client, agent, code, verifier, headers={"DPoP": DpopKey().proof("POST", TOKEN)})
+    assert bound_token.status_code == 200 and bound_token.json()["token_type"] == "DPoP", bound_token.text
+    assert cli(["servers", "update", "demo", "--no-require-dpop"]) == 0
+    code, verifier = await code_for(client, agent)
+    bearer_token = await exchange(client, agent, code, verifier)
+    assert bearer_token.status_code == 200 and bearer_token.json()["token_type"] == "Bearer", bearer_token.text
