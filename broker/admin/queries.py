@@ -11,7 +11,8 @@ from broker.admin.names import Names, for_events, lookup
 from broker.storage import activity, audit_events, mcp_servers, user_grants, users
 from broker.storage.enums import UserStatus
 from broker.storage.grants import FamilyRow
-from broker.storage.models import AuditEvent, UpstreamIdentity, User
+from broker.storage.models import AuditEvent, UpstreamIdentity
+from broker.storage.users import UserRow
 
 PAGE_SIZE = 50
 ISSUED = ("token.issued", "token.refreshed")
@@ -53,7 +54,7 @@ def dashboard(session: Session, now: dt.datetime) -> Dashboard:
 
 @dataclass(frozen=True)
 class Page:
-    rows: list[User]
+    rows: list[UserRow]
     page: int
     has_next: bool
 
@@ -68,7 +69,7 @@ def search_users(session: Session, text: str, page: int, status: str | None = No
 class UserDetail:
     """A user's page: who, their sessions (refresh-token families, by client and server name), recent events."""
 
-    user: User
+    user: UserRow
     groups: list[str]
     identities: list[UpstreamIdentity]
     families: list[FamilyRow]
@@ -78,7 +79,7 @@ class UserDetail:
     offboarding: AuditEvent | None = None  # the event that offboarded them, while they are
 
 
-def user_detail(session: Session, user: User, groups: list[str]) -> UserDetail:
+def user_detail(session: Session, user: UserRow, groups: list[str]) -> UserDetail:
     identities = users.identities_of(session, user.id)
     families = live_families(session, user.id)
     events = audit_events.of_user(session, user.id, 10)

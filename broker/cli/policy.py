@@ -25,7 +25,7 @@ from broker.policy import Matrix, PolicyError, UserFacts, hypothetical, parse_cl
 from broker.registry import policies
 from broker.registry import servers as registry
 from broker.storage import policies as versions
-from broker.storage.models import User
+from broker.storage.users import UserRow
 
 
 def register(commands: Commands) -> None:
@@ -261,7 +261,7 @@ def _print_matrix(result: Matrix) -> None:
             print(f"  {server.id}: {cell.summary()}{rules}")
 
 
-def _user(session: Session, reference: str) -> User:
+def _user(session: Session, reference: str) -> UserRow:
     try:
         return offboarding.find_user(session, reference)
     except offboarding.UnknownUser as exc:

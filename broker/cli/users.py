@@ -27,7 +27,8 @@ from broker.lifecycle.upstream_revocation import Attempt, AttemptResult
 from broker.storage import users as user_repo
 from broker.storage.db import Database
 from broker.storage.enums import UserStatus
-from broker.storage.models import User, utcnow
+from broker.storage.models import utcnow
+from broker.storage.users import UserRow
 
 
 def register(commands: Commands) -> None:
@@ -79,7 +80,7 @@ def _idp_flag(parser: argparse.ArgumentParser) -> None:
                                                      "IdPs' users have: name the one you mean)")
 
 
-def _find(session: Session, args: argparse.Namespace) -> User:
+def _find(session: Session, args: argparse.Namespace) -> UserRow:
     try:
         return offboarding.find_user(session, args.user, args.idp)
     except offboarding.UnknownUser as exc:
@@ -128,7 +129,7 @@ def revoke_user(args: argparse.Namespace) -> int:
             targets = offboarding.to_offboard(session, args.user, idp=args.idp, every_match=args.all_matches)
         except offboarding.UnknownUser as exc:
             raise CliError(_with_flags(str(exc))) from None
-        results = [offboarding.revoke_user(session, user, reason=args.reason, actor=actor(), now=utcnow())
+        results = [offboarding.revoke_user(session, user.id, reason=args.reason, actor=actor(), now=utcnow())
                    for user in targets]
     upstream = _revoke_upstream(settings, database)  # committed: now the IdPs, with no transaction open
     records = [{"user_id": r.user_id, "families_revoked": r.families_revoked,
@@ -164,7 +165,7 @@ def restore_user(args: argparse.Namespace) -> int:
     database = open_database(load_settings(args))
     with database.transaction() as session:
         user = _find(session, args)
-        if not offboarding.restore_user(session, user, reason=args.reason, actor=actor(), now=utcnow()):
+        if not offboarding.restore_user(session, user.id, reason=args.reason, actor=actor(), now=utcnow()):
             raise CliError(f"user {user.id} is not offboarded")
     print(f"user {user.id} restored; tokens issued before the offboarding stay revoked")
     return 0
@@ -186,7 +187,7 @@ def revoke_session(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(user: User) -> dict[str, Any]:
+def summary(user: UserRow) -> dict[str, Any]:
     return {"id": user.id, "email": user.email, "display_name": user.display_name, "status": user.status,
             "last_login_at": _iso(user.last_login_at)}
 

@@ -21,6 +21,7 @@ from broker.audit import Outcome
 from broker.storage import upstream_revocations, user_grants, users
 from broker.storage.enums import SignInStatus, UserStatus
 from broker.storage.models import User
+from broker.storage.users import UserRow
 
 # The sign-ins an offboarding fails: past the IdP, so the user is known, and not finished yet.
 USER_KNOWN = (SignInStatus.CALLBACK, SignInStatus.CONSENT, SignInStatus.DECIDING)
@@ -38,9 +39,10 @@ class Offboarded:
     not_before: dt.datetime
 
 
-def revoke_user(session: Session, user: User, *, reason: str, actor: str, now: dt.datetime,
+def revoke_user(session: Session, user_id: str, *, reason: str, actor: str, now: dt.datetime,
                 source: str = "admin") -> Offboarded:
     """End the user's access on every instance the moment the caller commits."""
+    user = _changing(session, user_id)
     already = user.status == UserStatus.OFFBOARDED
     user.status, user.updated_at = UserStatus.OFFBOARDED, now
     if not already:
@@ -59,7 +61,7 @@ def revoke_user(session: Session, user: User, *, reason: str, actor: str, now: d
     return Offboarded(user.id, families, already, now)
 
 
-def revoke_sessions(session: Session, user: User, *, reason: str, actor: str, now: dt.datetime,
+def revoke_sessions(session: Session, user_id: str, *, reason: str, actor: str, now: dt.datetime,
                     source: str) -> int:
     """End every session and token of a user who stays allowed to sign in again (CAEP, Universal Logout).
 
@@ -67,6 +69,7 @@ def revoke_sessions(session: Session, user: User, *, reason: str, actor: str, no
     tokens die too and the user must authenticate at the IdP again before new tokens are issued. Returns
     families revoked.
     """
+    user = _changing(session, user_id)
     user.not_before, user.updated_at = now, now
     families = user_grants.revoke_families(session, user.id, f"sessions revoked: {reason}", now)
     user_grants.record_revocation(session, user.id, reason=reason, actor=actor, now=now)
@@ -78,13 +81,22 @@ def revoke_sessions(session: Session, user: User, *, reason: str, actor: str, no
     return families
 
 
-def restore_user(session: Session, user: User, *, reason: str, actor: str, now: dt.datetime) -> bool:
+def restore_user(session: Session, user_id: str, *, reason: str, actor: str, now: dt.datetime) -> bool:
     """Let an offboarded user sign in again; False if they were not offboarded."""
+    user = _changing(session, user_id)
     if user.status != UserStatus.OFFBOARDED:
         return False
     user.status, user.updated_at = UserStatus.ACTIVE, now
     audit.record(session, "user.restored", actor=actor, user_id=user.id, data={"reason": reason})
     return True
+
+
+def _changing(session: Session, user_id: str) -> User:
+    """The user, to change in this transaction (the caller's own copy of it, if it holds one)."""
+    user = users.get(session, user_id)
+    if user is None:
+        raise UnknownUser(f"no user {user_id!r}")
+    return user
 
 
 @dataclass(frozen=True)
@@ -114,10 +126,10 @@ class AmbiguousUser(UnknownUser):
                          + ". Name one by id or IDP:SUBJECT, narrow with the IdP, or act on every match")
 
 
-def find_users(session: Session, reference: str, idp: str | None = None) -> list[User]:
+def find_users(session: Session, reference: str, idp: str | None = None) -> list[UserRow]:
     """Every user ``reference`` names (a user id, an email their IdP vouched for, or ``IDP:SUBJECT``), only
     those with an identity at ``idp`` when it is given; ``UnknownUser`` when none."""
-    user = users.get(session, reference)
+    user = users.row(session, reference)
     matches = [user] if user is not None else users.with_email(session, reference)
     if not matches:
         by_identity = _by_identity(session, reference)
@@ -129,7 +141,7 @@ def find_users(session: Session, reference: str, idp: str | None = None) -> list
     return matches
 
 
-def find_user(session: Session, reference: str, idp: str | None = None) -> User:
+def find_user(session: Session, reference: str, idp: str | None = None) -> UserRow:
     """The one user ``reference`` names (``find_users``); ``AmbiguousUser`` listing them when several."""
     matches = find_users(session, reference, idp)
     if len(matches) > 1:
@@ -137,7 +149,8 @@ def find_user(session: Session, reference: str, idp: str | None = None) -> User:
     return matches[0]
 
 
-def to_offboard(session: Session, reference: str, *, idp: str | None = None, every_match: bool = False) -> list[User]:
+def to_offboard(session: Session, reference: str, *, idp: str | None = None,
+                every_match: bool = False) -> list[UserRow]:
     """Whom a revocation of ``reference`` ends: every match with ``every_match``; otherwise the one match, or
     the one not offboarded yet (the others are cut off already); ``AmbiguousUser`` when that leaves several."""
     matches = find_users(session, reference, idp)
@@ -149,13 +162,13 @@ def to_offboard(session: Session, reference: str, *, idp: str | None = None, eve
     raise AmbiguousUser(reference, candidates(session, matches))
 
 
-def candidates(session: Session, matches: list[User]) -> list[Candidate]:
+def candidates(session: Session, matches: list[UserRow]) -> list[Candidate]:
     return [Candidate(u.id, u.email, u.display_name, u.status,
                       tuple(f"{i.idp_id}:{i.subject}" for i in users.identities_of(session, u.id)), u.last_login_at)
             for u in matches]
 
 
-def _by_identity(session: Session, reference: str) -> User | None:
+def _by_identity(session: Session, reference: str) -> UserRow | None:
     idp_id, _, subject = reference.partition(":")
     record = users.identity(session, idp_id, subject) if subject else None
-    return None if record is None else users.get(session, record.user_id)
+    return None if record is None else users.row(session, record.user_id)

@@ -202,10 +202,10 @@ def _act(session: Session, signal: VerifiedSignal, event_type: str, found: list[
         return f"{event_type}: ignored ({why})"
     for user in found:
         if event_type in OFFBOARD:
-            offboarding.revoke_user(session, user, reason=event_type.rsplit("/", 1)[-1], actor=actor, now=now,
+            offboarding.revoke_user(session, user.id, reason=event_type.rsplit("/", 1)[-1], actor=actor, now=now,
                                     source=source)
         else:
-            offboarding.revoke_sessions(session, user, reason=event_type.rsplit("/", 1)[-1], actor=actor, now=now,
+            offboarding.revoke_sessions(session, user.id, reason=event_type.rsplit("/", 1)[-1], actor=actor, now=now,
                                         source=source)
     return f"{event_type}: applied to {len(found)} user(s)"
 
@@ -216,7 +216,7 @@ def apply_logout(session: Session, signal: VerifiedSignal, subject: Any, idps: l
     found = subject_users(session, subject, signal.sender, idps)
     actor = f"global-logout:{signal.sender.id}"
     for user in found:
-        offboarding.revoke_sessions(session, user, reason="global token revocation", now=now, actor=actor,
+        offboarding.revoke_sessions(session, user.id, reason="global token revocation", now=now, actor=actor,
                                     source=actor)
     if not found:
         audit.record(session, "signal.ignored", actor=actor, outcome=Outcome.IGNORED, data={"why": "unknown subject"})

@@ -108,7 +108,7 @@ class UpstreamCheck:
         if identity is not None:
             identity.refresh_token_encrypted = None
         if user is not None:
-            offboarding.revoke_sessions(session, user, reason=f"refused upstream ({upstream_error or 'error'})",
+            offboarding.revoke_sessions(session, user.id, reason=f"refused upstream ({upstream_error or 'error'})",
                                         actor=f"idp:{check.idp_id}", now=now, source="upstream-check")
         audit.record(session, "upstream.refresh_refused", actor=f"idp:{check.idp_id}", user_id=check.user_id,
                      outcome=Outcome.REVOKED, data={"upstream_error": upstream_error})

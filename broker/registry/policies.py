@@ -48,7 +48,8 @@ from broker.registry.servers import ADMIN_API_ID, Server, admin_api, from_row
 from broker.storage import changes, directory, mcp_servers, policies, users
 from broker.storage.enums import UserStatus
 from broker.storage.hot import Tx
-from broker.storage.models import PolicyVersion, User, utcnow
+from broker.storage.models import PolicyVersion, utcnow
+from broker.storage.users import UserRow
 
 
 class UnknownVersion(LookupError):
@@ -219,7 +220,7 @@ def _facts(entry: directory.DirectoryUser) -> UserFacts:
                      claims=entry.claims)
 
 
-def facts_for(session: Session, user: User) -> UserFacts:
+def facts_for(session: Session, user: UserRow) -> UserFacts:
     latest = users.latest_login(session, user.id)
     return UserFacts(id=user.id, email=user.email, idp_id=latest.idp_id if latest else None,
                      groups=frozenset(users.group_names(session, user.id)),
@@ -281,7 +282,7 @@ class StoredPolicy:
         return AdminApiByRegistration(await self.compiled_hot(tx))
 
 
-def explain(session: Session, policy: CompiledPolicy, user: User, server: Server, *,
+def explain(session: Session, policy: CompiledPolicy, user: UserRow, server: Server, *,
             client_id: str | None = None) -> Explanation:
     return explain_facts(policy, facts_for(session, user), server, client_id=client_id)
 

@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Collection, Iterable
 from typing import Any, NamedTuple
 
-from sqlalchemy import String, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import Select, String, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from broker.storage.enums import UserStatus
@@ -26,26 +26,55 @@ from broker.storage.search import contains
 from broker.storage.statements import insert_unless_present, rowcount
 
 
+class UserRow(NamedTuple):
+    """A user as people read them (the console's pages): ``User``'s columns, read-only."""
+
+    id: str
+    email: str | None
+    display_name: str
+    status: str
+    not_before: dt.datetime | None
+    offboarded_at: dt.datetime | None
+    offboard_reason: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    last_login_at: dt.datetime | None
+
+
+_ROW = select(*(User.__table__.c[name] for name in UserRow._fields))
+
+
 def get(session: Session, user_id: str) -> User | None:
+    """The user to change in this transaction (offboarding, SCIM, sign-in)."""
     return session.get(User, user_id)
 
 
-def list_all(session: Session, status: UserStatus | None = None) -> list[User]:
+def row(session: Session, user_id: str) -> UserRow | None:
+    found = session.execute(_ROW.where(User.__table__.c.id == user_id)).first()
+    return None if found is None else UserRow._make(found)
+
+
+def list_all(session: Session, status: UserStatus | None = None) -> list[UserRow]:
     """Every user (with ``status``, when given), by email then id."""
-    query = select(User) if status is None else select(User).where(User.status == status)
-    return list(session.scalars(query.order_by(User.email, User.id)))
+    query = _ROW if status is None else _ROW.where(User.status == status)
+    return _rows(session, query.order_by(User.email, User.id))
 
 
-def search(session: Session, text: str, *, offset: int, limit: int, status: UserStatus | None = None) -> list[User]:
+def search(session: Session, text: str, *, offset: int, limit: int,
+           status: UserStatus | None = None) -> list[UserRow]:
     """Users whose email or display name contains ``text`` (any case, wildcards literal) or whose id is ``text``
     (every user when it is empty), with ``status`` when given; by email then id."""
-    query = select(User)
+    query = _ROW
     if text:
         query = query.where(or_(contains(session, User.email, text), contains(session, User.display_name, text),
                                 User.id == text))
     if status is not None:
         query = query.where(User.status == status)
-    return list(session.scalars(query.order_by(User.email, User.id).offset(offset).limit(limit)))
+    return _rows(session, query.order_by(User.email, User.id).offset(offset).limit(limit))
+
+
+def _rows(session: Session, query: Select[*tuple[Any, ...]]) -> list[UserRow]:
+    return [UserRow._make(found) for found in session.execute(query)]
 
 
 class Named(NamedTuple):
@@ -229,10 +258,9 @@ def has_identity_at(session: Session, user_id: str, idp_id: str) -> bool:
                                                             UpstreamIdentity.idp_id == idp_id).limit(1)) is not None
 
 
-def with_email(session: Session, email: str) -> list[User]:
+def with_email(session: Session, email: str) -> list[UserRow]:
     """Every user with this email (any case), oldest first."""
-    return list(session.scalars(select(User).where(func.lower(User.email) == email.lower())
-                                .order_by(User.created_at, User.id)))
+    return _rows(session, _ROW.where(func.lower(User.email) == email.lower()).order_by(User.created_at, User.id))
 
 
 def by_identity_email(session: Session, email: str, idp_id: str | None = None) -> list[User]:

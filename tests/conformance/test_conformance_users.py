@@ -8,6 +8,7 @@ from broker.storage import grants, users
 from broker.storage.db import Database
 from broker.storage.enums import UserStatus
 from broker.storage.models import AdminSession, RefreshTokenFamily, UpstreamIdentity, User
+from broker.storage.users import UserRow
 
 NOW = dt.datetime(2026, 12, 7, 9, 15, 30, tzinfo=dt.UTC)
 
@@ -27,7 +28,7 @@ def test_list_all_is_by_email_then_id_and_narrows_by_status(database: Database) 
         assert [u.id for u in users.list_all(session)] == ["u2", "u1", "u3"]
         assert [u.id for u in users.list_all(session, UserStatus.OFFBOARDED)] == ["u1"]
         assert [u.id for u in users.list_all(session, UserStatus.ACTIVE)] == ["u2", "u3"]
-        assert all(type(u) is User for u in users.list_all(session))
+        assert all(type(u) is UserRow for u in users.list_all(session))
 
 
 def test_identities_of_a_user_are_theirs_alone_by_idp_and_subject(database: Database) -> None:
@@ -54,6 +55,17 @@ def test_live_family_count_leaves_out_revoked_families_and_other_users(database:
         assert users.live_family_count(session, "nobody") == 0
 
 
+def test_row_is_every_column_of_the_user_read_only(database: Database) -> None:
+    with database.transaction() as session:
+        users.add(session, User(id="u1", email="ann@example.com", display_name="Ann", status=UserStatus.OFFBOARDED,
+                                not_before=NOW, offboarded_at=NOW, offboard_reason="left", created_at=NOW,
+                                updated_at=NOW, last_login_at=NOW))
+    with database.transaction() as session:
+        assert users.row(session, "u1") == UserRow("u1", "ann@example.com", "Ann", UserStatus.OFFBOARDED, NOW, NOW,
+                                                   "left", NOW, NOW, NOW)
+        assert users.row(session, "u2") is None
+
+
 def test_with_email_is_every_match_in_any_case_oldest_first(database: Database) -> None:
     with database.transaction() as session:
         users.add(session, User(id="u2", email="Ann@Example.com", created_at=NOW),
@@ -62,6 +74,7 @@ def test_with_email_is_every_match_in_any_case_oldest_first(database: Database) 
     with database.transaction() as session:
         assert [u.id for u in users.with_email(session, "ANN@example.com")] == ["u2", "u1"]
         assert users.with_email(session, "nobody@example.com") == []
+        assert all(type(u) is UserRow for u in users.with_email(session, "ann@example.com"))
 
 
 def test_by_identity_email_finds_users_through_their_identities_once_each(database: Database) -> None:
@@ -148,6 +161,7 @@ def test_search_matches_part_of_email_or_name_in_any_case_or_the_id(database: Da
         assert ids("ann_") == ["u1"] and ids("100%") == ["u1"] and ids("%") == ["u1"]
         assert ids("u3") == ["u3"]
         assert ids("ann", status=UserStatus.OFFBOARDED) == ["u2"]
+        assert all(type(u) is UserRow for u in users.search(session, "", offset=0, limit=10))
         assert ids("", offset=1, limit=1) == ["u2"]
 
 

@@ -79,7 +79,7 @@ async def test_recent_offboardings_name_the_user_and_who_offboarded_them(carol, 
 
         session.add(User(id="u-dana", email="dana@example.com", display_name="Dana Doe", status="active"))
         session.flush()
-        offboarding.revoke_user(session, session.get(User, "u-dana"), reason="left", actor="console:carol@example.com",
+        offboarding.revoke_user(session, "u-dana", reason="left", actor="console:carol@example.com",
                                 now=utcnow(), source="console")
     page = (await carol.get("/admin")).text
     offboardings = page.split('id="recent-offboardings"')[1].split("</table>")[0]

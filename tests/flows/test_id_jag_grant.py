@@ -245,13 +245,13 @@ async def test_offboarding_ends_tokens_already_issued_from_id_jags(client, state
 
     assert (await introspect())["active"] is True
     with state.database.transaction() as session:
-        offboarding.revoke_user(session, session.get(User, alice), reason="left", actor="test", now=utcnow())
+        offboarding.revoke_user(session, alice, reason="left", actor="test", now=utcnow())
     assert await introspect() == {"active": False}  # at once, though the token has no refresh-token family
 
 
 async def test_offboarded_users_get_nothing(client, state, idp, agent, alice) -> None:
     with state.database.transaction() as session:
-        offboarding.revoke_user(session, session.get(User, alice), reason="left", actor="test", now=utcnow())
+        offboarding.revoke_user(session, alice, reason="left", actor="test", now=utcnow())
     response = await redeem(client, agent, idp.assertion(agent.row.id))
     assert response.status_code == 400 and response.json()["error"] == "invalid_grant"
     assert rejections(state)[-1]["reason"] == "the user may no longer sign in"

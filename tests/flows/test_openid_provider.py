@@ -20,7 +20,7 @@ from broker.oauth.id_tokens import IdTokenRejected
 from broker.oauth.tokens import AccessTokenFacts
 from broker.registry import servers
 from broker.storage import grants
-from broker.storage.models import AuthorizationCode, User, utcnow
+from broker.storage.models import AuthorizationCode, utcnow
 from tests.conftest import ISSUER
 from tests.support.oauth_flow import (
     DEMO_RESOURCE,
@@ -280,7 +280,7 @@ async def test_offboarded_users_userinfo_token_is_refused(client: httpx.AsyncCli
     assert (await client.get("/userinfo", headers=bearer(body["access_token"]))).status_code == 200
     sub = jwt.decode(body["access_token"], options={"verify_signature": False})["sub"]
     with state.database.transaction() as session:
-        offboarding.revoke_user(session, session.get(User, sub), reason="left", actor="cli:sec", now=utcnow())
+        offboarding.revoke_user(session, sub, reason="left", actor="cli:sec", now=utcnow())
     answer = await client.get("/userinfo", headers=bearer(body["access_token"]))
     assert answer.status_code == 401 and answer.json()["error"] == "invalid_token"
     assert (await refresh(client, new.row.id, body["refresh_token"], resource=None)).status_code == 400

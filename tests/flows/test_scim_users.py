@@ -196,7 +196,7 @@ async def test_reactivation_never_undoes_a_revocation_made_at_the_broker(client,
     scim_id = (await scim.post("/Users", okta_user())).json()["id"]
     user_id = broker_user(state, scim_id).id
     with state.database.transaction() as session:  # security's own revocation, before the IdP deactivates
-        offboarding.revoke_user(session, session.get(User, user_id), reason="incident", actor="cli:sec",
+        offboarding.revoke_user(session, user_id, reason="incident", actor="cli:sec",
                                 now=utcnow())
     await scim.patch(f"/Users/{scim_id}", {"op": "replace", "path": "active", "value": False})
     again = await scim.patch(f"/Users/{scim_id}", {"op": "replace", "path": "active", "value": True})
@@ -211,8 +211,8 @@ async def test_reactivation_does_not_lift_a_revocation_made_after_scims(client, 
     scim_id = (await scim.post("/Users", okta_user())).json()["id"]
     await scim.patch(f"/Users/{scim_id}", {"op": "replace", "value": {"active": False}})
     with state.database.transaction() as session:
-        user = session.get(User, broker_user(state, scim_id).id)
-        offboarding.revoke_user(session, user, reason="incident", actor="cli:sec", now=utcnow())
+        offboarding.revoke_user(session, broker_user(state, scim_id).id, reason="incident", actor="cli:sec",
+                                now=utcnow())
     await scim.patch(f"/Users/{scim_id}", {"op": "replace", "value": {"active": True}})
     assert broker_user(state, scim_id).status == "offboarded"
 

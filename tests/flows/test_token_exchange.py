@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from broker.lifecycle import offboarding
 from broker.oauth import clients
-from broker.storage.models import AuditEvent, User, utcnow
+from broker.storage.models import AuditEvent, utcnow
 from tests.conftest import ISSUER
 from tests.support.hostile import signed, verdict, watched_logs, wrong_claims
 from tests.support.id_jag import ID_JAG_TYP, JWT_BEARER, FakeIdp, grant_form, trusted_issuer
@@ -120,7 +120,7 @@ async def test_offboarding_ends_the_exchange(client, state, agent) -> None:
     tokens = await sign_in(client, agent)
     user_id = jwt.decode(tokens["id_token"], options={"verify_signature": False})["sub"]
     with state.database.transaction() as session:
-        offboarding.revoke_user(session, session.get(User, user_id), reason="left", actor="test", now=utcnow())
+        offboarding.revoke_user(session, user_id, reason="left", actor="test", now=utcnow())
     for subject, kind in ((tokens["id_token"], ID_TOKEN), (tokens["refresh_token"], REFRESH_TOKEN)):
         response = await swap(client, agent, subject, token_type=kind)
         assert response.status_code == 400 and response.json()["error"] == "invalid_grant", response.text

@@ -36,7 +36,7 @@ async def alice_signed_in(client: httpx.AsyncClient, state: Any) -> str:
 
 def offboard(state: Any, user_id: str) -> None:
     with state.database.transaction() as session:
-        offboarding.revoke_user(session, session.get(User, user_id), reason="left", actor="admin:test", now=utcnow())
+        offboarding.revoke_user(session, user_id, reason="left", actor="admin:test", now=utcnow())
 
 
 def stored(state: Any) -> tuple[bytes | None, int]:

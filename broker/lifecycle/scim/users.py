@@ -235,7 +235,7 @@ def _deactivate(session: Session, request: ScimRequest, row: ScimUser, user: Use
     was_active, row.active = row.active, False
     offboard = user.status != UserStatus.OFFBOARDED
     if offboard:
-        offboarding.revoke_user(session, user, reason=reason, actor=request.client.actor, now=request.now,
+        offboarding.revoke_user(session, user.id, reason=reason, actor=request.client.actor, now=request.now,
                                 source=request.client.actor)
         row.offboarded_at = user.not_before
     if was_active or offboard:
@@ -248,7 +248,7 @@ def _activate(session: Session, request: ScimRequest, row: ScimUser, user: User)
     # Only what SCIM itself did is undone: a later revocation (admin, signal) moved not_before on.
     ours = row.offboarded_at is not None and user.not_before == row.offboarded_at
     restored = user.status == UserStatus.OFFBOARDED and ours and offboarding.restore_user(
-        session, user, reason="reactivated in the IdP (SCIM)", actor=request.client.actor, now=request.now)
+        session, user.id, reason="reactivated in the IdP (SCIM)", actor=request.client.actor, now=request.now)
     if user.status != UserStatus.OFFBOARDED:
         row.offboarded_at = None
     if was_inactive or restored:

@@ -13,7 +13,8 @@ from broker.registry import policies
 from broker.registry import servers as registry
 from broker.storage import mcp_servers
 from broker.storage import users as user_repo
-from broker.storage.models import User, utcnow
+from broker.storage.models import utcnow
+from broker.storage.users import UserRow
 from broker.web.admin.common import (
     ConsoleRoute,
     NotFound,
@@ -43,14 +44,14 @@ async def list_users(request: Request, state: State) -> Response:
     return await console_call(request, state, VIEW, view)
 
 
-def _user(db: Session, user_id: str) -> User:
-    user = user_repo.get(db, user_id)
+def _user(db: Session, user_id: str) -> UserRow:
+    user = user_repo.row(db, user_id)
     if user is None:
         raise NotFound("user with that id")
     return user
 
 
-def _reach(db: Session, state: State, user: User) -> list[tuple[str, str, list[str]]]:
+def _reach(db: Session, state: State, user: UserRow) -> list[tuple[str, str, list[str]]]:
     """Every enabled server with what the policy in force gives this user (any client): (id, name, scopes)."""
     compiled = state.oauth.policy.compiled(db) if hasattr(state.oauth.policy, "compiled") else None
     if compiled is None:
@@ -104,7 +105,7 @@ async def offboard(user_id: str, request: Request, state: State) -> Response:
                           {"info": info, "errors": errors, "reason": form.get("reason", ""),
                            "confirm": form.get("confirm", ""), "nav": "users"}, 400)
         now = utcnow()
-        offboarding.revoke_user(db, user, reason=reason[:1000], actor=console.actor, now=now, source="console")
+        offboarding.revoke_user(db, user.id, reason=reason[:1000], actor=console.actor, now=now, source="console")
         return back(f"/admin/users/{user.id}?done=offboarded")
 
     return await console_call(request, state, OFFBOARD, act, csrf=form.get("csrf_token"))
@@ -149,7 +150,7 @@ async def restore(user_id: str, request: Request, state: State) -> Response:
     def act(db: Session, console: ConsoleUser) -> Response:
         user = _user(db, user_id)
         reason = form.get("reason", "").strip() or "restored from the admin console"
-        offboarding.restore_user(db, user, reason=reason[:1000], actor=console.actor, now=utcnow())
+        offboarding.restore_user(db, user.id, reason=reason[:1000], actor=console.actor, now=utcnow())
         return back(f"/admin/users/{user.id}?done=restored")
 
     return await console_call(request, state, OFFBOARD, act, csrf=form.get("csrf_token"))

@@ -9,7 +9,9 @@ from pydantic import BaseModel, Field
 from broker.admin import names, queries
 from broker.lifecycle import offboarding, sessions
 from broker.storage import users as user_repo
-from broker.storage.models import User, utcnow
+from broker.storage.enums import UserStatus
+from broker.storage.models import utcnow
+from broker.storage.users import UserRow
 from broker.web.admin_api.common import BAD_BODY, Body, ColdRoute, Reader, Revoker, actor, errors, fail, iso, not_found
 from broker.web.deps import DbSession
 
@@ -106,12 +108,12 @@ class RestoreResult(BaseModel):
     status: str
 
 
-def summary(user: User) -> UserSummary:
+def summary(user: UserRow) -> UserSummary:
     return UserSummary(id=user.id, email=user.email, display_name=user.display_name, status=user.status,
                        last_login_at=iso(user.last_login_at))
 
 
-def _find(session: DbSession, reference: str) -> User:
+def _find(session: DbSession, reference: str) -> UserRow:
     try:
         return offboarding.find_user(session, reference)
     except offboarding.UnknownUser as exc:
@@ -162,7 +164,7 @@ def revoke_user(user: str, body: RevokeBody, session: DbSession, caller: Revoker
         targets = offboarding.to_offboard(session, user, idp=body.idp, every_match=body.all_matches)
     except offboarding.UnknownUser as exc:
         raise _missing(exc) from None
-    results = [_revoked(offboarding.revoke_user(session, target, reason=body.reason, actor=actor(caller),
+    results = [_revoked(offboarding.revoke_user(session, target.id, reason=body.reason, actor=actor(caller),
                                                 now=utcnow(), source="admin-api")) for target in targets]
     return results[0].model_copy(update={"revoked": results if body.all_matches else []})
 
@@ -196,6 +198,6 @@ def revoke_session(user: str, session_id: str, session: DbSession, caller: Revok
 def restore_user(user: str, session: DbSession, caller: Revoker, body: RestoreBody | None = None) -> RestoreResult:
     target = _find(session, user)
     reason = body.reason if body is not None else RestoreBody().reason
-    if not offboarding.restore_user(session, target, reason=reason, actor=actor(caller), now=utcnow()):
+    if not offboarding.restore_user(session, target.id, reason=reason, actor=actor(caller), now=utcnow()):
         raise fail(409, "conflict", f"user {target.id} is not offboarded")
-    return RestoreResult(user_id=target.id, status=target.status)
+    return RestoreResult(user_id=target.id, status=UserStatus.ACTIVE)
