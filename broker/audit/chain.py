@@ -146,7 +146,7 @@ def _check(key: AuditKey, row: ChainedEvent, expected_seq: int, prev: str) -> st
         return f"chain position {row.chain_seq} where {expected_seq} was expected (an event was removed)"
     if row.prev_hash != prev:
         return "does not link to the event before it (events were removed, inserted or reordered)"
-    if not hmac.compare_digest(row.hash or "", key.link(expected_seq, prev, row)):
+    if not hmac.compare_digest(row.hash or "", key.link(expected_seq, prev, row.event)):
         return "its content does not match its seal (the event was altered)"
     return ""
 
@@ -169,7 +169,7 @@ def _check_head(session: Session, key: AuditKey, last_seq: int, last_hash: str) 
 def _broken(session: Session, checked: int, row: ChainedEvent, reason: str) -> VerifyResult:
     head = audit_chain.head(session)
     return VerifyResult(False, checked, _unsealed(session), head.seq if head else 0, head.hash if head else "",
-                        broken_seq=row.chain_seq, broken_id=row.id, reason=reason)
+                        broken_seq=row.chain_seq, broken_id=row.event.id, reason=reason)
 
 
 def _unsealed(session: Session) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,41 +182,33 @@ def _existing(session: Session, client_id: str) -> ClientRow:
 
 
 def set_status(args: argparse.Namespace, status: str) -> int:
-    database = open_database(load_settings(args))
-    with database.transaction() as session:
-        row = _existing(session, args.client_id)
-        try:
-            (client_admin.approve if status == ClientStatus.ACTIVE else client_admin.disable)(session, row, actor())
-        except client_admin.InvalidChange as exc:
-            raise CliError(str(exc)) from None
+    change = client_admin.approve if status == ClientStatus.ACTIVE else client_admin.disable
+    _change(args, lambda session, row: change(session, row, actor()))
     print(f"client {args.client_id} is now {status}")
     return 0
 
 
 def set_resource_servers(args: argparse.Namespace) -> int:
-    database = open_database(load_settings(args))
-    with database.transaction() as session:
-        row = _existing(session, args.client_id)
-        try:
-            row = client_admin.set_resource_servers(session, row, args.servers, actor())
-        except client_admin.InvalidChange as exc:
-            raise CliError(str(exc)) from None
-        servers = list(row.resource_servers)
-    print(f"client {args.client_id} introspects tokens for: {', '.join(servers) or 'no MCP server'}")
+    row = _change(args, lambda session, row: client_admin.set_resource_servers(session, row, args.servers, actor()))
+    print(f"client {args.client_id} introspects tokens for: {', '.join(row.resource_servers) or 'no MCP server'}")
     return 0
 
 
 def set_dpop_bound(args: argparse.Namespace) -> int:
-    database = open_database(load_settings(args))
-    with database.transaction() as session:
-        row = _existing(session, args.client_id)
-        try:
-            client_admin.set_dpop_bound(session, row, args.setting == "on", actor())
-        except client_admin.InvalidChange as exc:
-            raise CliError(str(exc)) from None
+    _change(args, lambda session, row: client_admin.set_dpop_bound(session, row, args.setting == "on", actor()))
     shown = "DPoP-bound access tokens only" if args.setting == "on" else "bearer or DPoP-bound access tokens"
     print(f"client {args.client_id} gets {shown}")
     return 0
+
+
+def _change(args: argparse.Namespace, change: Callable[[Session, ClientRow], ClientRow]) -> ClientRow:
+    """Apply ``change`` to the client ``args.client_id`` in one transaction; a refused change is one line, exit 2."""
+    database = open_database(load_settings(args))
+    with database.transaction() as session:
+        try:
+            return change(session, _existing(session, args.client_id))
+        except client_admin.InvalidChange as exc:
+            raise CliError(str(exc)) from None
 
 
 def describe(row: ClientRow) -> dict[str, Any]:

@@ -37,15 +37,7 @@ class EventRow(NamedTuple):
 class ChainedEvent(NamedTuple):
     """A sealed event: its content and its place in the chain."""
 
-    id: int
-    occurred_at: dt.datetime
-    event_type: str
-    actor: str
-    user_id: str | None
-    client_id: str | None
-    server_id: str | None
-    outcome: str
-    data: dict[str, Any]
+    event: EventRow
     chain_seq: int
     prev_hash: str | None
     hash: str | None
@@ -70,7 +62,7 @@ _EVENTS = AuditEvent.__table__
 _HEAD = AuditChainHead.__table__
 _UNSEALED = (select(*(_EVENTS.c[name] for name in EventRow._fields))
              .where(_EVENTS.c.chain_seq.is_(None)).order_by(_EVENTS.c.id).limit(bindparam("limit")))
-_CHAINED = (select(*(_EVENTS.c[name] for name in ChainedEvent._fields))
+_CHAINED = (select(*(_EVENTS.c[name] for name in (*EventRow._fields, *ChainedEvent._fields[1:])))
             .where(_EVENTS.c.chain_seq.is_not(None)).order_by(_EVENTS.c.chain_seq))
 _LINK = (update(_EVENTS).where(_EVENTS.c.id == bindparam("b_id"))
          .values(chain_seq=bindparam("b_seq"), prev_hash=bindparam("b_prev"), hash=bindparam("b_hash")))
@@ -91,8 +83,9 @@ def unsealed(session: Session, limit: int) -> list[EventRow]:
 
 def chained(session: Session, batch: int) -> Iterator[ChainedEvent]:
     """Every sealed event in chain order, fetched ``batch`` at a time."""
+    content = len(EventRow._fields)
     for row in session.execute(_CHAINED.execution_options(yield_per=batch)):
-        yield ChainedEvent._make(row)
+        yield ChainedEvent(EventRow._make(row[:content]), *row[content:])
 
 
 def take_head(session: Session) -> tuple[int, str] | None:

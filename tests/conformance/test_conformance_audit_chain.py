@@ -53,9 +53,8 @@ def test_links_place_events_in_the_chain_and_move_the_head(database: Database) -
                          Head(2, "h2", "mac2"), NOW)
     with database.transaction() as session:
         chained = list(audit_chain.chained(session, batch=1))
-        assert [(c.event_type, c.chain_seq, c.prev_hash, c.hash) for c in chained] == [("e0", 1, "", "h1"),
-                                                                                     ("e1", 2, "h1", "h2")]
-        assert all(type(c) is ChainedEvent for c in chained)
+        assert chained == [ChainedEvent(first, 1, "", "h1"), ChainedEvent(second, 2, "h1", "h2")]
+        assert all(type(c) is ChainedEvent and type(c.event) is EventRow for c in chained)
         assert [r.event_type for r in audit_chain.unsealed(session, 10)] == ["e2"]
         assert (audit_chain.unsealed_count(session), audit_chain.sealed_count(session)) == (1, 2)
         assert audit_chain.take_head(session) == (2, "h2") and audit_chain.head(session) == Head(2, "h2", "mac2")
