@@ -22,6 +22,7 @@ from broker.config import IdpSettings
 from broker.federation.discovery import discovery_url
 from broker.federation.identity import Identity
 from broker.federation.oidc import OidcConnector
+from tests.support.clock import FakeClock
 
 ISSUER = "https://idp.example.com/oauth2/default"
 CLIENT_ID = "broker-client"
@@ -35,17 +36,6 @@ REFRESH_TOKEN = "upstream-refresh-token-secret-42"
 DROP = object()  # a claim or header value that removes the member
 
 Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
-
-
-class FakeClock:
-    def __init__(self, now: float = NOW):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeSigningKey:
@@ -79,7 +69,7 @@ class FakeIdp:
 
     def __init__(self, clock: FakeClock | None = None, *, issuer: str = ISSUER,
                  key: FakeSigningKey | None = None):
-        self.clock = clock or FakeClock()
+        self.clock = clock or FakeClock(NOW)
         self.issuer = issuer
         self.key = key or FakeSigningKey()
         self.published: list[dict[str, Any]] = [self.key.jwk]

@@ -24,6 +24,7 @@ from tests.unit.federation.fakes import (
     ENTRA_LOGIN,
     EVERYONE_ID,
     GRAPH,
+    NOW,
     OTHER_TENANT,
     SALES_ID,
     TENANT,
@@ -295,7 +296,7 @@ async def test_the_token_cannot_choose_the_graph_endpoint(idp: FakeIdp, connecto
 def directory(http: httpx.AsyncClient, *, secret: str | None = CLIENT_SECRET, clock: Any = None,
               graph_endpoint: str = GRAPH) -> GraphGroupDirectory:
     return GraphGroupDirectory(http, idp_id="entra", issuer=parse_issuer(MULTI), client_id=CLIENT_ID,
-                               client_secret=secret, graph_endpoint=graph_endpoint, clock=clock or FakeClock())
+                               client_secret=secret, graph_endpoint=graph_endpoint, clock=clock or FakeClock(NOW))
 
 
 def form_of(request: httpx.Request) -> dict[str, str]:
@@ -323,7 +324,7 @@ async def test_graph_pages_are_followed(http: httpx.AsyncClient, graph: FakeGrap
 
 async def test_graph_app_tokens_are_reused_per_tenant_until_they_expire(http: httpx.AsyncClient,
                                                                        graph: FakeGraph) -> None:
-    clock = FakeClock()
+    clock = FakeClock(NOW)
     graph_directory = directory(http, clock=clock)
     for tenant in (TENANT, TENANT, OTHER_TENANT, TENANT):
         await graph_directory.member_groups(tenant, ALICE_OID)

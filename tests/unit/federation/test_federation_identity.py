@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -22,17 +21,6 @@ from broker.federation import (
 )
 from broker.federation.login import s256
 from tests.unit.federation.fakes import DROP, REFRESH_TOKEN, FakeIdp, log_in
-
-
-@pytest.fixture
-def idp() -> FakeIdp:
-    return FakeIdp()
-
-
-@pytest.fixture
-async def connector(idp: FakeIdp) -> AsyncIterator[OidcConnector]:
-    async with idp.client() as http:
-        yield idp.connector(http)
 
 
 def make_identity(**changes: Any) -> Identity:

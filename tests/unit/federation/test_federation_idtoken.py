@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -22,17 +21,6 @@ from tests.unit.federation.fakes import (
     compact,
     log_in,
 )
-
-
-@pytest.fixture
-def idp() -> FakeIdp:
-    return FakeIdp()
-
-
-@pytest.fixture
-async def connector(idp: FakeIdp) -> AsyncIterator[OidcConnector]:
-    async with idp.client() as http:
-        yield idp.connector(http)
 
 
 async def refused(connector: OidcConnector, match: str) -> InvalidIdToken:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -12,17 +11,6 @@ from broker.federation import InvalidIdToken, OidcConnector, UpstreamUnavailable
 from tests.unit.federation.fakes import FakeIdp, FakeSigningKey, log_in
 
 KEYS = "/v1/keys"
-
-
-@pytest.fixture
-def idp() -> FakeIdp:
-    return FakeIdp()
-
-
-@pytest.fixture
-async def connector(idp: FakeIdp) -> AsyncIterator[OidcConnector]:
-    async with idp.client() as http:
-        yield idp.connector(http)
 
 
 async def test_second_login_does_not_refetch_the_jwks(idp: FakeIdp, connector: OidcConnector) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus, urlsplit
 
@@ -39,22 +38,6 @@ from tests.unit.federation.fakes import (
 DISCOVERY = "/oauth2/default/.well-known/openid-configuration"
 TOKEN = "/oauth2/default/v1/token"
 SECRETS = LoginSecrets(state="state-123", nonce=NONCE, code_verifier=VERIFIER)
-
-
-@pytest.fixture
-def idp() -> FakeIdp:
-    return FakeIdp()
-
-
-@pytest.fixture
-async def http(idp: FakeIdp) -> AsyncIterator[httpx.AsyncClient]:
-    async with idp.client() as client:
-        yield client
-
-
-@pytest.fixture
-def connector(idp: FakeIdp, http: httpx.AsyncClient) -> OidcConnector:
-    return idp.connector(http)
 
 
 async def authorization_query(connector: OidcConnector, **kwargs: Any) -> dict[str, list[str]]:

@@ -3,8 +3,6 @@ Okta's two error shapes (OAuth errors and its API's ``errorCode`` JSON)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
@@ -30,12 +28,6 @@ def okta_error(code: str, summary: str) -> dict[str, object]:
 @pytest.fixture
 def idp() -> FakeIdp:
     return FakeIdp(issuer=CUSTOM)
-
-
-@pytest.fixture
-async def http(idp: FakeIdp) -> AsyncIterator[httpx.AsyncClient]:
-    async with idp.client() as client:
-        yield client
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ token; the IdP is ``FakeIdp`` over a mock transport."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
@@ -28,12 +27,6 @@ def idp() -> FakeIdp:
                      "name": "Alice Anders", "groups": ["engineering"]}
     fake.routes["/oauth2/default/v1/userinfo"] = lambda request: httpx.Response(200, json=fake.userinfo)
     return fake
-
-
-@pytest.fixture
-async def http(idp: FakeIdp) -> AsyncIterator[httpx.AsyncClient]:
-    async with idp.client() as client:
-        yield client
 
 
 def userinfo_calls(idp: FakeIdp) -> list[httpx.Request]:

@@ -19,6 +19,7 @@ from broker.oauth.cimd import (
     verify_document,
 )
 from broker.oauth.clients import _new_client_id
+from tests.support.clock import FakeClock
 
 URL = "https://app.example.com/oauth/client.json"
 REDIRECT = "http://127.0.0.1:33418/callback"
@@ -221,21 +222,13 @@ def test_freshness_lifetime(headers: dict[str, str], cap: int, seconds: float) -
     assert freshness_lifetime(headers, RECEIVED, cap) == seconds
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _metadata(name: str) -> ClientMetadata:
     return ClientMetadata(client_id=name, client_name=name, redirect_uris=(REDIRECT,),
                           token_endpoint_auth_method="none", grant_types=("authorization_code",), jwks=None)
 
 
 def test_cache_entries_expire_and_zero_lifetimes_are_not_kept() -> None:
-    clock = FakeClock()
+    clock = FakeClock(1000.0)
     cache = DocumentCache(clock=clock)
     cache.put("a", _metadata("a"), 60)
     cache.put("b", _metadata("b"), 0)
@@ -247,7 +240,7 @@ def test_cache_entries_expire_and_zero_lifetimes_are_not_kept() -> None:
 
 
 def test_cache_is_bounded_least_recently_used_first() -> None:
-    cache = DocumentCache(max_entries=3, clock=FakeClock())
+    cache = DocumentCache(max_entries=3, clock=FakeClock(1000.0))
     for name in "abc":
         cache.put(name, _metadata(name), 60)
     assert cache.get("a") is not None  # a is now the most recently used
@@ -257,7 +250,7 @@ def test_cache_is_bounded_least_recently_used_first() -> None:
 
 
 def test_a_new_put_with_no_lifetime_drops_the_old_entry() -> None:
-    cache = DocumentCache(clock=FakeClock())
+    cache = DocumentCache(clock=FakeClock(1000.0))
     cache.put("a", _metadata("a"), 60)
     cache.put("a", _metadata("a"), 0)
     assert cache.get("a") is None

@@ -12,21 +12,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broker.resource import BrokerTokenVerifier
+from tests.support.clock import FakeClock
 
 ISSUER = "http://127.0.0.1:8000"
 RESOURCE = "http://127.0.0.1:8000/demo/mcp"
 NOW = 1_800_000_000.0
-
-
-class FakeClock:
-    def __init__(self, now: float = NOW):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeBroker:
@@ -38,7 +28,7 @@ class FakeBroker:
     def __init__(self, issuer: str = ISSUER, resource: str = RESOURCE):
         self.issuer = issuer
         self.resource = resource
-        self.clock = FakeClock()
+        self.clock = FakeClock(NOW)
         self.private: dict[str, tuple[Any, str]] = {}
         self.published: list[str] = []
         self.jwks_fetches = 0

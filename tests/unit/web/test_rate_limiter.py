@@ -11,14 +11,9 @@ import pytest
 
 from broker import config
 from broker.web.ratelimit import FixedWindows, RateLimit, RateLimiter, Rule, limiter_for
+from tests.support.clock import FakeClock
 
-
-class FakeClock:
-    def __init__(self, now: float = 1_200.0):  # the start of a 60 s window
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+WINDOW_START = 1_200.0  # the start of a 60 s window
 
 
 class EchoApp:
@@ -73,7 +68,7 @@ def test_past_max_keys_new_keys_pass_uncounted_until_the_window_ends() -> None:
 
 
 def test_a_refused_request_counts_against_no_key() -> None:
-    clock = FakeClock()
+    clock = FakeClock(WINDOW_START)
     limiter = RateLimiter({"token": Rule(60, per_client=5, per_address=1)}, clock=clock)
     assert limiter.hit("token", "10.0.0.1", "c1") is None
     assert limiter.hit("token", "10.0.0.1", "c1")[1] == "address"
@@ -99,7 +94,7 @@ def test_limits_can_be_switched_off() -> None:
 # ---------------------------------------------------------------- the middleware
 
 async def test_token_requests_are_limited_per_client_from_basic_auth_or_the_form() -> None:
-    clock = FakeClock()
+    clock = FakeClock(WINDOW_START)
     limiter, app, refused = limited(clock, per_client=2)
     async with http(limiter, app, refused) as client:
         assert (await client.post("/token", data={"grant_type": "x"}, auth=("c1", "s"))).status_code == 200
@@ -113,7 +108,7 @@ async def test_token_requests_are_limited_per_client_from_basic_auth_or_the_form
 
 
 async def test_token_requests_are_limited_per_address_and_other_addresses_are_unaffected() -> None:
-    clock = FakeClock()
+    clock = FakeClock(WINDOW_START)
     limiter, app, refused = limited(clock, per_address=2)
     async with http(limiter, app, refused, "10.0.0.1") as one, http(limiter, app, refused, "10.0.0.2") as two:
         for _ in range(2):
@@ -135,7 +130,7 @@ async def test_retry_after_counts_down_to_the_end_of_the_window() -> None:
 
 
 async def test_authorize_is_limited_per_client_id_of_the_query_with_an_html_page() -> None:
-    clock = FakeClock()
+    clock = FakeClock(WINDOW_START)
     limiter, app, refused = limited(clock, per_client=1)
     async with http(limiter, app, refused) as client:
         assert (await client.get("/authorize?client_id=a&state=1")).status_code == 200
@@ -147,7 +142,7 @@ async def test_authorize_is_limited_per_client_id_of_the_query_with_an_html_page
 
 
 async def test_scim_is_limited_per_credential_with_a_scim_error() -> None:
-    clock = FakeClock()
+    clock = FakeClock(WINDOW_START)
     limiter, app, refused = limited(clock, per_client=1)
     async with http(limiter, app, refused) as client:
         one, other = {"authorization": "Bearer one"}, {"authorization": "Bearer other"}
@@ -160,7 +155,7 @@ async def test_scim_is_limited_per_credential_with_a_scim_error() -> None:
 
 
 async def test_registration_is_limited_per_address_in_its_own_style() -> None:
-    clock = FakeClock()
+    clock = FakeClock(WINDOW_START)
     limiter, app, refused = limited(clock, per_address=1)
     async with http(limiter, app, refused) as client:
         assert (await client.post("/register", json={})).status_code == 200
@@ -171,7 +166,7 @@ async def test_registration_is_limited_per_address_in_its_own_style() -> None:
 @pytest.mark.parametrize("authorization", [b"Basic !!!", b"Basic " + base64.b64encode(b"\xff\xfe:x"), b"Basic ",
                                            b"Bearer x"])
 async def test_malformed_client_credentials_fall_back_to_the_address_limit(authorization: bytes) -> None:
-    clock = FakeClock()
+    clock = FakeClock(WINDOW_START)
     limiter, app, refused = limited(clock, per_client=1, per_address=3)
     async with http(limiter, app, refused) as client:
         statuses = [(await client.post("/token", content=b"grant_type=x\xff", headers={
@@ -181,7 +176,7 @@ async def test_malformed_client_credentials_fall_back_to_the_address_limit(autho
 
 
 async def test_other_paths_pass_untouched() -> None:
-    clock = FakeClock()
+    clock = FakeClock(WINDOW_START)
     limiter, app, refused = limited(clock, per_client=1, per_address=1)
     async with http(limiter, app, refused) as client:
         assert {(await client.post("/revoke", content=b"x")).status_code for _ in range(5)} == {200}
