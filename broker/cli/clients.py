@@ -90,7 +90,8 @@ def register(commands: Commands) -> None:
                           "(a token request without a DPoP proof is refused, RFC 9449 §5.2) or off. A metadata-"
                           "document client's comes from its document.")
     dpop.add_argument("client_id", metavar="ID")
-    dpop.add_argument("setting", choices=("on", "off"), help="on: DPoP-bound tokens only; off: bearer tokens too")
+    dpop.add_argument("setting", choices=("on", "off"), metavar="on|off",
+                      help="on: DPoP-bound tokens only; off: bearer tokens too")
     dpop.set_defaults(handler=set_dpop_bound)
     for name, status, text in (
             ("disable", ClientStatus.DISABLED, "stop a client: no new tokens, its tokens introspect inactive"),
