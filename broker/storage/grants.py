@@ -178,6 +178,8 @@ _ROTATED_TABLE = RotatedRefreshToken.__table__
 _BY_ROTATED = Prepared(select(*_FAMILIES.c).join(_ROTATED_TABLE, _ROTATED_TABLE.c.family_id == _FAMILIES.c.id)
                        .where(_ROTATED_TABLE.c.token_hash == bindparam("b_hash")), row=FamilyRow)
 _NARROW = Prepared(update(_FAMILIES).where(_FAMILIES.c.id == bindparam("b_id")).values(scope=bindparam("b_scope")))
+_BIND = Prepared(update(_FAMILIES).where(_FAMILIES.c.id == bindparam("b_id"), _FAMILIES.c.dpop_jkt.is_(None))
+                 .values(dpop_jkt=bindparam("b_jkt")))
 _REVOKE_FAMILY = Prepared(update(_FAMILIES).where(_FAMILIES.c.id == bindparam("b_id"), _FAMILIES.c.revoked_at.is_(None))
                           .values(revoked_at=bindparam("b_now"), revoked_reason=bindparam("b_reason")))
 _REVOCATIONS = Revocation.__table__
@@ -241,6 +243,11 @@ async def family_by_rotated_hot(tx: Tx, token_hash: str) -> FamilyRow | None:
 
 async def narrow_family_hot(tx: Tx, family_id: str, scope: str) -> None:
     await tx.rowcount(_NARROW, {"b_id": family_id, "b_scope": scope})
+
+
+async def bind_family_hot(tx: Tx, family_id: str, jkt: str) -> None:
+    """Bind an unbound family's refresh tokens to a DPoP key (a bound one keeps its key)."""
+    await tx.rowcount(_BIND, {"b_id": family_id, "b_jkt": jkt})
 
 
 async def revoke_family_hot(tx: Tx, family_id: str, reason: str, now: dt.datetime) -> bool:

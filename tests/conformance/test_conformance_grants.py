@@ -98,6 +98,19 @@ async def test_rotate_known_rotates_a_family_read_before_once(database: Database
         assert await grants.family_by_rotated_hot(tx, "r1") == now_current
 
 
+async def test_an_unbound_family_is_bound_to_a_dpop_key_once(database: Database) -> None:
+    with_user(database)
+    async with database.hot.write() as tx:
+        await grants.start_family_hot(tx, **{**family("f1", "r1"), "dpop_jkt": None})
+        await grants.start_family_hot(tx, **family("f2", "r2"))  # bound to "k" * 43
+        await grants.bind_family_hot(tx, "f1", "a" * 43)
+        await grants.bind_family_hot(tx, "f1", "b" * 43)
+        await grants.bind_family_hot(tx, "f2", "b" * 43)
+    async with database.hot.read() as tx:
+        f1, f2 = await grants.family_by_current_hot(tx, "r1"), await grants.family_by_current_hot(tx, "r2")
+        assert f1 is not None and f2 is not None and (f1.dpop_jkt, f2.dpop_jkt) == ("a" * 43, "k" * 43)
+
+
 async def test_families_narrow_and_are_revoked_once_with_a_feed_record(database: Database) -> None:
     with_user(database)
     async with database.hot.write() as tx:

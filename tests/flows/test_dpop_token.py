@@ -119,6 +119,21 @@ async def test_a_bound_refresh_token_is_refused_with_another_key_or_none_and_sti
     assert good.status_code == 200, good.text
 
 
+async def test_a_public_clients_first_proof_at_refresh_binds_its_refresh_tokens_from_then_on(client, state) -> None:
+    app, key = register_client(state), DpopKey()
+    verifier, challenge = pkce()
+    redirect = await authorize(client, app.row.id, challenge)
+    tokens = (await exchange(client, app.row.id, redirect["code"], verifier)).json()  # bearer: unbound
+    first = await refresh(client, app.row.id, tokens["refresh_token"], headers={"DPoP": key.proof("POST", TOKEN_URL)})
+    assert first.status_code == 200 and first.json()["token_type"] == "DPoP", first.text
+    rotated = first.json()["refresh_token"]
+    refused(await refresh(client, app.row.id, rotated), "invalid_grant")
+    refused(await refresh(client, app.row.id, rotated, headers={"DPoP": DpopKey().proof("POST", TOKEN_URL)}),
+            "invalid_grant")
+    good = await refresh(client, app.row.id, rotated, headers={"DPoP": key.proof("POST", TOKEN_URL)})
+    assert good.status_code == 200, good.text
+
+
 async def test_a_confidential_clients_refresh_token_is_not_bound_to_the_key(client, state) -> None:
     app, key = register_client(state, auth_method="client_secret_basic"), DpopKey()
     verifier, challenge = pkce()

@@ -97,6 +97,13 @@ def refresh_binding(grant: Grant, client: VerifiedClient) -> str | None:
     return grant.proof.jkt if grant.proof is not None and client.method == "none" else None
 
 
+async def bind_family(grant: Grant, client: VerifiedClient, family_id: str) -> None:
+    """A public client's first proof on an unbound family binds the refresh tokens it gets from now on (§5)."""
+    binding = refresh_binding(grant, client)
+    if binding is not None:
+        await grant_repo.bind_family_hot(grant.tx, family_id, binding)
+
+
 def undone_unless(check: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
     """``check``, whose refusal must leave no trace: a refused bound code stays redeemable by its key's holder."""
     try:

@@ -120,6 +120,8 @@ async def refresh_token(grant: Grant) -> Answer:
     family = rotated.family
     if granted != held:  # policy only ever narrows a family (scopes can only shrink)
         await grant_repo.narrow_family_hot(grant.tx, family.id, scope_string(granted))
+    if grant.proof is not None and family.dpop_jkt is None:
+        await dpop.bind_family(grant, client, family.id)
     issued = await sign_access_token(grant, AccessTokenFacts(
         subject=user.id, client_id=client.client_id, server=server, scopes=granted, auth_time=family.auth_time,
         acr=family.acr, family_id=family.id, email=user.email, not_before=user.not_before))
