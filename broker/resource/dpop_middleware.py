@@ -78,8 +78,11 @@ class DpopAuthMiddleware:
         return " ".join(self.verifier.dpop_algorithms)
 
     async def _refuse(self, send: Send, refused: DpopError) -> None:
-        challenge = www_authenticate_dpop(self.verifier.dpop_algorithms, self.resource_metadata_url,
-                                          refused.error, error_description=refused.description)
+        try:
+            challenge = www_authenticate_dpop(self.verifier.dpop_algorithms, self.resource_metadata_url,
+                                              refused.error, error_description=refused.description)
+        except ValueError:  # a description that cannot be quoted: the error code alone still says what to do
+            challenge = www_authenticate_dpop(self.verifier.dpop_algorithms, self.resource_metadata_url, refused.error)
         body = json.dumps({"error": refused.error, "error_description": refused.description}).encode()
         status = 400 if refused.error == "invalid_request" else 401  # RFC 6750 §3.1
         await send({"type": "http.response.start", "status": status, "headers": [

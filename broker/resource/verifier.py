@@ -42,7 +42,7 @@ from broker.resource.claims import (
     check_header,
     verify_claims,
 )
-from broker.resource.dpop import DPOP_ALGORITHMS, IAT_WINDOW, INVALID_DPOP_PROOF, DpopError, check_proof
+from broker.resource.dpop import DPOP_ALGORITHMS, IAT_WINDOW, INVALID_DPOP_PROOF, DpopError, DpopProof, check_proof
 from broker.resource.jwks import JwksCache
 from broker.resource.replay import ProofReplayCache
 
@@ -126,13 +126,13 @@ class BrokerTokenVerifier:
             return proven
         try:
             claims = await self._verified_claims(token)
-            # RFC 9449 §7.2: a sender-constrained token without its proof is a stolen token until shown otherwise.
-            if "cnf" in claims.claims:
-                raise TokenRejected("DPoP-bound token sent as Bearer")
-            if self.require_dpop:
-                raise TokenRejected("bearer token sent where DPoP is required")
-        except TokenRejected as rejected:
-            logger.info("bearer token rejected: %s", rejected.reason)
+        except TokenRejected:
+            return None  # logged with its kid
+        # RFC 9449 §7.2: a sender-constrained token without its proof is a stolen token until shown otherwise.
+        refusal = ("DPoP-bound token sent as Bearer" if "cnf" in claims.claims
+                   else "bearer token sent where DPoP is required" if self.require_dpop else None)
+        if refusal is not None:
+            logger.info("bearer token rejected: %s", refusal)
             return None
         return _access_token(token, claims)
 
@@ -143,30 +143,35 @@ class BrokerTokenVerifier:
         proof (``broker.resource.dpop.check_proof``, with ``ath`` of this token), the token (as
         ``verify_token``), that the token's ``cnf.jkt`` is the proof key's thumbprint, and that the
         proof was not used before in this process. Raises ``DpopError`` with ``error``
-        ``invalid_dpop_proof`` (the proof) or ``invalid_token`` (the token); the reason is logged.
+        ``invalid_dpop_proof`` (the proof) or ``invalid_token`` (the token); the reason is logged, and
+        the description names the failed check only (safe to send).
         """
         now = self._clock()
         try:
             proof = check_proof(proofs, htm=method, htu=url, now=now, algorithms=self.dpop_algorithms,
                                 iat_window=self.dpop_iat_window, access_token=token)
-            claims = await self._verified_claims(token)
-            # RFC 9449 §7.1: the DPoP scheme is for bound tokens; the proof's key must be the bound one.
-            bound_jkt = _bound_key(claims.claims)
-            if bound_jkt is None:
-                raise TokenRejected("token is not DPoP-bound")
-            if bound_jkt != proof.jkt:  # thumbprints are public: no constant-time compare needed
-                raise DpopError(INVALID_DPOP_PROOF, "proof key is not the key the token is bound to")
-            # RFC 9449 §11.1: each proof once; remembered until its iat leaves the window.
-            if not self.replay_cache.use(proof.jkt, proof.jti, proof.iat + self.dpop_iat_window, now):
-                raise DpopError(INVALID_DPOP_PROOF, "too many recent proofs to remember" if self.replay_cache.full()
-                                else "proof already used")
-        except TokenRejected as rejected:
-            logger.info("DPoP token rejected: %s", rejected.reason)
-            raise DpopError("invalid_token", rejected.reason) from None
+            try:
+                claims = await self._verified_claims(token)
+            except TokenRejected as rejected:  # logged with its kid
+                raise DpopError("invalid_token", rejected.reason) from None
+            self._check_binding(claims, proof, now)
         except DpopError as refused:
-            logger.info("DPoP proof rejected: %s", refused.description)
+            logger.info("DPoP request rejected: %s", refused.description)
             raise
         return _access_token(token, claims, jkt=proof.jkt)
+
+    def _check_binding(self, claims: VerifiedClaims, proof: DpopProof, now: float) -> None:
+        """The token is bound to the proof's key, and the proof is used for the first time."""
+        # RFC 9449 §7.1: the DPoP scheme is for bound tokens; the proof's key must be the bound one.
+        bound_jkt = _bound_key(claims.claims)
+        if bound_jkt is None:
+            raise DpopError("invalid_token", "token is not DPoP-bound")
+        if bound_jkt != proof.jkt:  # thumbprints are public: no constant-time compare needed
+            raise DpopError(INVALID_DPOP_PROOF, "proof key is not the key the token is bound to")
+        # RFC 9449 §11.1: each proof once; remembered until its iat leaves the window.
+        if not self.replay_cache.use(proof.jkt, proof.jti, proof.iat + self.dpop_iat_window, now):
+            raise DpopError(INVALID_DPOP_PROOF, "too many recent proofs to remember" if self.replay_cache.full()
+                            else "proof already used")
 
     @contextmanager
     def proven(self, access: BrokerAccessToken) -> Iterator[None]:
@@ -179,7 +184,8 @@ class BrokerTokenVerifier:
             _proven.reset(reset)
 
     async def _verified_claims(self, token: str) -> VerifiedClaims:
-        """Steps 1-5 of the module docstring; raises ``TokenRejected``."""
+        """Steps 1-5 of the module docstring; raises ``TokenRejected`` (its reason names the check, never
+        the token's own text), after logging it with the ``kid``."""
         unverified_kid: object = None
         try:
             unverified_header = _unverified_header(token)
@@ -194,7 +200,8 @@ class BrokerTokenVerifier:
                                    now=self._clock(), clock_skew=self.clock_skew)
             self._check_not_revoked(claims)
         except TokenRejected as rejected:
-            raise TokenRejected(f"{rejected.reason} (kid={_loggable(unverified_kid)!r})") from None
+            logger.info("token rejected: %s (kid=%r)", rejected.reason, _loggable(unverified_kid))
+            raise
         return claims
 
     def _check_not_revoked(self, claims: VerifiedClaims) -> None:

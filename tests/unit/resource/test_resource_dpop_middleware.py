@@ -151,3 +151,31 @@ async def test_require_dpop_refuses_bearer_with_a_dpop_challenge_only(broker: An
         assert accepted.status_code == 200
         metadata = (await demo.get("/.well-known/oauth-protected-resource/demo/mcp")).json()
         assert metadata["dpop_bound_access_tokens_required"] is True
+
+
+@pytest.mark.parametrize("kid", ['a"b', "a\\b", "ké", "a\nb"])
+async def test_token_with_an_unquotable_kid_gets_a_401_not_a_500(broker: Any, demo: httpx.AsyncClient, key: DpopKey,
+                                                                 kid: str) -> None:
+    """The kid is the caller's text: it is logged (cut short), never put in the challenge."""
+    token = broker.sign(cnf={"jkt": key.jkt}, headers={"kid": kid})
+    response = await demo.post("/demo/mcp", json=INITIALIZE, headers=dpop_headers(broker, key, token))
+    assert response.status_code == 401
+    metadata = f"{ISSUER}/.well-known/oauth-protected-resource/demo/mcp"
+    assert challenge(response, "DPoP") == {"error": "invalid_token", "algs": ALGS, "error_description": "unknown kid",
+                                           "resource_metadata": metadata}
+
+
+async def test_a_refusal_whose_description_cannot_be_quoted_still_gets_its_challenge(broker: Any) -> None:
+    from broker.resource import DpopAuthMiddleware, DpopError
+
+    verifier = broker.verifier()
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise DpopError("invalid_token", 'a "quoted" reason')
+
+    verifier.verify_dpop = refuse  # type: ignore[method-assign]
+    app = DpopAuthMiddleware(lambda scope, receive, send: None, verifier=verifier)  # type: ignore[arg-type,return-value]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as http:
+        response = await http.post("/demo/mcp", headers={"authorization": "DPoP abc", "dpop": "x"})
+    assert response.status_code == 401 and response.json()["error_description"] == 'a "quoted" reason'
+    assert challenge(response, "DPoP") == {"error": "invalid_token", "algs": ALGS}
