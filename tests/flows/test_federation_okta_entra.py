@@ -43,14 +43,6 @@ class Upstreams(HostRouter):
         super().__init__({"acme.okta.com": self.okta.app, "login.microsoftonline.com": self.entra.app,
                           "graph.microsoft.com": self.entra.app})
 
-    @property
-    def app(self) -> Any:
-        return self.apps.get("127.0.0.1")
-
-    @app.setter
-    def app(self, value: Any) -> None:
-        self.apps["127.0.0.1"] = value
-
 
 IDPS = [{"id": "okta", "type": "okta", "display_name": "Okta", "issuer": f"{OKTA}/oauth2/default",
          "client_id": "okta-client", "client_secret": "okta-secret", "email_domains": ["okta.example"],

@@ -50,14 +50,6 @@ class Upstream(HostRouter):
             [FakeClient("entra-client", "entra-secret", [f"{ISSUER}/callback/entra"])], graph_endpoint=GRAPH)
         super().__init__({"login.microsoftonline.com": self.entra.app, "graph.microsoft.com": self.entra.app})
 
-    @property
-    def app(self) -> Any:
-        return self.apps.get("127.0.0.1")
-
-    @app.setter
-    def app(self, value: Any) -> None:
-        self.apps["127.0.0.1"] = value
-
 
 @pytest.fixture
 def loopback() -> Upstream:

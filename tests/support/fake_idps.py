@@ -456,6 +456,15 @@ class HostRouter(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(f"no app for host {request.url.host}", request=request)
         return await httpx.ASGITransport(app=app).handle_async_request(request)
 
+    @property
+    def app(self) -> Any:
+        """The broker's own app (host 127.0.0.1), which the ``loopback`` fixture sets."""
+        return self.apps.get("127.0.0.1")
+
+    @app.setter
+    def app(self, value: Any) -> None:
+        self.apps["127.0.0.1"] = value
+
 
 class _Recorder:
     """ASGI middleware: note ``METHOD path`` of every request (never a query or body)."""
