@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 
 from broker.oauth.dpop_nonces import DpopNonces, nonce_key
-from tests.flows.test_dpop_token import TOKEN_URL, machine_token, refused
+from tests.flows.test_dpop_token import TOKEN_URL, machine_client, machine_token, refused
 from tests.support.dpop import DpopKey
-from tests.support.oauth_flow import allow_clients, register_client
 
 
 @pytest.fixture
@@ -22,10 +21,7 @@ def settings(make_settings: Any) -> Any:
 
 @pytest.fixture
 def machine(state: Any) -> Any:
-    agent = register_client(state, auth_method="client_secret_basic", redirect_uris=[],
-                            grant_types=("client_credentials",), scopes=("tools:read",))
-    allow_clients(state, agent.row.id)
-    return agent
+    return machine_client(state)
 
 
 async def test_a_proof_without_a_nonce_gets_one_and_the_retry_with_it_passes(client, machine) -> None:

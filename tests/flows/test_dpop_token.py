@@ -52,12 +52,17 @@ async def machine_token(client: httpx.AsyncClient, machine: Any, proof: str | No
     return await client.post("/token", data=form, auth=(machine.row.id, machine.secret), headers=sent)
 
 
-@pytest.fixture
-def machine(state: Any) -> Any:
+def machine_client(state: Any) -> Any:
+    """A client-credentials client that policy lets reach the demo server."""
     agent = register_client(state, auth_method="client_secret_basic", redirect_uris=[],
                             grant_types=("client_credentials",), scopes=("tools:read",))
     allow_clients(state, agent.row.id)
     return agent
+
+
+@pytest.fixture
+def machine(state: Any) -> Any:
+    return machine_client(state)
 
 
 def refused(response: httpx.Response, error: str) -> None:
