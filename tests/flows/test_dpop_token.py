@@ -15,7 +15,7 @@ from jwt import api_jws as jws
 from sqlalchemy import select
 
 from broker.storage import mcp_servers
-from broker.storage.models import Client, RefreshTokenFamily, SeenJti
+from broker.storage.models import AuditEvent, Client, RefreshTokenFamily, SeenJti
 from tests.conftest import ISSUER
 from tests.support.dpop import DpopKey
 from tests.support.hostile import JUST_TOO_DEEP, nested, nested_objects, unsigned_jwt
@@ -82,6 +82,10 @@ async def test_a_code_redeemed_with_a_proof_gets_a_dpop_token_and_a_key_bound_re
     again = await refresh(client, app.row.id, tokens["refresh_token"], headers={"DPoP": key.proof("POST", TOKEN_URL)})
     assert again.status_code == 200 and again.json()["token_type"] == "DPoP", again.text
     assert claims_of(again.json()["access_token"])["cnf"] == {"jkt": key.jkt}
+    with state.database.sessions() as session:  # the audit trail says which tokens were bound, to which key
+        events = session.scalars(select(AuditEvent).where(AuditEvent.event_type.in_(("token.issued",
+                                                                                       "token.refreshed"))))
+        assert [event.data.get("dpop_jkt") for event in events] == [key.jkt, key.jkt]
 
 
 async def test_without_a_proof_tokens_stay_bearer_and_unbound(client, state) -> None:

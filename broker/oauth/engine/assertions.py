@@ -26,6 +26,7 @@ from broker.oauth.dates import instant
 from broker.oauth.engine import dpop, families
 from broker.oauth.engine.common import (
     active_user,
+    bound,
     client_for,
     decide,
     resource_param,
@@ -95,7 +96,7 @@ async def jwt_bearer(grant: Grant) -> Answer:
                            client_id=client.client_id, server_id=server.id,
                            data={"grant": "jwt-bearer", "jti": issued.jti, "scopes": sorted(granted),
                                  "issuer": verified.trusted.id, "assertion_jti": verified.jti,
-                                 "rule_ids": list(decision.rule_ids)})
+                                 "rule_ids": list(decision.rule_ids), **bound(issued)})
     return token_answer(issued, granted)  # no refresh token (ID-JAG §4.4)
 
 
@@ -244,7 +245,8 @@ async def token_exchange(grant: Grant) -> Answer:
     await audit.record_hot(grant.tx, "id_jag.issued", actor=client.client_id, user_id=sign_in.user.id,
                            client_id=client.client_id, server_id=server.id,
                            data={"audience": audience.issuer, "jti": claims["jti"], "scopes": sorted(granted),
-                                 "subject_token_type": sign_in.token_type, "rule_ids": list(decision.rule_ids)})
+                                 "subject_token_type": sign_in.token_type, "rule_ids": list(decision.rule_ids),
+                                 **({"dpop_jkt": grant.proof.jkt} if grant.proof is not None else {})})
     body: dict[str, Any] = {"issued_token_type": id_jag.ID_JAG_TOKEN_TYPE, "access_token": assertion,
                             "token_type": "N_A", "expires_in": lifetime}  # RFC 8693 §2.2.1
     if granted:

@@ -108,6 +108,11 @@ async def id_token(grant: Grant, user: Account, client_id: str, oidc_scope: str 
                                        now=grant.now)
 
 
+def bound(issued: IssuedAccessToken) -> dict[str, Any]:
+    """Audit data: the DPoP key a token is bound to (its thumbprint), when it is."""
+    return {"dpop_jkt": issued.jkt} if issued.jkt else {}
+
+
 def released(oidc_scope: str | None, id_token_issued: str | None) -> dict[str, Any]:
     """Audit data: which OIDC scopes' claims an ID token released (never the token itself)."""
     return {"id_token_scopes": sorted(oidc_claims.loaded(oidc_scope))} if id_token_issued else {}

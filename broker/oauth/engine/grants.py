@@ -22,6 +22,7 @@ from broker.oauth.engine import dpop, families
 from broker.oauth.engine.common import (
     NOT_ALLOWED,
     active_user,
+    bound,
     client_for,
     decide,
     id_token,
@@ -73,7 +74,7 @@ async def authorization_code(grant: Grant) -> Answer:
     await audit.record_hot(grant.tx, "token.issued", actor=client.client_id, user_id=user.id,
                            client_id=client.client_id, server_id=server.id,
                            data={"grant": "authorization_code", "jti": issued.jti, "family_id": refresh.family.id,
-                                 "scopes": sorted(granted), **released(row.oidc_scope, identity)})
+                                 "scopes": sorted(granted), **released(row.oidc_scope, identity), **bound(issued)})
     keep_refresh = client.may_use("refresh_token")
     return token_answer(issued, granted, refresh.token if keep_refresh else None, identity)
 
@@ -132,7 +133,7 @@ async def refresh_token(grant: Grant) -> Answer:
                            client_id=client.client_id, server_id=server.id,
                            data={"jti": issued.jti, "family_id": family.id, "generation": family.generation,
                                  "scopes": sorted(granted), "rule_ids": list(decision.rule_ids),
-                                 **released(family.oidc_scope, identity)})
+                                 **released(family.oidc_scope, identity), **bound(issued)})
     return token_answer(issued, granted, rotated.token, identity)
 
 
@@ -157,7 +158,7 @@ async def client_credentials(grant: Grant) -> Answer:
     await audit.record_hot(grant.tx, "token.issued", actor=client.client_id, client_id=client.client_id,
                            server_id=server.id, data={"grant": "client_credentials", "jti": issued.jti,
                                                       "scopes": sorted(granted),
-                                                      "rule_ids": list(decision.rule_ids)})
+                                                      "rule_ids": list(decision.rule_ids), **bound(issued)})
     return token_answer(issued, granted)
 
 
