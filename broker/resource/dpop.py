@@ -21,7 +21,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, quote, urlsplit, urlunsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -245,7 +245,9 @@ def _normalised_or_none(url: str) -> str | None:
 
 
 def _normalised_path(path: str) -> str:
-    path = re.sub(r"%[0-9a-fA-F]{2}", _percent, path)
+    # Characters a URI cannot hold (non-ASCII, spaces...) as their UTF-8 percent-encoding, as a URL parser
+    # would send them; then every %XX in one spelling (RFC 3986 §6.2.2.1-2).
+    path = re.sub(r"%[0-9a-fA-F]{2}", _percent, quote(path, safe="/%:@!$&'()*+,;=-._~"))
     segments: list[str] = []
     for segment in path.split("/")[1:] if path.startswith("/") else path.split("/"):
         if segment == "..":

@@ -5,8 +5,8 @@ alone, while a DPoP proof is bound to the request's method and URL. Mounted in f
 middleware (outermost), this ASGI middleware:
 
 - for ``Authorization: DPoP <token>``: calls ``BrokerTokenVerifier.verify_dpop`` with the ``DPoP``
-  header values, the method and the URL (the origin of the verifier's ``resource`` + the request path,
-  so a TLS-terminating proxy in front changes nothing). A refusal is answered here: 401 with
+  header values, the method and the URL (the origin of the verifier's ``resource`` + the request path as
+  sent, so a TLS-terminating proxy in front changes nothing). A refusal is answered here: 401 with
   ``WWW-Authenticate: DPoP error="invalid_dpop_proof"`` (or ``"invalid_token"``), ``algs=...``. A
   verified request goes on as ``Bearer <token>`` inside ``verifier.proven(...)``, so the SDK's
   ``verify_token`` call returns the verified token; later 401/403 challenges (``insufficient_scope``)
@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from broker.resource.dpop import DpopError
 from broker.resource.metadata import www_authenticate_dpop
@@ -70,9 +70,13 @@ class DpopAuthMiddleware:
             await self.app(bearer_scope, receive, _with_dpop_challenge(send, self._algs(), replace=True))
 
     def _url(self, scope: Scope) -> str:
+        """The URL the client addressed: the path as sent (``raw_path``, still percent-encoded, as in ``htu``)."""
+        raw_path = scope.get("raw_path")
+        if isinstance(raw_path, bytes) and raw_path:
+            return self._origin + raw_path.decode("latin-1")
         root: str = scope.get("root_path", "")
         path: str = scope["path"]
-        return self._origin + (path if path.startswith(root) else root + path)
+        return self._origin + quote(path if path.startswith(root) else root + path)
 
     def _algs(self) -> str:
         return " ".join(self.verifier.dpop_algorithms)

@@ -179,3 +179,19 @@ async def test_a_refusal_whose_description_cannot_be_quoted_still_gets_its_chall
         response = await http.post("/demo/mcp", headers={"authorization": "DPoP abc", "dpop": "x"})
     assert response.status_code == 401 and response.json()["error_description"] == 'a "quoted" reason'
     assert challenge(response, "DPoP") == {"error": "invalid_token", "algs": ALGS}
+
+
+@pytest.mark.parametrize("path", ["/demo/mcp%3Fx", "/a%00b", "/caf%C3%A9", "/caf%c3%a9", "/a%2Fb"])
+async def test_htu_is_compared_with_the_path_as_sent(broker: Any, key: DpopKey, path: str) -> None:
+    """The request's raw path, percent-encoding and all: the decoded one would turn %3F into a query."""
+    from broker.resource import DpopAuthMiddleware
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    app = DpopAuthMiddleware(inner, verifier=broker.verifier())
+    token = broker.sign(cnf={"jkt": key.jkt})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=ISSUER) as http:
+        response = await http.post(path, headers=dpop_headers(broker, key, token, htu=ISSUER + path))
+    assert response.status_code == 204, response.text

@@ -333,6 +333,8 @@ def test_thumbprint_of_an_incomplete_or_symmetric_key_is_refused(jwk: dict[str, 
     ("http://a.example:8080/a/%7e/%2f", "http://a.example:8080/a/~/%2F"),
     ("http://[::1]:9000/mcp", "http://[::1]:9000/mcp"),
     ("http://a.example/a/b/..", "http://a.example/a/"),
+    ("http://a.example/\u00e9 x", "http://a.example/%C3%A9%20x"),  # what a URL parser sends for these
+    ("http://a.example/%c3%a9%20x", "http://a.example/%C3%A9%20x"),
 ])
 def test_normalise_htu(url: str, normal: str) -> None:
     assert normalise_htu(url) == normal
