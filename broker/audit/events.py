@@ -39,18 +39,28 @@ async def record_hot(tx: Tx, event_type: str, *, actor: str = "", user_id: str |
 def _values(event_type: str, actor: str, user_id: str | None, client_id: str | None, server_id: str | None,
             outcome: str, data: Mapping[str, Any] | None, at: dt.datetime | None) -> dict[str, Any]:
     payload = dict(data or {})
-    bad = FORBIDDEN_KEYS & set(_all_keys(payload))
+    bad = _forbidden(payload)
     if bad:
         raise ValueError(f"audit data must not carry credentials ({', '.join(sorted(bad))})")
     return {"occurred_at": at or utcnow(), "event_type": event_type, "actor": actor[:320], "user_id": user_id,
             "client_id": client_id, "server_id": server_id, "outcome": outcome, "data": payload}
 
 
-def _all_keys(value: Any) -> list[str]:
-    if isinstance(value, str | int | float | bool | None):  # most values: no keys below (and no ABC check)
-        return []
+def _forbidden(value: Any) -> set[str]:
+    """The forbidden keys of the mappings in ``value``, at any depth (scalars are not looked into)."""
     if isinstance(value, Mapping):
-        return [str(k) for k in value] + [k for v in value.values() for k in _all_keys(v)]
+        found = FORBIDDEN_KEYS.intersection(map(str, value))
+        for inner in value.values():
+            if not isinstance(inner, _SCALARS):
+                found |= _forbidden(inner)
+        return found
     if isinstance(value, list | tuple):
-        return [k for v in value for k in _all_keys(v)]
-    return []
+        found = set()
+        for inner in value:
+            if not isinstance(inner, _SCALARS):
+                found |= _forbidden(inner)
+        return found
+    return set()
+
+
+_SCALARS = (str, int, float, bool, type(None))  # most values: no keys below (and no ABC check)

@@ -175,3 +175,24 @@ def test_named_finds_users_by_id_or_exact_email(database: Database) -> None:
         assert users.named(session, emails=["bob@example.com", "ANN@example.com"]) == [
             users.Named("u3", "bob@example.com", "")]
         assert users.named(session) == []
+
+
+async def test_member_hot_is_the_account_and_its_groups_in_one_read(database: Database) -> None:
+    with database.transaction() as session:
+        users.add(session, User(id="u1", email="a@example.com", display_name="A"), User(id="u2", display_name="B"))
+        users.add(session, UpstreamIdentity(user_id="u1", idp_id="okta", subject="s1", claims={"acr": "mfa"},
+                                            last_login_at=NOW))
+        users.set_groups(session, "u1", "idp:okta", ["ops", "eng"])
+    async with database.hot.read() as tx:
+        one, two, nobody = (await users.member_hot(tx, "u1"), await users.member_hot(tx, "u2"),
+                            await users.member_hot(tx, "nobody"))
+        assert one is not None and one.account == await users.account_hot(tx, "u1")
+        assert sorted(one.group_names or []) == ["eng", "ops"] == sorted(await users.group_names_hot(tx, "u1"))
+        assert two is not None and not two.group_names and two.account == await users.account_hot(tx, "u2")
+    assert nobody is None
+    assert (one.login_idp_id, one.login_claims, one.status) == ("okta", {"acr": "mfa"}, UserStatus.ACTIVE)
+    with database.transaction() as session:
+        users.set_groups(session, "u1", "idp:okta", ["eng"])
+    async with database.hot.read() as tx:
+        again = await users.member_hot(tx, "u1")
+    assert again is not None and again.group_names == ["eng"]

@@ -59,14 +59,21 @@ async def server_named(grant: Grant, resource: str, **include: bool) -> servers.
 
 async def active_user(grant: Grant, user_id: str, issued_at: dt.datetime | None = None, *,
                       iat: int | None = None) -> Account:
-    """The user's account, if they may still receive tokens (``subjects.active_user``)."""
-    return subjects.usable(await users.account_hot(grant.tx, user_id), issued_at, iat)
+    """The user's account, if they may still receive tokens (``subjects.active_user``); their groups are read
+    with it, for ``user_subject``."""
+    member = await users.member_hot(grant.tx, user_id)
+    account = subjects.usable(member.account if member is not None else None, issued_at, iat)
+    assert member is not None
+    grant.groups[account.id] = member.group_names or []
+    return account
 
 
 async def user_subject(grant: Grant, account: Account) -> Subject:
     """The policy subject: the user, their groups and the claims of their latest sign-in."""
-    return subjects.subject_of(account.id, account.email, account.login_idp_id, account.login_claims,
-                               await users.group_names_hot(grant.tx, account.id))
+    groups = grant.groups.get(account.id)
+    if groups is None:
+        groups = await users.group_names_hot(grant.tx, account.id)
+    return subjects.subject_of(account.id, account.email, account.login_idp_id, account.login_claims, groups)
 
 
 async def decide(grant: Grant, grant_type: str, subject: Subject, client_id: str, server: servers.Server,

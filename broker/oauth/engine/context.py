@@ -86,6 +86,7 @@ class Grant:
     tx: Tx
     call: Call
     proof: DpopProof | None = None
+    groups: dict[str, list[str]] = field(default_factory=dict)  # user id -> group names, read with the user
 
     @property
     def params(self) -> Params:

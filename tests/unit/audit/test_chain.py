@@ -130,9 +130,11 @@ def test_rows_committed_out_of_id_order_join_the_chain(migrated: Database) -> No
     assert result.ok and result.checked == 3 and result.unsealed == 0
 
 
-def test_credentials_are_refused_in_event_data(migrated: Database) -> None:
+@pytest.mark.parametrize("data", [{"nested": {"refresh_token": "x"}}, {"secret": "x"}, {"steps": [1, {"code": "x"}]},
+                                  {"deep": ({"a": [{"password": "x"}]},)}])
+def test_credentials_are_refused_in_event_data(migrated: Database, data: dict[str, object]) -> None:
     with migrated.transaction() as session, pytest.raises(ValueError, match="credentials"):
-        audit.record(session, "token.issued", data={"nested": {"refresh_token": "x"}})
+        audit.record(session, "token.issued", data=data)
 
 
 def test_concurrent_sealers_do_not_collide(migrated: Database) -> None:
