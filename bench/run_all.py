@@ -20,6 +20,7 @@ BENCH = Path(__file__).resolve().parent
 ARGUMENTS: dict[str, tuple[list[str], list[str]]] = {
     "policy_decisions": (["--pin"], ["--pin", "--decisions", "20000", "--runs", "1"]),
     "token_audit_overhead": ([], ["--requests", "300", "--rounds", "1"]),
+    "engine_steps": ([], ["--requests", "300", "--rounds", "1"]),
     "admin_pages": ([], ["--users", "1000", "--events", "10000", "--requests", "3"]),
     "id_jag_grants": ([], ["--requests", "300", "--rounds", "1"]),
     "storage_footprint": ([], ["--sign-ins", "16", "--refreshes", "1000"]),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -48,19 +48,18 @@ def _values(event_type: str, actor: str, user_id: str | None, client_id: str | N
 
 def _forbidden(value: Any) -> set[str]:
     """The forbidden keys of the mappings in ``value``, at any depth (scalars are not looked into)."""
+    found: set[str] = set()
     if isinstance(value, Mapping):
-        found = FORBIDDEN_KEYS.intersection(map(str, value))
-        for inner in value.values():
-            if not isinstance(inner, _SCALARS):
-                found |= _forbidden(inner)
+        found.update(FORBIDDEN_KEYS.intersection(map(str, value)))
+        inner_values: Iterable[Any] = value.values()
+    elif isinstance(value, list | tuple):
+        inner_values = value
+    else:
         return found
-    if isinstance(value, list | tuple):
-        found = set()
-        for inner in value:
-            if not isinstance(inner, _SCALARS):
-                found |= _forbidden(inner)
-        return found
-    return set()
+    for inner in inner_values:
+        if not isinstance(inner, _SCALARS):
+            found |= _forbidden(inner)
+    return found
 
 
 _SCALARS = (str, int, float, bool, type(None))  # most values: no keys below (and no ABC check)

@@ -326,22 +326,11 @@ async def group_names_hot(tx: Tx, user_id: str) -> list[str]:
 
 
 class Member(NamedTuple):
-    """``Account``'s columns and the names of the user's groups (``group_names``), read in one statement:
-    what a grant needs for the user's standing and their policy subject."""
+    """A user's ``Account`` and the names of their groups, read in one statement: what a grant needs for the
+    user's standing and their policy subject."""
 
-    id: str
-    email: str | None
-    display_name: str
-    status: str
-    not_before: dt.datetime | None
-    login_idp_id: str | None
-    login_claims: dict[str, Any] | None
-    login_email: str | None
-    group_names: list[str] | None  # None on PostgreSQL when there are none
-
-    @property
-    def account(self) -> Account:
-        return Account(*self[:8])
+    account: Account
+    group_names: list[str]
 
 
 @functools.cache
@@ -351,13 +340,13 @@ def _member(dialect: str) -> Prepared:
                                                                         _GROUPS.c.id))
              .where(_MEMBERSHIPS.c.user_id == _USERS.c.id).scalar_subquery())
     statement = _ACCOUNT.statement.add_columns(type_coerce(names, JSON).label("group_names"))  # type: ignore[attr-defined]
-    return Prepared(statement, row=Member, memo=True)
+    return Prepared(statement, memo=True)
 
 
 async def member_hot(tx: Tx, user_id: str) -> Member | None:
     """``account_hot`` and ``group_names_hot`` in one statement."""
-    found: Member | None = await tx.first(_member(tx.dialect), {"user_id": user_id})
-    return found
+    row = await tx.first(_member(tx.dialect), {"user_id": user_id})
+    return None if row is None else Member(Account(*row[:-1]), list(row[-1] or ()))  # json_agg of none: NULL
 
 
 def latest_login(session: Session, user_id: str) -> LatestLogin | None:

@@ -187,10 +187,11 @@ async def test_member_hot_is_the_account_and_its_groups_in_one_read(database: Da
         one, two, nobody = (await users.member_hot(tx, "u1"), await users.member_hot(tx, "u2"),
                             await users.member_hot(tx, "nobody"))
         assert one is not None and one.account == await users.account_hot(tx, "u1")
-        assert sorted(one.group_names or []) == ["eng", "ops"] == sorted(await users.group_names_hot(tx, "u1"))
-        assert two is not None and not two.group_names and two.account == await users.account_hot(tx, "u2")
+        assert sorted(one.group_names) == ["eng", "ops"] == sorted(await users.group_names_hot(tx, "u1"))
+        assert two is not None and two.group_names == [] and two.account == await users.account_hot(tx, "u2")
     assert nobody is None
-    assert (one.login_idp_id, one.login_claims, one.status) == ("okta", {"acr": "mfa"}, UserStatus.ACTIVE)
+    assert (one.account.login_idp_id, one.account.login_claims, one.account.status) == (
+        "okta", {"acr": "mfa"}, UserStatus.ACTIVE)
     with database.transaction() as session:
         users.set_groups(session, "u1", "idp:okta", ["eng"])
     async with database.hot.read() as tx:

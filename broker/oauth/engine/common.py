@@ -64,7 +64,7 @@ async def active_user(grant: Grant, user_id: str, issued_at: dt.datetime | None 
     member = await users.member_hot(grant.tx, user_id)
     account = subjects.usable(member.account if member is not None else None, issued_at, iat)
     assert member is not None
-    grant.groups[account.id] = member.group_names or []
+    grant.groups[account.id] = member.group_names
     return account
 
 
