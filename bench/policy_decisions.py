@@ -1,4 +1,4 @@
-"""Policy decision latency at enterprise size (DESIGN.md target: p99 <= 50 us with 10,000 rules, 1,000 groups).
+"""Policy decision latency at enterprise size (target: p99 <= 50 us with 10,000 rules, 1,000 groups).
 
 Builds a synthetic but realistic policy: ~200 MCP servers with tags, 1,000 groups, 100,000 users with
 departments and employee types, and 10,000 rules (mostly group -> server grants; some tag, claim, user,

@@ -2,9 +2,9 @@
 parse the form, ONE rotation statement in its own transaction, ONE ES256 access-token signature.
 
 No client authentication, no family tracking beyond the swap, no user, policy or audit: the rate
-this reaches on a database is the ceiling the broker's refresh grant is measured against (DESIGN.md,
-"Performance targets"). The table has the shape of the broker's ``refresh_token_families`` without
-its foreign key, under its own name (``TABLE``), in the same database; the engine comes from the
+this reaches on a database is the ceiling the broker's refresh grant is measured against
+(bench/RESULTS.md). The table has the shape of the broker's ``refresh_token_families`` without its
+foreign key, under its own name (``TABLE``), in the same database; the engine comes from the
 broker's own ``make_engine`` (same driver, pool and SQLite pragmas).
 
     BENCH_BARE_DATABASE_URL=... BENCH_BARE_KEY=key.pem BENCH_BARE_ISSUER=http://127.0.0.1:PORT \\

@@ -153,7 +153,7 @@ def _check_scim(settings: Settings, known: set[str]) -> list[str]:
 
 
 def _check_id_jag(settings: Settings, known: set[str]) -> list[str]:
-    """The broker never trusts itself as an ID-JAG issuer, nor issues ID-JAGs for itself (SPEC-NOTES 4)."""
+    """The broker never trusts itself as an ID-JAG issuer, nor issues ID-JAGs for itself (ID-JAG draft: two parties)."""
     problems = []
     ids: set[str] = set()
     for i, trusted in enumerate(settings.id_jag.trusted_issuers):

@@ -234,5 +234,5 @@ def _check_redirects(redirect_uris: Sequence[str], grant_types: Sequence[str]) -
 
 
 def _new_client_id() -> str:
-    # Never an https URL: those are Client ID Metadata Document URLs (SPEC-NOTES, CIMD).
+    # Never an https URL: those are Client ID Metadata Document URLs (draft-ietf-oauth-client-id-metadata-document).
     return "mcp_" + secrets.new_token()[:24]

@@ -1,7 +1,7 @@
 """Identity Assertion JWT Authorization Grants (ID-JAG) from trusted IdPs: keys and verification.
 
 draft-ietf-oauth-identity-assertion-authz-grant, as the MCP extension
-``io.modelcontextprotocol/enterprise-managed-authorization`` profiles it (SPEC-NOTES 4).
+``io.modelcontextprotocol/enterprise-managed-authorization`` profiles it.
 
 Fetching an IdP's keys and checking the signature are async and happen before the token request's
 database transaction (``AssertionKeys.prepare``, called by the web layer; a signature that fails
@@ -154,7 +154,7 @@ def _signed_claims(assertion: str, key: Any, alg: str) -> dict[str, Any]:
 
 def verify(assertion: str, *, prepared: PreparedKey | None, trusted: Mapping[str, TrustedAssertionIssuer],
            own_issuer: str, client_id: str, skew: int, max_lifetime: int, now: dt.datetime) -> VerifiedAssertion:
-    """Every check of SPEC-NOTES 4 that needs only the assertion; raises ``AssertionRejected``."""
+    """Every check of the ID-JAG draft's §5 that needs only the assertion; raises ``AssertionRejected``."""
     header, unverified = unverified_parts(assertion)
     if str(header.get("typ", "")).lower() not in (ID_JAG_TYP, f"application/{ID_JAG_TYP}"):
         raise AssertionRejected(f"the assertion's typ is not {ID_JAG_TYP}")  # RFC 8725 §3.11: explicit typing

@@ -56,7 +56,7 @@ class ConsentNeeded:
 
 @dataclass(frozen=True)
 class ConsentView:
-    """What the consent page shows (SPEC-NOTES: the redirect host, and a warning for loopback-only clients).
+    """What the consent page shows (the CIMD draft: the redirect host, and a warning for loopback-only clients).
 
     ``client_host`` is set for CIMD clients: the host serving their document is the only verified part of
     who they are (their ``client_name`` is whatever the document says).

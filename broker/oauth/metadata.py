@@ -17,7 +17,8 @@ CLAIMS_SUPPORTED = ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "nonc
 
 
 def authorization_server_metadata(settings: Settings, scopes: list[str]) -> dict[str, Any]:
-    """Every field SPEC-NOTES lists; ``issuer`` is the configured issuer byte for byte."""
+    """Every field MCP clients read (RFC 8414, the MCP, CIMD and ID-JAG specs); ``issuer`` is the configured
+    issuer byte for byte."""
     issuer = settings.issuer
     document: dict[str, Any] = {
         "issuer": issuer,
@@ -48,7 +49,7 @@ def authorization_server_metadata(settings: Settings, scopes: list[str]) -> dict
         document["registration_endpoint"] = f"{issuer}/register"
     if settings.cimd.enabled:
         document["client_id_metadata_document_supported"] = True  # MCP 2026-07-28: https URLs as client ids
-    if settings.id_jag.trusted_issuers:  # that ID-JAGs are accepted, never from whom (SPEC-NOTES: discovery)
+    if settings.id_jag.trusted_issuers:  # that ID-JAGs are accepted, never from whom (ID-JAG draft)
         document["authorization_grant_profiles_supported"] = [ID_JAG_PROFILE]
     if settings.id_jag.audiences:
         document["identity_chaining_requested_token_types_supported"] = [ID_JAG_TOKEN_TYPE]

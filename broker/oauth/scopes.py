@@ -8,7 +8,7 @@ from collections.abc import Collection
 
 from broker.oauth.errors import InvalidScopeError, describe
 
-# Asked for by many clients; the broker decides about refresh tokens itself (SPEC-NOTES: offline_access).
+# Asked for by many clients; the broker decides about refresh tokens itself (MCP authorization).
 META_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")  # RFC 6749 §3.3 scope-token
 

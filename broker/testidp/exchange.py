@@ -150,7 +150,7 @@ class IdJagExchange:
         return VerifiedSubject(user, auth_time)
 
     def _claims(self, request: TokenRequest, subject: VerifiedSubject, target: IdJagTarget) -> dict[str, Any]:
-        """ID-JAG claims (SPEC-NOTES 3): who, for which client there, which server, until when."""
+        """ID-JAG claims (the ID-JAG draft): who, for which client there, which server, until when."""
         client = request.client
         claims: dict[str, Any] = {
             "iss": self.issuer, "sub": subject.user.username,  # the same sub as our ID tokens
@@ -166,7 +166,7 @@ class IdJagExchange:
 def _resource(raw: str | None) -> str:
     """The MCP server the ID-JAG is for: https, or http on loopback (development), without fragment."""
     if raw is None:
-        raise InvalidTarget("the resource parameter is required")  # SPEC-NOTES 2: treated as required
+        raise InvalidTarget("the resource parameter is required")  # the MCP extension requires it
     if any(c.isspace() or not c.isprintable() for c in raw):
         raise InvalidTarget("resource must be an absolute URI")  # RFC 8707 §2
     try:

@@ -1,7 +1,7 @@
 """The JWT bearer grant for ID-JAGs: the broker as the resource authorization server (issue 8).
 
 A fake enterprise IdP signs assertions with keys the broker fetches over (loopback) HTTP. Every
-check of SPEC-NOTES "Enterprise-Managed Authorization" item 4 has a test that fails it, and every
+check the ID-JAG draft asks of a resource authorization server has a test that fails it, and every
 refusal leaves no trace but an audit event.
 """
 

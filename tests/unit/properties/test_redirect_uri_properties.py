@@ -1,6 +1,6 @@
 """Properties of redirect-URI registration and matching (``broker.oauth.redirects``).
 
-SPEC-NOTES, "Authorization request/response": exact redirect URI matching; a loopback redirect
+OAuth 2.1 and RFC 8252: exact redirect URI matching; a loopback redirect
 (127.0.0.1, [::1], localhost) may vary the port only (OAuth 2.1 §2.3.1, RFC 9700 §4.1.3, RFC 8252 §7.3).
 So a presented URI matches a registered one when the strings are equal, or when the registered one is
 loopback and the presented one differs from it in the port and nothing else.
