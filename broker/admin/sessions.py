@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from broker.config import AdminSettings
 from broker.storage import users
 from broker.storage.enums import UserStatus
-from broker.storage.models import AdminSession, User
+from broker.storage.models import AdminSession
 from broker.storage.users import Account
 
 ADMIN, SECURITY, AUDITOR = "admin", "security", "auditor"
@@ -66,7 +66,7 @@ class ConsoleUser:
         return f"console:{self.email or self.user_id}"
 
 
-def start(session: Session, user: User | Account, idp_id: str, roles: list[str], settings: AdminSettings,
+def start(session: Session, user: Account, idp_id: str, roles: list[str], settings: AdminSettings,
           now: dt.datetime) -> str:
     """Create a session; return the cookie value (shown once, stored only hashed)."""
     cookie = secrets.token_urlsafe(32)
@@ -86,7 +86,7 @@ def resume(session: Session, cookie: str | None, settings: AdminSettings, now: d
         return None
     if row.last_seen_at + dt.timedelta(seconds=settings.session_idle_timeout) <= now:
         return None
-    user = users.get(session, row.user_id)
+    user = users.standing(session, row.user_id)
     if user is None or user.status != UserStatus.ACTIVE:
         return None
     if now - row.last_seen_at >= TOUCH_EVERY:
