@@ -251,7 +251,9 @@ async def test_userinfo_refuses_an_id_token_as_bearer(client: httpx.AsyncClient,
 async def test_userinfo_without_credentials_or_with_bad_ones(client: httpx.AsyncClient) -> None:
     missing = await client.get("/userinfo")
     assert missing.status_code == 401
-    assert missing.headers["www-authenticate"] == 'Bearer realm="mcp-auth-broker"'  # RFC 6750 §3.1: no error code
+    bearer_challenge, dpop_challenge = missing.headers.get_list("www-authenticate")
+    assert bearer_challenge == 'Bearer realm="mcp-auth-broker"'  # RFC 6750 §3.1: no error code
+    assert dpop_challenge.startswith('DPoP algs="')  # RFC 9449 §7.1: DPoP-bound tokens are taken too
     for header in ("Bearer not-a-jwt", "Bearer a.b.c", "Basic YWxpY2U6cHc="):
         answer = await client.get("/userinfo", headers={"Authorization": header})
         assert answer.status_code == 401, header

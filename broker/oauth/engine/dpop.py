@@ -54,6 +54,12 @@ class TokenProofs:
             raise UseDpopNonceError(described, self.nonces.issue(seconds))  # RFC 9449 §8
         return proof
 
+    def jti_record(self, proof: DpopProof) -> tuple[str, dt.datetime]:
+        """The ``seen_jtis`` key of ``proof`` (its key and ``jti``) and when it may be forgotten: once no instance
+        would accept its ``iat`` any more. The token endpoint and the broker's own APIs share the record."""
+        key = hashlib.sha256(f"{PURPOSE}\0{proof.jkt}\0{proof.jti}".encode()).hexdigest()
+        return key, dt.datetime.fromtimestamp(proof.iat + self.window + self.skew, dt.UTC)
+
     def next_nonce(self, now: dt.datetime) -> str | None:
         """A fresh nonce for a successful answer's ``DPoP-Nonce`` (§8.2), when nonces are on."""
         return self.nonces.issue(now.timestamp()) if self.nonces is not None else None
@@ -62,9 +68,7 @@ class TokenProofs:
 async def spend(grant: Grant, proof: DpopProof) -> None:
     """Record the proof's ``jti`` (for its key) until no instance would accept its ``iat`` any more; a second use,
     here or at any other instance, is refused (RFC 9449 §11.1)."""
-    proofs = grant.engine.dpop
-    key = hashlib.sha256(f"{PURPOSE}\0{proof.jkt}\0{proof.jti}".encode()).hexdigest()
-    expires = dt.datetime.fromtimestamp(proof.iat + proofs.window + proofs.skew, dt.UTC)
+    key, expires = grant.engine.dpop.jti_record(proof)
     if not await grant_repo.first_use_of_jti_hot(grant.tx, key, PURPOSE, expires):
         raise InvalidDpopProofError("the DPoP proof was already used")
 

@@ -17,12 +17,15 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from broker.oauth.bearer import BearerError, Caller, authenticate
 from broker.registry.servers import admin_api
 from broker.storage.models import utcnow
+from broker.web.credentials import presented, with_dpop_challenge
 from broker.web.deps import State
 from broker.web.headers import NO_STORE
 from broker.web.state import BrokerState
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, invalid, expired or revoked access token (WWW-Authenticate: Bearer)"},
+    401: {"description": "Missing, invalid, expired or revoked access token (WWW-Authenticate: Bearer), a DPoP-bound "
+                         "token sent as Bearer, or a bad DPoP proof (WWW-Authenticate: DPoP, "
+                         "error=\"invalid_dpop_proof\")"},
     403: {"description": "The token lacks the scope this operation needs (insufficient_scope)"},
 }
 BAD_BODY: dict[int | str, dict[str, Any]] = {
@@ -75,20 +78,15 @@ def not_found(description: str) -> ApiError:
     return fail(404, "not_found", description)
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
 def require(scope: str) -> Any:
     async def dependency(request: Request, state: State) -> Caller:
         audience = admin_api(state.settings.issuer).resource
+        token, dpop = presented(request, state.settings.issuer)
         try:
-            return await state.database.cold(authenticate, state.oauth.engine, _bearer(request), audience, scope,
-                                             utcnow())
+            return await state.database.cold(authenticate, state.oauth.engine, token, audience, scope, utcnow(),
+                                             dpop)
         except BearerError as exc:
-            raise _challenge(exc) from None
+            raise ApiError(with_dpop_challenge(_challenge(exc), exc, dpop, state.settings.dpop.algorithms)) from None
 
     return dependency
 
@@ -123,10 +121,10 @@ def _in_transaction(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return route
 
 
-def _challenge(exc: BearerError) -> ApiError:
+def _challenge(exc: BearerError) -> JSONResponse:
     header = f'Bearer realm="mcp-auth-broker admin API", error="{exc.error}", scope="{exc.scope}"'
-    return ApiError(JSONResponse({"error": exc.error, "error_description": exc.description},
-                                 status_code=exc.status_code, headers={"www-authenticate": header, **NO_STORE}))
+    return JSONResponse({"error": exc.error, "error_description": exc.description},
+                        status_code=exc.status_code, headers={"www-authenticate": header, **NO_STORE})
 
 
 def actor(caller: Caller) -> str:
