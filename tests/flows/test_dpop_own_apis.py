@@ -135,3 +135,15 @@ async def test_a_bearer_token_still_works_as_bearer_and_not_with_the_dpop_scheme
     proof = key.proof("GET", unbound.url, access_token=unbound.token)
     refused = await client.get(unbound.path, headers=unbound.dpop(proof))
     assert "not DPoP-bound" in dpop_challenge(refused, "invalid_token")
+
+
+async def test_a_dpop_bound_token_without_the_scope_gets_a_dpop_insufficient_scope(client: httpx.AsyncClient,
+                                                                                    state: Any) -> None:
+    reader = await target(client, state, "admin API", bound=True)  # admin:read only
+    assert reader.key is not None
+    path = "/admin/api/v1/keys/rotate"
+    proof = reader.key.proof("POST", ISSUER + path, access_token=reader.token)
+    response = await client.post(path, headers=reader.dpop(proof))
+    assert response.status_code == 403 and response.json()["error"] == "insufficient_scope", response.text
+    challenge = response.headers["www-authenticate"]
+    assert challenge.startswith('DPoP error="insufficient_scope", scope="admin:write", algs="'), challenge
