@@ -28,7 +28,7 @@ _STRINGS = ("token_endpoint_auth_method", "client_name", "client_uri", "logo_uri
 DESCRIPTIVE_URLS = ("client_uri", "logo_uri", "tos_uri", "policy_uri")
 KEPT_METADATA = (*DESCRIPTIVE_URLS, "software_id", "software_version", "contacts", SIGNING_ALG)
 MAX_CONTACTS = 10
-MAX_FIELD_LENGTH = 2048  # a URL, as the clients table keeps them; a contact is at most 320 (an email address)
+MAX_CONTACT_LENGTH = 320  # an email address
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _LISTS_OF_STRINGS = ("redirect_uris", "grant_types", "response_types", "contacts")
 _BOOLEANS = ("dpop_bound_access_tokens",)  # RFC 9449 §5.2; authlib does not know it, so the broker reads it
@@ -82,15 +82,15 @@ def check_descriptive(metadata: dict[str, Any]) -> None:
     for name in DESCRIPTIVE_URLS:
         if name in metadata and not _web_url(metadata[name]):
             raise InvalidClientMetadataError(f"{name} must be an https URL (http only on a loopback host) of at "
-                                             f"most {MAX_FIELD_LENGTH} characters")
+                                             f"most {client_keys.MAX_URL_LENGTH} characters")
     contacts = metadata.get("contacts", [])
-    if len(contacts) > MAX_CONTACTS or any(len(c) > 320 or _CONTROL.search(c) for c in contacts):
-        raise InvalidClientMetadataError(f"contacts: at most {MAX_CONTACTS}, each at most 320 characters without "
-                                         "control characters")
+    if len(contacts) > MAX_CONTACTS or any(len(c) > MAX_CONTACT_LENGTH or _CONTROL.search(c) for c in contacts):
+        raise InvalidClientMetadataError(f"contacts: at most {MAX_CONTACTS}, each at most {MAX_CONTACT_LENGTH} "
+                                         "characters without control characters")
 
 
 def _web_url(value: str) -> bool:
-    if len(value) > MAX_FIELD_LENGTH or _CONTROL.search(value):
+    if len(value) > client_keys.MAX_URL_LENGTH or _CONTROL.search(value):
         return False
     try:
         parts = urlsplit(value)

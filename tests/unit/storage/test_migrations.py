@@ -136,16 +136,19 @@ def test_unreachable_database_is_one_clear_line() -> None:
     assert str(info.value).startswith("database unreachable:") and "\n" not in str(info.value)
 
 
+# A client row with the columns of the first schema, for the steps that add client columns.
+OLD_CLIENT = text("INSERT INTO clients (id, name, kind, status, token_endpoint_auth_method, redirect_uris, "
+                  "grant_types, trusted, metadata, created_at, updated_at) VALUES ('c1', 'Old', 'preregistered', "
+                  "'active', 'none', '[]', '[]', false, '{}', '2026-01-01 00:00:00', '2026-01-01 00:00:00')")
+
+
 def test_each_step_upgrades_a_database_holding_rows(empty: Database) -> None:
     """Columns added later get defaults for rows written before them (PostgreSQL enforces NOT NULL)."""
     from alembic import command
 
     command.upgrade(alembic_config(empty), "0001")
     with empty.engine.begin() as conn:
-        conn.execute(text("INSERT INTO clients (id, name, kind, status, token_endpoint_auth_method, redirect_uris, "
-                          "grant_types, trusted, metadata, created_at, updated_at) VALUES ('c1', 'Old', "
-                          "'preregistered', 'active', 'none', '[]', '[]', false, '{}', "
-                          "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+        conn.execute(OLD_CLIENT)
     upgrade(empty)
     with empty.engine.connect() as conn:
         row = conn.execute(text("SELECT scopes, may_introspect FROM clients WHERE id = 'c1'")).one()
@@ -199,10 +202,7 @@ def test_upgrade_leaves_existing_clients_and_servers_without_a_dpop_requirement(
 
     command.upgrade(alembic_config(empty), "0015")
     with empty.engine.begin() as conn:
-        conn.execute(text("INSERT INTO clients (id, name, kind, status, token_endpoint_auth_method, redirect_uris, "
-                          "grant_types, trusted, metadata, created_at, updated_at) VALUES ('c1', 'Old', "
-                          "'preregistered', 'active', 'none', '[]', '[]', false, '{}', "
-                          "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
+        conn.execute(OLD_CLIENT)
         conn.execute(text("INSERT INTO mcp_servers (id, name, description, resource, scopes, default_scopes, tags, "
                           "enabled, created_at, updated_at) VALUES ('crm', 'CRM', '', 'https://crm.example/mcp', "
                           "'{}', '[]', '[]', true, '2026-01-01 00:00:00', '2026-01-01 00:00:00')"))
