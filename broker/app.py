@@ -6,7 +6,6 @@ This is the only module (with ``cli``) that chooses implementations.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import time
@@ -30,7 +29,7 @@ from broker.federation.entra import EntraConnector
 from broker.federation.http import upstream_client
 from broker.federation.oidc import OidcConnector
 from broker.federation.okta import OktaConnector
-from broker.keys.crypto import DecryptionError, Encryptor
+from broker.keys.crypto import DecryptionError, Encryptor, derived_key
 from broker.keys.ring import KeyRing
 from broker.lifecycle.signals import SignedEventVerifier
 from broker.lifecycle.upstream_check import UpstreamCheck
@@ -133,7 +132,7 @@ def build_state(settings: Settings, http: httpx.AsyncClient | None = None,
     http = http or upstream_client()
     connectors = idp_connectors(settings, http)
     oauth = OAuthCore(settings, keyring, encryptor, StoredPolicy(), connectors.connectors,
-                      csrf_key=hashlib.sha256(b"broker-csrf\0" + kek).digest(),
+                      csrf_key=derived_key(kek, "broker-csrf"),
                       client_metadata=client_metadata or metadata_fetcher(settings), http=http,
                       dpop_nonce_key=nonce_key(kek))
     audit_keys = audit.AuditKeys(encryptor, keks)

@@ -11,6 +11,7 @@ way, until ``broker keys rewrap`` has re-encrypted everything under the first).
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 
@@ -58,6 +59,12 @@ class Encryptor:
             except InvalidTag:
                 continue
         raise DecryptionError("wrong key-encryption key, or the data was altered")
+
+
+def derived_key(kek: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one purpose (the sign-in's CSRF MACs, DPoP nonces), the same at every instance that
+    holds ``kek``: SHA-256 over the purpose, a NUL and the KEK."""
+    return hashlib.sha256(purpose.encode() + b"\0" + kek).digest()
 
 
 def signing_key_aad(purpose: str, kid: str, algorithm: str) -> str:

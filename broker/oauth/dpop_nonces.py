@@ -14,6 +14,8 @@ import hmac
 import re
 import struct
 
+from broker.keys.crypto import derived_key
+
 _MAC_BYTES = 16
 _LENGTH = 8 + _MAC_BYTES
 _FUTURE_SLACK = 5  # seconds: instances' clocks differ a little
@@ -21,7 +23,7 @@ _SHAPE = re.compile(r"^[A-Za-z0-9_-]{32}$")
 
 
 def nonce_key(kek: bytes) -> bytes:
-    return hashlib.sha256(b"broker-dpop-nonce\0" + kek).digest()
+    return derived_key(kek, "broker-dpop-nonce")
 
 
 class DpopNonces:
